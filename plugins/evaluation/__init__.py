@@ -1,0 +1,1 @@
+"""Built-in evaluation plugins: one file per method."""

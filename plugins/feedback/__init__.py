@@ -1,0 +1,1 @@
+"""Built-in feedback plugins: one file per method."""

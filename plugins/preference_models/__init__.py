@@ -1,0 +1,1 @@
+"""Built-in preference_models plugins: one file per method."""

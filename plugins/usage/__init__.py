@@ -1,0 +1,1 @@
+"""Built-in usage plugins: one file per method."""

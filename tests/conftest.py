@@ -1,0 +1,18 @@
+"""Test-wide setup: Triton runs in its CPU interpreter when no GPU is present."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Must be set before triton is imported anywhere: @triton.jit reads it at decoration time.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
