@@ -1,4 +1,4 @@
-"""Shared comparison helpers for kernel tests."""
+"""Checks that plugin authors run in their own tests: precision and parity helpers."""
 
 from __future__ import annotations
 
