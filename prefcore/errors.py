@@ -22,10 +22,12 @@ class UnknownMethodError(PrefcoreError, LookupError):
         self.available = tuple(available)
         self.suggestions = tuple(suggestions)
         listing = ", ".join(self.available) if self.available else "(none loaded)"
-        message = f"No {kind} method named {name!r}. Available: {listing}."
+        what = "method" if kind == "any" else f"{kind} method"
+        message = f"No {what} named {name!r}. Available: {listing}."
         if self.suggestions:
             message += " Did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
-        message += f" Run `prefcore list {kind}` to see where each comes from."
+        listing_command = "prefcore list" if kind == "any" else f"prefcore list {kind}"
+        message += f" Run `{listing_command}` to see where each comes from."
         super().__init__(message)
 
 
@@ -56,9 +58,14 @@ class PluginLoadError(PrefcoreError):
 class PluginValidationError(PrefcoreError):
     """A plugin registered something that breaks the method contract."""
 
-    def __init__(self, plugin: str, message: str) -> None:
+    def __init__(self, plugin: str, message: str, *, distribution: str | None = None) -> None:
         self.plugin = plugin
-        super().__init__(f"Plugin {plugin!r}: {message}")
+        self.distribution = distribution
+        origin = f" (distribution {distribution})" if distribution else ""
+        super().__init__(
+            f"Plugin {plugin!r}{origin}: {message} Its other methods are not registered; "
+            f"every other plugin keeps working."
+        )
 
 
 class DuplicateMethodError(PrefcoreError):
@@ -70,9 +77,8 @@ class DuplicateMethodError(PrefcoreError):
         self.first = first
         self.second = second
         super().__init__(
-            f"The {kind} method name {name!r} is registered twice: by {first} and by {second}. "
-            f"The first registration is kept; uninstall or disable one of them "
-            f"(PREFCORE_DISABLE_PLUGINS=<plugin>)."
+            f"The {kind} name {name!r} is registered twice: by {first} and by {second}. "
+            f"Neither is used until one is uninstalled or disabled (PREFCORE_DISABLE_PLUGINS=<plugin>)."
         )
 
 

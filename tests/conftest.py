@@ -10,6 +10,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Installed third-party plugins never leak into the suite; tests opt in with third_party=True.
+os.environ["PREFCORE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+os.environ.pop("PREFCORE_DISABLE_PLUGINS", None)
+
 import pytest  # noqa: E402
 
 

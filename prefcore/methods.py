@@ -1,0 +1,103 @@
+"""The four plugin kinds and the base class each registered method derives from.
+
+A method is a class with a unique lowercase ``name`` and a typed ``config_cls`` (a
+dataclass whose fields carry a one-line ``doc`` in their metadata). The registry indexes
+methods by ``(kind, name)``; everything a method needs at run time arrives through its
+config or through the objects the engine hands it, never through globals.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import re
+from typing import Any
+from typing import ClassVar
+
+KINDS: tuple[str, ...] = ("feedback", "preference_model", "usage", "evaluation")
+"""Plugin kinds in pipeline order: feedback → preference model → usage → evaluation."""
+
+KIND_TITLES: dict[str, str] = {
+    "feedback": "feedback source",
+    "preference_model": "preference model",
+    "usage": "usage objective",
+    "evaluation": "evaluator",
+}
+
+METHOD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def option(default: Any = dataclasses.MISSING, *, doc: str, **kwargs: Any) -> Any:
+    """A config field with a one-line doc, shown by ``prefcore info``.
+
+    Arguments:
+        default: the default value (omit for a required field).
+        doc: one line saying what the option does.
+        kwargs: passed to ``dataclasses.field`` (e.g. ``default_factory``).
+    """
+    return dataclasses.field(default=default, metadata={"doc": doc}, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """Config of a method that takes no options."""
+
+
+class Method:
+    """Base of every registered method: a name, a kind and a typed config."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    config_cls: ClassVar[type] = NoOptions
+
+    def __init__(self, config: Any | None = None) -> None:
+        if config is None:
+            config = self.config_cls()
+        if not isinstance(config, self.config_cls):
+            raise TypeError(
+                f"{self.kind} method {self.name!r} expects a {self.config_cls.__name__}, "
+                f"got {type(config).__name__}."
+            )
+        self.config = config
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring: the one-line doc of ``prefcore list``."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class FeedbackSource(Method, abc.ABC):
+    """Produces typed preference records: from files, annotators, judges or rules."""
+
+    kind: ClassVar[str] = "feedback"
+
+    @abc.abstractmethod
+    def records(self) -> Any:
+        """Yield the feedback records this source provides (see ``prefcore.data``)."""
+
+
+class PreferenceModel(Method, abc.ABC):
+    """Learns to score completions from preference feedback (a reward model)."""
+
+    kind: ClassVar[str] = "preference_model"
+
+
+class UsageObjective(Method, abc.ABC):
+    """Turns preferences into a training loss for the policy, on per-token log-probs."""
+
+    kind: ClassVar[str] = "usage"
+
+
+class Evaluator(Method, abc.ABC):
+    """Measures a policy: win rates, preference accuracy, KL, samples."""
+
+    kind: ClassVar[str] = "evaluation"
+
+
+BASE_CLASSES: dict[str, type[Method]] = {
+    "feedback": FeedbackSource,
+    "preference_model": PreferenceModel,
+    "usage": UsageObjective,
+    "evaluation": Evaluator,
+}
