@@ -11,8 +11,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
+
+if TYPE_CHECKING:
+    from prefcore.batch import LogProbBatch
+    from prefcore.batch import LossOutput
 
 KINDS: tuple[str, ...] = ("feedback", "preference_model", "usage", "evaluation")
 """Plugin kinds in pipeline order: feedback → preference model → usage → evaluation."""
@@ -84,9 +89,34 @@ class PreferenceModel(Method, abc.ABC):
 
 
 class UsageObjective(Method, abc.ABC):
-    """Turns preferences into a training loss for the policy, on per-token log-probs."""
+    """Turns preferences into a training loss for the policy, on per-token log-probs.
+
+    Class attributes tell the engine what to prepare:
+    ``data_formats``: the batch layouts the loss accepts, preferred first
+    (``pairwise``, ``unpaired``, ``listwise``, ``sft``); ``needs_reference``: whether
+    ``loss`` reads reference log-probs (override ``uses_reference`` if a config option
+    decides it).
+    """
 
     kind: ClassVar[str] = "usage"
+    data_formats: ClassVar[tuple[str, ...]] = ("pairwise",)
+    needs_reference: ClassVar[bool] = False
+
+    def uses_reference(self) -> bool:
+        """Whether this configured instance reads reference log-probs."""
+        return self.needs_reference
+
+    def transform_records(self, records: list[Any]) -> list[Any]:
+        """Rewrite feedback records before tokenisation (e.g. hindsight prefixes); default: unchanged."""
+        return records
+
+    def generation_prefix(self) -> str:
+        """Text put before the prompt at generation time (conditioned methods); default: none."""
+        return ""
+
+    @abc.abstractmethod
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        """The scalar training loss (mean over the batch's comparisons) and named metrics."""
 
 
 class Evaluator(Method, abc.ABC):

@@ -1,0 +1,1 @@
+"""The embedded demo task: a tiny request/reply language with a programmatic preference rule."""

@@ -1,0 +1,1 @@
+"""The training engine: models, batching, log-probs through prefcore.kernels, the loop, checkpoints."""
