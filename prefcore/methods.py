@@ -18,6 +18,8 @@ from typing import ClassVar
 if TYPE_CHECKING:
     from prefcore.batch import LogProbBatch
     from prefcore.batch import LossOutput
+    from prefcore.evaluation import EvaluationContext
+    from prefcore.evaluation import EvaluationResult
 
 KINDS: tuple[str, ...] = ("feedback", "preference_model", "usage", "evaluation")
 """Plugin kinds in pipeline order: feedback → preference model → usage → evaluation."""
@@ -123,6 +125,10 @@ class Evaluator(Method, abc.ABC):
     """Measures a policy: win rates, preference accuracy, KL, samples."""
 
     kind: ClassVar[str] = "evaluation"
+
+    @abc.abstractmethod
+    def evaluate(self, context: EvaluationContext) -> EvaluationResult:
+        """Metrics (and sample rows) for the policy in ``context``."""
 
 
 BASE_CLASSES: dict[str, type[Method]] = {

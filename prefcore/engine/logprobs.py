@@ -1,0 +1,93 @@
+"""Per-token completion log-probs of a causal LM, always through ``prefcore.kernels``.
+
+The fused path runs the decoder to its last hidden states and hands them with the LM-head
+weight to ``fused_linear_logprobs``: the ``[S, L, V]`` logits never exist, and prompt and
+padding tokens are dropped before the LM-head matmul. Models whose logits are more than a
+linear head (soft-capping, logit scaling) take the logits path through
+``selective_log_softmax`` instead, so both paths compute the same maths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from prefcore.engine.sequences import PaddedSequences
+from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs
+from prefcore.kernels.logprobs import selective_log_softmax
+
+IGNORE_INDEX = -100
+
+
+def _base_model(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper, if any."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
+def lm_head_weight_and_bias(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The effective LM-head weight ``[V, H]`` and bias, differentiable.
+
+    With LoRA on the LM head (PEFT ``lora.Linear``) the effective weight is
+    ``W + scale · B·A``, formed here so the fused path trains the adapter too.
+    """
+    head = _base_model(model).get_output_embeddings()
+    base_layer = getattr(head, "base_layer", None)
+    if base_layer is None:
+        return head.weight, head.bias
+    weight = base_layer.weight
+    for adapter in getattr(head, "active_adapters", []):
+        if adapter not in head.lora_A:
+            continue
+        lora_a = head.lora_A[adapter].weight  # [r, H]
+        lora_b = head.lora_B[adapter].weight  # [V, r]
+        weight = weight + (lora_b @ lora_a) * head.scaling[adapter]
+    return weight, base_layer.bias
+
+
+def supports_fused_head(model: Any) -> bool:
+    """False for heads that post-process logits, which the fused kernel would skip."""
+    config = getattr(_base_model(model), "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return False
+    head = _base_model(model).get_output_embeddings()
+    return head is not None and (hasattr(head, "weight") or hasattr(head, "base_layer"))
+
+
+def completion_token_logps(
+    model: Any,
+    sequences: PaddedSequences,
+    *,
+    fused: bool = True,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Log-probs of completion tokens, ``[S, L - 1]`` float32, 0 on prompt and padding.
+
+    Arguments:
+        model: a transformers causal LM (optionally PEFT-wrapped).
+        sequences: padded ids with their completion mask.
+        fused: use the fused LM-head kernel when the model allows it.
+        backend: kernel backend (``auto``, ``triton``, ``torch``).
+        chunk_size: tokens per LM-head tile of the fused kernel.
+    """
+    targets = sequences.input_ids[:, 1:].masked_fill(~sequences.completion_mask, IGNORE_INDEX)
+    if fused and supports_fused_head(model):
+        decoder = _base_model(model).get_decoder()
+        hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
+        weight, bias = lm_head_weight_and_bias(model)
+        return fused_linear_logprobs(
+            hidden[:, :-1], weight.to(hidden.dtype), targets, None if bias is None else bias.to(hidden.dtype),
+            ignore_index=IGNORE_INDEX, chunk_size=chunk_size, backend=backend,
+        )
+    logits = model(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).logits
+    return selective_log_softmax(logits[:, :-1], targets, ignore_index=IGNORE_INDEX, backend=backend)
+
+
+@torch.no_grad()
+def sequence_logps(
+    model: Any, sequences: PaddedSequences, *, fused: bool = True, backend: str = "auto"
+) -> torch.Tensor:
+    """Summed completion log-probs ``[S]`` without gradients (reference model, scoring)."""
+    return completion_token_logps(model, sequences, fused=fused, backend=backend).sum(dim=-1)

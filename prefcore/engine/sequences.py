@@ -1,0 +1,141 @@
+"""Tokenise prompts and completions into sequences whose completion tokens carry the loss.
+
+Prompt and completion are tokenised separately (the completion always ends with EOS),
+so the boundary is exact and the loss mask covers completion tokens only. Chat prompts
+go through the tokenizer's chat template with the generation prompt appended, so
+training sees exactly the text that generation will start from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from typing import Literal
+
+import torch
+
+from prefcore.data.records import Message
+from prefcore.errors import DataError
+
+Truncation = Literal["error", "truncate"]
+
+
+@dataclass(frozen=True)
+class TokenizedSequence:
+    """Token ids of one prompt + completion; the completion ends with EOS."""
+
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.completion_ids)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion given as a string or as assistant message(s)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(message.content for message in completion)
+
+
+def _as_chat(messages: Sequence[Message]) -> list[dict[str, str]]:
+    return [{"role": message.role, "content": message.content} for message in messages]
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Any, *, prefix: str = "") -> list[int]:
+    """Token ids the model is conditioned on, identical for training and generation.
+
+    Arguments:
+        tokenizer: a transformers tokenizer.
+        prompt: text, or a tuple of chat messages.
+        prefix: condition text put before the prompt (hindsight / reward-conditioned methods).
+    """
+    if isinstance(prompt, str):
+        return list(tokenizer(prefix + prompt, add_special_tokens=True)["input_ids"])
+    chat = _as_chat(prompt)
+    if prefix:
+        chat = [{"role": "system", "content": prefix}, *chat]
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+    # No template: join the turns as plain text so conversational data still trains.
+    text = "\n".join(f"{turn['role']}: {turn['content']}" for turn in chat) + "\nassistant: "
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def tokenize_sequence(
+    tokenizer: Any,
+    prompt: Any,
+    completion: Any,
+    *,
+    max_length: int,
+    prefix: str = "",
+    truncation: Truncation = "truncate",
+    where: str = "record",
+) -> TokenizedSequence:
+    """Tokenise one prompt/completion pair, enforcing ``max_length``.
+
+    ``truncate`` drops prompt tokens from the left first (the completion carries the
+    loss), then completion tokens from the right; ``error`` refuses over-long records.
+    An empty completion is always an error: it has no token to learn from.
+    """
+    text = completion_text(completion)
+    if not text.strip():
+        raise DataError("the completion is empty; there is nothing to train on.", source=where, field="completion")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token_id; completions must end with an end-of-sequence token.")
+    prompt_ids = prompt_token_ids(tokenizer, prompt, prefix=prefix)
+    completion_ids = [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    overflow = len(prompt_ids) + len(completion_ids) - max_length
+    if overflow > 0:
+        if truncation == "error":
+            raise DataError(
+                f"prompt + completion is {len(prompt_ids) + len(completion_ids)} tokens, over max_length="
+                f"{max_length}. Raise [train] max_length or set truncation = \"truncate\".",
+                source=where,
+                field="completion",
+            )
+        keep_prompt = max(1, len(prompt_ids) - overflow)
+        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt :]
+        completion_ids = completion_ids[: max_length - len(prompt_ids)]
+        if not completion_ids:
+            raise DataError(f"no completion token fits in max_length={max_length}.", source=where, field="completion")
+    return TokenizedSequence(tuple(prompt_ids), tuple(completion_ids))
+
+
+@dataclass(frozen=True)
+class PaddedSequences:
+    """Right-padded token ids with the attention mask and the next-token loss mask.
+
+    ``completion_mask[s, t]`` says whether target ``input_ids[s, t + 1]`` is a completion
+    token, so it lines up with log-probs of shape ``[S, L - 1]``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> PaddedSequences:
+        return PaddedSequences(
+            self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device)
+        )
+
+
+def pad_sequences(sequences: Sequence[TokenizedSequence], pad_token_id: int) -> PaddedSequences:
+    """Right-pad to the longest sequence of this micro-batch (not a global maximum)."""
+    longest = max(sequence.length for sequence in sequences)
+    count = len(sequences)
+    input_ids = torch.full((count, longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((count, longest), dtype=torch.long)
+    completion_mask = torch.zeros((count, longest - 1), dtype=torch.bool)
+    for row, sequence in enumerate(sequences):
+        ids = sequence.prompt_ids + sequence.completion_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        start = len(sequence.prompt_ids) - 1  # target index of the first completion token
+        completion_mask[row, start : start + len(sequence.completion_ids)] = True
+    return PaddedSequences(input_ids, attention_mask, completion_mask)
