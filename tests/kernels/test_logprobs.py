@@ -93,20 +93,41 @@ def _compare_to_reference(lead, vocab, dtype, atol, grad_atol, return_entropy, b
     logits, targets = _inputs(lead, vocab, dtype)
     grad_logps = torch.randn(lead)
     grad_entropy = torch.randn(lead) if return_entropy else None
-    kernel = _run(logits, targets, selective_log_softmax, grad_logps, grad_entropy,
-                  temperature=temperature, backend=backend)  # fmt: skip
+    kernel = _run(
+        logits,
+        targets,
+        selective_log_softmax,
+        grad_logps,
+        grad_entropy,
+        temperature=temperature,
+        backend=backend,
+    )
     # Ground truth in fp64 from the same (rounded) inputs: an fp32 torch reference is itself off by
     # ~1e-5 for entropies over 128k terms, more than the kernel.
-    truth = _run(logits.double(), targets, selective_log_softmax_ref, grad_logps.double(),
-                 None if grad_entropy is None else grad_entropy.double(), temperature=temperature)  # fmt: skip
-    lowprec = _run(logits, targets, selective_log_softmax_ref, grad_logps, grad_entropy,
-                   temperature=temperature, upcast=False)  # fmt: skip
+    grad_entropy_64 = None if grad_entropy is None else grad_entropy.double()
+    truth = _run(
+        logits.double(),
+        targets,
+        selective_log_softmax_ref,
+        grad_logps.double(),
+        grad_entropy_64,
+        temperature=temperature,
+    )
+    lowprec = _run(
+        logits,
+        targets,
+        selective_log_softmax_ref,
+        grad_logps,
+        grad_entropy,
+        temperature=temperature,
+        upcast=False,
+    )
 
     assert kernel[0].dtype == torch.float32 and kernel[0].shape == targets.shape
     assert kernel[2].dtype == dtype and kernel[2].shape == logits.shape
     assert torch.isfinite(kernel[0]).all() and torch.isfinite(kernel[2]).all()
     names = ("logps", "entropy", "grad_logits")
-    for name, got, spec_truth, spec_lowprec in zip(names, kernel, truth, lowprec):
+    for name, got, spec_truth, spec_lowprec in zip(names, kernel, truth, lowprec, strict=True):
         if got is None:
             continue
         tol = grad_atol if name == "grad_logits" else atol
@@ -204,7 +225,8 @@ def test_huge_logits_do_not_overflow(backend, dtype):
     x_ref = logits.double().requires_grad_()
     ref, ref_entropy = selective_log_softmax_ref(x_ref, targets, return_entropy=True)
     (ref * grad.double() + ref_entropy).sum().backward()
-    assert torch.isfinite(logps).all() and torch.isfinite(entropy).all() and torch.isfinite(x.grad.float()).all()
+    assert torch.isfinite(logps).all() and torch.isfinite(entropy).all()
+    assert torch.isfinite(x.grad.float()).all()
     # fp32 resolves 1e4 to ~1e-3; the log-probs reach -2e4.
     torch.testing.assert_close(logps, ref.float(), rtol=1e-6, atol=2e-3)
     torch.testing.assert_close(entropy, ref_entropy.float(), rtol=1e-4, atol=1e-4)
@@ -254,7 +276,7 @@ def test_int32_targets(backend):
 def test_in_place_backward_equals_fresh_buffer(use_kernel):
     logits, targets = _inputs((5,), 300, torch.bfloat16)
     kwargs = {"temperature": 1.3, "ignore_index": IGNORE}
-    logps, row_max, log_norm, entropy = selective_log_softmax_fwd(
+    _, row_max, log_norm, entropy = selective_log_softmax_fwd(
         logits, targets, return_entropy=True, use_kernel=use_kernel, **kwargs
     )
     grads = (torch.randn(5), torch.randn(5))
@@ -346,9 +368,11 @@ def test_agrees_with_trl_kernel(temperature):
     targets = torch.randint(0, 1500, (2, 3))
     grads = torch.randn(2, 3), torch.randn(2, 3)
     ours_x, trl_x = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    ours = selective_log_softmax(ours_x, targets, temperature=temperature, return_entropy=True, backend="triton")
+    ours = selective_log_softmax(
+        ours_x, targets, temperature=temperature, return_entropy=True, backend="triton"
+    )
     theirs = trl_fn(trl_x, targets, temperature=temperature)
-    for out, x in ((ours, ours_x), (theirs, trl_x)):
+    for out in (ours, theirs):
         (out[0] * grads[0] + out[1] * grads[1]).sum().backward()
     torch.testing.assert_close(ours[0], theirs[0])
     torch.testing.assert_close(ours[1], theirs[1])
