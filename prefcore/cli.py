@@ -23,7 +23,9 @@ from prefcore.registry import Registry
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -111,8 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a pipeline from a TOML run file (default: the embedded demo)")
     run.add_argument("config", nargs="?", help="TOML run file; omit to run the embedded default job")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a run-file value, e.g. --set usage.beta=0.2 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a run-file value, e.g. --set usage.beta=0.2 (repeatable)",
+    )
     run.add_argument("--method", help="the usage objective to train with, e.g. --method ipo")
     run.add_argument("--out", help="run folder (default: runs/<timestamp>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -78,10 +78,7 @@ def build_config(config_cls: type, options: Mapping[str, Any], *, method: str) -
             field=unknown[0],
         )
     hints = typing.get_type_hints(config_cls)
-    values = {
-        name: _coerce(value, hints.get(name, Any), name, method)
-        for name, value in options.items()
-    }
+    values = {name: _coerce(value, hints.get(name, Any), name, method) for name, value in options.items()}
     try:
         return config_cls(**values)
     except TypeError as exc:  # a required field without a value
@@ -103,8 +100,7 @@ def _coerce(value: Any, annotation: Any, field: str, method: str) -> Any:
 
     def wrong() -> ConfigError:
         return ConfigError(
-            f"{method} option {field!r} must be {_type_name(annotation)}; got {value!r} "
-            f"({type(value).__name__}).",
+            f"{method} option {field!r} must be {_type_name(annotation)}; got {value!r} ({type(value).__name__}).",
             method=method,
             field=field,
         )
@@ -158,7 +154,7 @@ def _coerce(value: Any, annotation: Any, field: str, method: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise wrong()
-            items = [_coerce(v, a, f"{field}[{i}]", method) for i, (v, a) in enumerate(zip(value, args))]
+            items = [_coerce(v, a, f"{field}[{i}]", method) for i, (v, a) in enumerate(zip(value, args, strict=True))]
         else:
             item_type = args[0] if args else Any
             items = [_coerce(v, item_type, f"{field}[{i}]", method) for i, v in enumerate(value)]
@@ -280,7 +276,13 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     For a kind with several methods, address one as ``usage.<method>.key`` or ``usage.<index>.key``.
     """
     result: dict[str, Any] = {
-        key: ([dict(t) for t in value] if isinstance(value, list) else dict(value) if isinstance(value, Mapping) else value)
+        key: (
+            [dict(t) for t in value]
+            if isinstance(value, list)
+            else dict(value)
+            if isinstance(value, Mapping)
+            else value
+        )
         for key, value in data.items()
     }
     for text in overrides:

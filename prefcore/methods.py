@@ -62,8 +62,7 @@ class Method:
             config = self.config_cls()
         if not isinstance(config, self.config_cls):
             raise TypeError(
-                f"{self.kind} method {self.name!r} expects a {self.config_cls.__name__}, "
-                f"got {type(config).__name__}."
+                f"{self.kind} method {self.name!r} expects a {self.config_cls.__name__}, got {type(config).__name__}."
             )
         self.config = config
 

@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
 os.environ["PREFCORE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.pop("PREFCORE_DISABLE_PLUGINS", None)
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -78,8 +78,13 @@ def completion_token_logps(
         hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
         weight, bias = lm_head_weight_and_bias(model)
         return fused_linear_logprobs(
-            hidden[:, :-1], weight.to(hidden.dtype), targets, None if bias is None else bias.to(hidden.dtype),
-            ignore_index=IGNORE_INDEX, chunk_size=chunk_size, backend=backend,
+            hidden[:, :-1],
+            weight.to(hidden.dtype),
+            targets,
+            None if bias is None else bias.to(hidden.dtype),
+            ignore_index=IGNORE_INDEX,
+            chunk_size=chunk_size,
+            backend=backend,
         )
     logits = model(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).logits
     return selective_log_softmax(logits[:, :-1], targets, ignore_index=IGNORE_INDEX, backend=backend)

@@ -95,7 +95,7 @@ def tokenize_sequence(
         if truncation == "error":
             raise DataError(
                 f"prompt + completion is {len(prompt_ids) + len(completion_ids)} tokens, over max_length="
-                f"{max_length}. Raise [train] max_length or set truncation = \"truncate\".",
+                f'{max_length}. Raise [train] max_length or set truncation = "truncate".',
                 source=where,
                 field="completion",
             )

@@ -80,7 +80,7 @@ def test_wrong_type_names_field_expected_type_and_value(options: dict, field: st
 
 
 def test_post_init_validation_becomes_config_error() -> None:
-    with pytest.raises(ConfigError, match="usage objective 'x': beta must be > 0. Got -1.0."):
+    with pytest.raises(ConfigError, match=r"beta must be > 0\. Got -1\.0\."):
         build_config(Example, {"beta": -1}, method="usage objective 'x'")
 
 
@@ -149,7 +149,7 @@ def test_override_parsing() -> None:
     assert parse_override("usage.beta=0.2") == (["usage", "beta"], 0.2)
     assert parse_override("usage.method=ipo") == (["usage", "method"], "ipo")
     assert parse_override("train.flags=[1, 2]") == (["train", "flags"], [1, 2])
-    with pytest.raises(ConfigError, match="expected section.key=value"):
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         parse_override("usage.beta")
 
 

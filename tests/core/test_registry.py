@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
 from prefcore.errors import DuplicateMethodError
 from prefcore.errors import PluginLoadError
 from prefcore.errors import PluginValidationError
@@ -22,6 +24,7 @@ from prefcore.registry import get_plugin_manager
 USAGE_PLUGIN = """
 from dataclasses import dataclass
 from prefcore import hookimpl
+from prefcore.batch import LossOutput
 from prefcore.methods import UsageObjective, option
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class {cls}(UsageObjective):
     '''{doc}'''
     name = "{name}"
     config_cls = Config
+
+    def loss(self, batch):
+        return LossOutput(-self.config.beta * batch.policy_logps.sum())
 
 @hookimpl
 def prefcore_register_usage_objectives():
@@ -54,6 +60,9 @@ class _Toy(UsageObjective):
     name = "toy"
     config_cls = _Config
 
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        return LossOutput(-self.config.beta * batch.policy_logps.sum())
+
 
 def _registry_with(*plugins: object) -> Registry:
     manager = PrefcorePluginManager()
@@ -71,7 +80,9 @@ def test_builtin_plugins_load_through_the_entry_point_group() -> None:
 
 
 def test_third_party_distribution_is_listed_and_selectable(make_distribution) -> None:
-    make_distribution("acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")})
+    make_distribution(
+        "acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")}
+    )
     registry = Registry.from_environment(third_party=True)
     info = registry.info("usage", "acme_loss")
     assert (info.provenance.distribution, info.provenance.version) == ("acme-prefs", "0.3.1")
@@ -81,25 +92,33 @@ def test_third_party_distribution_is_listed_and_selectable(make_distribution) ->
 
 
 def test_autoload_off_skips_third_party(make_distribution) -> None:
-    make_distribution("acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")})
+    make_distribution(
+        "acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")}
+    )
     registry = Registry.from_environment(third_party=False)
     assert "acme_loss" not in registry.names("usage")
 
 
 def test_disabled_plugin_is_not_loaded(make_distribution) -> None:
-    make_distribution("acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")})
+    make_distribution(
+        "acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")}
+    )
     registry = Registry.from_environment(third_party=True, disabled=["acme"])
     assert "acme_loss" not in registry.names("usage")
 
 
 def test_disabled_plugin_via_environment(make_distribution, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_distribution("acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")})
+    make_distribution(
+        "acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")}
+    )
     monkeypatch.setenv("PREFCORE_DISABLE_PLUGINS", "other, acme")
     assert "acme_loss" not in Registry.from_environment(third_party=True).names("usage")
 
 
 def test_broken_plugin_names_its_distribution_and_others_keep_working(make_distribution) -> None:
-    make_distribution("broken-dist", "2.0", {"broken": "broken_plugin_mod"}, {"broken_plugin_mod": "import no_such_module_xyz\n"})
+    make_distribution(
+        "broken-dist", "2.0", {"broken": "broken_plugin_mod"}, {"broken_plugin_mod": "import no_such_module_xyz\n"}
+    )
     make_distribution("good-dist", "1.0", {"good": "good_plugin_mod"}, {"good_plugin_mod": usage_plugin("good_loss")})
     manager = get_plugin_manager(third_party=True)
     [error] = manager.load_errors
@@ -129,7 +148,9 @@ def test_duplicate_names_name_both_distributions(make_distribution) -> None:
 
 
 def test_unknown_name_lists_available_and_closest() -> None:
-    registry = _registry_with(type("P", (), {"prefcore_register_usage_objectives": staticmethod(hookimpl(lambda: [_Toy]))}))
+    registry = _registry_with(
+        type("P", (), {"prefcore_register_usage_objectives": staticmethod(hookimpl(lambda: [_Toy]))})
+    )
     with pytest.raises(UnknownMethodError) as excinfo:
         registry.get("usage", "tyo")
     assert excinfo.value.available == ("toy",)
@@ -144,18 +165,22 @@ def test_unknown_kind() -> None:
     assert excinfo.value.kind == "usages"
 
 
-class _NoName(UsageObjective):
-    config_cls = _Config
+class _NoName(_Toy):
+    name = None
 
 
-class _BadName(UsageObjective):
+class _BadName(_Toy):
     name = "Bad-Name"
-    config_cls = _Config
 
 
-class _NotADataclassConfig(UsageObjective):
+class _NotADataclassConfig(_Toy):
     name = "plain_config"
     config_cls = dict
+
+
+class _Abstract(UsageObjective):
+    name = "abstract"
+    config_cls = _Config
 
 
 @pytest.mark.parametrize(
@@ -164,6 +189,7 @@ class _NotADataclassConfig(UsageObjective):
         ([_NoName], "no 'name' attribute"),
         ([_BadName], "lowercase snake_case"),
         ([_NotADataclassConfig], "not a dataclass"),
+        ([_Abstract], "does not implement loss"),
         ([int], "not a subclass of prefcore.UsageObjective"),
         (["dpo"], "is not a class"),
         (_Toy, "must return a list"),

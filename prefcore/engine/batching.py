@@ -1,0 +1,280 @@
+"""Feedback records → training items → micro-batches of sequences with their comparison structure.
+
+A training item is one unit of the loss: a pair (chosen, rejected), a ranked list, an
+unpaired labelled completion, or a single SFT completion. Items are grouped into
+micro-batches by length (padding-aware batching: similar lengths share a batch, and each
+batch is padded only to its own longest sequence), then flattened into sequences with
+index tensors that say how sequences form comparisons.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from prefcore.data import BinaryLabel
+from prefcore.data import FeedbackRecord
+from prefcore.data import PairwiseComparison
+from prefcore.data import Ranking
+from prefcore.data import pair_to_binary_labels
+from prefcore.data import preference_target
+from prefcore.data import to_pairs
+from prefcore.engine.sequences import PaddedSequences
+from prefcore.engine.sequences import TokenizedSequence
+from prefcore.engine.sequences import Truncation
+from prefcore.engine.sequences import pad_sequences
+from prefcore.engine.sequences import tokenize_sequence
+from prefcore.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainingItem:
+    """One comparison (or single completion) and the feedback attached to it."""
+
+    sequences: tuple[TokenizedSequence, ...]
+    data_format: str
+    ranks: tuple[float, ...] | None = None
+    label: bool | None = None
+    margin: float | None = None
+    probability: float | None = None
+    weight: float = 1.0
+    mismatched: TokenizedSequence | None = None
+
+    @property
+    def all_sequences(self) -> tuple[TokenizedSequence, ...]:
+        """The item's sequences, then its mismatched sequence if it has one (cache order)."""
+        return self.sequences if self.mismatched is None else (*self.sequences, self.mismatched)
+
+    @property
+    def length(self) -> int:
+        return max(sequence.length for sequence in self.all_sequences)
+
+
+def _where(record: Any) -> str:
+    provenance = getattr(record, "provenance", None)
+    if provenance is None or provenance.source is None:
+        return "record"
+    return f"{provenance.source} line {provenance.line}" if provenance.line else str(provenance.source)
+
+
+def _unpaired(records: Iterable[Any]) -> list[BinaryLabel]:
+    labels: list[BinaryLabel] = []
+    for record in records:
+        items = record.items if isinstance(record, FeedbackRecord) else (record,)
+        for item in items:
+            if isinstance(item, BinaryLabel):
+                labels.append(item)
+            else:
+                for pair in to_pairs([item]):
+                    labels += pair_to_binary_labels(pair)
+    return labels
+
+
+def _rankings(records: Iterable[Any]) -> list[Ranking]:
+    rankings: list[Ranking] = []
+    for record in records:
+        if isinstance(record, Ranking):
+            rankings.append(record)
+        elif isinstance(record, PairwiseComparison) and not record.tie:
+            rankings.append(
+                Ranking(record.prompt, (record.chosen, record.rejected), (1, 2), provenance=record.provenance)
+            )
+        elif isinstance(record, FeedbackRecord):
+            rankings += _rankings(record.items)
+    return rankings
+
+
+def build_items(
+    records: Sequence[Any],
+    data_format: str,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    prefix: str = "",
+    truncation: Truncation = "truncate",
+    mismatched: bool = False,
+) -> list[TrainingItem]:
+    """Convert records into the items an objective of ``data_format`` trains on.
+
+    ``mismatched`` gives each unpaired item a prompt/other-completion sequence (KTO).
+    """
+
+    def tok(record: Any, prompt: Any, completion: Any) -> TokenizedSequence:
+        return tokenize_sequence(
+            tokenizer,
+            prompt,
+            completion,
+            max_length=max_length,
+            prefix=prefix,
+            truncation=truncation,
+            where=_where(record),
+        )
+
+    if data_format == "pairwise":
+        return [
+            TrainingItem(
+                (tok(pair, pair.prompt, pair.chosen), tok(pair, pair.prompt, pair.rejected)),
+                "pairwise",
+                margin=pair.margin,
+                probability=preference_target(pair) if pair.probability is not None else None,
+            )
+            for pair in to_pairs(records)
+        ]
+    if data_format == "unpaired":
+        items = [
+            TrainingItem((tok(label, label.prompt, label.completion),), "unpaired", label=label.label)
+            for label in _unpaired(records)
+        ]
+        if not mismatched or len(items) < 2:
+            return items
+        # Prompt i with the completion of item i+1: text unrelated to the prompt, on which
+        # log π − log π_ref estimates KL(π‖π_ref) (KTO's reference point). Fixed partners keep
+        # the estimate reproducible and cacheable.
+        return [
+            replace(
+                item,
+                mismatched=TokenizedSequence(
+                    item.sequences[0].prompt_ids, items[(index + 1) % len(items)].sequences[0].completion_ids
+                ),
+            )
+            for index, item in enumerate(items)
+        ]
+    if data_format == "listwise":
+        return [
+            TrainingItem(
+                tuple(tok(ranking, ranking.prompt, completion) for completion in ranking.completions),
+                "listwise",
+                ranks=tuple(float(rank) for rank in ranking.ranks),
+            )
+            for ranking in _rankings(records)
+        ]
+    if data_format == "sft":
+        items = []
+        for record in records:
+            if isinstance(record, BinaryLabel):
+                if record.label:
+                    items.append(TrainingItem((tok(record, record.prompt, record.completion),), "sft"))
+            else:
+                for pair in to_pairs([record]):
+                    items.append(TrainingItem((tok(pair, pair.prompt, pair.chosen),), "sft"))
+        return items
+    raise ConfigError(f"unknown data format {data_format!r}; expected pairwise, unpaired, listwise or sft.")
+
+
+def micro_batches(
+    items: Sequence[TrainingItem], batch_size: int, *, seed: int, epoch: int, group_by_length: bool = True
+) -> list[list[int]]:
+    """Item indices per micro-batch for one epoch: shuffled, then length-grouped.
+
+    Length grouping sorts within windows of 16 batches, so batches stay random across the
+    epoch while each holds similar lengths and little padding.
+    """
+    order = list(range(len(items)))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    if group_by_length:
+        window = batch_size * 16
+        order = [
+            index
+            for start in range(0, len(order), window)
+            for index in sorted(order[start : start + window], key=lambda i: items[i].length)
+        ]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    random.Random(seed * 7_919 + epoch).shuffle(batches)
+    return batches
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """A micro-batch flattened into sequences, plus the comparison structure as index tensors."""
+
+    sequences: PaddedSequences
+    data_format: str
+    chosen_index: torch.Tensor | None = None
+    rejected_index: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    list_index: torch.Tensor | None = None
+    list_ranks: torch.Tensor | None = None
+    margins: torch.Tensor | None = None
+    probabilities: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    mismatched_index: torch.Tensor | None = None
+    ref_sequence_logps: torch.Tensor | None = None
+    num_items: int = 0
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        moved = {
+            name: value.to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.__dict__.items()
+            if name != "sequences"
+        }
+        return SequenceBatch(sequences=self.sequences.to(device), **moved)
+
+
+def _optional(values: list[float | None], default: float) -> torch.Tensor | None:
+    """A tensor of per-item values, ``default`` where an item has none; None if no item has one."""
+    if all(value is None for value in values):
+        return None
+    return torch.tensor([default if value is None else value for value in values], dtype=torch.float32)
+
+
+def collate(
+    items: Sequence[TrainingItem],
+    pad_token_id: int,
+    *,
+    reference_logps: Sequence[Sequence[float]] | None = None,
+) -> SequenceBatch:
+    """Flatten items into one padded batch.
+
+    Sequences come item by item, then every item's mismatched sequence. ``reference_logps``
+    holds each item's cached reference sums in ``TrainingItem.all_sequences`` order.
+    """
+    data_format = items[0].data_format
+    sequences = [sequence for item in items for sequence in item.sequences]
+    fields: dict[str, Any] = {}
+    if data_format == "pairwise":
+        fields["chosen_index"] = torch.arange(0, 2 * len(items), 2)
+        fields["rejected_index"] = torch.arange(1, 2 * len(items), 2)
+        fields["margins"] = _optional([item.margin for item in items], 0.0)
+        fields["probabilities"] = _optional([item.probability for item in items], 1.0)
+    elif data_format == "unpaired":
+        labels = [bool(item.label) for item in items]
+        if all(item.mismatched is not None for item in items):
+            sequences += [item.mismatched for item in items if item.mismatched is not None]
+            fields["mismatched_index"] = torch.arange(len(items), 2 * len(items))
+            labels += [False] * len(items)
+        fields["labels"] = torch.tensor(labels)
+    elif data_format == "listwise":
+        width = max(len(item.sequences) for item in items)
+        list_index = torch.full((len(items), width), -1, dtype=torch.long)
+        list_ranks = torch.full((len(items), width), float("inf"))
+        offset = 0
+        for row, item in enumerate(items):
+            count = len(item.sequences)
+            order = sorted(range(count), key=lambda k: item.ranks[k])  # best first
+            list_index[row, :count] = torch.tensor([offset + k for k in order])
+            list_ranks[row, :count] = torch.tensor([item.ranks[k] for k in order])
+            offset += count
+        fields["list_index"] = list_index
+        fields["list_ranks"] = list_ranks
+    weights = [item.weight for item in items]
+    if any(weight != 1.0 for weight in weights):
+        fields["weights"] = torch.tensor(weights, dtype=torch.float32)
+    if reference_logps is not None:
+        primary = [
+            value
+            for item, values in zip(items, reference_logps, strict=True)
+            for value in values[: len(item.sequences)]
+        ]
+        extra = [values[-1] for item, values in zip(items, reference_logps, strict=True) if item.mismatched is not None]
+        if "mismatched_index" not in fields:
+            extra = []
+        fields["ref_sequence_logps"] = torch.tensor(primary + extra, dtype=torch.float32)
+    return SequenceBatch(
+        sequences=pad_sequences(sequences, pad_token_id), data_format=data_format, num_items=len(items), **fields
+    )
