@@ -1,0 +1,821 @@
+# KL penalties between a policy and a reference model, two families in one file:
+#
+#   per_token_kl       k1/k2/k3 estimators on per-token log-probs [...] (any float dtype in,
+#                      fp32 math, fp32 out); forward and backward are one elementwise kernel each.
+#   distribution_kl    full-distribution reverse KL, forward KL and generalised JSD between two
+#                      logit tensors [N, V] (fp32/bf16/fp16 in, fp32 accumulation, fp32 [N] out).
+#                      Blocked over V with online log-sum-exps; the backward is one pass per row
+#                      from saved per-row statistics and writes gradients in the logits' dtype,
+#                      so no fp32 N x V buffer exists on the Triton path.
+#
+# Requires Triton >= 3.0 for the kernels; without Triton the references below are the only path.
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from prefcore.kernels._dispatch import HAS_TRITON
+from prefcore.kernels._dispatch import use_triton
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+__all__ = [
+    "distribution_kl",
+    "distribution_kl_ref",
+    "per_token_kl",
+    "per_token_kl_ref",
+]
+
+_ESTIMATORS: dict[str, int] = {"k1": 1, "k2": 2, "k3": 3}
+_MODES: dict[str, int] = {"reverse": 0, "forward": 1, "jsd": 2}
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _device_ctx(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    # Triton launches on the current CUDA device; a tensor on cuda:1 needs that device current.
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels
+# ---------------------------------------------------------------------------------------------
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _k3_of_log_ratio(u):
+        # Below |u| = 0.5 the direct exp(u) - u - 1 ~ u^2/2 loses most of its fp32 digits to
+        # cancellation; the degree-8 Taylor polynomial there is good to ~1e-7 relative.
+        taylor = (
+            u
+            * u
+            * (
+                0.5
+                + u
+                * (
+                    1.0 / 6.0
+                    + u * (1.0 / 24.0 + u * (1.0 / 120.0 + u * (1.0 / 720.0 + u * (1.0 / 5040.0 + u / 40320.0))))
+                )
+            )
+        )
+        direct = tl.exp(u) - u - 1.0
+        return tl.where(tl.abs(u) < 0.5, taylor, direct)
+
+    @triton.jit
+    def _per_token_kl_fwd_kernel(
+        # data ptrs
+        logps_ptr,  # [n] policy log-probs
+        ref_logps_ptr,  # [n] reference log-probs
+        mask_ptr,  # [n] nonzero = keep; read only if HAS_MASK
+        kl_ptr,  # [n] fp32 out
+        # shapes
+        n_elements,
+        # strides: none, the launcher passes flattened contiguous tensors
+        # meta
+        ESTIMATOR: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        valid = offs < n_elements
+        # Masked tokens are never loaded, so padding that holds nan/inf cannot leak in.
+        valid_keep = valid & (tl.load(mask_ptr + offs, mask=valid, other=0) != 0) if HAS_MASK else valid
+        logp = tl.load(logps_ptr + offs, mask=valid_keep, other=0.0).to(tl.float32)
+        ref = tl.load(ref_logps_ptr + offs, mask=valid_keep, other=0.0).to(tl.float32)
+        delta = logp - ref
+        if ESTIMATOR == 1:
+            kl = delta
+        elif ESTIMATOR == 2:
+            kl = 0.5 * delta * delta
+        else:
+            kl = _k3_of_log_ratio(-delta)
+        tl.store(kl_ptr + offs, tl.where(valid_keep, kl, 0.0), mask=valid)
+
+    @triton.jit
+    def _per_token_kl_bwd_kernel(
+        # data ptrs
+        grad_kl_ptr,  # [n] fp32 upstream gradient
+        logps_ptr,  # [n]
+        ref_logps_ptr,  # [n]
+        mask_ptr,  # [n]; read only if HAS_MASK
+        grad_logps_ptr,  # [n] out, dtype of logps; written only if NEEDS_POLICY_GRAD
+        grad_ref_ptr,  # [n] out, dtype of ref_logps; written only if NEEDS_REF_GRAD
+        # shapes
+        n_elements,
+        # meta
+        ESTIMATOR: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        NEEDS_POLICY_GRAD: tl.constexpr,
+        NEEDS_REF_GRAD: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        valid = offs < n_elements
+        valid_keep = valid & (tl.load(mask_ptr + offs, mask=valid, other=0) != 0) if HAS_MASK else valid
+        logp = tl.load(logps_ptr + offs, mask=valid_keep, other=0.0).to(tl.float32)
+        ref = tl.load(ref_logps_ptr + offs, mask=valid_keep, other=0.0).to(tl.float32)
+        grad = tl.load(grad_kl_ptr + offs, mask=valid_keep, other=0.0).to(tl.float32)
+        delta = logp - ref
+        if ESTIMATOR == 1:
+            dkl_dlogp = tl.full(delta.shape, 1.0, tl.float32)
+        elif ESTIMATOR == 2:
+            dkl_dlogp = delta
+        else:
+            # d/dlogp [exp(u) - u - 1] with u = ref - logp is 1 - exp(u) = -(k3(u) + u); reusing
+            # the accurate k3 keeps the small-|u| gradient free of cancellation too.
+            u = -delta
+            dkl_dlogp = -(_k3_of_log_ratio(u) + u)
+        dlogp = tl.where(valid_keep, grad * dkl_dlogp, 0.0)
+        if NEEDS_POLICY_GRAD:
+            tl.store(grad_logps_ptr + offs, dlogp.to(grad_logps_ptr.dtype.element_ty), mask=valid)
+        if NEEDS_REF_GRAD:
+            # Every estimator depends on logp - ref only, so d/dref = -d/dlogp.
+            tl.store(grad_ref_ptr + offs, (-dlogp).to(grad_ref_ptr.dtype.element_ty), mask=valid)
+
+    @triton.jit
+    def _log_add_exp(u, v):
+        hi = tl.maximum(u, v)
+        safe_hi = tl.where(hi == -float("inf"), 0.0, hi)
+        return safe_hi + tl.log(tl.exp(u - safe_hi) + tl.exp(v - safe_hi))
+
+    @triton.jit
+    def _distribution_kl_fwd_kernel(
+        # data ptrs
+        logits_ptr,  # [N, V] policy logits
+        ref_logits_ptr,  # [N, V] reference logits
+        row_mask_ptr,  # [N] nonzero = keep; read only if HAS_MASK
+        div_ptr,  # [N] fp32 out: divergence per row
+        lse_ptr,  # [N] fp32 out: logsumexp(logits / T)
+        ref_lse_ptr,  # [N] fp32 out: logsumexp(ref_logits / T)
+        stat_a_ptr,  # [N] fp32 out: KL modes: lse - ref_lse (accurate); JSD: KL(p || m)
+        stat_b_ptr,  # [N] fp32 out: JSD only: KL(r || m)
+        # shapes
+        V,
+        # strides
+        stride_logits_row,
+        stride_ref_row,
+        # meta
+        inv_temperature,
+        beta,
+        MODE: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        logits_row = logits_ptr + row * stride_logits_row
+        ref_row = ref_logits_ptr + row * stride_ref_row
+        keep = tl.load(row_mask_ptr + row) != 0 if HAS_MASK else row >= 0
+        # A masked row runs zero iterations: neither logits row is read.
+        n_cols = tl.where(keep, V, 0)
+
+        neg_inf = -float("inf")
+        max_x = neg_inf
+        max_y = neg_inf
+        sum_x = 0.0
+        sum_y = 0.0
+        # Σ exp(x - max_x) (x - y) for reverse KL, Σ exp(y - max_y) (y - x) for forward KL.
+        weighted = 0.0
+        for start in range(0, n_cols, BLOCK_V):
+            cols = start + tl.arange(0, BLOCK_V)
+            in_row = cols < V
+            # Lanes past V load 0 (finite, so x - y stays finite there) and are sent to -inf
+            # only where they enter the max and the sums.
+            x = tl.load(logits_row + cols, mask=in_row, other=0.0).to(tl.float32) * inv_temperature
+            y = tl.load(ref_row + cols, mask=in_row, other=0.0).to(tl.float32) * inv_temperature
+            x_or_neg_inf = tl.where(in_row, x, neg_inf)
+            y_or_neg_inf = tl.where(in_row, y, neg_inf)
+            new_max_x = tl.maximum(max_x, tl.max(x_or_neg_inf, axis=0))
+            new_max_y = tl.maximum(max_y, tl.max(y_or_neg_inf, axis=0))
+            # Shifting by 0 instead of -inf keeps a block of -inf logits (a banned vocabulary
+            # range) from producing exp(-inf - -inf) = nan.
+            shift_x = tl.where(new_max_x == neg_inf, 0.0, new_max_x)
+            shift_y = tl.where(new_max_y == neg_inf, 0.0, new_max_y)
+            exp_x = tl.exp(x_or_neg_inf - shift_x)
+            exp_y = tl.exp(y_or_neg_inf - shift_y)
+            rescale_x = tl.exp(max_x - shift_x)
+            rescale_y = tl.exp(max_y - shift_y)
+            sum_x = sum_x * rescale_x + tl.sum(exp_x, axis=0)
+            sum_y = sum_y * rescale_y + tl.sum(exp_y, axis=0)
+            if MODE == 0:
+                # p = 0 entries contribute 0 (0 log 0 = 0) even where y is -inf.
+                weighted = weighted * rescale_x + tl.sum(tl.where(exp_x > 0, exp_x * (x - y), 0.0), axis=0)
+            elif MODE == 1:
+                weighted = weighted * rescale_y + tl.sum(tl.where(exp_y > 0, exp_y * (y - x), 0.0), axis=0)
+            max_x = new_max_x
+            max_y = new_max_y
+
+        # Masked rows ran no iterations; give them finite placeholders so nothing below is nan.
+        max_x = tl.where(keep, max_x, 0.0)
+        max_y = tl.where(keep, max_y, 0.0)
+        safe_sum_x = tl.where(keep, sum_x, 1.0)
+        safe_sum_y = tl.where(keep, sum_y, 1.0)
+        lse_x = max_x + tl.log(safe_sum_x)
+        lse_y = max_y + tl.log(safe_sum_y)
+        if MODE == 2:
+            # log m = log((1 - beta) p + beta r) needs both final normalisers, so the generalised
+            # JSD takes a second pass over the row (usually served from L2 for one row).
+            log_one_minus_beta = tl.log(1.0 - beta)
+            log_beta = tl.log(beta)
+            kl_p_m = 0.0
+            kl_r_m = 0.0
+            for start in range(0, n_cols, BLOCK_V):
+                cols = start + tl.arange(0, BLOCK_V)
+                in_row = cols < V
+                x = tl.load(logits_row + cols, mask=in_row, other=0.0).to(tl.float32) * inv_temperature
+                y = tl.load(ref_row + cols, mask=in_row, other=0.0).to(tl.float32) * inv_temperature
+                log_p = x - lse_x
+                log_r = y - lse_y
+                log_m = _log_add_exp(log_p + log_one_minus_beta, log_r + log_beta)
+                p = tl.where(in_row, tl.exp(log_p), 0.0)
+                r = tl.where(in_row, tl.exp(log_r), 0.0)
+                kl_p_m += tl.sum(tl.where(p > 0, p * (log_p - log_m), 0.0), axis=0)
+                kl_r_m += tl.sum(tl.where(r > 0, r * (log_r - log_m), 0.0), axis=0)
+            divergence = beta * kl_r_m + (1.0 - beta) * kl_p_m
+            stat_a = kl_p_m
+            stat_b = kl_r_m
+        else:
+            # lse_x - lse_y as (max_x - max_y) + log(sum_x / sum_y): each term is small when the two
+            # distributions are close, so the difference keeps its digits instead of cancelling.
+            lse_gap = (max_x - max_y) + tl.log(safe_sum_x / safe_sum_y)
+            divergence = weighted / safe_sum_x - lse_gap if MODE == 0 else weighted / safe_sum_y + lse_gap
+            stat_a = lse_gap
+            stat_b = 0.0
+        tl.store(div_ptr + row, tl.where(keep, divergence, 0.0))
+        tl.store(lse_ptr + row, tl.where(keep, lse_x, 0.0))
+        tl.store(ref_lse_ptr + row, tl.where(keep, lse_y, 0.0))
+        tl.store(stat_a_ptr + row, tl.where(keep, stat_a, 0.0))
+        tl.store(stat_b_ptr + row, tl.where(keep, stat_b, 0.0))
+
+    @triton.jit
+    def _distribution_kl_bwd_kernel(
+        # data ptrs
+        grad_div_ptr,  # [N] fp32 upstream gradient
+        logits_ptr,  # [N, V]
+        ref_logits_ptr,  # [N, V]
+        row_mask_ptr,  # [N]; read only if HAS_MASK
+        div_ptr,  # [N] fp32 saved divergence
+        lse_ptr,  # [N] fp32 saved
+        ref_lse_ptr,  # [N] fp32 saved
+        stat_a_ptr,  # [N] fp32 saved (see forward)
+        stat_b_ptr,  # [N] fp32 saved (see forward)
+        grad_logits_ptr,  # [N, V] out, dtype of logits; written only if NEEDS_POLICY_GRAD
+        grad_ref_ptr,  # [N, V] out, dtype of ref_logits; written only if NEEDS_REF_GRAD
+        # shapes
+        V,
+        # strides
+        stride_logits_row,
+        stride_ref_row,
+        stride_grad_row,
+        stride_grad_ref_row,
+        # meta
+        inv_temperature,
+        beta,
+        MODE: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        NEEDS_POLICY_GRAD: tl.constexpr,
+        NEEDS_REF_GRAD: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        logits_row = logits_ptr + row * stride_logits_row
+        ref_row = ref_logits_ptr + row * stride_ref_row
+        grad_row = grad_logits_ptr + row * stride_grad_row
+        grad_ref_row = grad_ref_ptr + row * stride_grad_ref_row
+        keep = tl.load(row_mask_ptr + row) != 0 if HAS_MASK else row >= 0
+        # Temperature enters as x / T, hence the extra 1/T on both gradients.
+        scale = tl.load(grad_div_ptr + row).to(tl.float32) * inv_temperature
+        lse_x = tl.load(lse_ptr + row)
+        lse_y = tl.load(ref_lse_ptr + row)
+        divergence = tl.load(div_ptr + row)
+        stat_a = tl.load(stat_a_ptr + row)
+        stat_b = tl.load(stat_b_ptr + row)
+        if MODE == 2:
+            log_one_minus_beta = tl.log(1.0 - beta)
+            log_beta = tl.log(beta)
+        # Masked rows still get their zero gradient written, but their logits are never read.
+        read_len = tl.where(keep, V, 0)
+        for start in range(0, V, BLOCK_V):
+            cols = start + tl.arange(0, BLOCK_V)
+            in_row = cols < V
+            x = tl.load(logits_row + cols, mask=cols < read_len, other=0.0).to(tl.float32) * inv_temperature
+            y = tl.load(ref_row + cols, mask=cols < read_len, other=0.0).to(tl.float32) * inv_temperature
+            p = tl.exp(x - lse_x)
+            r = tl.exp(y - lse_y)
+            if MODE == 0:
+                # KL(p||r) = Σ p (log p - log r):  d/dx_j = p_j (log p_j - log r_j - KL),  d/dy_j = r_j - p_j
+                log_ratio = (x - y) - stat_a
+                dx = tl.where(p > 0, p * (log_ratio - divergence), 0.0)
+                dy = r - p
+            elif MODE == 1:
+                # KL(r||p) = Σ r (log r - log p):  d/dx_j = p_j - r_j,  d/dy_j = r_j (log r_j - log p_j - KL)
+                log_ratio = (y - x) + stat_a
+                dx = p - r
+                dy = tl.where(r > 0, r * (log_ratio - divergence), 0.0)
+            else:
+                # J = (1-β) KL(p||m) + β KL(r||m), m = (1-β) p + β r:
+                # d/dx_j = (1-β) p_j (log p_j - log m_j - KL(p||m)), and symmetrically for y.
+                log_p = x - lse_x
+                log_r = y - lse_y
+                log_m = _log_add_exp(log_p + log_one_minus_beta, log_r + log_beta)
+                dx = tl.where(p > 0, (1.0 - beta) * p * (log_p - log_m - stat_a), 0.0)
+                dy = tl.where(r > 0, beta * r * (log_r - log_m - stat_b), 0.0)
+            if NEEDS_POLICY_GRAD:
+                dx = tl.where(keep, dx * scale, 0.0)
+                tl.store(grad_row + cols, dx.to(grad_logits_ptr.dtype.element_ty), mask=in_row)
+            if NEEDS_REF_GRAD:
+                dy = tl.where(keep, dy * scale, 0.0)
+                tl.store(grad_ref_row + cols, dy.to(grad_ref_ptr.dtype.element_ty), mask=in_row)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+
+_ELEMENTWISE_BLOCK = 1024
+# 2048 fp32 columns x 2 inputs per program keeps the row state in registers at 8 warps; the
+# online LSE makes any V work, this only sets how many columns one loop step covers.
+_MAX_BLOCK_V = 2048
+
+
+def _mask_for_kernel(mask: torch.Tensor) -> torch.Tensor:
+    # Triton has no bool pointers that load reliably across versions; uint8 is the same bytes.
+    mask = mask.reshape(-1).contiguous()
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+
+
+def per_token_kl_fwd(
+    logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor | None, estimator_id: int
+) -> torch.Tensor:
+    """Launch the per-token forward on flattened contiguous inputs; returns fp32 [n]."""
+    assert logps.is_contiguous() and ref_logps.is_contiguous(), "launcher expects contiguous inputs"
+    n_elements = logps.numel()
+    kl = torch.empty(n_elements, dtype=torch.float32, device=logps.device)
+    if n_elements == 0:
+        return kl
+    grid = (triton.cdiv(n_elements, _ELEMENTWISE_BLOCK),)
+    mask_arg = mask if mask is not None else logps
+    with _device_ctx(logps):
+        _per_token_kl_fwd_kernel[grid](
+            logps,  # data ptrs
+            ref_logps,
+            mask_arg,
+            kl,
+            n_elements,  # shapes
+            ESTIMATOR=estimator_id,  # meta
+            HAS_MASK=mask is not None,
+            BLOCK=_ELEMENTWISE_BLOCK,
+            num_warps=4,
+        )
+    return kl
+
+
+def per_token_kl_bwd(
+    grad_kl: torch.Tensor,
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    mask: torch.Tensor | None,
+    estimator_id: int,
+    needs_policy_grad: bool,
+    needs_ref_grad: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Launch the per-token backward; returns (grad_logps, grad_ref_logps), flattened."""
+    n_elements = logps.numel()
+    grad_kl = grad_kl.reshape(-1).contiguous()
+    grad_logps = torch.empty_like(logps) if needs_policy_grad else None
+    grad_ref = torch.empty_like(ref_logps) if needs_ref_grad else None
+    if n_elements == 0:
+        return grad_logps, grad_ref
+    grid = (triton.cdiv(n_elements, _ELEMENTWISE_BLOCK),)
+    with _device_ctx(logps):
+        _per_token_kl_bwd_kernel[grid](
+            grad_kl,  # data ptrs
+            logps,
+            ref_logps,
+            mask if mask is not None else logps,
+            grad_logps if grad_logps is not None else logps,
+            grad_ref if grad_ref is not None else ref_logps,
+            n_elements,  # shapes
+            ESTIMATOR=estimator_id,  # meta
+            HAS_MASK=mask is not None,
+            NEEDS_POLICY_GRAD=needs_policy_grad,
+            NEEDS_REF_GRAD=needs_ref_grad,
+            BLOCK=_ELEMENTWISE_BLOCK,
+            num_warps=4,
+        )
+    return grad_logps, grad_ref
+
+
+def _block_v(vocab: int) -> tuple[int, int]:
+    block_v = min(_MAX_BLOCK_V, triton.next_power_of_2(vocab))
+    num_warps = 8 if block_v >= 2048 else 4
+    return block_v, num_warps
+
+
+def distribution_kl_fwd(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    row_mask: torch.Tensor | None,
+    mode_id: int,
+    beta: float,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launch the forward on [N, V] logits; returns (divergence, lse, ref_lse, stat_a, stat_b), fp32 [N]."""
+    assert logits.dim() == 2 and logits.shape == ref_logits.shape, "launcher expects two [N, V] tensors"
+    assert logits.stride(-1) == 1 and ref_logits.stride(-1) == 1, "launcher expects unit column stride"
+    n_rows, vocab = logits.shape
+    stats = torch.empty(5, n_rows, dtype=torch.float32, device=logits.device)
+    divergence, lse, ref_lse, stat_a, stat_b = stats.unbind(0)
+    if n_rows == 0:
+        return divergence, lse, ref_lse, stat_a, stat_b
+    block_v, num_warps = _block_v(vocab)
+    with _device_ctx(logits):
+        _distribution_kl_fwd_kernel[(n_rows,)](
+            logits,  # data ptrs
+            ref_logits,
+            row_mask if row_mask is not None else logits,
+            divergence,
+            lse,
+            ref_lse,
+            stat_a,
+            stat_b,
+            vocab,  # shapes
+            logits.stride(0),  # strides
+            ref_logits.stride(0),
+            1.0 / temperature,  # meta
+            beta,
+            MODE=mode_id,
+            HAS_MASK=row_mask is not None,
+            BLOCK_V=block_v,
+            num_warps=num_warps,
+        )
+    return divergence, lse, ref_lse, stat_a, stat_b
+
+
+def distribution_kl_bwd(
+    grad_div: torch.Tensor,
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    row_mask: torch.Tensor | None,
+    saved_stats: tuple[torch.Tensor, ...],
+    mode_id: int,
+    beta: float,
+    temperature: float,
+    needs_policy_grad: bool,
+    needs_ref_grad: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Launch the one-pass backward; returns gradients in the dtypes of the two logit tensors."""
+    n_rows, vocab = logits.shape
+    grad_div = grad_div.reshape(-1).contiguous()
+    grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format) if needs_policy_grad else None
+    grad_ref = torch.empty_like(ref_logits, memory_format=torch.contiguous_format) if needs_ref_grad else None
+    if n_rows == 0:
+        return grad_logits, grad_ref
+    divergence, lse, ref_lse, stat_a, stat_b = saved_stats
+    grad_logits_arg = grad_logits if grad_logits is not None else logits
+    grad_ref_arg = grad_ref if grad_ref is not None else ref_logits
+    block_v, num_warps = _block_v(vocab)
+    with _device_ctx(logits):
+        _distribution_kl_bwd_kernel[(n_rows,)](
+            grad_div,  # data ptrs
+            logits,
+            ref_logits,
+            row_mask if row_mask is not None else logits,
+            divergence,
+            lse,
+            ref_lse,
+            stat_a,
+            stat_b,
+            grad_logits_arg,
+            grad_ref_arg,
+            vocab,  # shapes
+            logits.stride(0),  # strides
+            ref_logits.stride(0),
+            grad_logits_arg.stride(0),
+            grad_ref_arg.stride(0),
+            1.0 / temperature,  # meta
+            beta,
+            MODE=mode_id,
+            HAS_MASK=row_mask is not None,
+            NEEDS_POLICY_GRAD=needs_policy_grad,
+            NEEDS_REF_GRAD=needs_ref_grad,
+            BLOCK_V=block_v,
+            num_warps=num_warps,
+        )
+    return grad_logits, grad_ref
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd functions
+# ---------------------------------------------------------------------------------------------
+
+
+class PerTokenKLFunction(torch.autograd.Function):
+    """Elementwise k1/k2/k3 with a fused elementwise backward for both inputs."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        logps: torch.Tensor,
+        ref_logps: torch.Tensor,
+        mask: torch.Tensor | None,
+        estimator_id: int,
+    ) -> torch.Tensor:
+        shape = logps.shape
+        flat_logps = logps.reshape(-1).contiguous()
+        flat_ref = ref_logps.reshape(-1).contiguous()
+        flat_mask = _mask_for_kernel(mask) if mask is not None else None
+        kl = per_token_kl_fwd(flat_logps, flat_ref, flat_mask, estimator_id)
+        ctx.save_for_backward(flat_logps, flat_ref, flat_mask)
+        ctx.estimator_id = estimator_id
+        ctx.shape = shape
+        return kl.view(shape)
+
+    @staticmethod
+    def backward(ctx, grad_kl: torch.Tensor):
+        flat_logps, flat_ref, flat_mask = ctx.saved_tensors
+        grad_logps, grad_ref = per_token_kl_bwd(
+            grad_kl,
+            flat_logps,
+            flat_ref,
+            flat_mask,
+            ctx.estimator_id,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
+        return (
+            grad_logps.view(ctx.shape) if grad_logps is not None else None,
+            grad_ref.view(ctx.shape) if grad_ref is not None else None,
+            None,  # mask
+            None,  # estimator_id
+        )
+
+
+class DistributionKLFunction(torch.autograd.Function):
+    """Row-wise divergence between two logit tensors; the backward recomputes p and r per block."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        logits: torch.Tensor,
+        ref_logits: torch.Tensor,
+        row_mask: torch.Tensor | None,
+        mode_id: int,
+        beta: float,
+        temperature: float,
+    ) -> torch.Tensor:
+        stats = distribution_kl_fwd(logits, ref_logits, row_mask, mode_id, beta, temperature)
+        ctx.save_for_backward(logits, ref_logits, row_mask, *stats)
+        ctx.mode_id = mode_id
+        ctx.beta = beta
+        ctx.temperature = temperature
+        return stats[0]
+
+    @staticmethod
+    def backward(ctx, grad_div: torch.Tensor):
+        logits, ref_logits, row_mask, *stats = ctx.saved_tensors
+        grad_logits, grad_ref = distribution_kl_bwd(
+            grad_div,
+            logits,
+            ref_logits,
+            row_mask,
+            tuple(stats),
+            ctx.mode_id,
+            ctx.beta,
+            ctx.temperature,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
+        return (
+            grad_logits,
+            grad_ref,
+            None,  # row_mask
+            None,  # mode_id
+            None,  # beta
+            None,  # temperature
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_estimator(estimator: str) -> int:
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"per_token_kl: estimator must be one of {', '.join(_ESTIMATORS)}. Got {estimator!r}.")
+    return _ESTIMATORS[estimator]
+
+
+def _check_per_token_inputs(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor | None) -> None:
+    if logps.shape != ref_logps.shape:
+        raise ValueError(
+            f"per_token_kl: logps and ref_logps must have the same shape. "
+            f"Got {tuple(logps.shape)} and {tuple(ref_logps.shape)}."
+        )
+    if not (logps.is_floating_point() and ref_logps.is_floating_point()):
+        raise ValueError(f"per_token_kl: log-probs must be floating point. Got {logps.dtype} and {ref_logps.dtype}.")
+    if mask is not None and mask.shape != logps.shape:
+        raise ValueError(
+            f"per_token_kl: mask must have the shape of logps {tuple(logps.shape)}. Got {tuple(mask.shape)}."
+        )
+
+
+def per_token_kl(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    estimator: str = "k3",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Per-token KL(π_θ‖π_ref) estimate from the sampled tokens' log-probs (Schulman's k1/k2/k3).
+
+    With d = logps - ref_logps (log π_θ(y_t) - log π_ref(y_t), y_t sampled from π_θ):
+    k1 = d (unbiased, high variance, can be negative), k2 = d²/2 (biased, low variance),
+    k3 = exp(-d) + d - 1 (unbiased and ≥ 0; the GRPO penalty). See
+    http://joschu.net/blog/kl-approx.html. No clamping: k3 overflows to inf when ref ≫ logps,
+    as the formula does; clamp the inputs first where a bounded penalty is wanted.
+
+    Arguments:
+        logps: [...] policy log-probs of the chosen tokens, any float dtype (fp32 typical).
+        ref_logps: [...] reference log-probs, same shape.
+        mask: optional [...] bool or 0/1; masked positions return 0 and get zero gradient,
+            and their values are never read (padding may hold nan/inf).
+        estimator: "k1", "k2" or "k3".
+        backend: "auto" (CUDA → Triton, CPU → reference), "triton" or "torch".
+    Returns:
+        kl: [...] fp32 (float64 if an input is float64 on the torch path); differentiable
+        w.r.t. both logps and ref_logps.
+    """
+    estimator_id = _check_estimator(estimator)
+    _check_per_token_inputs(logps, ref_logps, mask)
+    if use_triton(logps, backend):
+        for name, tensor in (("logps", logps), ("ref_logps", ref_logps)):
+            if tensor.dtype not in _KERNEL_DTYPES:
+                raise ValueError(
+                    f"per_token_kl: the Triton kernel takes fp32/bf16/fp16 {name}. Got {tensor.dtype}; "
+                    f"use backend='torch' for it."
+                )
+        return PerTokenKLFunction.apply(logps, ref_logps, mask, estimator_id)
+    return per_token_kl_ref(logps, ref_logps, mask, estimator=estimator)
+
+
+def per_token_kl_ref(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    estimator: str = "k3",
+) -> torch.Tensor:
+    """Plain-torch per-token KL estimators: the spec, the CPU path and the benchmark baseline."""
+    _check_estimator(estimator)
+    _check_per_token_inputs(logps, ref_logps, mask)
+    dtype = torch.promote_types(torch.promote_types(logps.dtype, ref_logps.dtype), torch.float32)
+    delta = logps.to(dtype) - ref_logps.to(dtype)
+    if estimator == "k1":
+        kl = delta
+    elif estimator == "k2":
+        kl = 0.5 * delta.square()
+    else:
+        kl = torch.expm1(-delta) + delta
+    if mask is not None:
+        kl = torch.where(mask.bool(), kl, torch.zeros((), dtype=dtype, device=kl.device))
+    return kl
+
+
+def _resolve_mode(mode: str, beta: float) -> int:
+    if mode not in _MODES:
+        raise ValueError(f"distribution_kl: mode must be one of {', '.join(_MODES)}. Got {mode!r}.")
+    if mode == "jsd":
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"distribution_kl: beta must lie in [0, 1] for mode='jsd'. Got {beta}.")
+        # Liger's LigerJSD (and TRL's GKD) define the end points as the two KLs rather than the
+        # mixture formula's limit of 0, and so does this function.
+        if beta == 0.0:
+            return _MODES["forward"]
+        if beta == 1.0:
+            return _MODES["reverse"]
+    return _MODES[mode]
+
+
+def _check_distribution_inputs(
+    logits: torch.Tensor, ref_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None
+) -> None:
+    if logits.shape != ref_logits.shape:
+        raise ValueError(
+            f"distribution_kl: logits and ref_logits must have the same shape. "
+            f"Got {tuple(logits.shape)} and {tuple(ref_logits.shape)}."
+        )
+    if logits.dim() < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"distribution_kl: logits need a non-empty last (vocabulary) dim. Got {tuple(logits.shape)}.")
+    if not (logits.is_floating_point() and ref_logits.is_floating_point()):
+        raise ValueError(f"distribution_kl: logits must be floating point. Got {logits.dtype}, {ref_logits.dtype}.")
+    if not temperature > 0.0:
+        raise ValueError(f"distribution_kl: temperature must be > 0. Got {temperature}.")
+    if mask is not None and mask.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"distribution_kl: mask must have the row shape {tuple(logits.shape[:-1])}. Got {tuple(mask.shape)}."
+        )
+
+
+def distribution_kl(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    *,
+    mode: str = "reverse",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Full-distribution divergence per row between policy and reference logits.
+
+    With p = softmax(logits / T) (policy π_θ) and r = softmax(ref_logits / T) (reference π_ref):
+
+    - ``"reverse"``: KL(p‖r) = Σ_v p_v (log p_v - log r_v), the RLHF KL penalty;
+    - ``"forward"``: KL(r‖p) = Σ_v r_v (log r_v - log p_v), mass-covering (distillation);
+    - ``"jsd"``: generalised Jensen-Shannon with Liger's ``LigerJSD`` convention, where the
+      policy is Liger's input Q and the reference its target P:
+      JSD_β = β·KL(r‖m) + (1-β)·KL(p‖m), m = β·r + (1-β)·p. β = 0 and β = 1 are defined
+      as KL(r‖p) and KL(p‖r) (Liger's and TRL's GKD special cases), not the mixture's limit 0.
+
+    Arguments:
+        logits: [..., V] policy logits, fp32/bf16/fp16.
+        ref_logits: [..., V] reference logits, same shape; gets a gradient only if it requires one.
+        mode: "reverse", "forward" or "jsd".
+        beta: JSD weight in [0, 1]; ignored by the KL modes.
+        temperature: T > 0, applied to both logit tensors before the softmax.
+        mask: optional [...] bool or 0/1 per row (e.g. ``labels != ignore_index``); masked rows
+            return 0, get zero gradient and are not read by the Triton forward.
+        backend: "auto" (CUDA → Triton, CPU → reference), "triton" or "torch".
+    Returns:
+        divergence: [...] fp32 per row (float64 for float64 inputs on the torch path).
+    """
+    mode_id = _resolve_mode(mode, beta)
+    _check_distribution_inputs(logits, ref_logits, temperature, mask)
+    if not use_triton(logits, backend):
+        return distribution_kl_ref(logits, ref_logits, mode=mode, beta=beta, temperature=temperature, mask=mask)
+    for name, tensor in (("logits", logits), ("ref_logits", ref_logits)):
+        if tensor.dtype not in _KERNEL_DTYPES:
+            raise ValueError(
+                f"distribution_kl: the Triton kernel takes fp32/bf16/fp16 {name}. Got {tensor.dtype}; "
+                f"use backend='torch' for it."
+            )
+    row_shape = logits.shape[:-1]
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab)
+    flat_ref = ref_logits.reshape(-1, vocab)
+    if flat_logits.stride(-1) != 1:
+        flat_logits = flat_logits.contiguous()
+    if flat_ref.stride(-1) != 1:
+        flat_ref = flat_ref.contiguous()
+    row_mask = _mask_for_kernel(mask) if mask is not None else None
+    divergence = DistributionKLFunction.apply(flat_logits, flat_ref, row_mask, mode_id, float(beta), float(temperature))
+    return divergence.view(row_shape)
+
+
+def distribution_kl_ref(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    *,
+    mode: str = "reverse",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    upcast: bool = True,
+) -> torch.Tensor:
+    """Plain-torch divergences: the spec, the CPU path and the benchmark baseline.
+
+    ``upcast=False`` computes in the input dtype, which is what plain torch achieves in bf16/fp16
+    (the yardstick for the kernel's low-precision error); the result is still returned as fp32.
+    """
+    mode_id = _resolve_mode(mode, beta)
+    _check_distribution_inputs(logits, ref_logits, temperature, mask)
+    if upcast:
+        dtype = torch.promote_types(torch.promote_types(logits.dtype, ref_logits.dtype), torch.float32)
+    else:
+        dtype = torch.promote_types(logits.dtype, ref_logits.dtype)
+    log_p = torch.log_softmax(logits.to(dtype) / temperature, dim=-1)
+    log_r = torch.log_softmax(ref_logits.to(dtype) / temperature, dim=-1)
+
+    def kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+        # 0 · log 0 = 0, so zero-probability entries (including -inf logits) contribute nothing.
+        prob_a = log_a.exp()
+        terms = torch.where(prob_a > 0, prob_a * (log_a - log_b), torch.zeros((), dtype=dtype, device=log_a.device))
+        return terms.sum(-1)
+
+    if mode_id == _MODES["reverse"]:
+        divergence = kl(log_p, log_r)
+    elif mode_id == _MODES["forward"]:
+        divergence = kl(log_r, log_p)
+    else:
+        log_m = torch.logaddexp(log_p + math.log(1.0 - beta), log_r + math.log(beta))
+        divergence = beta * kl(log_r, log_m) + (1.0 - beta) * kl(log_p, log_m)
+    if mask is not None:
+        divergence = torch.where(mask.bool(), divergence, torch.zeros((), dtype=dtype, device=divergence.device))
+    return divergence if divergence.dtype == torch.float64 else divergence.float()
