@@ -82,6 +82,19 @@ class FeedbackSource(Method, abc.ABC):
     def records(self) -> Any:
         """Yield the feedback records this source provides (see ``prefcore.data``)."""
 
+    def judge(self) -> Any:
+        """A pairwise judge ``judge(prompt, first, second) -> P(first better)`` if this source can
+        label new completions (rules, AI judges, reward models); None for fixed data."""
+        return None
+
+    def evaluation_prompts(self) -> Any:
+        """Held-out prompts this source reserves for evaluation, or None to split its records."""
+        return None
+
+    def demonstrations(self) -> Any:
+        """Records for an SFT warm start (e.g. demonstrations), or None when the source has none."""
+        return None
+
 
 class PreferenceModel(Method, abc.ABC):
     """Learns to score completions from preference feedback (a reward model)."""

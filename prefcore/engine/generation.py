@@ -1,0 +1,224 @@
+"""Sample completions from a causal LM, reproducibly and from exactly the trained-on prompt text.
+
+Prompts go through ``prompt_token_ids``, the same function training uses, so a chat
+template, a conditioning prefix or a plain-text prompt yields the very token ids the
+policy was trained to continue. Batches are left-padded so every row's new tokens start
+at the same column. Sampling is seeded inside a forked RNG: a given ``GenerationSettings``
+gives the same completions every time, and the caller's global RNG stream (the training
+loop's dropout and data order) is left exactly as it was.
+
+Evaluators share completions through ``EvaluationContext.cache`` (``cached_completions``):
+one evaluation pass samples each model once per (prompts, settings, prefix), whichever
+evaluators ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+
+import torch
+from transformers import GenerationConfig
+
+from prefcore.engine.sequences import prompt_token_ids
+
+if TYPE_CHECKING:
+    from prefcore.evaluation import EvaluationContext
+    from prefcore.evaluation import GenerationSettings
+
+ModelRole = Literal["policy", "reference"]
+
+
+@dataclass(frozen=True)
+class GeneratedCompletions:
+    """Sampled completions as token ids and text, ``num_samples`` per prompt, prompt-major.
+
+    Row ``i * num_samples + k`` is sample ``k`` of prompt ``i``. ``completion_ids`` holds
+    the new tokens up to and including the first EOS (no EOS if ``max_new_tokens`` ran
+    out), so log-probs can be computed on exactly the sampled tokens; ``texts`` are those
+    tokens decoded without special tokens.
+    """
+
+    prompt_ids: tuple[tuple[int, ...], ...]
+    completion_ids: tuple[tuple[int, ...], ...]
+    texts: tuple[str, ...]
+    num_samples: int
+
+    def for_prompt(self, index: int) -> tuple[str, ...]:
+        """The ``num_samples`` texts sampled for prompt ``index``."""
+        start = index * self.num_samples
+        return self.texts[start : start + self.num_samples]
+
+
+@contextmanager
+def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the CPU (and the model's CUDA device) RNG, restoring the previous states on exit.
+
+    The generators are seeded directly rather than through ``torch.manual_seed``, which
+    would also queue a seed for every CUDA device and change state outside the fork.
+    """
+    cuda_devices: list[int] = []
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda_devices:
+            torch.cuda.default_generators[index].manual_seed(seed)
+        yield
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """The model in eval mode (no dropout) for the block, its train/eval mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _generation_config(settings: GenerationSettings, pad_token_id: int, eos_token_id: int) -> GenerationConfig:
+    """Sampling fully defined by ``settings``: no top-k, repetition penalty or other model defaults."""
+    if settings.temperature > 0:
+        sampling: dict[str, Any] = {
+            "do_sample": True,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "top_k": 0,
+        }
+    else:
+        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    return GenerationConfig(
+        max_new_tokens=settings.max_new_tokens,
+        num_return_sequences=settings.num_samples,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        **sampling,
+    )
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for index, row in enumerate(rows):
+        if row:
+            input_ids[index, longest - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, longest - len(row) :] = 1
+    return input_ids, attention_mask
+
+
+def _until_eos(tokens: Sequence[int], eos_token_id: int) -> tuple[int, ...]:
+    tokens = list(tokens)
+    if eos_token_id in tokens:
+        tokens = tokens[: tokens.index(eos_token_id) + 1]
+    return tuple(tokens)
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    settings: GenerationSettings,
+    *,
+    prefix: str = "",
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> GeneratedCompletions:
+    """Sample ``settings.num_samples`` completions per prompt, keeping their token ids.
+
+    Arguments:
+        model: a transformers causal LM; its train/eval mode is restored afterwards.
+        tokenizer: the tokenizer the model was trained with (needs an EOS token).
+        prompts: text prompts or tuples of chat messages.
+        settings: sampling settings; ``temperature == 0`` means greedy decoding.
+        prefix: condition text put before each prompt, as the usage objective trained it.
+        batch_size: prompts per ``generate`` call.
+        device: where the model lives.
+    Returns:
+        the completions, prompt-major (see ``GeneratedCompletions``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    eos_token_id = tokenizer.eos_token_id
+    if eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token_id; generation could never stop.")
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_id
+    config = _generation_config(settings, pad_token_id, eos_token_id)
+    device = torch.device(device)
+    all_prompt_ids = [tuple(prompt_token_ids(tokenizer, prompt, prefix=prefix)) for prompt in prompts]
+    completion_ids: list[tuple[int, ...]] = []
+    with eval_mode(model), _seeded_rng(settings.seed, device), torch.no_grad():
+        for start in range(0, len(all_prompt_ids), batch_size):
+            input_ids, attention_mask = _left_pad(all_prompt_ids[start : start + batch_size], pad_token_id)
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=config,
+            )
+            new_tokens = output[:, input_ids.shape[1] :].tolist()
+            completion_ids.extend(_until_eos(row, eos_token_id) for row in new_tokens)
+    texts = tuple(tokenizer.decode(list(ids), skip_special_tokens=True) for ids in completion_ids)
+    repeated_prompts = tuple(ids for ids in all_prompt_ids for _ in range(settings.num_samples))
+    return GeneratedCompletions(repeated_prompts, tuple(completion_ids), texts, settings.num_samples)
+
+
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    settings: GenerationSettings,
+    *,
+    prefix: str = "",
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> list[str]:
+    """Completion texts, ``settings.num_samples`` per prompt, prompt-major (see ``generate``)."""
+    generated = generate(model, tokenizer, prompts, settings, prefix=prefix, batch_size=batch_size, device=device)
+    return list(generated.texts)
+
+
+def cached_completions(
+    context: EvaluationContext,
+    prompts: Sequence[Any],
+    *,
+    role: ModelRole = "policy",
+    settings: GenerationSettings | None = None,
+    batch_size: int = 16,
+) -> GeneratedCompletions:
+    """Completions of the policy or the reference, sampled once per evaluation pass.
+
+    The policy generates with ``context.generation_prefix``, the condition its objective
+    trained it on; the reference never saw that condition and generates from the bare
+    prompt. Results are kept in ``context.cache`` under
+    ``("completions", role, settings, prefix, prompts)``, so every evaluator asking for
+    the same samples gets the same ones.
+    """
+    settings = context.generation if settings is None else settings
+    model = context.policy if role == "policy" else context.reference
+    if model is None:
+        raise ValueError(f"the evaluation context has no {role} model to generate with.")
+    prefix = context.generation_prefix if role == "policy" else ""
+    key = ("completions", role, settings, prefix, prompts_key(prompts))
+    if key not in context.cache:
+        context.cache[key] = generate(
+            model, context.tokenizer, prompts, settings, prefix=prefix, batch_size=batch_size, device=context.device
+        )
+    return context.cache[key]
+
+
+def prompts_key(prompts: Sequence[Any]) -> tuple[Any, ...]:
+    """The prompts as a hashable cache key (message lists become tuples)."""
+    return tuple(prompt if isinstance(prompt, str) else tuple(prompt) for prompt in prompts)
+
+
+def greedy(settings: GenerationSettings) -> GenerationSettings:
+    """The same settings decoding greedily, one completion per prompt (answers, benchmarks)."""
+    return replace(settings, temperature=0.0, top_p=1.0, num_samples=1)

@@ -1,0 +1,291 @@
+"""The training loop shared by every usage objective.
+
+One optimiser step = ``grad_accum`` micro-batches. Each objective's loss is normalised by
+the number of comparisons in the whole step (``LogProbBatch.num_items``), so the summed
+micro-batch gradients equal the gradient of the step mean, whatever the split. Several
+objectives train together as a weighted sum; each sees the same log-prob batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from prefcore.batch import LogProbBatch
+from prefcore.engine.batching import SequenceBatch
+from prefcore.engine.batching import TrainingItem
+from prefcore.engine.batching import collate
+from prefcore.engine.batching import micro_batches
+from prefcore.engine.checkpoint import list_checkpoints
+from prefcore.engine.checkpoint import load_checkpoint
+from prefcore.engine.checkpoint import save_checkpoint
+from prefcore.engine.logprobs import completion_token_logps
+from prefcore.errors import ConfigError
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of the ``[train]`` section."""
+
+    steps: int = option(100, doc="optimiser steps")
+    batch_size: int = option(8, doc="comparisons per micro-batch")
+    grad_accum: int = option(1, doc="micro-batches per optimiser step")
+    lr: float = option(5e-5, doc="peak learning rate of AdamW")
+    weight_decay: float = option(0.0, doc="AdamW weight decay")
+    warmup_steps: int = option(0, doc="linear warm-up steps")
+    schedule: Literal["cosine", "linear", "constant"] = option("cosine", doc="learning-rate decay after warm-up")
+    max_grad_norm: float = option(1.0, doc="gradient clipping norm; 0 disables clipping")
+    max_length: int = option(512, doc="longest prompt + completion in tokens")
+    truncation: Literal["truncate", "error"] = option("truncate", doc="what to do with over-long records")
+    seed: int = option(0, doc="seed of data order, initialisation and dropout")
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", doc="autocast dtype on GPU (CPU runs in fp32)")
+    fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
+    kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
+    checkpoint_every: int = option(0, doc="save a checkpoint every N steps; 0 = only at the end")
+    keep_checkpoints: int = option(2, doc="how many checkpoints to keep")
+    eval_every: int = option(0, doc="evaluate every N steps; 0 = only before and after training")
+    log_every: int = option(1, doc="report metrics every N steps")
+    progress: bool = option(True, doc="show a progress line with loss, margin and accuracy")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Got {getattr(self, name)}.")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0. Got {self.lr}.")
+        for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0. Got {getattr(self, name)}.")
+
+
+@dataclass(frozen=True)
+class WeightedObjective:
+    objective: UsageObjective
+    weight: float = 1.0
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine, linear or constant decay to the last step."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        progress = min(1.0, progress)
+        if config.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+ReferenceLogps = Callable[[SequenceBatch], torch.Tensor]
+"""Per-token reference log-probs ``[S, L-1]`` of a batch (a frozen model's forward)."""
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type != "cuda" or config.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class Trainer:
+    """Runs optimiser steps of a weighted sum of objectives over training items."""
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        objectives: Sequence[WeightedObjective],
+        items: Sequence[TrainingItem],
+        config: TrainConfig,
+        *,
+        pad_token_id: int,
+        run_dir: Path,
+        device: torch.device,
+        reference_logps: ReferenceLogps | None = None,
+        cached_reference: Sequence[Sequence[float]] | None = None,
+        on_step: Callable[[int, Mapping[str, float]], None] | None = None,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
+        on_evaluate: Callable[[int], None] | None = None,
+        checkpoint_tag: str = "",
+    ) -> None:
+        if not items:
+            raise ConfigError("there is no training data: the feedback produced no usable comparison.")
+        needs_reference = any(entry.objective.uses_reference() for entry in objectives)
+        if needs_reference and reference_logps is None and cached_reference is None:
+            raise ConfigError("an objective needs reference log-probs but the run has no reference model.")
+        self.policy = policy
+        self.objectives = list(objectives)
+        self.items = list(items)
+        self.config = config
+        self.pad_token_id = pad_token_id
+        self.run_dir = Path(run_dir) / checkpoint_tag if checkpoint_tag else Path(run_dir)
+        self.device = device
+        self.reference_logps = reference_logps if needs_reference else None
+        self.cached_reference = cached_reference if needs_reference else None
+        self.on_step = on_step
+        self.on_checkpoint = on_checkpoint
+        self.on_evaluate = on_evaluate
+        trainable = [parameter for parameter in policy.parameters() if parameter.requires_grad]
+        if not trainable:
+            raise ConfigError("the policy has no trainable parameter.")
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.step = 0
+        self.epoch = 0
+        self.position = 0  # micro-batches of the current epoch already consumed
+        self._batches: list[list[int]] = []
+        self._batches_epoch = -1
+
+    # -- resume -------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint of this run, if any; True when one was loaded."""
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            return False
+        restored = load_checkpoint(
+            checkpoints[-1], model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler
+        )
+        self.step = restored.step
+        self.epoch = int(restored.trainer["epoch"])
+        self.position = int(restored.trainer["position"])
+        return True
+
+    def save(self) -> Path:
+        path = save_checkpoint(
+            self.run_dir,
+            self.step,
+            model=self.policy,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            trainer_state={"epoch": self.epoch, "position": self.position},
+            keep_last=self.config.keep_checkpoints,
+        )
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.step, path)
+        return path
+
+    # -- data ---------------------------------------------------------------------------
+    def _epoch_batches(self) -> list[list[int]]:
+        if self._batches_epoch != self.epoch:
+            self._batches = micro_batches(self.items, self.config.batch_size, seed=self.config.seed, epoch=self.epoch)
+            self._batches_epoch = self.epoch
+        return self._batches
+
+    def _next_micro_batch(self) -> list[int]:
+        if self.position >= len(self._epoch_batches()):
+            self.epoch += 1
+            self.position = 0
+        indices = self._epoch_batches()[self.position]
+        self.position += 1
+        return indices
+
+    def _log_prob_batch(self, batch: SequenceBatch, num_items: int) -> LogProbBatch:
+        with _autocast(self.config, self.device):
+            policy_logps = completion_token_logps(
+                self.policy, batch.sequences, fused=self.config.fused_lm_head, backend=self.config.kernel_backend
+            )
+        ref_logps = None
+        if self.reference_logps is not None and batch.ref_sequence_logps is None:
+            with torch.no_grad(), _autocast(self.config, self.device):
+                ref_logps = self.reference_logps(batch)
+        return LogProbBatch(
+            policy_logps=policy_logps.float(),
+            mask=batch.sequences.completion_mask,
+            ref_logps=None if ref_logps is None else ref_logps.float(),
+            ref_sequence_logps=batch.ref_sequence_logps,
+            chosen_index=batch.chosen_index,
+            rejected_index=batch.rejected_index,
+            labels=batch.labels,
+            list_index=batch.list_index,
+            list_ranks=batch.list_ranks,
+            margins=batch.margins,
+            probabilities=batch.probabilities,
+            weights=batch.weights,
+            mismatched_index=batch.mismatched_index,
+            num_items=num_items,
+        )
+
+    # -- loop ---------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the step's metrics."""
+        self.policy.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        micro = [self._next_micro_batch() for _ in range(self.config.grad_accum)]
+        num_items = sum(len(indices) for indices in micro)
+        totals: dict[str, float] = {}
+        for indices in micro:
+            items = [self.items[index] for index in indices]
+            cached = [self.cached_reference[index] for index in indices] if self.cached_reference is not None else None
+            batch = collate(items, self.pad_token_id, reference_logps=cached).to(self.device)
+            log_prob_batch = self._log_prob_batch(batch, num_items)
+            loss = torch.zeros((), device=self.device)
+            share = len(indices) / num_items
+            for entry in self.objectives:
+                output = entry.objective.loss(log_prob_batch)
+                loss = loss + entry.weight * output.loss
+                prefix = f"{entry.objective.name}/" if len(self.objectives) > 1 else ""
+                for key, value in output.metrics.items():
+                    totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at step {self.step + 1}; lower the learning rate or check the data."
+                )
+            loss.backward()
+            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+        if self.config.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in self.policy.parameters() if p.requires_grad], self.config.max_grad_norm
+            )
+            totals["grad_norm"] = float(grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        totals["lr"] = self.scheduler.get_last_lr()[0]
+        return totals
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``config.steps``; checkpoints, evaluation and metrics through the callbacks."""
+        metrics: dict[str, float] = {}
+        started = time.perf_counter()
+        while self.step < self.config.steps:
+            metrics = self.train_step()
+            metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
+            if self.on_step is not None and (self.step % self.config.log_every == 0 or self.step == self.config.steps):
+                self.on_step(self.step, metrics)
+            if self.config.progress:
+                _print_progress(self.step, self.config.steps, metrics)
+            due = self.config.eval_every and self.step % self.config.eval_every == 0
+            if due and self.step < self.config.steps and self.on_evaluate is not None:
+                self.on_evaluate(self.step)
+            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                self.save()
+        if self.config.progress:
+            print()
+        return metrics
+
+
+def _print_progress(step: int, steps: int, metrics: Mapping[str, float]) -> None:
+    shown = [f"loss {metrics['loss']:.4f}"]
+    for key, label in (("rewards/margin", "margin"), ("rewards/accuracy", "acc")):
+        matching = [value for name, value in metrics.items() if name.endswith(key)]
+        if matching:
+            shown.append(f"{label} {matching[0]:.3f}")
+    width = 24
+    filled = int(width * step / steps)
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r[{bar}] {step}/{steps}  " + "  ".join(shown), end="", flush=True)
