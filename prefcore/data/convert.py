@@ -124,9 +124,7 @@ def _compared_scores(
                 f"has no aspect {missing[0]!r} to weight; it rates {list(scores.aspects)}.",
                 field="scores",
             )
-        return [
-            math.fsum(weight * row[name] for name, weight in checked.items()) for row in scores.scores
-        ], None
+        return [math.fsum(weight * row[name] for name, weight in checked.items()) for row in scores.scores], None
     if aspect is None:
         if len(scores.aspects) > 1:
             raise error_at(
@@ -141,9 +139,7 @@ def _compared_scores(
     return [row[aspect] for row in scores.scores], aspect
 
 
-def pair_to_binary_labels(
-    pair: PairwiseComparison, *, ties: Literal["skip", "error"] = "skip"
-) -> list[BinaryLabel]:
+def pair_to_binary_labels(pair: PairwiseComparison, *, ties: Literal["skip", "error"] = "skip") -> list[BinaryLabel]:
     """A pair as two unpaired labels: chosen desirable, rejected undesirable.
 
     This is TRL's ``unpair_preference_dataset`` convention (KTO's input), one record at a
@@ -204,9 +200,7 @@ def critique_to_pairs(critique: Critique) -> list[PairwiseComparison]:
     """A critique with a revision as one pair, the revision chosen over the original; none without one."""
     if critique.revision is None:
         return []
-    return [
-        PairwiseComparison(critique.prompt, critique.revision, critique.completion, **critique.annotations())
-    ]
+    return [PairwiseComparison(critique.prompt, critique.revision, critique.completion, **critique.annotations())]
 
 
 def preference_target(pair: PairwiseComparison) -> float:
@@ -249,9 +243,7 @@ def to_pairs(
             elif isinstance(item, Ranking):
                 pairs += ranking_to_pairs(item, ties=ties, rank_gap_margin=rank_gap_margin)
             elif isinstance(item, Scores):
-                pairs += scores_to_pairs(
-                    item, aspect=aspect, weights=weights, ties=ties, min_margin=min_margin
-                )
+                pairs += scores_to_pairs(item, aspect=aspect, weights=weights, ties=ties, min_margin=min_margin)
             elif isinstance(item, Critique):
                 pairs += critique_to_pairs(item)
             else:

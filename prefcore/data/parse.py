@@ -5,7 +5,9 @@ set decides, and ``format=`` overrides both):
 
 - pairwise: ``prompt``/``chosen``/``rejected`` as strings or message lists (TRL's standard
   and conversational preference formats, OpenRLHF's optional ``margin``), or only
-  ``chosen``/``rejected`` holding the prompt as a shared prefix (TRL's implicit prompt);
+  ``chosen``/``rejected`` holding the prompt as a shared prefix (TRL's implicit prompt), or a
+  text ``prompt`` beside whole conversations that restate it as their last shared user turn
+  (``HuggingFaceH4/ultrafeedback_binarized``);
 - binary: ``prompt``/``completion``/``label`` (TRL's unpaired preference format);
 - ranking: ``completions`` + ``ranks``; scores: ``scores`` (+ ``completions`` or
   ``completion``); critique: ``critique``; feedback: ``items``.
@@ -48,12 +50,8 @@ NEEDS = {
         "A scores record needs 'prompt', 'completions' (or one 'completion'), 'scores' (one "
         "{aspect: number} object or number per completion) and 'scale' ([low, high])."
     ),
-    "binary": (
-        "A binary record needs 'prompt', 'completion' and 'label' (true = desirable, false = undesirable)."
-    ),
-    "critique": (
-        "A critique record needs 'prompt', 'completion' and 'critique' (text); 'revision' is optional."
-    ),
+    "binary": ("A binary record needs 'prompt', 'completion' and 'label' (true = desirable, false = undesirable)."),
+    "critique": ("A critique record needs 'prompt', 'completion' and 'critique' (text); 'revision' is optional."),
     "feedback": (
         "A feedback record needs 'prompt' and 'items' (a list of pairwise, ranking, scores, binary or "
         "critique records about that prompt)."
@@ -70,9 +68,7 @@ DEFAULT_ASPECT = "overall"
 def check_format(format: str | None) -> str | None:
     """``format`` if it is ``None`` or a known format name; ``ConfigError`` otherwise."""
     if format is not None and format not in FORMATS:
-        raise ConfigError(
-            f"Unknown record format {format!r}. Known formats: {', '.join(FORMATS)}.", field="format"
-        )
+        raise ConfigError(f"Unknown record format {format!r}. Known formats: {', '.join(FORMATS)}.", field="format")
     return format
 
 
@@ -103,9 +99,7 @@ def detect_format(data: Mapping[str, Any]) -> str:
     declared = data.get("type")
     if declared is not None:
         if declared not in FORMATS:
-            raise DataError(
-                f"unknown record format {declared!r}. Known formats: {', '.join(FORMATS)}.", field="type"
-            )
+            raise DataError(f"unknown record format {declared!r}. Known formats: {', '.join(FORMATS)}.", field="type")
         return declared
     present = {key for key, value in data.items() if value is not None}
     matches = [name for name, markers in _MARKERS if markers & present]
@@ -146,9 +140,7 @@ def _parse_record(data: Any, format: str | None, provenance: Provenance) -> Pref
     elif data.get("type") not in (None, format):
         raise DataError(f"says {data['type']!r}, but the format {format!r} was requested.", field="type")
     # A null field is an absent one: columnar files hold every column in every row.
-    fields = _Fields(
-        {key: value for key, value in data.items() if value is not None and key != "type"}, format
-    )
+    fields = _Fields({key: value for key, value in data.items() if value is not None and key != "type"}, format)
     annotations = {name: fields.take(name) for name in _ANNOTATION_FIELDS}
     record = _PARSERS[format](fields, annotations, provenance)
     return record
@@ -180,9 +172,7 @@ class _Fields:
         merged = dict(metadata)
         for name, value in self._data.items():
             if name in merged and merged[name] != value:
-                raise DataError(
-                    "is given both as a field and inside 'metadata', with different values.", field=name
-                )
+                raise DataError("is given both as a field and inside 'metadata', with different values.", field=name)
             merged[name] = value
         return merged
 
@@ -191,15 +181,17 @@ def _common(fields: _Fields, annotations: dict[str, Any], provenance: Provenance
     return {**annotations, "metadata": fields.metadata(), "provenance": provenance}
 
 
-def _parse_pairwise(
-    fields: _Fields, annotations: dict[str, Any], provenance: Provenance
-) -> PairwiseComparison:
+def _parse_pairwise(fields: _Fields, annotations: dict[str, Any], provenance: Provenance) -> PairwiseComparison:
     chosen = fields.require("chosen")
     rejected = fields.require("rejected")
     prompt = fields.take("prompt")
     if prompt is None:
         prompt, chosen, rejected = _split_implicit_prompt(
             check_text(chosen, "chosen"), check_text(rejected, "rejected")
+        )
+    elif isinstance(prompt, str) and _both_conversations(chosen, rejected):
+        prompt, chosen, rejected = _split_prompt_restated_in_conversations(
+            prompt, check_text(chosen, "chosen"), check_text(rejected, "rejected")
         )
     return PairwiseComparison(
         prompt,
@@ -239,11 +231,36 @@ def _split_implicit_prompt(chosen: Text, rejected: Text) -> tuple[Text, Text, Te
     if shared == 0 or shared == len(chosen) or shared == len(rejected):
         raise DataError(
             "is missing, and 'chosen' and 'rejected' do not share a prompt to extract: they need a common "
-            "start (the implicit prompt) and a different remainder. Give 'prompt' explicitly. "
-            + NEEDS["pairwise"],
+            "start (the implicit prompt) and a different remainder. Give 'prompt' explicitly. " + NEEDS["pairwise"],
             field="prompt",
         )
     return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def _both_conversations(chosen: Any, rejected: Any) -> bool:
+    return not isinstance(chosen, str) and not isinstance(rejected, str)
+
+
+def _split_prompt_restated_in_conversations(prompt: str, chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
+    """A text prompt beside whole conversations (HuggingFaceH4/ultrafeedback_binarized).
+
+    The conversations repeat the prompt as their last shared user turn, so the shared
+    turns become the prompt and nothing is lost. If the text is not that turn, the record
+    is contradictory and refused.
+    """
+    try:
+        shared, chosen, rejected = _split_implicit_prompt(chosen, rejected)
+    except DataError:
+        shared = ()
+    last_user = next((message.content for message in reversed(shared) if message.role == "user"), None)
+    if last_user is None or last_user.strip() != prompt.strip():
+        raise DataError(
+            "is a list of messages but 'prompt' is text. A record is either all text or all messages; "
+            "whole conversations are accepted beside a text prompt only when their shared turns end with "
+            "that prompt as the user's message.",
+            field="chosen",
+        )
+    return shared, chosen, rejected
 
 
 def _parse_ranking(fields: _Fields, annotations: dict[str, Any], provenance: Provenance) -> Ranking:
@@ -264,9 +281,7 @@ def _parse_scores(fields: _Fields, annotations: dict[str, Any], provenance: Prov
         completions = fields.require("completions")
         scores = check_sequence(fields.require("scores"), "scores", "{aspect: number} objects or numbers")
     scores = [{DEFAULT_ASPECT: row} if _is_bare_number(row) else row for row in scores]
-    return Scores(
-        prompt, completions, scores, fields.require("scale"), **_common(fields, annotations, provenance)
-    )
+    return Scores(prompt, completions, scores, fields.require("scale"), **_common(fields, annotations, provenance))
 
 
 def _is_bare_number(value: Any) -> bool:

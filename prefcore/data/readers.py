@@ -106,9 +106,7 @@ def write_jsonl(records: Iterable[PreferenceRecord], path: str | os.PathLike[str
     return count
 
 
-def _read_outcomes(
-    path: str | os.PathLike[str], format: str | None
-) -> Iterator[PreferenceRecord | DataError]:
+def _read_outcomes(path: str | os.PathLike[str], format: str | None) -> Iterator[PreferenceRecord | DataError]:
     """Each record of the file in order, or the ``DataError`` that stands in for a bad one."""
     source = os.fspath(path)
     read_raw = _raw_reader(source)
@@ -155,9 +153,7 @@ def _read_jsonl(path: Path, source: str) -> Iterator[tuple[int, Any]]:
             except UnicodeDecodeError as error:
                 yield (
                     line,
-                    DataError(
-                        f"is not UTF-8 text ({error.reason} at byte {error.start}).", source=source, line=line
-                    ),
+                    DataError(f"is not UTF-8 text ({error.reason} at byte {error.start}).", source=source, line=line),
                 )
                 continue
             if not text.strip():
@@ -197,9 +193,7 @@ def _read_json(path: Path, source: str) -> Iterator[tuple[int, Any]]:
             )
         document = document[keys[0]]
     if not isinstance(document, list):
-        raise DataError(
-            f"a JSON file holds a list of records, got a {type(document).__name__}.", source=source
-        )
+        raise DataError(f"a JSON file holds a list of records, got a {type(document).__name__}.", source=source)
     yield from enumerate(document, start=1)
 
 

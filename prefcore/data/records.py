@@ -70,15 +70,11 @@ def _check_message(value: Any, field: str) -> Message:
     if isinstance(value, Message):
         return value
     if not isinstance(value, Mapping):
-        raise DataError(
-            f"must be a message, an object with 'role' and 'content', got {describe(value)}.", field=field
-        )
+        raise DataError(f"must be a message, an object with 'role' and 'content', got {describe(value)}.", field=field)
     # Readers of columnar files fill absent struct keys with None; those are not extra keys.
     keys = {key for key, item in value.items() if item is not None}
     if keys != {"role", "content"}:
-        raise DataError(
-            f"a message has exactly the keys 'role' and 'content', got {sorted(keys)}.", field=field
-        )
+        raise DataError(f"a message has exactly the keys 'role' and 'content', got {sorted(keys)}.", field=field)
     try:
         return Message(value["role"], value["content"])
     except DataError as error:
@@ -90,9 +86,7 @@ def check_text(value: Any, field: str) -> Text:
     if isinstance(value, str):
         return check_string(value, field)
     if isinstance(value, Mapping) or not isinstance(value, Sequence):
-        raise DataError(
-            f"must be a non-empty string or a list of messages, got {describe(value)}.", field=field
-        )
+        raise DataError(f"must be a non-empty string or a list of messages, got {describe(value)}.", field=field)
     if not value:
         raise DataError("must be a non-empty string or a list of messages, got an empty list.", field=field)
     return tuple(_check_message(item, f"{field}[{index}]") for index, item in enumerate(value))
@@ -101,9 +95,7 @@ def check_text(value: Any, field: str) -> Text:
 def _check_same_kind(prompt: Text, text: Text, field: str) -> None:
     if isinstance(prompt, str) != isinstance(text, str):
         kind = "text" if isinstance(prompt, str) else "a list of messages"
-        raise DataError(
-            f"must be {kind} like the prompt: a record is either all text or all messages.", field=field
-        )
+        raise DataError(f"must be {kind} like the prompt: a record is either all text or all messages.", field=field)
 
 
 def _check_completions(prompt: Text, value: Any, field: str, *, minimum: int) -> tuple[Text, ...]:
@@ -234,9 +226,7 @@ class PairwiseComparison(_RecordBase):
             _set(self, name, check_text(getattr(self, name), name))
             _check_same_kind(self.prompt, getattr(self, name), name)
         if self.chosen == self.rejected:
-            raise DataError(
-                "is identical to 'chosen'; a comparison needs two different completions.", field="rejected"
-            )
+            raise DataError("is identical to 'chosen'; a comparison needs two different completions.", field="rejected")
         check_bool(self.tie, "tie")
         if self.margin is not None:
             _set(self, "margin", check_number(self.margin, "margin"))
@@ -250,9 +240,7 @@ class PairwiseComparison(_RecordBase):
         if self.tie and self.margin not in (None, 0.0):
             raise DataError(f"must be 0 or absent for a tie, got {self.margin:g}.", field="margin")
         if self.tie and self.probability not in (None, 0.5):
-            raise DataError(
-                f"must be 0.5 or absent for a tie, got {self.probability:g}.", field="probability"
-            )
+            raise DataError(f"must be 0.5 or absent for a tie, got {self.probability:g}.", field="probability")
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -290,8 +278,7 @@ class Ranking(_RecordBase):
         ranks = check_sequence(self.ranks, "ranks", "positive whole numbers")
         if len(ranks) != len(self.completions):
             raise DataError(
-                f"has {len(ranks)} entries for {len(self.completions)} completions; "
-                "give one rank per completion.",
+                f"has {len(ranks)} entries for {len(self.completions)} completions; give one rank per completion.",
                 field="ranks",
             )
         ranks = tuple(check_integer(rank, f"ranks[{index}]") for index, rank in enumerate(ranks))
@@ -347,9 +334,7 @@ class Scores(_RecordBase):
                 f"has {len(rows)} entries for {len(self.completions)} completions; give one per completion.",
                 field="scores",
             )
-        _set(
-            self, "scores", tuple(self._check_row(row, f"scores[{index}]") for index, row in enumerate(rows))
-        )
+        _set(self, "scores", tuple(self._check_row(row, f"scores[{index}]") for index, row in enumerate(rows)))
         aspects = set(self.scores[0])
         for index, row in enumerate(self.scores[1:], start=1):
             if set(row) != aspects:
@@ -361,21 +346,15 @@ class Scores(_RecordBase):
 
     def _check_row(self, row: Any, field: str) -> dict[str, float]:
         if not isinstance(row, Mapping) or not row:
-            raise DataError(
-                f"must be a non-empty {{aspect: number}} object, got {describe(row)}.", field=field
-            )
+            raise DataError(f"must be a non-empty {{aspect: number}} object, got {describe(row)}.", field=field)
         low, high = self.scale
         checked = {}
         for aspect, value in row.items():
             if not isinstance(aspect, str) or not aspect.strip():
-                raise DataError(
-                    f"aspect names must be non-empty strings, got {describe(aspect)}.", field=field
-                )
+                raise DataError(f"aspect names must be non-empty strings, got {describe(aspect)}.", field=field)
             score = check_number(value, f"{field}.{aspect}")
             if not low <= score <= high:
-                raise DataError(
-                    f"is {score:g}, outside the scale [{low:g}, {high:g}].", field=f"{field}.{aspect}"
-                )
+                raise DataError(f"is {score:g}, outside the scale [{low:g}, {high:g}].", field=f"{field}.{aspect}")
             checked[aspect] = score
         return checked
 
@@ -426,9 +405,7 @@ def _check_span(value: Any, field: str) -> Span:
     if isinstance(value, Mapping):
         keys = {key for key, item in value.items() if item is not None}
         if keys != {"start", "end", "label"}:
-            raise DataError(
-                f"a span has exactly the keys 'start', 'end' and 'label', got {sorted(keys)}.", field=field
-            )
+            raise DataError(f"a span has exactly the keys 'start', 'end' and 'label', got {sorted(keys)}.", field=field)
         parts = (value["start"], value["end"], value["label"])
     elif isinstance(value, (list, tuple)) and len(value) == 3:
         parts = tuple(value)
