@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from prefcore.data._checks import check_sequence
@@ -40,23 +41,25 @@ from prefcore.data.records import check_text
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
 
-NEEDS = {
-    "pairwise": "A pairwise record needs 'prompt', 'chosen' and 'rejected' (strings or message lists).",
-    "ranking": (
-        "A ranking record needs 'prompt', 'completions' (two or more strings or message lists) and "
-        "'ranks' (one positive whole number per completion, 1 = best)."
-    ),
-    "scores": (
-        "A scores record needs 'prompt', 'completions' (or one 'completion'), 'scores' (one "
-        "{aspect: number} object or number per completion) and 'scale' ([low, high])."
-    ),
-    "binary": ("A binary record needs 'prompt', 'completion' and 'label' (true = desirable, false = undesirable)."),
-    "critique": ("A critique record needs 'prompt', 'completion' and 'critique' (text); 'revision' is optional."),
-    "feedback": (
-        "A feedback record needs 'prompt' and 'items' (a list of pairwise, ranking, scores, binary or "
-        "critique records about that prompt)."
-    ),
-}
+NEEDS: Mapping[str, str] = MappingProxyType(
+    {
+        "pairwise": "A pairwise record needs 'prompt', 'chosen' and 'rejected' (strings or message lists).",
+        "ranking": (
+            "A ranking record needs 'prompt', 'completions' (two or more strings or message lists) and "
+            "'ranks' (one positive whole number per completion, 1 = best)."
+        ),
+        "scores": (
+            "A scores record needs 'prompt', 'completions' (or one 'completion'), 'scores' (one "
+            "{aspect: number} object or number per completion) and 'scale' ([low, high])."
+        ),
+        "binary": ("A binary record needs 'prompt', 'completion' and 'label' (true = desirable, false = undesirable)."),
+        "critique": ("A critique record needs 'prompt', 'completion' and 'critique' (text); 'revision' is optional."),
+        "feedback": (
+            "A feedback record needs 'prompt' and 'items' (a list of pairwise, ranking, scores, binary or "
+            "critique records about that prompt)."
+        ),
+    }
+)
 """What each format accepts, appended to every 'missing field' error."""
 
 _ANNOTATION_FIELDS = ("annotator_id", "group_id", "source")
@@ -331,11 +334,13 @@ def _parse_item(raw: Any, prompt: Text, provenance: Provenance, field: str) -> F
     return item
 
 
-_PARSERS: dict[str, Callable[[_Fields, dict[str, Any], Provenance], PreferenceRecord]] = {
-    "pairwise": _parse_pairwise,
-    "ranking": _parse_ranking,
-    "scores": _parse_scores,
-    "binary": _parse_binary,
-    "critique": _parse_critique,
-    "feedback": _parse_feedback,
-}
+_PARSERS: Mapping[str, Callable[[_Fields, dict[str, Any], Provenance], PreferenceRecord]] = MappingProxyType(
+    {
+        "pairwise": _parse_pairwise,
+        "ranking": _parse_ranking,
+        "scores": _parse_scores,
+        "binary": _parse_binary,
+        "critique": _parse_critique,
+        "feedback": _parse_feedback,
+    }
+)

@@ -20,7 +20,9 @@ import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from prefcore.data.parse import check_format
@@ -126,13 +128,7 @@ RawReader = Callable[[Path, str], Iterator[tuple[int, Any]]]
 
 def _raw_reader(source: str) -> RawReader:
     path = Path(source)
-    readers: dict[str, RawReader] = {
-        ".jsonl": _read_jsonl,
-        ".ndjson": _read_jsonl,
-        ".json": _read_json,
-        ".parquet": _read_parquet,
-    }
-    reader = readers.get(path.suffix.lower())
+    reader = _RAW_READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(
             f"cannot read {path.suffix or 'extension-less'!r} files. Preference data files are "
@@ -214,3 +210,8 @@ def _read_parquet(path: Path, source: str) -> Iterator[tuple[int, Any]]:
                 yield index, row
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
         raise DataError(f"is not a readable Parquet file: {error}", source=source) from None
+
+
+_RAW_READERS: Mapping[str, RawReader] = MappingProxyType(
+    {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
+)

@@ -22,8 +22,10 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import MISSING
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields
 from typing import Any
 from typing import ClassVar
 from typing import TypeAlias
@@ -164,6 +166,19 @@ class _RecordBase(ABC):
         if self.provenance is not None and not isinstance(self.provenance, Provenance):
             raise DataError(f"must be a Provenance, got {describe(self.provenance)}.", field="provenance")
 
+    def __repr__(self) -> str:
+        """The feedback first, then only the annotations that are set: records are read in test failures."""
+        own = [spec for spec in fields(self) if spec.name not in _RecordBase.__dataclass_fields__]
+        shared = [spec for spec in fields(self) if spec.name in _RecordBase.__dataclass_fields__]
+        parts = []
+        for spec in own + shared:
+            value = getattr(self, spec.name)
+            required = spec.default is MISSING and spec.default_factory is MISSING
+            default = spec.default_factory() if spec.default_factory is not MISSING else spec.default
+            if spec.repr and (required or value != default):
+                parts.append(f"{spec.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     @abstractmethod
     def _check_feedback(self) -> None:
         """Check and normalise the fields of the feedback itself."""
@@ -199,7 +214,7 @@ def error_at(record: _RecordBase, message: str, *, field: str | None = None) -> 
     return DataError(message, source=where.source, line=where.line, field=field)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PairwiseComparison(_RecordBase):
     """A choice between two completions, the most common feedback and DPO's input.
 
@@ -257,7 +272,7 @@ class PairwiseComparison(_RecordBase):
         return data | self._annotations_dict()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Ranking(_RecordBase):
     """An ordering of two or more completions (listwise feedback, as for PRO, RRHF, LiPO).
 
@@ -301,7 +316,7 @@ class Ranking(_RecordBase):
         return data | self._annotations_dict()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Scores(_RecordBase):
     """Numeric ratings of one or more completions, per aspect (UltraFeedback, HelpSteer style).
 
@@ -420,7 +435,7 @@ def _check_span(value: Any, field: str) -> Span:
         raise nested_error(error, field) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BinaryLabel(_RecordBase):
     """A verdict on a single completion: desirable (``True``) or not, KTO's unpaired feedback.
 
@@ -483,7 +498,7 @@ class BinaryLabel(_RecordBase):
         return data | self._annotations_dict()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Critique(_RecordBase):
     """Language feedback on a completion, optionally with a revised completion.
 
@@ -537,7 +552,7 @@ FEEDBACK_ITEM_TYPES: tuple[type[FeedbackItem], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FeedbackRecord(_RecordBase):
     """Several pieces of feedback about one prompt, each kept as its own typed record.
 

@@ -20,14 +20,13 @@ class LoadReport:
     """The outcome of reading one file.
 
     ``counts`` holds valid records per format, ``skipped`` the number of invalid records
-    left out, ``errors`` the first of their errors (at most ``max_errors``).
+    left out, ``errors`` the first of their errors (as many as the reader was asked to keep).
     """
 
     source: str
     counts: Mapping[str, int]
     skipped: int
     errors: tuple[DataError, ...]
-    max_errors: int
 
     @property
     def valid(self) -> int:
@@ -82,5 +81,4 @@ class ReportBuilder:
             counts=dict(self.counts),
             skipped=self.skipped,
             errors=tuple(self.errors),
-            max_errors=self.max_errors,
         )

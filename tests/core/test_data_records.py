@@ -484,3 +484,8 @@ def test_implicit_prompt_without_a_shared_prefix_asks_for_a_prompt(chosen: Any, 
         record_from_dict({"chosen": chosen, "rejected": rejected}, source="p.jsonl", line=9)
     assert (excinfo.value.field, excinfo.value.line, excinfo.value.source) == ("prompt", 9, "p.jsonl")
     assert "Give 'prompt' explicitly" in excinfo.value.reason
+
+
+def test_repr_shows_the_feedback_first_and_only_the_annotations_that_are_set() -> None:
+    pair = PairwiseComparison("q", "a", "b", margin=1.0, annotator_id="x", provenance=Provenance("f", 1))
+    assert repr(pair) == "PairwiseComparison(prompt='q', chosen='a', rejected='b', margin=1.0, annotator_id='x')"
