@@ -91,10 +91,9 @@ def record_from_dict(
     """
     check_format(format)
     try:
-        record = _parse_record(data, format, Provenance(source, line))
+        return _parse_record(data, format, Provenance(source, line))
     except DataError as error:
         raise DataError(error.reason, source=source, line=line, field=error.field) from None
-    return record
 
 
 def detect_format(data: Mapping[str, Any]) -> str:
@@ -145,8 +144,7 @@ def _parse_record(data: Any, format: str | None, provenance: Provenance) -> Pref
     # A null field is an absent one: columnar files hold every column in every row.
     fields = _Fields({key: value for key, value in data.items() if value is not None and key != "type"}, format)
     annotations = {name: fields.take(name) for name in _ANNOTATION_FIELDS}
-    record = _PARSERS[format](fields, annotations, provenance)
-    return record
+    return _PARSERS[format](fields, annotations, provenance)
 
 
 class _Fields:
