@@ -1,0 +1,343 @@
+"""The pipeline: feedback → (warm start) → usage objectives → evaluation → run folder.
+
+Every method is resolved by name through the registry before any work starts, so an
+unknown name or bad option fails in the first second. A run folder holds ``config.toml``,
+``metrics.csv``, checkpoints, the final model (loadable with
+``AutoModelForCausalLM.from_pretrained``), ``report.md`` and plots. ``resume=True``
+continues a killed run from its newest checkpoint and reproduces the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefcore.api import SelectedMethod
+from prefcore.api import resolve_run_config
+from prefcore.config import RunConfig
+from prefcore.config import build_config
+from prefcore.engine.batching import build_items
+from prefcore.engine.models import ModelConfig
+from prefcore.engine.models import frozen_copy
+from prefcore.engine.models import load_policy
+from prefcore.engine.models import load_pretrained
+from prefcore.engine.models import load_tokenizer
+from prefcore.engine.models import resolve_device
+from prefcore.engine.reference import ModelReference
+from prefcore.engine.reference import precompute_reference
+from prefcore.engine.trainer import TrainConfig
+from prefcore.engine.trainer import Trainer
+from prefcore.engine.trainer import WeightedObjective
+from prefcore.errors import ConfigError
+from prefcore.evaluation import EvaluationContext
+from prefcore.evaluation import GenerationSettings
+from prefcore.methods import option
+from prefcore.registry import Registry
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Options of the ``[run]`` section."""
+
+    name: str = option("run", doc="a label for the report")
+    out_dir: str = option("runs", doc="parent folder of run folders when --out is not given")
+    seed: int = option(0, doc="seed of data splits, model initialisation and evaluation draws")
+    reference: str = option("model", doc="'model' (frozen copy), 'precomputed' (cached sums) or 'none'")
+    heldout_fraction: float = option(0.1, doc="share of feedback records held out for evaluation")
+    eval_prompts: int = option(64, doc="held-out prompts evaluated per evaluation pass")
+    max_new_tokens: int = option(24, doc="generation length at evaluation")
+    temperature: float = option(0.7, doc="sampling temperature at evaluation (0 = greedy)")
+
+    def __post_init__(self) -> None:
+        if self.reference not in ("model", "precomputed", "none"):
+            raise ValueError(f"reference must be 'model', 'precomputed' or 'none'. Got {self.reference!r}.")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.")
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """Options of the ``[warm_start]`` section: SFT before preference training."""
+
+    steps: int = option(0, doc="SFT steps before preference training; 0 skips the warm start")
+    lr: float = option(1e-3, doc="SFT learning rate")
+    batch_size: int = option(16, doc="SFT sequences per step")
+    warmup_steps: int = option(0, doc="linear warm-up steps")
+
+
+@dataclass
+class RunResult:
+    """Where the run wrote its outputs and its final evaluation metrics."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+
+
+def _build(config_cls: type, section: Mapping[str, Any], name: str) -> Any:
+    return build_config(config_cls, section, method=f"[{name}]")
+
+
+def _prepare_run_dir(config: RunConfig, settings: RunSettings, out: str | None, resume: bool) -> Path:
+    if out is None:
+        if resume:
+            raise ConfigError("--resume needs --out naming the run folder to continue.")
+        out = str(Path(settings.out_dir) / time.strftime(f"{settings.name}-%Y%m%d-%H%M%S"))
+    run_dir = Path(out)
+    snapshot = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    saved = run_dir / "config.json"
+    if resume:
+        if not saved.exists():
+            raise ConfigError(f"--resume: {run_dir} holds no run to continue (no config.json).")
+        if saved.read_text(encoding="utf-8") != snapshot:
+            raise ConfigError(f"--resume: the run file differs from the one {run_dir} was started with.")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run folder {run_dir} is not empty; pass --resume to continue it or choose another --out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(snapshot, encoding="utf-8")
+    _write_toml(run_dir / "config.toml", config.to_dict())
+    return run_dir
+
+
+def _write_toml(path: Path, data: Mapping[str, Any]) -> None:
+    """A readable copy of the resolved run file (values as TOML literals)."""
+
+    def literal(value: Any) -> str:
+        return json.dumps(value if not isinstance(value, tuple) else list(value), default=str)
+
+    lines = []
+    for section, body in data.items():
+        tables = body if isinstance(body, list) else [body]
+        for table in tables:
+            lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
+            lines += [f"{key} = {literal(value)}" for key, value in table.items()]
+            lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _split(records: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    cut = int(round(len(records) * fraction))
+    heldout = sorted(order[:cut])
+    train = sorted(order[cut:])
+    return [records[i] for i in train], [records[i] for i in heldout]
+
+
+def _data_format(objectives: Sequence[SelectedMethod]) -> str:
+    """The batch layout every selected objective accepts (the first one's preference order)."""
+    first = objectives[0].method
+    for data_format in first.data_formats:
+        if all(data_format in entry.method.data_formats for entry in objectives):
+            return data_format
+    names = ", ".join(f"{entry.method.name} ({'/'.join(entry.method.data_formats)})" for entry in objectives)
+    raise ConfigError(f"the selected usage objectives share no data format: {names}.")
+
+
+def _prompt_of(record: Any) -> Any:
+    return getattr(record, "prompt", None)
+
+
+class _Hooks:
+    """Fires lifecycle hooks on the registry's plugin manager (loggers are ordinary plugins)."""
+
+    def __init__(self, registry: Registry, run_dir: Path, resume_step: int) -> None:
+        from prefcore.engine.lifecycle_loggers import CSVMetricsLogger
+        from prefcore.engine.lifecycle_loggers import TensorBoardLogger
+
+        self.hook = registry.plugin_manager.hook
+        self.run_dir = run_dir
+        manager = registry.plugin_manager
+        for name, plugin in (
+            ("prefcore.csv_metrics", CSVMetricsLogger(run_dir, resume_from_step=resume_step)),
+            ("prefcore.tensorboard", TensorBoardLogger.if_available(run_dir)),
+        ):
+            if plugin is not None and not manager.has_plugin(name):
+                manager.register(plugin, name=name)
+
+
+def run_pipeline(
+    config: RunConfig, *, out: str | None = None, resume: bool = False, registry: Registry | None = None
+) -> RunResult:
+    """Run a whole pipeline described by ``config``; see the module docstring."""
+    registry = registry or Registry.from_environment()
+    selected = resolve_run_config(config, registry=registry)
+    settings: RunSettings = _build(RunSettings, config.section("run"), "run")
+    model_config: ModelConfig = _build(ModelConfig, config.section("model"), "model")
+    train_config: TrainConfig = _build(TrainConfig, config.section("train"), "train")
+    warm_config: WarmStartConfig = _build(WarmStartConfig, config.section("warm_start"), "warm_start")
+    objectives = selected.get("usage", [])
+    if not objectives:
+        raise ConfigError("the run file selects no usage objective: add a [usage] section with method = \"dpo\".")
+    feedback_sources = [entry.method for entry in selected.get("feedback", [])]
+    if not feedback_sources:
+        raise ConfigError("the run file selects no feedback source: add a [feedback] section.")
+    evaluators = [entry.method for entry in selected.get("evaluation", [])]
+
+    run_dir = _prepare_run_dir(config, settings, out, resume)
+    device = resolve_device(model_config.device)
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+
+    # -- feedback ------------------------------------------------------------------------
+    records: list[Any] = []
+    prompts: list[Any] = []
+    demonstrations: list[Any] = []
+    judge = None
+    for source in feedback_sources:
+        source_records = list(source.records())
+        reserved = source.evaluation_prompts()
+        if reserved is not None:
+            records += source_records
+            prompts += list(reserved)
+        else:
+            train_part, heldout_part = _split(source_records, settings.heldout_fraction, settings.seed)
+            records += train_part
+            prompts += [p for p in dict.fromkeys(map(_prompt_of, heldout_part)) if p is not None]
+        demonstrations += list(source.demonstrations() or [])
+        judge = judge or source.judge()
+    train_records, heldout_records = _split(records, settings.heldout_fraction, settings.seed + 1)
+    prompts = prompts[: settings.eval_prompts]
+
+    tokenizer = load_tokenizer(model_config)
+    policy = load_policy(model_config, tokenizer, seed=settings.seed)
+    pad_id = tokenizer.pad_token_id
+    checkpoints_exist = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    hooks = _Hooks(registry, run_dir, resume_step=0)
+    hooks.hook.prefcore_run_start(run_dir=run_dir, config=config.to_dict())
+
+    # -- warm start (SFT) ------------------------------------------------------------------
+    if warm_config.steps > 0:
+        policy = _warm_start(policy, tokenizer, demonstrations or train_records, warm_config, train_config,
+                             run_dir, device, registry)
+
+    # -- usage objectives ------------------------------------------------------------------
+    methods = [entry.method for entry in objectives]
+    data_format = _data_format(objectives)
+    prefix = methods[0].generation_prefix()
+    for method in methods:
+        train_records = method.transform_records(train_records)
+    items = build_items(
+        train_records, data_format, tokenizer, max_length=train_config.max_length,
+        truncation=train_config.truncation, mismatched=data_format == "unpaired",
+    )
+    needs_reference = any(method.uses_reference() for method in methods)
+    if needs_reference and settings.reference == "none":
+        raise ConfigError("[run] reference = 'none' but an objective needs reference log-probs.")
+    reference_model = frozen_copy(policy)  # also the baseline of every comparison at evaluation
+    reference_fn = cached = None
+    if needs_reference:
+        model_reference = ModelReference(
+            reference_model, fused=train_config.fused_lm_head, backend=train_config.kernel_backend
+        )
+        if settings.reference == "precomputed":
+            cached = precompute_reference(model_reference, items, pad_token_id=pad_id, device=device, cache_dir=run_dir)
+        else:
+            reference_fn = model_reference
+
+    beta = float(getattr(methods[0].config, "beta", 0.1))
+    generation = GenerationSettings(
+        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, seed=settings.seed
+    )
+    evaluation_metrics: dict[str, float] = {}
+    samples: list[Mapping[str, Any]] = []
+
+    def evaluate(step: int) -> None:
+        nonlocal evaluation_metrics, samples
+        context = EvaluationContext(
+            policy=policy, tokenizer=tokenizer, reference=reference_model, prompts=prompts,
+            preferences=heldout_records, judge=judge, generation=generation, generation_prefix=prefix,
+            beta=beta, device=str(device), seed=settings.seed,
+        )
+        metrics: dict[str, float] = {}
+        rows: list[Mapping[str, Any]] = []
+        for evaluator in evaluators:
+            result = evaluator.evaluate(context)
+            metrics.update({f"{evaluator.name}/{key}": float(value) for key, value in result.metrics.items()})
+            rows += list(result.samples)
+        policy.train()
+        evaluation_metrics, samples = metrics, rows
+        hooks.hook.prefcore_evaluation_end(run_dir=run_dir, step=step, metrics=metrics)
+
+    trainer = Trainer(
+        policy,
+        [WeightedObjective(entry.method, entry.weight) for entry in objectives],
+        items,
+        train_config,
+        pad_token_id=pad_id,
+        run_dir=run_dir,
+        device=device,
+        reference_logps=reference_fn,
+        cached_reference=cached,
+        on_step=lambda step, metrics: hooks.hook.prefcore_train_step_end(run_dir=run_dir, step=step, metrics=metrics),
+        on_checkpoint=lambda step, path: hooks.hook.prefcore_checkpoint_saved(run_dir=run_dir, step=step, path=path),
+        on_evaluate=evaluate,
+    )
+    resumed = resume and checkpoints_exist and trainer.resume()
+    if not resumed and evaluators:
+        evaluate(0)  # the starting point: the policy still equals the reference
+    trainer.fit()
+    if evaluators:
+        evaluate(trainer.step)
+    trainer.save()
+    _save_model(policy, tokenizer, run_dir / "model")
+    from prefcore.report import write_report
+
+    write_report(
+        run_dir, config=config.to_dict(), metrics_csv=run_dir / "metrics.csv", eval_metrics=evaluation_metrics,
+        samples=samples, title=f"prefcore run: {settings.name}",
+    )
+    hooks.hook.prefcore_run_end(run_dir=run_dir, metrics=evaluation_metrics)
+    return RunResult(run_dir=run_dir, metrics=evaluation_metrics)
+
+
+def _save_model(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
+    """The final model in safetensors, written to a staging folder and renamed into place."""
+    staging = path.with_name(path.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)
+
+
+def _warm_start(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[Any],
+    warm: WarmStartConfig,
+    train_config: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    registry: Registry,
+) -> torch.nn.Module:
+    """SFT on demonstrations, once per run: a finished warm start is reloaded, not retrained."""
+    done = run_dir / "warm_start" / "model"
+    if done.is_dir():
+        return load_pretrained(done, device)
+    sft = registry.create("usage", "sft", {})
+    items = build_items(records, "sft", tokenizer, max_length=train_config.max_length,
+                        truncation=train_config.truncation)
+    config = TrainConfig(
+        steps=warm.steps, batch_size=warm.batch_size, lr=warm.lr, warmup_steps=warm.warmup_steps,
+        schedule="cosine", max_length=train_config.max_length, seed=train_config.seed,
+        fused_lm_head=train_config.fused_lm_head, kernel_backend=train_config.kernel_backend,
+        checkpoint_every=train_config.checkpoint_every, progress=train_config.progress,
+    )
+    trainer = Trainer(
+        policy, [WeightedObjective(sft)], items, config, pad_token_id=tokenizer.pad_token_id,
+        run_dir=run_dir, device=device, checkpoint_tag="warm_start",
+    )
+    trainer.resume()
+    trainer.fit()
+    _save_model(policy, tokenizer, done)
+    return policy
