@@ -126,7 +126,7 @@ def _write_toml(path: Path, data: Mapping[str, Any]) -> None:
 def _split(records: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
-    cut = int(round(len(records) * fraction))
+    cut = round(len(records) * fraction)
     heldout = sorted(order[:cut])
     train = sorted(order[cut:])
     return [records[i] for i in train], [records[i] for i in heldout]
@@ -176,7 +176,7 @@ def run_pipeline(
     warm_config: WarmStartConfig = _build(WarmStartConfig, config.section("warm_start"), "warm_start")
     objectives = selected.get("usage", [])
     if not objectives:
-        raise ConfigError("the run file selects no usage objective: add a [usage] section with method = \"dpo\".")
+        raise ConfigError('the run file selects no usage objective: add a [usage] section with method = "dpo".')
     feedback_sources = [entry.method for entry in selected.get("feedback", [])]
     if not feedback_sources:
         raise ConfigError("the run file selects no feedback source: add a [feedback] section.")
@@ -216,8 +216,9 @@ def run_pipeline(
 
     # -- warm start (SFT) ------------------------------------------------------------------
     if warm_config.steps > 0:
-        policy = _warm_start(policy, tokenizer, demonstrations or train_records, warm_config, train_config,
-                             run_dir, device, registry)
+        policy = _warm_start(
+            policy, tokenizer, demonstrations or train_records, warm_config, train_config, run_dir, device, registry
+        )
 
     # -- usage objectives ------------------------------------------------------------------
     methods = [entry.method for entry in objectives]
@@ -226,8 +227,12 @@ def run_pipeline(
     for method in methods:
         train_records = method.transform_records(train_records)
     items = build_items(
-        train_records, data_format, tokenizer, max_length=train_config.max_length,
-        truncation=train_config.truncation, mismatched=data_format == "unpaired",
+        train_records,
+        data_format,
+        tokenizer,
+        max_length=train_config.max_length,
+        truncation=train_config.truncation,
+        mismatched=data_format == "unpaired",
     )
     needs_reference = any(method.uses_reference() for method in methods)
     if needs_reference and settings.reference == "none":
@@ -253,9 +258,17 @@ def run_pipeline(
     def evaluate(step: int) -> None:
         nonlocal evaluation_metrics, samples
         context = EvaluationContext(
-            policy=policy, tokenizer=tokenizer, reference=reference_model, prompts=prompts,
-            preferences=heldout_records, judge=judge, generation=generation, generation_prefix=prefix,
-            beta=beta, device=str(device), seed=settings.seed,
+            policy=policy,
+            tokenizer=tokenizer,
+            reference=reference_model,
+            prompts=prompts,
+            preferences=heldout_records,
+            judge=judge,
+            generation=generation,
+            generation_prefix=prefix,
+            beta=beta,
+            device=str(device),
+            seed=settings.seed,
         )
         metrics: dict[str, float] = {}
         rows: list[Mapping[str, Any]] = []
@@ -292,8 +305,12 @@ def run_pipeline(
     from prefcore.report import write_report
 
     write_report(
-        run_dir, config=config.to_dict(), metrics_csv=run_dir / "metrics.csv", eval_metrics=evaluation_metrics,
-        samples=samples, title=f"prefcore run: {settings.name}",
+        run_dir,
+        config=config.to_dict(),
+        metrics_csv=run_dir / "metrics.csv",
+        eval_metrics=evaluation_metrics,
+        samples=samples,
+        title=f"prefcore run: {settings.name}",
     )
     hooks.hook.prefcore_run_end(run_dir=run_dir, metrics=evaluation_metrics)
     return RunResult(run_dir=run_dir, metrics=evaluation_metrics)
@@ -325,17 +342,31 @@ def _warm_start(
     if done.is_dir():
         return load_pretrained(done, device)
     sft = registry.create("usage", "sft", {})
-    items = build_items(records, "sft", tokenizer, max_length=train_config.max_length,
-                        truncation=train_config.truncation)
+    items = build_items(
+        records, "sft", tokenizer, max_length=train_config.max_length, truncation=train_config.truncation
+    )
     config = TrainConfig(
-        steps=warm.steps, batch_size=warm.batch_size, lr=warm.lr, warmup_steps=warm.warmup_steps,
-        schedule="cosine", max_length=train_config.max_length, seed=train_config.seed,
-        fused_lm_head=train_config.fused_lm_head, kernel_backend=train_config.kernel_backend,
-        checkpoint_every=train_config.checkpoint_every, progress=train_config.progress,
+        steps=warm.steps,
+        batch_size=warm.batch_size,
+        lr=warm.lr,
+        warmup_steps=warm.warmup_steps,
+        schedule="cosine",
+        max_length=train_config.max_length,
+        seed=train_config.seed,
+        fused_lm_head=train_config.fused_lm_head,
+        kernel_backend=train_config.kernel_backend,
+        checkpoint_every=train_config.checkpoint_every,
+        progress=train_config.progress,
     )
     trainer = Trainer(
-        policy, [WeightedObjective(sft)], items, config, pad_token_id=tokenizer.pad_token_id,
-        run_dir=run_dir, device=device, checkpoint_tag="warm_start",
+        policy,
+        [WeightedObjective(sft)],
+        items,
+        config,
+        pad_token_id=tokenizer.pad_token_id,
+        run_dir=run_dir,
+        device=device,
+        checkpoint_tag="warm_start",
     )
     trainer.resume()
     trainer.fit()

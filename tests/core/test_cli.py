@@ -13,7 +13,7 @@ from prefcore.cli import main
 def test_list_shows_builtins_with_distribution(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "feedback"]) == 0
     out = capsys.readouterr().out
-    header, rule, *rows = out.strip().splitlines()
+    header, _rule, *rows = out.strip().splitlines()
     assert header.split() == ["name", "kind", "distribution", "version", "summary"]
     row = next(line for line in rows if line.startswith("preference_file"))
     assert row.split()[1:3] == ["feedback", "prefcore"]
