@@ -42,9 +42,11 @@ class GeneratedCompletions:
     Row ``i * num_samples + k`` is sample ``k`` of prompt ``i``. ``completion_ids`` holds
     the new tokens up to and including the first EOS (no EOS if ``max_new_tokens`` ran
     out), so log-probs can be computed on exactly the sampled tokens; ``texts`` are those
-    tokens decoded without special tokens.
+    tokens decoded without special tokens. ``prompts`` are the prompts as given, once each;
+    ``prompt_ids`` the ids generation started from, one entry per row.
     """
 
+    prompts: tuple[Any, ...]
     prompt_ids: tuple[tuple[int, ...], ...]
     completion_ids: tuple[tuple[int, ...], ...]
     texts: tuple[str, ...]
@@ -167,7 +169,7 @@ def generate(
             completion_ids.extend(_until_eos(row, eos_token_id) for row in new_tokens)
     texts = tuple(tokenizer.decode(list(ids), skip_special_tokens=True) for ids in completion_ids)
     repeated_prompts = tuple(ids for ids in all_prompt_ids for _ in range(settings.num_samples))
-    return GeneratedCompletions(repeated_prompts, tuple(completion_ids), texts, settings.num_samples)
+    return GeneratedCompletions(tuple(prompts), repeated_prompts, tuple(completion_ids), texts, settings.num_samples)
 
 
 def generate_completions(
