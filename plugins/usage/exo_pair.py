@@ -1,0 +1,68 @@
+"""EXO, pairwise: fit the policy's preference distribution to the labels by reverse KL.
+
+Ji et al. 2024, "Towards Efficient Exact Optimization of Language Model Alignment",
+https://arxiv.org/abs/2402.00856, Eq. 16 with K = 2 (TRL DPO ``loss_type="exo_pair"``).
+
+    h    = β·[(log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x))]
+    loss = σ(h)·[log σ(h) − log(1 − ε)] + σ(−h)·[log σ(−h) − log ε]
+
+y_w, y_l: chosen and rejected completion of a pair; π, π_ref: policy and reference
+(log-probs summed over completion tokens); σ: the logistic function; β: inverse
+temperature of the implicit reward; ε: label smoothing, the probability given to the
+rejected completion by the target distribution [1 − ε, ε] (must be > 0: log ε).
+The loss is KL(p_θ ‖ p_label) between the policy's two-way softmax p_θ = [σ(h), σ(−h)]
+and the smoothed label, which is mode-seeking where DPO's cross-entropy is mean-seeking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+from prefcore.plugins.usage._common import check_in_range
+from prefcore.plugins.usage._common import check_positive
+from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import reduce_losses
+from prefcore.plugins.usage._common import reward_metrics
+
+
+@dataclass(frozen=True)
+class ExoPairConfig:
+    beta: float = option(0.1, doc="inverse temperature β of the implicit reward β·log(π/π_ref)")
+    epsilon: float = option(1e-3, doc="label smoothing ε in (0, 0.5]: target probability of the rejected one")
+
+    def __post_init__(self) -> None:
+        check_positive("exo_pair", "beta", self.beta)
+        check_in_range("exo_pair", "epsilon", self.epsilon, 0.0, 0.5, closed="(]")
+
+
+class ExoPair(UsageObjective):
+    """EXO (pairwise): reverse KL from the policy's pair preference to smoothed labels."""
+
+    name = "exo_pair"
+    config_cls = ExoPairConfig
+    data_formats = ("pairwise",)
+    needs_reference = True
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        beta, epsilon = self.config.beta, self.config.epsilon
+        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+        logits = beta * (chosen_logratios - rejected_logratios)
+        losses = F.sigmoid(logits) * (F.logsigmoid(logits) - math.log1p(-epsilon)) + F.sigmoid(-logits) * (
+            F.logsigmoid(-logits) - math.log(epsilon)
+        )
+        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+
+
+@hookimpl
+def prefcore_register_usage_objectives() -> list[type[UsageObjective]]:
+    return [ExoPair]

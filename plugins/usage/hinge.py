@@ -1,0 +1,65 @@
+"""Hinge (SLiC-HF): sequence likelihood calibration with a margin on the implicit reward.
+
+Zhao et al. 2023, "SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
+https://arxiv.org/abs/2305.10425, Eq. 1 in its DPO form (TRL DPO ``loss_type="hinge"``).
+
+    h    = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)]
+    loss = max(0, 1 − β·h)
+
+y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-probs summed
+over completion tokens); β: inverse margin, the loss asks for a log-ratio margin of 1/β.
+Pairs that already meet the margin contribute nothing. Computed by
+``prefcore.kernels.preference_losses.hinge_loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
+from prefcore.kernels.preference_losses import hinge_loss
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+from prefcore.plugins.usage._common import check_positive
+from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import reduce_losses
+from prefcore.plugins.usage._common import reference_kwargs
+from prefcore.plugins.usage._common import require_pairs
+from prefcore.plugins.usage._common import reward_metrics
+
+
+@dataclass(frozen=True)
+class HingeConfig:
+    beta: float = option(0.1, doc="β: the hinge asks for a log-ratio margin of at least 1/β")
+
+    def __post_init__(self) -> None:
+        check_positive("hinge", "beta", self.beta)
+
+
+class Hinge(UsageObjective):
+    """Hinge (SLiC-HF): max(0, 1 − β·margin) on the implicit reward margin."""
+
+    name = "hinge"
+    config_cls = HingeConfig
+    data_formats = ("pairwise",)
+    needs_reference = True
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        chosen_index, rejected_index = require_pairs(batch, self.name)
+        out = hinge_loss(
+            batch.policy_logps,
+            batch.mask,
+            chosen_index,
+            rejected_index,
+            **reference_kwargs(batch, self.name),
+            beta=self.config.beta,
+        )
+        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
+        return LossOutput(loss, reward_metrics(out.chosen_rewards, out.rejected_rewards))
+
+
+@hookimpl
+def prefcore_register_usage_objectives() -> list[type[UsageObjective]]:
+    return [Hinge]

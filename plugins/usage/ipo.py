@@ -1,0 +1,66 @@
+"""IPO: identity preference optimisation, a squared loss that keeps the KL penalty in force.
+
+Azar et al. 2024 (AISTATS), "A General Theoretical Paradigm to Understand Learning from
+Human Preferences", https://arxiv.org/abs/2310.12036, Eq. 17 (TRL DPO ``loss_type="ipo"``).
+
+    h    = [log π(y_w|x) − log π_ref(y_w|x)] / |y_w| − [log π(y_l|x) − log π_ref(y_l|x)] / |y_l|
+    loss = (h − 1/(2τ))²
+
+y_w, y_l: chosen and rejected completion; |y|: number of completion tokens (per-token
+averages, as TRL and the IPO authors use); π, π_ref: policy and reference; τ (``beta``):
+regularisation strength, the margin target is 1/(2τ). DPO's logistic loss keeps pushing
+h up on deterministic preferences, overfitting; regressing h to a finite target does not.
+Computed by ``prefcore.kernels.preference_losses.ipo_loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
+from prefcore.kernels.preference_losses import ipo_loss
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+from prefcore.plugins.usage._common import check_positive
+from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import reduce_losses
+from prefcore.plugins.usage._common import reference_kwargs
+from prefcore.plugins.usage._common import require_pairs
+from prefcore.plugins.usage._common import reward_metrics
+
+
+@dataclass(frozen=True)
+class IPOConfig:
+    beta: float = option(0.1, doc="τ: regularisation strength; the per-token log-ratio margin target is 1/(2τ)")
+
+    def __post_init__(self) -> None:
+        check_positive("ipo", "beta", self.beta)
+
+
+class IPO(UsageObjective):
+    """IPO: squared regression of the per-token log-ratio margin to 1/(2τ)."""
+
+    name = "ipo"
+    config_cls = IPOConfig
+    data_formats = ("pairwise",)
+    needs_reference = True
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        chosen_index, rejected_index = require_pairs(batch, self.name)
+        out = ipo_loss(
+            batch.policy_logps,
+            batch.mask,
+            chosen_index,
+            rejected_index,
+            **reference_kwargs(batch, self.name),
+            beta=self.config.beta,
+        )
+        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
+        return LossOutput(loss, reward_metrics(out.chosen_rewards, out.rejected_rewards))
+
+
+@hookimpl
+def prefcore_register_usage_objectives() -> list[type[UsageObjective]]:
+    return [IPO]

@@ -1,0 +1,62 @@
+"""NCA, pairwise: noise-contrastive alignment on absolute implicit rewards.
+
+Chen et al. 2024, "Noise Contrastive Alignment of Language Models with Explicit Rewards",
+https://arxiv.org/abs/2402.05369 (TRL DPO ``loss_type="nca_pair"``).
+
+    r_w = β·(log π(y_w|x) − log π_ref(y_w|x)),   r_l = β·(log π(y_l|x) − log π_ref(y_l|x))
+    loss = −log σ(r_w) − ½·log σ(−r_w) − ½·log σ(−r_l)
+
+y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-probs summed
+over completion tokens); σ: the logistic function; β: inverse temperature. Unlike DPO,
+which only moves the difference r_w − r_l, NCA scores each completion on its own, so the
+chosen likelihood is pushed up rather than both falling together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+from prefcore.plugins.usage._common import check_positive
+from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import reduce_losses
+from prefcore.plugins.usage._common import reward_metrics
+
+
+@dataclass(frozen=True)
+class NcaPairConfig:
+    beta: float = option(0.1, doc="inverse temperature β of the implicit reward β·log(π/π_ref)")
+
+    def __post_init__(self) -> None:
+        check_positive("nca_pair", "beta", self.beta)
+
+
+class NcaPair(UsageObjective):
+    """NCA (pairwise): noise-contrastive estimation on each completion's implicit reward."""
+
+    name = "nca_pair"
+    config_cls = NcaPairConfig
+    data_formats = ("pairwise",)
+    needs_reference = True
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+        chosen_rewards = self.config.beta * chosen_logratios
+        rejected_rewards = self.config.beta * rejected_logratios
+        losses = (
+            -F.logsigmoid(chosen_rewards) - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
+        )
+        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+        return LossOutput(loss, reward_metrics(chosen_rewards, rejected_rewards))
+
+
+@hookimpl
+def prefcore_register_usage_objectives() -> list[type[UsageObjective]]:
+    return [NcaPair]

@@ -1,0 +1,74 @@
+"""RPO: DPO plus the NLL of the chosen completion, so the chosen likelihood cannot collapse.
+
+Pang et al. 2024, "Iterative Reasoning Preference Optimization",
+https://arxiv.org/abs/2404.19733, Eq. 1 (TRL DPO ``loss_type=["sigmoid", "sft"]`` with
+``loss_weights=[1, α]``, formerly ``rpo_alpha``).
+
+    h    = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)]
+    loss = −log σ(β·h) + α·(−Σ_pairs log π(y_w|x) / Σ_pairs |y_w|)
+
+y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-probs summed
+over completion tokens); σ: the logistic function; β: strength of the KL penalty; α:
+weight of the NLL term; |y|: number of completion tokens (the NLL is a token average over
+the micro-batch, as in TRL). DPO alone can lower both likelihoods; the NLL keeps the
+chosen one up. Computed by ``prefcore.kernels.preference_losses.dpo_loss`` and ``nll_loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
+from prefcore.kernels.preference_losses import dpo_loss
+from prefcore.kernels.preference_losses import nll_loss
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+from prefcore.plugins.usage._common import check_non_negative
+from prefcore.plugins.usage._common import check_positive
+from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import reduce_losses
+from prefcore.plugins.usage._common import reference_kwargs
+from prefcore.plugins.usage._common import require_pairs
+from prefcore.plugins.usage._common import reward_metrics
+
+
+@dataclass(frozen=True)
+class RPOConfig:
+    beta: float = option(0.1, doc="β: strength of the KL penalty; implicit reward β·log(π/π_ref)")
+    alpha: float = option(1.0, doc="α: weight of the token-average NLL of the chosen completions")
+
+    def __post_init__(self) -> None:
+        check_positive("rpo", "beta", self.beta)
+        check_non_negative("rpo", "alpha", self.alpha)
+
+
+class RPO(UsageObjective):
+    """RPO: DPO plus α × NLL of the chosen completions."""
+
+    name = "rpo"
+    config_cls = RPOConfig
+    data_formats = ("pairwise",)
+    needs_reference = True
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        chosen_index, rejected_index = require_pairs(batch, self.name)
+        preference = dpo_loss(
+            batch.policy_logps,
+            batch.mask,
+            chosen_index,
+            rejected_index,
+            **reference_kwargs(batch, self.name),
+            beta=self.config.beta,
+        )
+        nll = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
+        losses = preference.losses + self.config.alpha * nll.losses
+        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+        metrics = {**reward_metrics(preference.chosen_rewards, preference.rejected_rewards), "nll": nll.loss.detach()}
+        return LossOutput(loss, metrics)
+
+
+@hookimpl
+def prefcore_register_usage_objectives() -> list[type[UsageObjective]]:
+    return [RPO]

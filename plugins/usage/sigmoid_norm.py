@@ -1,0 +1,61 @@
+"""Length-normalised DPO: the DPO loss on per-token average log-ratios.
+
+The LN-DPO baseline of Meng et al. 2024, "SimPO: Simple Preference Optimization with a
+Reference-Free Reward", https://arxiv.org/abs/2405.14734 (TRL DPO ``loss_type="sigmoid_norm"``).
+
+    a_w  = [log π(y_w|x) − log π_ref(y_w|x)] / |y_w|,   a_l likewise for y_l
+    loss = −log σ(β·(a_w − a_l))
+
+y_w, y_l: chosen and rejected completion; |y|: its number of completion tokens; π, π_ref:
+policy and reference (log-probs summed over completion tokens); σ: the logistic function;
+β: inverse temperature. Dividing by the length removes DPO's incentive to lengthen
+answers, as in SimPO, while keeping the reference model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+from prefcore.plugins.usage._common import check_positive
+from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import pair_lengths
+from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import reduce_losses
+from prefcore.plugins.usage._common import reward_metrics
+
+
+@dataclass(frozen=True)
+class SigmoidNormConfig:
+    beta: float = option(0.1, doc="inverse temperature β applied to the per-token average log-ratios")
+
+    def __post_init__(self) -> None:
+        check_positive("sigmoid_norm", "beta", self.beta)
+
+
+class SigmoidNorm(UsageObjective):
+    """Length-normalised DPO: logistic loss on per-token average log-ratios."""
+
+    name = "sigmoid_norm"
+    config_cls = SigmoidNormConfig
+    data_formats = ("pairwise",)
+    needs_reference = True
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        beta = self.config.beta
+        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+        chosen_lengths, rejected_lengths = pair_lengths(batch, self.name, chosen_logratios.dtype)
+        losses = -F.logsigmoid(beta * (chosen_logratios / chosen_lengths - rejected_logratios / rejected_lengths))
+        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+
+
+@hookimpl
+def prefcore_register_usage_objectives() -> list[type[UsageObjective]]:
+    return [SigmoidNorm]

@@ -1,0 +1,58 @@
+"""SPPO with hard labels: regress each completion's log-ratio to ±1/(2β).
+
+Wu et al. 2024, "Self-Play Preference Optimization for Language Model Alignment",
+https://arxiv.org/abs/2405.00675, Eq. 4.7 with the win probability set to 1 for the
+chosen and 0 for the rejected completion (TRL DPO ``loss_type="sppo_hard"``).
+
+    loss = (log π(y_w|x) − log π_ref(y_w|x) − 1/(2β))² + (log π(y_l|x) − log π_ref(y_l|x) + 1/(2β))²
+
+y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-probs summed
+over completion tokens); β: inverse temperature (η⁻¹ in the paper). The soft version needs
+win probabilities from a preference model; with hard labels it pulls the chosen log-ratio
+up and the rejected one down to fixed targets, not only their difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefcore import hookimpl
+from prefcore.batch import LogProbBatch
+from prefcore.batch import LossOutput
+from prefcore.methods import UsageObjective
+from prefcore.methods import option
+from prefcore.plugins.usage._common import check_positive
+from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import reduce_losses
+from prefcore.plugins.usage._common import reward_metrics
+
+
+@dataclass(frozen=True)
+class SppoHardConfig:
+    beta: float = option(0.1, doc="inverse temperature β; the log-ratio targets are ±1/(2β)")
+
+    def __post_init__(self) -> None:
+        check_positive("sppo_hard", "beta", self.beta)
+
+
+class SppoHard(UsageObjective):
+    """SPPO (hard labels): squared regression of log-ratios to ±1/(2β)."""
+
+    name = "sppo_hard"
+    config_cls = SppoHardConfig
+    data_formats = ("pairwise",)
+    needs_reference = True
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        beta = self.config.beta
+        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+        target = 0.5 / beta
+        losses = (chosen_logratios - target) ** 2 + (rejected_logratios + target) ** 2
+        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+
+
+@hookimpl
+def prefcore_register_usage_objectives() -> list[type[UsageObjective]]:
+    return [SppoHard]
