@@ -1,0 +1,117 @@
+"""``metrics.csv``: one row per metrics event, written as it arrives so a crash loses nothing.
+
+The header is ``step`` followed by every metric name in order of first appearance. It only
+grows: a row with a new metric rewrites the file under the wider header (to a temporary
+file, then an atomic rename, so a reader never sees half a file); every other row is a
+plain append. Training steps and evaluation passes are separate rows, each leaving the
+other's columns empty.
+
+On resume, rows logged after the checkpoint the run restarts from would duplicate the
+steps about to be redone, so they are dropped: either explicitly
+(``resume_from_step=k`` keeps rows with step ≤ k) or, by default, when the first new row
+arrives (rows at or after its step are dropped, since they belong to the interrupted
+attempt).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+
+STEP = "step"
+
+
+def _format(value: float) -> str:
+    value = float(value)
+    return repr(value) if math.isfinite(value) else str(value)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` through a temporary file and a rename: never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", newline="", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as handle:
+        handle.write(text)
+    try:
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    """Every row of a metrics file as ``{column: value}``, empty cells left out."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [
+            {column: float(cell) for column, cell in row.items() if column is not None and cell not in ("", None)}
+            for row in csv.DictReader(handle)
+        ]
+
+
+class MetricsCSVWriter:
+    """Appends metric rows to one CSV file with a stable, growing header.
+
+    Arguments:
+        path: the CSV file (created with its folder if missing).
+        resume_from_step: keep existing rows up to and including this step and drop the
+            rest; None: drop existing rows at or after the step of the first new row.
+    """
+
+    def __init__(self, path: Path, *, resume_from_step: int | None = None) -> None:
+        self.path = Path(path)
+        self._pending_truncation = resume_from_step is None
+        self.columns: list[str] = [STEP]
+        if self.path.exists():
+            rows = read_metrics_csv(self.path)
+            self.columns = self._read_header()
+            if resume_from_step is not None:
+                self._rewrite([row for row in rows if row.get(STEP, -math.inf) <= resume_from_step])
+
+    def _read_header(self) -> list[str]:
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+        return header if header and header[0] == STEP else [STEP, *[name for name in header if name != STEP]]
+
+    def _rewrite(self, rows: Sequence[Mapping[str, float]]) -> None:
+        """Write the whole file under the current header, atomically."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(self.columns)
+        writer.writerows(self._cells(row) for row in rows)
+        write_text_atomically(self.path, buffer.getvalue())
+
+    def _cells(self, row: Mapping[str, float]) -> list[str]:
+        cells = [_format(row[column]) if column in row else "" for column in self.columns]
+        if STEP in row:
+            cells[0] = str(int(row[STEP]))
+        return cells
+
+    def rows(self) -> list[dict[str, float]]:
+        """Every row written so far (read back from the file)."""
+        return read_metrics_csv(self.path) if self.path.exists() else []
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record ``metrics`` of ``step``: an append, or a rewrite if a new metric appears."""
+        row = {STEP: float(step), **{name: float(value) for name, value in metrics.items() if name != STEP}}
+        if self._pending_truncation:
+            self._pending_truncation = False
+            existing = self.rows()
+            kept = [old for old in existing if old.get(STEP, -math.inf) < step]
+            if len(kept) != len(existing):
+                if not kept:  # a fresh run over an old file: its columns go too
+                    self.columns = [STEP]
+                self._rewrite(kept)
+        new_columns = [name for name in row if name not in self.columns]
+        if new_columns or not self.path.exists():
+            self.columns.extend(new_columns)
+            self._rewrite([*self.rows(), row])
+            return
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow(self._cells(row))

@@ -1,0 +1,374 @@
+"""The run report: ``report.md`` plus PNG plots, written into the run folder.
+
+A reader should see in one page what ran (methods, options, settings), where the policy
+ended (final evaluation metrics), how it compares with the reference it started from and
+with itself before training, how training went (loss, reward margin and win-rate curves
+from ``metrics.csv``) and what it actually writes (randomly drawn samples, never picked).
+
+Plots use matplotlib's object API on an Agg canvas, never ``pyplot``, so writing a report
+changes no global backend or figure state of the calling process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from prefcore.engine.metrics_log import STEP
+from prefcore.engine.metrics_log import read_metrics_csv
+from prefcore.engine.metrics_log import write_text_atomically
+from prefcore.methods import KINDS
+
+MAX_CELL_CHARS = 600
+"""Longer sample cells are cut so one runaway completion does not swamp the table."""
+
+Rows = Sequence[Mapping[str, float]]
+
+
+# -- metrics lookup ----------------------------------------------------------------------
+
+
+def matching_columns(columns: Sequence[str], name: str) -> list[str]:
+    """Columns that hold metric ``name``: ``name`` itself or ``<evaluator>/<name>``."""
+    return [column for column in columns if column == name or column.endswith(f"/{name}")]
+
+
+def _metric(metrics: Mapping[str, float], name: str) -> tuple[str, float] | None:
+    for key in matching_columns(list(metrics), name):
+        return key, float(metrics[key])
+    return None
+
+
+def _series(rows: Rows, column: str) -> tuple[list[float], list[float]]:
+    steps: list[float] = []
+    values: list[float] = []
+    for row in rows:
+        value = row.get(column)
+        if value is not None and math.isfinite(value) and STEP in row:
+            steps.append(row[STEP])
+            values.append(value)
+    return steps, values
+
+
+def _columns(rows: Rows) -> list[str]:
+    return list(dict.fromkeys(column for row in rows for column in row))
+
+
+# -- plots -------------------------------------------------------------------------------
+
+
+def _new_axes(title: str, ylabel: str) -> tuple[Figure, Any]:
+    figure = Figure(figsize=(6.4, 3.8), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.set_title(title)
+    axes.set_xlabel("step")
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    return figure, axes
+
+
+def _moving_average(values: Sequence[float], window: int) -> list[float]:
+    averaged: list[float] = []
+    total = 0.0
+    for index, value in enumerate(values):
+        total += value
+        if index >= window:
+            total -= values[index - window]
+        averaged.append(total / min(index + 1, window))
+    return averaged
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return path
+
+
+def plot_loss(rows: Rows, path: Path) -> Path | None:
+    """Training loss by step, with a moving average once there are enough points to need one."""
+    steps, values = _series(rows, "loss")
+    if not steps:
+        return None
+    figure, axes = _new_axes("Training loss", "loss")
+    window = max(1, len(values) // 20)
+    if window > 1:
+        axes.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=0.8, label="per step")
+        axes.plot(steps, _moving_average(values, window), color="tab:blue", label=f"mean of {window} steps")
+        axes.legend()
+    else:
+        axes.plot(steps, values, color="tab:blue", marker="." if len(values) < 50 else None)
+    return _save(figure, path)
+
+
+def plot_reward_margin(rows: Rows, path: Path) -> Path | None:
+    """Implicit reward margin (and accuracy) on training batches, plus held-out margins."""
+    columns = _columns(rows)
+    train_steps, margins = _series(rows, "rewards/margin")
+    heldout = [column for column in matching_columns(columns, "reward_margin") if column != "rewards/margin"]
+    if not train_steps and not heldout:
+        return None
+    figure, axes = _new_axes("Reward margin (chosen − rejected)", "margin")
+    if train_steps:
+        axes.plot(train_steps, margins, color="tab:green", label="train batches")
+    for column in heldout:
+        steps, values = _series(rows, column)
+        axes.plot(steps, values, marker="o", linestyle="--", label=f"held out ({column})")
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    accuracy_steps, accuracy = _series(rows, "rewards/accuracy")
+    if accuracy_steps:
+        twin = axes.twinx()
+        twin.plot(accuracy_steps, accuracy, color="tab:orange", alpha=0.6, linewidth=0.8, label="train accuracy")
+        twin.set_ylabel("accuracy")
+        twin.set_ylim(0.0, 1.0)
+        twin.legend(loc="lower right")
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
+def plot_win_rate(rows: Rows, path: Path) -> Path | None:
+    """Judged win rate against the reference by step, with its interval when logged."""
+    columns = _columns(rows)
+    win_columns = matching_columns(columns, "win_rate")
+    if not win_columns:
+        return None
+    figure, axes = _new_axes("Win rate against the reference", "win rate")
+    for column in win_columns:
+        steps, values = _series(rows, column)
+        line = axes.plot(steps, values, marker="o", label=column)[0]
+        low_steps, low = _series(rows, f"{column}_low")
+        high_steps, high = _series(rows, f"{column}_high")
+        if low_steps and low_steps == high_steps:
+            axes.fill_between(low_steps, low, high, color=line.get_color(), alpha=0.2, label="95% interval")
+    axes.axhline(0.5, color="grey", linestyle=":", label="parity with the reference")
+    axes.set_ylim(0.0, 1.0)
+    axes.legend()
+    return _save(figure, path)
+
+
+PLOTS = (
+    ("loss.png", "Training loss", plot_loss),
+    ("reward_margin.png", "Reward margin", plot_reward_margin),
+    ("win_rate.png", "Win rate", plot_win_rate),
+)
+
+
+def write_plots(run_dir: Path, rows: Rows) -> list[tuple[str, str]]:
+    """Every plot whose columns exist, as ``(file name, caption)`` of the files written."""
+    written = []
+    for filename, caption, plot in PLOTS:
+        if plot(rows, run_dir / filename) is not None:
+            written.append((filename, caption))
+    return written
+
+
+# -- markdown ----------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    """A metric for a table: integers as such, floats to four significant digits, NaN as n/a."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if math.isnan(value):
+        return "n/a"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _cell(value: Any) -> str:
+    text = format_value(value)
+    if len(text) > MAX_CELL_CHARS:
+        text = text[:MAX_CELL_CHARS] + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or " "
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(_cell(name) for name in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return lines
+
+
+def _options(table: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in table.items() if key not in ("method", "weight"))
+
+
+def what_ran(config: Mapping[str, Any]) -> list[str]:
+    """The methods of each pipeline stage and every settings section."""
+    lines = ["## What ran", ""]
+    method_rows = []
+    for kind in KINDS:
+        tables = config.get(kind)
+        if tables is None:
+            continue
+        for table in tables if isinstance(tables, list) else [tables]:
+            weight = table.get("weight")
+            name = str(table.get("method", "?"))
+            if isinstance(tables, list) and weight is not None:
+                name += f" (weight {format_value(weight)})"
+            method_rows.append((kind.replace("_", " "), name, _options(table)))
+    if method_rows:
+        lines += [*markdown_table(("Stage", "Method", "Options"), method_rows), ""]
+    settings = [
+        (section, _options(values)) for section, values in config.items()
+        if section not in KINDS and isinstance(values, Mapping)
+    ]
+    if settings:
+        lines += [*markdown_table(("Section", "Settings"), settings), ""]
+    lines += [
+        "<details><summary>Full configuration</summary>",
+        "",
+        "```json",
+        json.dumps(config, indent=2, sort_keys=False, default=str),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return lines
+
+
+def comparison_with_reference(metrics: Mapping[str, float]) -> list[str]:
+    """One sentence per reference comparison the evaluators measured."""
+    found: list[str] = []
+    win = _metric(metrics, "win_rate")
+    if win is not None:
+        key, value = win
+        sentence = f"- **Judged win rate** (`{key}`): **{format_value(value)}**"
+        low, high = metrics.get(f"{key}_low"), metrics.get(f"{key}_high")
+        if low is not None and high is not None:
+            sentence += f" (95% interval {format_value(low)}–{format_value(high)})"
+        prefix = key[: -len("win_rate")]
+        details = []
+        if f"{prefix}num_prompts" in metrics:
+            details.append(f"{format_value(metrics[f'{prefix}num_prompts'])} prompts")
+        if f"{prefix}tie_rate" in metrics:
+            details.append(f"ties {format_value(metrics[f'{prefix}tie_rate'])}")
+        if f"{prefix}position_consistency" in metrics:
+            details.append(f"judge order-consistent on {format_value(metrics[f'{prefix}position_consistency'])}")
+        if details:
+            sentence += "; " + ", ".join(details)
+        found.append(sentence + ". 0.5 means no better than the reference; each pair is judged in both orders.")
+    policy_score = _metric(metrics, "policy_score")
+    reference_score = _metric(metrics, "reference_score")
+    if policy_score is not None and reference_score is not None:
+        found.append(
+            f"- **Reward-model score**: policy {format_value(policy_score[1])} vs reference "
+            f"{format_value(reference_score[1])} (difference {format_value(policy_score[1] - reference_score[1])})."
+        )
+    kl = _metric(metrics, "kl")
+    if kl is not None:
+        k3 = _metric(metrics, "kl_k3")
+        extra = f", k3 estimate {format_value(k3[1])}" if k3 is not None else ""
+        found.append(f"- **KL(π‖π_ref)** on policy samples: {format_value(kl[1])} nats per sequence{extra}.")
+    accuracy = _metric(metrics, "preference_accuracy/accuracy")
+    if accuracy is not None:
+        found.append(
+            f"- **Held-out preference accuracy** of the implicit reward: {format_value(accuracy[1])} "
+            f"(0.5 = the reference's own ranking)."
+        )
+    if not found:
+        return []
+    return ["## Policy vs reference", "", *found, ""]
+
+
+def before_and_after(rows: Rows, metrics: Mapping[str, float]) -> list[str]:
+    """First and last logged value of every final evaluation metric that was logged more than once."""
+    table = []
+    for key in metrics:
+        if key.rsplit("/", 1)[-1].startswith("num_"):
+            continue
+        steps, values = _series(rows, key)
+        if len(values) < 2:
+            continue
+        table.append((
+            key,
+            f"{format_value(values[0])} (step {format_value(steps[0])})",
+            f"{format_value(values[-1])} (step {format_value(steps[-1])})",
+            values[-1] - values[0],
+        ))
+    if not table:
+        return []
+    header = ("Metric", "first evaluation", "last evaluation", "change")
+    return ["## Before and after training", "", *markdown_table(header, table), ""]
+
+
+def samples_section(samples: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not samples:
+        return []
+    header = list(dict.fromkeys(key for row in samples for key in row))
+    rows = [[row.get(key, "") for key in header] for row in samples]
+    return [
+        "## Samples",
+        "",
+        "Prompts drawn uniformly at random with the run's seed, not selected; "
+        "`judge` is the position-controlled probability that the policy's completion is better.",
+        "",
+        *markdown_table(header, rows),
+        "",
+    ]
+
+
+def render_report(
+    title: str,
+    config: Mapping[str, Any],
+    rows: Rows,
+    eval_metrics: Mapping[str, float],
+    samples: Sequence[Mapping[str, Any]],
+    plots: Sequence[tuple[str, str]],
+) -> str:
+    """The text of ``report.md``."""
+    lines = [f"# {title}", ""]
+    outputs = ["`metrics.csv`" if rows else None, *[f"`{name}`" for name, _ in plots]]
+    listed = ", ".join(item for item in outputs if item)
+    if listed:
+        lines += [f"Files in this folder: {listed}.", ""]
+    lines += what_ran(config)
+    lines += ["## Final evaluation", ""]
+    if eval_metrics:
+        lines += [*markdown_table(("Metric", "Value"), list(eval_metrics.items())), ""]
+    else:
+        lines += ["No evaluator ran.", ""]
+    lines += comparison_with_reference(eval_metrics)
+    lines += before_and_after(rows, eval_metrics)
+    if plots:
+        lines += ["## Training curves", ""]
+        for filename, caption in plots:
+            lines += [f"![{caption}]({filename})", ""]
+    lines += samples_section(samples)
+    return "\n".join(lines)
+
+
+def write_report(
+    run_dir: Path,
+    *,
+    config: Mapping[str, Any],
+    metrics_csv: Path,
+    eval_metrics: Mapping[str, float],
+    samples: Sequence[Mapping[str, Any]],
+    title: str = "prefcore run",
+) -> Path:
+    """Write ``report.md`` and the plots into ``run_dir``; returns the report's path.
+
+    Arguments:
+        run_dir: the run folder (created if missing).
+        config: the resolved run configuration as plain data (``RunConfig.to_dict()``).
+        metrics_csv: the run's metrics file; plots are drawn from it when it exists.
+        eval_metrics: the final evaluation metrics, keyed ``<evaluator>/<metric>``.
+        samples: sample rows from the evaluators, shown as a table.
+        title: the report's heading.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = read_metrics_csv(Path(metrics_csv)) if Path(metrics_csv).exists() else []
+    plots = write_plots(run_dir, rows)
+    path = run_dir / "report.md"
+    write_text_atomically(path, render_report(title, config, rows, eval_metrics, samples, plots))
+    return path
