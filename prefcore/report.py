@@ -272,7 +272,7 @@ def comparison_with_reference(metrics: Mapping[str, float]) -> list[str]:
     if accuracy is not None:
         found.append(
             f"- **Held-out preference accuracy** of the implicit reward: {format_value(accuracy[1])} "
-            f"(0.5 = the reference's own ranking)."
+            f"(0.5 when the policy still equals the reference)."
         )
     if not found:
         return []

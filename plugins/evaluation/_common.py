@@ -69,10 +69,6 @@ class Verdict:
     reference_first: float
 
     @property
-    def policy_first_score(self) -> float:
-        return self.policy_first
-
-    @property
     def policy_second_score(self) -> float:
         """The policy's win probability read from the reversed order."""
         return 1.0 - self.reference_first
@@ -80,12 +76,12 @@ class Verdict:
     @property
     def averaged(self) -> float:
         """p = (judge(x, a, b) + 1 − judge(x, b, a)) / 2: the position bias cancels."""
-        return (self.policy_first_score + self.policy_second_score) / 2
+        return (self.policy_first + self.policy_second_score) / 2
 
     @property
     def consistent(self) -> bool:
         """Whether both orders give the same verdict (win, tie or loss for the policy)."""
-        return _side(self.policy_first_score) == _side(self.policy_second_score)
+        return _side(self.policy_first) == _side(self.policy_second_score)
 
     @property
     def first_position_preference(self) -> float:
