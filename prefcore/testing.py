@@ -11,6 +11,7 @@ with it can be tested on random tensors, without a model:
 - ``assert_accumulation_invariant`` checks that micro-batches with ``num_items`` set add
   up to the whole batch (gradient accumulation gives the same step);
 - ``assert_padding_invariant`` checks that padding columns and masked values change nothing;
+- ``assert_weights_respected`` checks that ``batch.weights`` scale each comparison's loss;
 - ``check_objective`` runs all of them.
 
 Every check raises ``AssertionError`` with a message that names the objective and the check.
@@ -39,6 +40,7 @@ __all__ = [
     "assert_matches_reference",
     "assert_padding_invariant",
     "assert_valid_output",
+    "assert_weights_respected",
     "batch_to",
     "check_objective",
     "make_random_batch",
@@ -466,6 +468,44 @@ def assert_accumulation_invariant(
     )
 
 
+def assert_weights_respected(
+    objective: UsageObjective, batch: LogProbBatch, *, rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
+    """With ``batch.weights`` w, the loss is Σᵢ wᵢ·lossᵢ / N: each comparison's own loss, scaled by its weight.
+
+    lossᵢ is the objective on comparison i alone (unweighted, ``num_items`` = N), so this
+    holds for any objective whose comparisons do not interact; gradients are compared too.
+    """
+    label = objective_label(objective)
+    if batch.weights is None:
+        raise ValueError("the batch has no weights; build it with make_random_batch(..., with_weights=True).")
+    total = num_comparisons(batch)
+    loss_fn = _objective_loss(objective)
+    weighted_loss, weighted_grad = _loss_and_grad(loss_fn, batch)
+    expected_loss = torch.zeros((), dtype=torch.float64)
+    expected_grad = torch.zeros_like(weighted_grad, dtype=torch.float64)
+    for part, sequences in split_batch(batch, [[index] for index in range(total)]):
+        assert part.weights is not None
+        weight = float(part.weights[0])  # the comparison's weight (unpaired: its labelled sequence comes first)
+        part_loss, part_grad = _loss_and_grad(loss_fn, replace(part, weights=None))
+        expected_loss += weight * part_loss.double()
+        expected_grad.index_add_(0, sequences, weight * part_grad.double())
+    torch.testing.assert_close(
+        weighted_loss.double(),
+        expected_loss,
+        rtol=rtol,
+        atol=atol,
+        msg=lambda m: f"{label}: the weighted loss is not the weighted sum of per-comparison losses.\n{m}",
+    )
+    torch.testing.assert_close(
+        weighted_grad.double(),
+        expected_grad,
+        rtol=rtol,
+        atol=atol,
+        msg=lambda m: f"{label}: the weighted gradient is not the weighted sum of per-comparison gradients.\n{m}",
+    )
+
+
 def assert_padding_invariant(
     objective: UsageObjective, batch: LogProbBatch, *, extra: int = 3, rtol: float = 1e-5, atol: float = 1e-6
 ) -> None:
@@ -525,6 +565,7 @@ def check_objective(
     check_low_precision: bool = True,
     check_accumulation: bool = True,
     check_padding: bool = True,
+    check_weights: bool = True,
     rtol: float = 1e-5,
     atol: float = 1e-6,
 ) -> None:
@@ -537,7 +578,8 @@ def check_objective(
             weights, and KTO's mismatched sequences for the unpaired format).
         reference_fn: an independent implementation (loss and gradient compared), or None.
         check_*: switch single checks off, e.g. accumulation for a loss that couples the
-            whole batch (AOT sorts the batch), with the reason in the calling test.
+            whole batch (AOT sorts the batch), with the reason in the calling test. The
+            weights check runs when the batch has weights.
         rtol, atol: tolerances of the float32 comparisons.
     """
     if batch is None:
@@ -565,3 +607,5 @@ def check_objective(
             assert_accumulation_invariant(objective, one, rtol=rtol, atol=atol)
         if check_padding:
             assert_padding_invariant(objective, one, rtol=rtol, atol=atol)
+        if check_weights and one.weights is not None:
+            assert_weights_respected(objective, one, rtol=rtol, atol=atol)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 
 from prefcore.batch import LogProbBatch
+from prefcore.data import Message
+from prefcore.data import Text
 from prefcore.kernels.preference_losses import sequence_logps
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -229,3 +231,41 @@ def list_reward_metrics(rewards: torch.Tensor, valid: torch.Tensor) -> dict[str,
     best = rewards[:, 0]
     worst = rewards.gather(-1, last.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return reward_metrics(best, worst)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditioned prompts (hindsight and reward-conditioned SFT)
+# ----------------------------------------------------------------------------------------------
+
+
+def conditioned_prompt(prompt: Text, condition: str) -> Text:
+    """``prompt`` with ``condition`` before it, exactly as generation will put it there.
+
+    Text prompts get the condition prepended; a conversation gets it as a leading system
+    message, which is what the engine does with an objective's ``generation_prefix``.
+    """
+    if isinstance(prompt, str):
+        return condition + prompt
+    return (Message("system", condition), *prompt)
+
+
+def plain_text(text: Text) -> str:
+    """A completion as plain text: the string, or the contents of its messages joined."""
+    return text if isinstance(text, str) else "".join(message.content for message in text)
+
+
+def check_template(objective: str, name: str, template: str, *fields: str) -> None:
+    """``template`` must be a non-empty ``str.format`` template using exactly the given fields."""
+    if not isinstance(template, str) or not template:
+        raise ValueError(f"{name} must be a non-empty string for objective {objective!r}. Got {template!r}.")
+    try:
+        template.format(**{field: "" for field in fields})
+    except (KeyError, IndexError, ValueError) as error:
+        accepted = ", ".join("{" + field + "}" for field in fields) or "no fields"
+        raise ValueError(
+            f"{name} must be a format string using {accepted} for objective {objective!r}. "
+            f"Got {template!r} ({type(error).__name__}: {error})."
+        ) from None
+    for field in fields:
+        if "{" + field + "}" not in template:
+            raise ValueError(f"{name} must contain {{{field}}} for objective {objective!r}. Got {template!r}.")

@@ -147,11 +147,17 @@ def trl_dpo_loss(
 def trl_kto_loss(
     batch: LogProbBatch, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0
 ) -> torch.Tensor:
-    """``KTOTrainer._compute_loss`` of TRL; the batch's mismatched sequences are TRL's KL completions."""
-    assert batch.labels is not None and batch.mismatched_index is not None
+    """``KTOTrainer._compute_loss`` of TRL; the batch's mismatched sequences are TRL's KL completions.
+
+    Without mismatched sequences TRL's ``calculate_KL=False`` path runs (reference point 0).
+    """
+    assert batch.labels is not None
+    calculate_kl = batch.mismatched_index is not None
     keep = torch.ones(batch.num_sequences, dtype=torch.bool)
-    keep[batch.mismatched_index] = False
-    rows, kl_rows = keep.nonzero().flatten(), batch.mismatched_index
+    if calculate_kl:
+        keep[batch.mismatched_index] = False
+    rows = keep.nonzero().flatten()
+    kl_rows = batch.mismatched_index if calculate_kl else rows[:1]
     reference = _reference_sums(batch)
 
     def model_inputs(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,7 +182,7 @@ def trl_kto_loss(
     trainer = _trainer_state(
         model,
         loss_type="kto",
-        calculate_KL=True,
+        calculate_KL=calculate_kl,
         beta=beta,
         desirable_weight=desirable_weight,
         undesirable_weight=undesirable_weight,
@@ -401,6 +407,12 @@ def test_kto_matches_trl(
     options = {"beta": 0.3, "desirable_weight": desirable_weight, "undesirable_weight": undesirable_weight}
     objective = _objective(usage_registry, "kto", **options)
     _check(objective, batch, lambda batch: trl_kto_loss(batch, **options))
+
+
+def test_kto_without_mismatched_sequences_matches_trl_without_kl(usage_registry: Registry) -> None:
+    batch = make_random_batch("unpaired", num_items=8, seed=6)
+    objective = _objective(usage_registry, "kto", beta=0.3)
+    _check(objective, batch, lambda batch: trl_kto_loss(batch, beta=0.3))
 
 
 def test_kto_reference_point_is_positive_in_the_test_batch(usage_registry: Registry) -> None:
