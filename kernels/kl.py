@@ -150,15 +150,14 @@ if HAS_TRITON:
         ref_logits_ptr,  # [N, V] reference logits
         row_mask_ptr,  # [N] nonzero = keep; read only if HAS_MASK
         div_ptr,  # [N] fp32 out: divergence per row
-        lse_ptr,  # [N] fp32 out: logsumexp(logits / T)
-        ref_lse_ptr,  # [N] fp32 out: logsumexp(ref_logits / T)
-        stat_a_ptr,  # [N] fp32 out: KL modes: lse - ref_lse (accurate); JSD: KL(p || m)
-        stat_b_ptr,  # [N] fp32 out: JSD only: KL(r || m)
+        stats_ptr,  # [6, N] fp32 out: max and log Σ exp(· - max) of logits / T, the same of
+        #             ref_logits / T, then KL(p || m) and KL(r || m) (JSD only, else 0)
         # shapes
         V,
         # strides
         stride_logits_row,
         stride_ref_row,
+        stride_stats,
         # meta
         inv_temperature,
         beta,
@@ -214,42 +213,43 @@ if HAS_TRITON:
         max_y = tl.where(keep, max_y, 0.0)
         safe_sum_x = tl.where(keep, sum_x, 1.0)
         safe_sum_y = tl.where(keep, sum_y, 1.0)
-        lse_x = max_x + tl.log(safe_sum_x)
-        lse_y = max_y + tl.log(safe_sum_y)
+        # The LSE is kept as (max, log Σ exp(x - max)) and log p formed as (x - max) - log_sum, as
+        # log_softmax does: one fp32 LSE near 1e4 carries an absolute error of ~5e-4, and
+        # p = exp(x - lse) would inherit it as a relative error.
+        log_sum_x = tl.log(safe_sum_x)
+        log_sum_y = tl.log(safe_sum_y)
+        kl_p_m = 0.0
+        kl_r_m = 0.0
         if MODE == 2:
             # log m = log((1 - beta) p + beta r) needs both final normalisers, so the generalised
             # JSD takes a second pass over the row (usually served from L2 for one row).
             log_one_minus_beta = tl.log(1.0 - beta)
             log_beta = tl.log(beta)
-            kl_p_m = 0.0
-            kl_r_m = 0.0
             for start in range(0, n_cols, BLOCK_V):
                 cols = start + tl.arange(0, BLOCK_V)
                 in_row = cols < V
                 x = tl.load(logits_row + cols, mask=in_row, other=0.0).to(tl.float32) * inv_temperature
                 y = tl.load(ref_row + cols, mask=in_row, other=0.0).to(tl.float32) * inv_temperature
-                log_p = x - lse_x
-                log_r = y - lse_y
+                log_p = (x - max_x) - log_sum_x
+                log_r = (y - max_y) - log_sum_y
                 log_m = _log_add_exp(log_p + log_one_minus_beta, log_r + log_beta)
                 p = tl.where(in_row, tl.exp(log_p), 0.0)
                 r = tl.where(in_row, tl.exp(log_r), 0.0)
                 kl_p_m += tl.sum(tl.where(p > 0, p * (log_p - log_m), 0.0), axis=0)
                 kl_r_m += tl.sum(tl.where(r > 0, r * (log_r - log_m), 0.0), axis=0)
             divergence = beta * kl_r_m + (1.0 - beta) * kl_p_m
-            stat_a = kl_p_m
-            stat_b = kl_r_m
         else:
             # lse_x - lse_y as (max_x - max_y) + log(sum_x / sum_y): each term is small when the two
             # distributions are close, so the difference keeps its digits instead of cancelling.
             lse_gap = (max_x - max_y) + tl.log(safe_sum_x / safe_sum_y)
             divergence = weighted / safe_sum_x - lse_gap if MODE == 0 else weighted / safe_sum_y + lse_gap
-            stat_a = lse_gap
-            stat_b = 0.0
         tl.store(div_ptr + row, tl.where(keep, divergence, 0.0))
-        tl.store(lse_ptr + row, tl.where(keep, lse_x, 0.0))
-        tl.store(ref_lse_ptr + row, tl.where(keep, lse_y, 0.0))
-        tl.store(stat_a_ptr + row, tl.where(keep, stat_a, 0.0))
-        tl.store(stat_b_ptr + row, tl.where(keep, stat_b, 0.0))
+        tl.store(stats_ptr + row, max_x)
+        tl.store(stats_ptr + stride_stats + row, log_sum_x)
+        tl.store(stats_ptr + 2 * stride_stats + row, max_y)
+        tl.store(stats_ptr + 3 * stride_stats + row, log_sum_y)
+        tl.store(stats_ptr + 4 * stride_stats + row, tl.where(keep, kl_p_m, 0.0))
+        tl.store(stats_ptr + 5 * stride_stats + row, tl.where(keep, kl_r_m, 0.0))
 
     @triton.jit
     def _distribution_kl_bwd_kernel(
@@ -259,10 +259,7 @@ if HAS_TRITON:
         ref_logits_ptr,  # [N, V]
         row_mask_ptr,  # [N]; read only if HAS_MASK
         div_ptr,  # [N] fp32 saved divergence
-        lse_ptr,  # [N] fp32 saved
-        ref_lse_ptr,  # [N] fp32 saved
-        stat_a_ptr,  # [N] fp32 saved (see forward)
-        stat_b_ptr,  # [N] fp32 saved (see forward)
+        stats_ptr,  # [6, N] fp32 saved row statistics (see the forward)
         grad_logits_ptr,  # [N, V] out, dtype of logits; written only if NEEDS_POLICY_GRAD
         grad_ref_ptr,  # [N, V] out, dtype of ref_logits; written only if NEEDS_REF_GRAD
         # shapes
@@ -272,6 +269,7 @@ if HAS_TRITON:
         stride_ref_row,
         stride_grad_row,
         stride_grad_ref_row,
+        stride_stats,
         # meta
         inv_temperature,
         beta,
@@ -289,11 +287,13 @@ if HAS_TRITON:
         keep = tl.load(row_mask_ptr + row) != 0 if HAS_MASK else row >= 0
         # Temperature enters as x / T, hence the extra 1/T on both gradients.
         scale = tl.load(grad_div_ptr + row).to(tl.float32) * inv_temperature
-        lse_x = tl.load(lse_ptr + row)
-        lse_y = tl.load(ref_lse_ptr + row)
         divergence = tl.load(div_ptr + row)
-        stat_a = tl.load(stat_a_ptr + row)
-        stat_b = tl.load(stat_b_ptr + row)
+        max_x = tl.load(stats_ptr + row)
+        log_sum_x = tl.load(stats_ptr + stride_stats + row)
+        max_y = tl.load(stats_ptr + 2 * stride_stats + row)
+        log_sum_y = tl.load(stats_ptr + 3 * stride_stats + row)
+        kl_p_m = tl.load(stats_ptr + 4 * stride_stats + row)
+        kl_r_m = tl.load(stats_ptr + 5 * stride_stats + row)
         if MODE == 2:
             log_one_minus_beta = tl.log(1.0 - beta)
             log_beta = tl.log(beta)
@@ -304,26 +304,24 @@ if HAS_TRITON:
             in_row = cols < V
             x = tl.load(logits_row + cols, mask=cols < read_len, other=0.0).to(tl.float32) * inv_temperature
             y = tl.load(ref_row + cols, mask=cols < read_len, other=0.0).to(tl.float32) * inv_temperature
-            p = tl.exp(x - lse_x)
-            r = tl.exp(y - lse_y)
+            log_p = (x - max_x) - log_sum_x
+            log_r = (y - max_y) - log_sum_y
+            p = tl.exp(log_p)
+            r = tl.exp(log_r)
             if MODE == 0:
                 # KL(p||r) = Σ p (log p - log r):  d/dx_j = p_j (log p_j - log r_j - KL),  d/dy_j = r_j - p_j
-                log_ratio = (x - y) - stat_a
-                dx = tl.where(p > 0, p * (log_ratio - divergence), 0.0)
+                dx = tl.where(p > 0, p * ((log_p - log_r) - divergence), 0.0)
                 dy = r - p
             elif MODE == 1:
                 # KL(r||p) = Σ r (log r - log p):  d/dx_j = p_j - r_j,  d/dy_j = r_j (log r_j - log p_j - KL)
-                log_ratio = (y - x) + stat_a
                 dx = p - r
-                dy = tl.where(r > 0, r * (log_ratio - divergence), 0.0)
+                dy = tl.where(r > 0, r * ((log_r - log_p) - divergence), 0.0)
             else:
                 # J = (1-β) KL(p||m) + β KL(r||m), m = (1-β) p + β r:
                 # d/dx_j = (1-β) p_j (log p_j - log m_j - KL(p||m)), and symmetrically for y.
-                log_p = x - lse_x
-                log_r = y - lse_y
                 log_m = _log_add_exp(log_p + log_one_minus_beta, log_r + log_beta)
-                dx = tl.where(p > 0, (1.0 - beta) * p * (log_p - log_m - stat_a), 0.0)
-                dy = tl.where(r > 0, beta * r * (log_r - log_m - stat_b), 0.0)
+                dx = tl.where(p > 0, (1.0 - beta) * p * (log_p - log_m - kl_p_m), 0.0)
+                dy = tl.where(r > 0, beta * r * (log_r - log_m - kl_r_m), 0.0)
             if NEEDS_POLICY_GRAD:
                 dx = tl.where(keep, dx * scale, 0.0)
                 tl.store(grad_row + cols, dx.to(grad_logits_ptr.dtype.element_ty), mask=in_row)
@@ -423,15 +421,15 @@ def distribution_kl_fwd(
     mode_id: int,
     beta: float,
     temperature: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Launch the forward on [N, V] logits; returns (divergence, lse, ref_lse, stat_a, stat_b), fp32 [N]."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward on [N, V] logits; returns (divergence [N], row statistics [6, N]), fp32."""
     assert logits.dim() == 2 and logits.shape == ref_logits.shape, "launcher expects two [N, V] tensors"
     assert logits.stride(-1) == 1 and ref_logits.stride(-1) == 1, "launcher expects unit column stride"
     n_rows, vocab = logits.shape
-    stats = torch.empty(5, n_rows, dtype=torch.float32, device=logits.device)
-    divergence, lse, ref_lse, stat_a, stat_b = stats.unbind(0)
+    divergence = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+    stats = torch.empty(6, n_rows, dtype=torch.float32, device=logits.device)
     if n_rows == 0:
-        return divergence, lse, ref_lse, stat_a, stat_b
+        return divergence, stats
     block_v, num_warps = _block_v(vocab)
     with _device_ctx(logits):
         _distribution_kl_fwd_kernel[(n_rows,)](
@@ -439,13 +437,11 @@ def distribution_kl_fwd(
             ref_logits,
             row_mask if row_mask is not None else logits,
             divergence,
-            lse,
-            ref_lse,
-            stat_a,
-            stat_b,
+            stats,
             vocab,  # shapes
             logits.stride(0),  # strides
             ref_logits.stride(0),
+            stats.stride(0),
             1.0 / temperature,  # meta
             beta,
             MODE=mode_id,
@@ -453,7 +449,7 @@ def distribution_kl_fwd(
             BLOCK_V=block_v,
             num_warps=num_warps,
         )
-    return divergence, lse, ref_lse, stat_a, stat_b
+    return divergence, stats
 
 
 def distribution_kl_bwd(
@@ -461,7 +457,8 @@ def distribution_kl_bwd(
     logits: torch.Tensor,
     ref_logits: torch.Tensor,
     row_mask: torch.Tensor | None,
-    saved_stats: tuple[torch.Tensor, ...],
+    divergence: torch.Tensor,
+    stats: torch.Tensor,
     mode_id: int,
     beta: float,
     temperature: float,
@@ -471,11 +468,11 @@ def distribution_kl_bwd(
     """Launch the one-pass backward; returns gradients in the dtypes of the two logit tensors."""
     n_rows, vocab = logits.shape
     grad_div = grad_div.reshape(-1).contiguous()
-    grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format) if needs_policy_grad else None
-    grad_ref = torch.empty_like(ref_logits, memory_format=torch.contiguous_format) if needs_ref_grad else None
+    contiguous = torch.contiguous_format
+    grad_logits = torch.empty_like(logits, memory_format=contiguous) if needs_policy_grad else None
+    grad_ref = torch.empty_like(ref_logits, memory_format=contiguous) if needs_ref_grad else None
     if n_rows == 0:
         return grad_logits, grad_ref
-    divergence, lse, ref_lse, stat_a, stat_b = saved_stats
     grad_logits_arg = grad_logits if grad_logits is not None else logits
     grad_ref_arg = grad_ref if grad_ref is not None else ref_logits
     block_v, num_warps = _block_v(vocab)
@@ -486,10 +483,7 @@ def distribution_kl_bwd(
             ref_logits,
             row_mask if row_mask is not None else logits,
             divergence,
-            lse,
-            ref_lse,
-            stat_a,
-            stat_b,
+            stats,
             grad_logits_arg,
             grad_ref_arg,
             vocab,  # shapes
@@ -497,6 +491,7 @@ def distribution_kl_bwd(
             ref_logits.stride(0),
             grad_logits_arg.stride(0),
             grad_ref_arg.stride(0),
+            stats.stride(0),
             1.0 / temperature,  # meta
             beta,
             MODE=mode_id,
@@ -568,22 +563,23 @@ class DistributionKLFunction(torch.autograd.Function):
         beta: float,
         temperature: float,
     ) -> torch.Tensor:
-        stats = distribution_kl_fwd(logits, ref_logits, row_mask, mode_id, beta, temperature)
-        ctx.save_for_backward(logits, ref_logits, row_mask, *stats)
+        divergence, stats = distribution_kl_fwd(logits, ref_logits, row_mask, mode_id, beta, temperature)
+        ctx.save_for_backward(logits, ref_logits, row_mask, divergence, stats)
         ctx.mode_id = mode_id
         ctx.beta = beta
         ctx.temperature = temperature
-        return stats[0]
+        return divergence
 
     @staticmethod
     def backward(ctx, grad_div: torch.Tensor):
-        logits, ref_logits, row_mask, *stats = ctx.saved_tensors
+        logits, ref_logits, row_mask, divergence, stats = ctx.saved_tensors
         grad_logits, grad_ref = distribution_kl_bwd(
             grad_div,
             logits,
             ref_logits,
             row_mask,
-            tuple(stats),
+            divergence,
+            stats,
             ctx.mode_id,
             ctx.beta,
             ctx.temperature,
@@ -676,16 +672,21 @@ def per_token_kl_ref(
     _check_estimator(estimator)
     _check_per_token_inputs(logps, ref_logps, mask)
     dtype = torch.promote_types(torch.promote_types(logps.dtype, ref_logps.dtype), torch.float32)
-    delta = logps.to(dtype) - ref_logps.to(dtype)
-    if estimator == "k1":
-        kl = delta
-    elif estimator == "k2":
-        kl = 0.5 * delta.square()
-    else:
-        kl = torch.expm1(-delta) + delta
+    logps = logps.to(dtype)
+    ref_logps = ref_logps.to(dtype)
     if mask is not None:
-        kl = torch.where(mask.bool(), kl, torch.zeros((), dtype=dtype, device=kl.device))
-    return kl
+        # Select before computing: padding may hold nan/inf, and 0 · nan in the backward of an
+        # output-side mask would leak it into the gradient.
+        keep = mask.bool()
+        zero = torch.zeros((), dtype=dtype, device=logps.device)
+        logps = torch.where(keep, logps, zero)
+        ref_logps = torch.where(keep, ref_logps, zero)
+    delta = logps - ref_logps
+    if estimator == "k1":
+        return delta
+    if estimator == "k2":
+        return 0.5 * delta.square()
+    return torch.expm1(-delta) + delta
 
 
 def _resolve_mode(mode: str, beta: float) -> int:
@@ -800,22 +801,37 @@ def distribution_kl_ref(
         dtype = torch.promote_types(torch.promote_types(logits.dtype, ref_logits.dtype), torch.float32)
     else:
         dtype = torch.promote_types(logits.dtype, ref_logits.dtype)
-    log_p = torch.log_softmax(logits.to(dtype) / temperature, dim=-1)
-    log_r = torch.log_softmax(ref_logits.to(dtype) / temperature, dim=-1)
+    logits = logits.to(dtype)
+    ref_logits = ref_logits.to(dtype)
+    if mask is not None:
+        # Masked rows are replaced before use, so nan/inf there never reaches values or gradients.
+        keep = mask.bool().unsqueeze(-1)
+        logits = torch.where(keep, logits, 0.0)
+        ref_logits = torch.where(keep, ref_logits, 0.0)
+    log_p = torch.log_softmax(logits / temperature, dim=-1)
+    log_r = torch.log_softmax(ref_logits / temperature, dim=-1)
+
+    zero = torch.zeros((), dtype=dtype, device=logits.device)
 
     def kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-        # 0 · log 0 = 0, so zero-probability entries (including -inf logits) contribute nothing.
+        # 0 · log 0 = 0: zero-probability entries (-inf logits) contribute nothing. Selecting
+        # before the product keeps -inf - -inf = nan out of the backward as well.
         prob_a = log_a.exp()
-        terms = torch.where(prob_a > 0, prob_a * (log_a - log_b), torch.zeros((), dtype=dtype, device=log_a.device))
-        return terms.sum(-1)
+        return (prob_a * torch.where(prob_a > 0, log_a - log_b, zero)).sum(-1)
 
     if mode_id == _MODES["reverse"]:
         divergence = kl(log_p, log_r)
     elif mode_id == _MODES["forward"]:
         divergence = kl(log_r, log_p)
     else:
-        log_m = torch.logaddexp(log_p + math.log(1.0 - beta), log_r + math.log(beta))
+        # Where both models give probability 0, m = 0 too; a finite stand-in there keeps the
+        # backward of logaddexp(-inf, -inf) from producing nan (those terms are 0 either way).
+        either = (log_p > float("-inf")) | (log_r > float("-inf"))
+        log_m = torch.logaddexp(
+            torch.where(either, log_p + math.log(1.0 - beta), zero),
+            torch.where(either, log_r + math.log(beta), zero),
+        )
         divergence = beta * kl(log_r, log_m) + (1.0 - beta) * kl(log_p, log_m)
     if mask is not None:
-        divergence = torch.where(mask.bool(), divergence, torch.zeros((), dtype=dtype, device=divergence.device))
+        divergence = torch.where(mask.bool(), divergence, zero)
     return divergence if divergence.dtype == torch.float64 else divergence.float()

@@ -318,8 +318,9 @@ if HAS_TRITON:
                 chosen_mean = chosen / n_chosen
                 rejected_mean = rejected / n_rejected
                 n_orpo_bad += tl.sum((ok & ((chosen_mean >= 0.0) | (rejected_mean >= 0.0))).to(tl.int32), axis=0)
-                chosen_mean = tl.minimum(chosen_mean, -1e-30)
-                rejected_mean = tl.minimum(rejected_mean, -1e-30)
+                # Lanes past P (and rejected inputs) get a harmless stand-in so no log(0) is evaluated.
+                chosen_mean = tl.where(ok, tl.minimum(chosen_mean, -1e-30), -1.0)
+                rejected_mean = tl.where(ok, tl.minimum(rejected_mean, -1e-30), -1.0)
                 log_odds = (chosen_mean - rejected_mean) - (_log1mexp(chosen_mean) - _log1mexp(rejected_mean))
                 odds_ratio = -beta * _log_sigmoid(log_odds)
                 dodds_ratio = -beta * _sigmoid(-log_odds)
