@@ -149,7 +149,7 @@ def _prompt_of(record: Any) -> Any:
 class _Hooks:
     """Fires lifecycle hooks on the registry's plugin manager (loggers are ordinary plugins)."""
 
-    def __init__(self, registry: Registry, run_dir: Path, resume_step: int) -> None:
+    def __init__(self, registry: Registry, run_dir: Path) -> None:
         from prefcore.engine.lifecycle_loggers import CSVMetricsLogger
         from prefcore.engine.lifecycle_loggers import TensorBoardLogger
 
@@ -157,7 +157,9 @@ class _Hooks:
         self.run_dir = run_dir
         manager = registry.plugin_manager
         for name, plugin in (
-            ("prefcore.csv_metrics", CSVMetricsLogger(run_dir, resume_from_step=resume_step)),
+            # On resume the first new row drops every older row at or after its step, so rows
+            # written after the last checkpoint are replaced, not duplicated.
+            ("prefcore.csv_metrics", CSVMetricsLogger(run_dir)),
             ("prefcore.tensorboard", TensorBoardLogger.if_available(run_dir)),
         ):
             if plugin is not None and not manager.has_plugin(name):
@@ -211,7 +213,7 @@ def run_pipeline(
     policy = load_policy(model_config, tokenizer, seed=settings.seed)
     pad_id = tokenizer.pad_token_id
     checkpoints_exist = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-    hooks = _Hooks(registry, run_dir, resume_step=0)
+    hooks = _Hooks(registry, run_dir)
     hooks.hook.prefcore_run_start(run_dir=run_dir, config=config.to_dict())
 
     # -- warm start (SFT) ------------------------------------------------------------------

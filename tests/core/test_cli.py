@@ -44,7 +44,7 @@ def test_unknown_name_exits_2_with_suggestion(capsys: pytest.CaptureFixture[str]
     assert main(["info", "preference_fil"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("UnknownMethodError: No method named 'preference_fil'.")
-    assert "Did you mean 'preference_file'?" in err
+    assert "Did you mean 'preference_file'" in err
 
 
 def test_validate_data_counts_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
