@@ -311,12 +311,14 @@ def _objective_loss(objective: UsageObjective) -> Callable[[LogProbBatch], torch
 
 
 def assert_valid_output(objective: UsageObjective, batch: LogProbBatch) -> LossOutput:
-    """The output is a ``LossOutput`` with a finite scalar loss and finite, detached metrics."""
+    """The output is a ``LossOutput`` with a finite scalar loss, differentiable w.r.t. ``policy_logps``
+    (as in training), and finite, detached metrics."""
     label = objective_label(objective)
-    output = objective.loss(batch)
+    output = objective.loss(batch.with_policy_logps(batch.policy_logps.detach().clone().requires_grad_(True)))
     assert isinstance(output, LossOutput), f"{label}: loss() returned {type(output).__name__}, not LossOutput."
     assert output.loss.dim() == 0, f"{label}: the loss has shape {tuple(output.loss.shape)}; it must be a scalar."
     assert torch.isfinite(output.loss).item(), f"{label}: the loss is {output.loss.item()}."
+    assert output.loss.requires_grad, f"{label}: the loss does not depend on policy_logps through autograd."
     for name, value in output.metrics.items():
         if isinstance(value, torch.Tensor):
             assert value.dim() == 0, f"{label}: metric {name!r} has shape {tuple(value.shape)}; metrics are scalars."
@@ -576,7 +578,8 @@ def check_objective(
         batch: a batch, a factory of one, or None for ``make_random_batch`` of each format in
             ``objective.data_formats`` (with reference log-probs when the objective uses them,
             weights, and KTO's mismatched sequences for the unpaired format).
-        reference_fn: an independent implementation (loss and gradient compared), or None.
+        reference_fn: an independent implementation (loss and gradient compared on the batch
+            without its weights, which ``assert_weights_respected`` covers), or None.
         check_*: switch single checks off, e.g. accumulation for a loss that couples the
             whole batch (AOT sorts the batch), with the reason in the calling test. The
             weights check runs when the batch has weights.
@@ -597,8 +600,8 @@ def check_objective(
         batches = [batch() if callable(batch) else batch]
     for one in batches:
         assert_valid_output(objective, one)
-        if reference_fn is not None:
-            assert_matches_reference(objective, one, reference_fn, rtol=rtol, atol=atol)
+        if reference_fn is not None:  # unweighted: the weights check relates weighted to unweighted losses
+            assert_matches_reference(objective, replace(one, weights=None), reference_fn, rtol=rtol, atol=atol)
         if check_gradcheck:
             assert_gradcheck(objective, one)
         if check_low_precision:
