@@ -322,11 +322,17 @@ def _row_blocks(n_rows: int, n_cols: int) -> range:
     return range(0, n_rows, max(1, _TORCH_BLOCK_ELEMENTS // max(n_cols, 1)))
 
 
+def _scaled_block(logits: torch.Tensor, start: int, end: int, dtype: torch.dtype, temperature: float) -> torch.Tensor:
+    # May return a view of the logits (fp32, temperature 1): callers never modify it in place.
+    block = logits[start:end].to(dtype)
+    return block / temperature if temperature != 1.0 else block
+
+
 def _fwd_torch(
     logits: torch.Tensor, targets: torch.Tensor, temperature: float, ignore_index: int, return_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    # The kernel's maths in torch, a block of rows at a time (the whole row fits in memory here,
-    # so the max is exact and needs no online rescaling).
+    # The kernel's maths in torch, a block of rows at a time (a whole row is in memory here, so the
+    # max is exact and needs no online rescaling); in-place ops keep one fp32 temporary per block.
     n_rows, n_cols = logits.shape
     dtype = _compute_dtype(logits.dtype)
     logps = torch.zeros(n_rows, device=logits.device, dtype=dtype)
@@ -338,19 +344,23 @@ def _fwd_torch(
         end = min(start + step, n_rows)
         target = targets[start:end].long()
         valid = target != ignore_index
-        z = logits[start:end].to(dtype) / temperature
+        z = _scaled_block(logits, start, end, dtype, temperature)
         block_max = z.amax(dim=-1).clamp_min(_MAX_INIT)
         shifted = z - block_max.unsqueeze(-1)
-        e = shifted.exp()
-        sum_exp = e.sum(dim=-1)
-        block_log_norm = sum_exp.log()
         target_shifted = shifted.gather(-1, target.clamp(0, n_cols - 1).unsqueeze(-1)).squeeze(-1)
+        if entropy is None:
+            block_log_norm = shifted.exp_().sum(dim=-1).log()
+        else:
+            # Finite floor for -inf logits: exp gives 0 and 0 * floor stays 0 instead of NaN.
+            shifted.clamp_min_(_MAX_INIT)
+            e = shifted.exp()
+            sum_exp = e.sum(dim=-1)
+            block_log_norm = sum_exp.log()
+            shifted_mean = torch.linalg.vecdot(e, shifted) / sum_exp
+            entropy[start:end] = torch.where(valid, block_log_norm - shifted_mean, 0.0)
         logps[start:end] = torch.where(valid, target_shifted - block_log_norm, 0.0)
         row_max[start:end] = torch.where(valid, block_max, 0.0)
         log_norm[start:end] = torch.where(valid, block_log_norm, 0.0)
-        if entropy is not None:
-            shifted_mean = torch.where(e > 0, e * shifted, 0.0).sum(dim=-1) / sum_exp
-            entropy[start:end] = torch.where(valid, block_log_norm - shifted_mean, 0.0)
     return logps, row_max, log_norm, entropy
 
 
@@ -372,18 +382,29 @@ def _bwd_torch(
     for start in range(0, n_rows, step):
         end = min(start + step, n_rows)
         target = targets[start:end].long()
-        valid = (target != ignore_index).unsqueeze(-1)
-        z = logits[start:end].to(dtype) / temperature
-        log_p = (z - row_max[start:end].to(dtype).unsqueeze(-1)) - log_norm[start:end].to(dtype).unsqueeze(-1)
-        p = log_p.exp()
-        grad = torch.zeros_like(z)
-        if grad_logps is not None:
-            onehot = F.one_hot(target.clamp(0, n_cols - 1), n_cols).to(dtype)
-            grad += grad_logps[start:end].to(dtype).unsqueeze(-1) * (onehot - p)
+        valid = target != ignore_index
+        z = _scaled_block(logits, start, end, dtype, temperature)
+        # (z - m) - log_norm, not z - lse: the same rounding as the kernel for large logits.
+        log_p = z - row_max[start:end].to(dtype).unsqueeze(-1)
+        log_p.sub_(log_norm[start:end].to(dtype).unsqueeze(-1))
+        grad = log_p.exp()  # p; becomes the gradient in place
+        entropy_term = None
         if grad_entropy is not None and entropy is not None:
-            entropy_term = torch.where(p > 0, p * (log_p + entropy[start:end].to(dtype).unsqueeze(-1)), 0.0)
-            grad -= grad_entropy[start:end].to(dtype).unsqueeze(-1) * entropy_term
-        grad = torch.where(valid, grad / temperature, 0.0)
+            # p (log p + H); the floor turns the 0 * -inf of -inf logits into 0.
+            entropy_term = log_p.clamp_min_(_MAX_INIT).add_(entropy[start:end].to(dtype).unsqueeze(-1))
+            entropy_term.mul_(grad).mul_(grad_entropy[start:end].to(dtype).unsqueeze(-1))
+        if grad_logps is not None:
+            g = torch.where(valid, grad_logps[start:end].to(dtype), 0.0)
+            grad.mul_(-g.unsqueeze(-1))
+            rows = torch.arange(end - start, device=logits.device)
+            grad.index_put_((rows, target.clamp(0, n_cols - 1)), g, accumulate=True)
+        else:
+            grad.zero_()
+        if entropy_term is not None:
+            grad.sub_(entropy_term)
+        if temperature != 1.0:
+            grad.div_(temperature)
+        grad.masked_fill_(~valid.unsqueeze(-1), 0.0)
         out[start:end].copy_(grad)
 
 
@@ -459,9 +480,7 @@ class SelectiveLogSoftmaxFunction(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 # Public function
 # ----------------------------------------------------------------------------------------------
-def _validate(
-    logits: torch.Tensor, targets: torch.Tensor, temperature: float, ignore_index: int, fn: str
-) -> None:
+def _validate(logits: torch.Tensor, targets: torch.Tensor, temperature: float, ignore_index: int, fn: str) -> None:
     if not isinstance(logits, torch.Tensor) or not isinstance(targets, torch.Tensor):
         raise ValueError(f"{fn}: logits and targets must be tensors.")
     if logits.dtype not in _TORCH_DTYPES:
@@ -469,13 +488,10 @@ def _validate(
     if targets.dtype not in _TARGET_DTYPES:
         raise ValueError(f"{fn}: targets must be int64 or int32 token ids; got {targets.dtype}.")
     if logits.ndim < 1 or logits.shape[-1] < 1:
-        raise ValueError(
-            f"{fn}: logits must have a non-empty last (vocabulary) dimension; got {tuple(logits.shape)}."
-        )
+        raise ValueError(f"{fn}: logits must have a non-empty last (vocabulary) dimension; got {tuple(logits.shape)}.")
     if targets.shape != logits.shape[:-1]:
         raise ValueError(
-            f"{fn}: targets must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}; "
-            f"got {tuple(targets.shape)}."
+            f"{fn}: targets must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}; got {tuple(targets.shape)}."
         )
     if targets.device != logits.device:
         raise ValueError(f"{fn}: targets are on {targets.device} but logits on {logits.device}.")
@@ -494,8 +510,7 @@ def check_targets(targets: torch.Tensor, vocab: int, ignore_index: int, fn: str)
     if bool(bad.any()):
         value = int(targets[bad][0])
         raise ValueError(
-            f"{fn}: target id {value} is outside the vocabulary [0, {vocab}) and is not "
-            f"ignore_index={ignore_index}."
+            f"{fn}: target id {value} is outside the vocabulary [0, {vocab}) and is not ignore_index={ignore_index}."
         )
 
 
