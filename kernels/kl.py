@@ -619,6 +619,9 @@ def _check_per_token_inputs(logps: torch.Tensor, ref_logps: torch.Tensor, mask: 
         raise ValueError(
             f"per_token_kl: mask must have the shape of logps {tuple(logps.shape)}. Got {tuple(mask.shape)}."
         )
+    for name, tensor in (("ref_logps", ref_logps), ("mask", mask)):
+        if tensor is not None and tensor.device != logps.device:
+            raise ValueError(f"per_token_kl: {name} is on {tensor.device} but logps is on {logps.device}.")
 
 
 def per_token_kl(
@@ -722,6 +725,9 @@ def _check_distribution_inputs(
         raise ValueError(
             f"distribution_kl: mask must have the row shape {tuple(logits.shape[:-1])}. Got {tuple(mask.shape)}."
         )
+    for name, tensor in (("ref_logits", ref_logits), ("mask", mask)):
+        if tensor is not None and tensor.device != logits.device:
+            raise ValueError(f"distribution_kl: {name} is on {tensor.device} but logits is on {logits.device}.")
 
 
 def distribution_kl(

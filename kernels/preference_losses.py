@@ -53,7 +53,7 @@ __all__ = [
     "simpo_loss_ref",
 ]
 
-# Loss ids, the kernel's constexpr switch.
+# Loss ids, the pair kernel's constexpr switch (its branches are labelled with these names).
 _DPO = 0
 _IPO = 1
 _HINGE = 2
@@ -61,16 +61,14 @@ _SIMPO = 3
 _ORPO = 4
 _NLL = 5
 _KTO = 6
+# Losses that average log-probs per token (a sequence with no tokens in the mask is an error there)
+# and losses that need a reference model.
+_NEEDS_MEAN = frozenset({_IPO, _SIMPO, _ORPO})
+_NEEDS_REF = frozenset({_DPO, _IPO, _HINGE, _KTO})
 
-# Slots of the kernel's error counters; the host reads them once and then names the culprit.
-_ERR_INDEX = 0
-_ERR_POLICY_NONFINITE = 1
-_ERR_REF_NONFINITE = 2
-_ERR_EMPTY_SEQUENCE = 3
-_ERR_ORPO_LOGP = 4
-_ERR_NO_CHOSEN_TOKENS = 5
-_ERR_REFERENCE_POINT = 6
-_N_ERR = 7
+# The pair kernel counts seven kinds of bad input; the host reads the counters once and, only if
+# one is nonzero, works out which sequence is to blame.
+_N_ERRORS = 7
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -193,10 +191,11 @@ if HAS_TRITON:
         rejected_rewards_ptr,  # [P] fp32 out; unused by KTO
         dchosen_ptr,  # [P] fp32 out: d losses[p] / d chosen sum (KTO: / d sum of sequence p)
         drejected_ptr,  # [P] fp32 out: d losses[p] / d rejected sum
-        seq_grad_ptr,  # [S] fp32 out, zero-initialised: d loss / d sum[s]
+        seq_grad_ptr,  # [S] fp32 out: d loss / d sum[s]
         log_odds_ptr,  # [P] fp32 out; ORPO only
         terms_ptr,  # [2] fp32 out: ORPO's NLL and odds-ratio terms
-        errors_ptr,  # [_N_ERR] int32 out: counts of each input problem
+        errors_ptr,  # [7] int32 out: bad indices, non-finite policy / reference sums, empty sequences
+        #              where a mean is needed, ORPO means >= 0, no chosen tokens, bad reference point
         # shapes
         n_seqs,
         n_items,
@@ -206,8 +205,11 @@ if HAS_TRITON:
         gamma,
         desirable_weight,
         undesirable_weight,
-        LOSS: tl.constexpr,
+        LOSS: tl.constexpr,  # _DPO, _IPO, _HINGE, _SIMPO, _ORPO, _NLL or _KTO
         HAS_REF: tl.constexpr,
+        UNPAIRED: tl.constexpr,  # KTO: item p is sequence p, no rejected side
+        NEEDS_MEAN: tl.constexpr,  # IPO, SimPO, ORPO divide by token counts
+        HAS_NLL: tl.constexpr,  # ORPO, NLL: a token average over all chosen tokens
         BLOCK_P: tl.constexpr,
     ):
         # `* 1.0` rather than .to(): Triton turns an int argument equal to 1 into a constexpr.
@@ -222,7 +224,7 @@ if HAS_TRITON:
         # NLL terms (ORPO, NLL) average over every chosen token of the batch, so that total has
         # to exist before the first pair's share can be written.
         chosen_tokens = 0.0
-        if LOSS == 4 or LOSS == 5:
+        if HAS_NLL:
             for start in range(0, n_items, BLOCK_P):
                 offs = start + tl.arange(0, BLOCK_P)
                 valid = offs < n_items
@@ -230,8 +232,15 @@ if HAS_TRITON:
                 ok = valid & (ci >= 0) & (ci < n_seqs)
                 chosen_tokens += tl.sum(tl.load(counts_ptr + ci, mask=ok, other=0).to(tl.float32), axis=0)
         safe_chosen_tokens = tl.maximum(chosen_tokens, 1.0)
-        if LOSS == 6:
+        if UNPAIRED:
             reference_point = tl.load(reference_point_ptr).to(tl.float32)
+
+        # seq_grad is zeroed here instead of by a memset launch; the barrier orders these stores
+        # before the atomics below, which any thread of this program may issue.
+        for start in range(0, n_seqs, BLOCK_P):
+            offs = start + tl.arange(0, BLOCK_P)
+            tl.store(seq_grad_ptr + offs, tl.zeros([BLOCK_P], dtype=tl.float32), mask=offs < n_seqs)
+        tl.debug_barrier()
 
         loss_total = 0.0
         nll_total = 0.0
@@ -239,7 +248,7 @@ if HAS_TRITON:
         for start in range(0, n_items, BLOCK_P):
             offs = start + tl.arange(0, BLOCK_P)
             valid = offs < n_items
-            if LOSS == 6:
+            if UNPAIRED:
                 ci = offs.to(tl.int64)
                 ok = valid
             else:
@@ -256,7 +265,7 @@ if HAS_TRITON:
                 n_ref_nonfinite += tl.sum((ok & _nonfinite(ref_chosen)).to(tl.int32), axis=0)
             else:
                 ref_chosen = tl.zeros_like(chosen)
-            if LOSS != 6:
+            if not UNPAIRED:
                 rejected = tl.load(sums_ptr + ri, mask=ok, other=0.0)
                 n_rejected = tl.load(counts_ptr + ri, mask=ok, other=1).to(tl.float32)
                 n_policy_nonfinite += tl.sum((ok & _nonfinite(rejected)).to(tl.int32), axis=0)
@@ -265,13 +274,13 @@ if HAS_TRITON:
                     n_ref_nonfinite += tl.sum((ok & _nonfinite(ref_rejected)).to(tl.int32), axis=0)
                 else:
                     ref_rejected = tl.zeros_like(rejected)
-            if LOSS == 1 or LOSS == 3 or LOSS == 4:
+            if NEEDS_MEAN:
                 n_empty += tl.sum((ok & ((n_chosen == 0.0) | (n_rejected == 0.0))).to(tl.int32), axis=0)
                 # Division by a zero count only happens on inputs the host rejects afterwards.
                 n_chosen = tl.maximum(n_chosen, 1.0)
                 n_rejected = tl.maximum(n_rejected, 1.0)
 
-            if LOSS == 0:
+            if LOSS == 0:  # _DPO
                 # DPO with cDPO label smoothing ε.
                 chosen_ratio = chosen - ref_chosen
                 rejected_ratio = rejected - ref_rejected
@@ -282,7 +291,7 @@ if HAS_TRITON:
                 drejected = -dchosen
                 chosen_reward = beta * chosen_ratio
                 rejected_reward = beta * rejected_ratio
-            elif LOSS == 1:
+            elif LOSS == 1:  # _IPO
                 # IPO on per-token average log-ratios, as TRL does.
                 chosen_ratio = chosen - ref_chosen
                 rejected_ratio = rejected - ref_rejected
@@ -292,7 +301,7 @@ if HAS_TRITON:
                 drejected = -2.0 * margin / n_rejected
                 chosen_reward = beta * chosen_ratio
                 rejected_reward = beta * rejected_ratio
-            elif LOSS == 2:
+            elif LOSS == 2:  # _HINGE
                 # Hinge / SLiC-HF; the kink gets gradient 0 like torch.relu.
                 chosen_ratio = chosen - ref_chosen
                 rejected_ratio = rejected - ref_rejected
@@ -302,7 +311,7 @@ if HAS_TRITON:
                 drejected = -dchosen
                 chosen_reward = beta * chosen_ratio
                 rejected_reward = beta * rejected_ratio
-            elif LOSS == 3:
+            elif LOSS == 3:  # _SIMPO
                 # SimPO: reference-free, length-normalised, margin γ, label smoothing as in TRL's CPO.
                 chosen_mean = chosen / n_chosen
                 rejected_mean = rejected / n_rejected
@@ -313,7 +322,7 @@ if HAS_TRITON:
                 drejected = -beta * dloss_dz / n_rejected
                 chosen_reward = beta * chosen_mean
                 rejected_reward = beta * rejected_mean
-            elif LOSS == 4:
+            elif LOSS == 4:  # _ORPO
                 # ORPO: NLL of the chosen tokens + β · -log σ(log odds ratio of the mean log-probs).
                 chosen_mean = chosen / n_chosen
                 rejected_mean = rejected / n_rejected
@@ -334,14 +343,14 @@ if HAS_TRITON:
                 tl.store(log_odds_ptr + offs, log_odds, mask=valid)
                 nll_total += tl.sum(tl.where(ok, -chosen, 0.0), axis=0)
                 odds_ratio_total += tl.sum(tl.where(ok, odds_ratio, 0.0), axis=0)
-            elif LOSS == 5:
+            elif LOSS == 5:  # _NLL
                 # NLL of the chosen tokens, averaged over all of them; rewards are the plain sums.
                 loss = -chosen * items / safe_chosen_tokens
                 dchosen = tl.zeros_like(chosen) - items / safe_chosen_tokens
                 drejected = tl.zeros_like(chosen)
                 chosen_reward = chosen
                 rejected_reward = rejected
-            else:
+            else:  # _KTO
                 # KTO: 1 - σ(β(z - z0)) for desirable, 1 - σ(β(z0 - z)) for undesirable sequences.
                 desirable = tl.load(labels_ptr + ci, mask=ok, other=0) != 0
                 ratio = chosen - ref_chosen
@@ -360,16 +369,15 @@ if HAS_TRITON:
             tl.store(dchosen_ptr + offs, dchosen, mask=valid)
             # Atomics because a sequence may appear in several pairs (one chosen vs many rejected).
             tl.atomic_add(seq_grad_ptr + ci, dchosen * inv_items, mask=ok)
-            if LOSS != 6:
+            if not UNPAIRED:
                 drejected = tl.where(ok, drejected, 0.0)
                 tl.store(rejected_rewards_ptr + offs, rejected_reward, mask=valid)
                 tl.store(drejected_ptr + offs, drejected, mask=valid)
-                if LOSS != 5:
-                    tl.atomic_add(seq_grad_ptr + ri, drejected * inv_items, mask=ok)
+                tl.atomic_add(seq_grad_ptr + ri, drejected * inv_items, mask=ok)
             loss_total += tl.sum(loss, axis=0)
 
         tl.store(loss_ptr, loss_total * inv_items)
-        if LOSS == 4:
+        if LOSS == 4:  # _ORPO
             tl.store(terms_ptr, nll_total / safe_chosen_tokens)
             tl.store(terms_ptr + 1, odds_ratio_total * inv_items)
         tl.store(errors_ptr + 0, n_bad_index)
@@ -377,11 +385,11 @@ if HAS_TRITON:
         tl.store(errors_ptr + 2, n_ref_nonfinite)
         tl.store(errors_ptr + 3, n_empty)
         tl.store(errors_ptr + 4, n_orpo_bad)
-        if LOSS == 4 or LOSS == 5:
+        if HAS_NLL:
             tl.store(errors_ptr + 5, (chosen_tokens == 0.0).to(tl.int32))
         else:
             tl.store(errors_ptr + 5, 0)
-        if LOSS == 6:
+        if UNPAIRED:
             tl.store(errors_ptr + 6, _nonfinite(reference_point).to(tl.int32))
         else:
             tl.store(errors_ptr + 6, 0)
@@ -489,16 +497,18 @@ def pair_loss_fwd(
     n_seqs = sums.shape[0]
     n_items = n_seqs if loss_id == _KTO else chosen_index.shape[0]
     device = sums.device
-    # Separate buffers: outputs handed to autograd must not share storage with saved tensors.
+    # Every buffer is written by the kernel, so none needs a memset launch. Separate buffers:
+    # outputs handed to autograd must not share storage with saved tensors. log_odds and terms
+    # are only written (and only read) for ORPO.
     loss = torch.empty((), dtype=torch.float32, device=device)
     losses = torch.empty(n_items, dtype=torch.float32, device=device)
     chosen_rewards = torch.empty(n_items, dtype=torch.float32, device=device)
     rejected_rewards = torch.empty(n_items, dtype=torch.float32, device=device)
-    log_odds = torch.zeros(n_items, dtype=torch.float32, device=device)
-    terms = torch.zeros(2, dtype=torch.float32, device=device)
+    log_odds = torch.empty(n_items, dtype=torch.float32, device=device)
+    terms = torch.empty(2, dtype=torch.float32, device=device)
     dchosen, drejected = torch.empty(2, n_items, dtype=torch.float32, device=device).unbind(0)
-    seq_grad = torch.zeros(n_seqs, dtype=torch.float32, device=device)
-    errors = torch.zeros(_N_ERR, dtype=torch.int32, device=device)
+    seq_grad = torch.empty(n_seqs, dtype=torch.float32, device=device)
+    errors = torch.empty(_N_ERRORS, dtype=torch.int32, device=device)
     block_p = min(_MAX_BLOCK_P, triton.next_power_of_2(n_items))
     with _device_ctx(sums):
         _pair_loss_kernel[(1,)](
@@ -528,6 +538,9 @@ def pair_loss_fwd(
             params.get("undesirable_weight", 1.0),
             LOSS=loss_id,
             HAS_REF=ref_sums is not None,
+            UNPAIRED=loss_id == _KTO,
+            NEEDS_MEAN=loss_id in _NEEDS_MEAN,
+            HAS_NLL=loss_id in (_ORPO, _NLL),
             BLOCK_P=block_p,
             num_warps=4,
         )
@@ -565,10 +578,6 @@ def token_grad_bwd(
 # ---------------------------------------------------------------------------------------------
 # Input checks shared by the kernel path and the references
 # ---------------------------------------------------------------------------------------------
-
-# Which methods average log-probs per token (a sequence with no tokens in the mask is an error).
-_NEEDS_MEAN = {_IPO, _SIMPO, _ORPO}
-_NEEDS_REF = {_DPO, _IPO, _HINGE, _KTO}
 
 
 def _check_tensors(
@@ -615,6 +624,20 @@ def _check_tensors(
             raise ValueError(f"{method}: there are no pairs; chosen_index and rejected_index are empty.")
     if n_seqs == 0:
         raise ValueError(f"{method}: policy_logps holds no sequences.")
+    others = {
+        "mask": mask,
+        "chosen_index": chosen_index,
+        "rejected_index": rejected_index,
+        "labels": labels,
+        "ref_logps": ref_logps,
+        "ref_sequence_logps": ref_sequence_logps,
+    }
+    for name, tensor in others.items():
+        if tensor is not None and tensor.device != policy_logps.device:
+            raise ValueError(
+                f"{method}: {name} is on {tensor.device} but policy_logps is on {policy_logps.device}; "
+                f"move every input to one device."
+            )
     if ref_logps is not None and ref_sequence_logps is not None:
         raise ValueError(
             f"{method}: pass the reference either per token (ref_logps) or per sequence (ref_sequence_logps), not both."
