@@ -1,7 +1,8 @@
 """Conservative DPO: DPO with label smoothing for preference labels flipped at a known rate.
 
 Mitchell 2023, "A note on DPO with noisy preferences & relationship to IPO",
-https://ericmitchell.ai/cdpo.pdf (TRL's DPO ``label_smoothing`` before TRL 1.0).
+https://ericmitchell.ai/cdpo.pdf (the ``label_smoothing`` of earlier TRL DPO releases; TRL 1.16's
+``sigmoid`` loss no longer reads it).
 
     h    = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)]
     loss = −(1 − ε)·log σ(β·h) − ε·log σ(−β·h)
