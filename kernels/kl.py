@@ -4,7 +4,8 @@
 #                      fp32 math, fp32 out); forward and backward are one elementwise kernel each.
 #   distribution_kl    full-distribution reverse KL, forward KL and generalised JSD between two
 #                      logit tensors [N, V] (fp32/bf16/fp16 in, fp32 accumulation, fp32 [N] out).
-#                      Blocked over V with online log-sum-exps; the backward is one pass per row
+#                      Blocked over V with online log-sum-exps (one read of each input for the KLs,
+#                      two for JSD, whose log m needs both normalisers); the backward is one pass per row
 #                      from saved per-row statistics and writes gradients in the logits' dtype,
 #                      so no fp32 N x V buffer exists on the Triton path.
 #
@@ -750,6 +751,9 @@ def distribution_kl(
       policy is Liger's input Q and the reference its target P:
       JSD_β = β·KL(r‖m) + (1-β)·KL(p‖m), m = β·r + (1-β)·p. β = 0 and β = 1 are defined
       as KL(r‖p) and KL(p‖r) (Liger's and TRL's GKD special cases), not the mixture's limit 0.
+
+    The Triton forward reads each logit tensor once for the KL modes; for JSD with 0 < β < 1 it
+    reads them twice, because log m needs both final normalisers. The backward is one pass.
 
     Arguments:
         logits: [..., V] policy logits, fp32/bf16/fp16.

@@ -337,7 +337,8 @@ def test_distribution_kl_reference_gradcheck(mode, beta):
     ref_logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([True, False, True])
     fn = lambda a, b: distribution_kl_ref(a, b, mode=mode, beta=beta, temperature=1.3, mask=mask)
-    assert torch.autograd.gradcheck(fn, (logits, ref_logits))
+    # fast_mode checks random projections of the Jacobian: the full one costs ~60 reference calls.
+    assert torch.autograd.gradcheck(fn, (logits, ref_logits), fast_mode=True)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 1.0])
