@@ -48,14 +48,25 @@ def words(text: str) -> tuple[str, ...]:
     return tuple(_TOKEN.findall(text.lower()))
 
 
-def _contains(tokens: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
-    width = len(phrase)
-    return any(tokens[start : start + width] == phrase for start in range(len(tokens) - width + 1))
+@functools.cache
+def _phrases(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """Phrases as space-padded token strings; an opener's trailing comma is not part of the phrase."""
+    return tuple(f" {' '.join(word for word in words(text) if word != ',')} " for text in texts)
 
 
-def _phrases(texts: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    # Openers end with a comma in replies; the phrase itself is what counts.
-    return tuple(tuple(word for word in words(text) if word != ",") for text in texts)
+def _says_any(tokens: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+    padded = f" {' '.join(tokens)} "
+    return any(phrase in padded for phrase in _phrases(texts))
+
+
+@functools.cache
+def _courtesy_frames() -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    """The words each courtesy puts before and after a request."""
+    frames = []
+    for courtesy in COURTESIES:
+        before, after = courtesy.split("{0}")
+        frames.append((words(before), words(after)))
+    return tuple(frames)
 
 
 def parse_request(prompt: str) -> Fact:
@@ -65,21 +76,13 @@ def parse_request(prompt: str) -> Fact:
         ValueError: the prompt is not a request of the demo language.
     """
     tokens = words(prompt)
-    for courtesy in COURTESIES:
-        outer = words(courtesy.replace("{0}", "REQUEST"))
-        head = outer.index("request")
-        tail = len(outer) - head - 1
-        if tokens[:head] != outer[:head] or (tail and tokens[-tail:] != outer[head + 1 :]):
+    for before, after in _courtesy_frames():
+        if tokens[: len(before)] != before or tokens[len(tokens) - len(after) :] != after:
             continue
-        inner = tokens[head : len(tokens) - tail]
-        fact = _match_fact(inner)
+        fact = _requests().get(tokens[len(before) : len(tokens) - len(after)])
         if fact is not None:
             return fact
     raise ValueError(f"{prompt!r} is not a request of the demo task (a colour, sum, opposite or sound).")
-
-
-def _match_fact(tokens: tuple[str, ...]) -> Fact | None:
-    return _requests().get(tokens)
 
 
 @functools.cache
@@ -124,9 +127,9 @@ def _correctness(fact: Fact, kind: Category, prompt: str, tokens: tuple[str, ...
 
 
 def _manners(tokens: tuple[str, ...]) -> int:
-    if any(_contains(tokens, phrase) for phrase in _phrases(RUDE_OPENERS + RUDE_CLOSERS)):
+    if _says_any(tokens, RUDE_OPENERS + RUDE_CLOSERS):
         return -1
-    if any(_contains(tokens, phrase) for phrase in _phrases(POLITE_OPENERS + POLITE_CLOSERS)):
+    if _says_any(tokens, POLITE_OPENERS + POLITE_CLOSERS):
         return 1
     return 0
 

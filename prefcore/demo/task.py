@@ -218,7 +218,7 @@ def _draws(count: int, seed: int) -> tuple[random.Random, list[Request]]:
     return rng, [rng.choice(train) for _ in range(count)]
 
 
-def sft_examples(count: int = 2000, seed: int = 0, mix: ReplyMix = MEDIOCRE) -> tuple[Demonstration, ...]:
+def sft_examples(count: int = 8000, seed: int = 0, mix: ReplyMix = MEDIOCRE) -> tuple[Demonstration, ...]:
     """Replies of the mediocre speaker to training prompts: fine-tuning on them gives the reference."""
     rng, drawn = _draws(count, seed)
     return tuple(Demonstration(request.text, sample_reply(request, rng, mix)) for request in drawn)
@@ -235,7 +235,7 @@ def _distinct_replies(request: Request, rng: random.Random, mix: ReplyMix, size:
     raise ValueError(f"ReplyMix {mix} cannot produce {size} distinct replies to {request.text!r}.")
 
 
-def preference_pairs(count: int = 2000, seed: int = 0, mix: ReplyMix = MEDIOCRE) -> tuple[PairwiseComparison, ...]:
+def preference_pairs(count: int = 4000, seed: int = 0, mix: ReplyMix = MEDIOCRE) -> tuple[PairwiseComparison, ...]:
     """Pairs of the speaker's replies with different scores; chosen scores higher, margin = the gap."""
     rng, drawn = _draws(count, seed)
     pairs = []
