@@ -254,8 +254,7 @@ def _validate(
         )
     if targets.shape != hidden.shape[:-1]:
         raise ValueError(
-            f"{fn}: targets must have shape hidden.shape[:-1] = {tuple(hidden.shape[:-1])}; "
-            f"got {tuple(targets.shape)}."
+            f"{fn}: targets must have shape hidden.shape[:-1] = {tuple(hidden.shape[:-1])}; got {tuple(targets.shape)}."
         )
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"{fn}: bias must be [V] = [{weight.shape[0]}]; got {tuple(bias.shape)}.")
@@ -302,17 +301,14 @@ def fused_linear_logprobs(
     run_triton = use_triton(hidden, backend)
     if run_triton and hidden.dtype not in _KERNEL_DTYPES:
         raise ValueError(
-            f"{fn}: the Triton kernels take float32/bfloat16/float16; got {hidden.dtype}. "
-            "Use backend='torch' for it."
+            f"{fn}: the Triton kernels take float32/bfloat16/float16; got {hidden.dtype}. Use backend='torch' for it."
         )
     vocab, width = weight.shape
     if chunk_size is None:
         chunk_size = default_chunk_size(vocab, hidden.dtype)
     hidden_2d = hidden.reshape(-1, width)
     targets_1d = targets.reshape(-1)
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (hidden, weight, bias)
-    )
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     if needs_grad:
         logps = FusedLinearLogprobsFunction.apply(
             hidden_2d, weight, bias, targets_1d, float(temperature), int(ignore_index), chunk_size, run_triton
@@ -349,6 +345,4 @@ def fused_linear_logprobs_ref(
         hidden, weight = hidden.float(), weight.float()
         bias = bias.float() if bias is not None else None
     logits = F.linear(hidden, weight, bias)
-    return selective_log_softmax_ref(
-        logits, targets, temperature=temperature, ignore_index=ignore_index, upcast=upcast
-    )
+    return selective_log_softmax_ref(logits, targets, temperature=temperature, ignore_index=ignore_index, upcast=upcast)
