@@ -28,7 +28,7 @@ from prefcore.kernels.logprobs import selective_log_softmax
 from prefcore.kernels.logprobs import selective_log_softmax_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ROUNDS = int(os.environ.get("PREFCORE_BENCH_ROUNDS", "10"))
+ROUNDS = int(os.environ.get("PREFCORE_BENCH_ROUNDS", "3" if DEVICE == "cpu" else "10"))
 PROVIDERS = ["torch", "naive", "prefcore_torch", "torch_compile", "triton"]
 MODES = ["forward", "backward", "full"]
 
