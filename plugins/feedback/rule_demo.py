@@ -12,11 +12,14 @@ the rule is ``prefcore.demo.rule.score_reply``:
 The source samples replies of a mediocre speaker to the demo's training prompts (never
 its held-out ones) and labels them with the rule, in the format the objective needs:
 pairs (chosen = higher score, margin = score gap), unpaired desirable/undesirable labels
-(desirable from score 1.5) or rankings of several distinct replies.
+(desirable from score 1.5) or rankings of several distinct replies. It also gives the
+engine what a fixed data file cannot: unjudged replies of the same speaker for the SFT
+warm start (the reference), the held-out prompts, and the rule as a judge of new replies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,16 +34,19 @@ KINDS = ("pairwise", "binary", "ranking")
 
 @dataclass(frozen=True)
 class DemoRuleConfig:
-    count: int = option(4000, doc="how many records to yield")
-    seed: int = option(1, doc="seed of the sampled replies (the held-out prompts never change)")
+    count: int = option(4000, doc="how many feedback records to yield")
     kind: str = option("pairwise", doc="record format: pairwise, binary (unpaired labels) or ranking")
     list_size: int = option(4, doc="replies per ranking (kind = ranking)")
+    demonstrations: int = option(8000, doc="unjudged replies for the SFT warm start (0: none)")
+    seed: int = option(0, doc="demonstrations use seed, feedback seed + 1; the held-out prompts never change")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}.")
         if self.count < 1:
             raise ValueError(f"count must be 1 or more, got {self.count}.")
+        if self.demonstrations < 0:
+            raise ValueError(f"demonstrations must be 0 or more, got {self.demonstrations}.")
         if self.list_size < 2:
             raise ValueError(f"list_size must be 2 or more (a ranking compares replies), got {self.list_size}.")
 
@@ -53,12 +59,25 @@ class DemoRule(FeedbackSource):
 
     def records(self) -> Iterator[Any]:
         config = self.config
+        seed = config.seed + 1
         if config.kind == "pairwise":
-            yield from task.preference_pairs(config.count, config.seed)
+            yield from task.preference_pairs(config.count, seed)
         elif config.kind == "binary":
-            yield from task.binary_labels(config.count, config.seed)
+            yield from task.binary_labels(config.count, seed)
         else:
-            yield from task.rankings(config.count, config.seed, size=config.list_size)
+            yield from task.rankings(config.count, seed, size=config.list_size)
+
+    def demonstrations(self) -> list[Any] | None:
+        if self.config.demonstrations == 0:
+            return None
+        examples = task.sft_examples(self.config.demonstrations, self.config.seed)
+        return [example.to_record() for example in examples]
+
+    def judge(self) -> Callable[[str, str, str], float]:
+        return task.judge
+
+    def evaluation_prompts(self) -> tuple[str, ...]:
+        return task.heldout_prompts()
 
 
 @hookimpl

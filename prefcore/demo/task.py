@@ -38,6 +38,7 @@ from prefcore.demo.world import facts
 from prefcore.demo.world import vocabulary
 
 __all__ = [
+    "DEMONSTRATION_SOURCE",
     "DESIRABLE_SCORE",
     "MEDIOCRE",
     "SOURCE",
@@ -63,6 +64,9 @@ __all__ = [
 
 SOURCE = "rule"
 """The ``source`` of every record the task labels."""
+
+DEMONSTRATION_SOURCE = "demonstration"
+"""The ``source`` of fine-tuning records: the speaker's replies, imitated as they are, unjudged."""
 
 DESIRABLE_SCORE = 1.5
 """Unpaired labels call a reply desirable from this score on: right, and not rude or rambling."""
@@ -208,6 +212,10 @@ class Demonstration:
 
     def to_dict(self) -> dict[str, str]:
         return {"prompt": self.prompt, "completion": self.completion}
+
+    def to_record(self) -> BinaryLabel:
+        """The engine's form of a demonstration: a completion marked to imitate."""
+        return BinaryLabel(prompt=self.prompt, completion=self.completion, label=True, source=DEMONSTRATION_SOURCE)
 
 
 def _draws(count: int, seed: int) -> tuple[random.Random, list[Request]]:
