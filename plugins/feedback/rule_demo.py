@@ -2,8 +2,10 @@
 
 A rule is feedback with its inductive bias written down: instead of asking people which
 reply is better, the designer states the preference as code and applies it to as many
-samples as needed, noise-free and for free (the survey's "programmatic" feedback). Here
-the rule is ``prefcore.demo.rule.score_reply``:
+samples as needed, noise-free and for free. Kaufmann et al. 2023, "A Survey of
+Reinforcement Learning from Human Feedback" (https://arxiv.org/abs/2312.14925), count
+such hand-written preferences among the sources of feedback beside people and AI judges.
+Here the rule is ``prefcore.demo.rule.score_reply``:
 
     score = correctness (+2 right / 0 no answer / -1 wrong)
           + manners (+1 polite / 0 neutral / -1 rude)
