@@ -31,9 +31,13 @@ from prefcore.demo.world import category
 from prefcore.demo.world import facts
 from prefcore.demo.world import vocabulary
 from prefcore.errors import ConfigError
+from prefcore.plugins.feedback import rule_demo
 from prefcore.plugins.feedback.rule_demo import DemoRule
 from prefcore.plugins.feedback.rule_demo import DemoRuleConfig
 from prefcore.plugins.feedback.rule_demo import prefcore_register_feedback
+from prefcore.registry import PrefcorePluginManager
+from prefcore.registry import Provenance
+from prefcore.registry import Registry
 
 SKY = "please what colour is the sky ?"
 
@@ -212,7 +216,12 @@ def test_feedback_source_yields_rule_records(kind: str, record_type: type) -> No
 
 def test_feedback_source_registers_and_checks_its_options() -> None:
     assert prefcore_register_feedback() == [DemoRule]
-    assert DemoRule.name == "demo_rule"
+    manager = PrefcorePluginManager()
+    manager.register_plugin(rule_demo, Provenance(plugin="demo_rule"))
+    registry = Registry(manager)
+    source = registry.create("feedback", "demo_rule", {"count": 3, "kind": "binary"})
+    assert registry.errors == []
+    assert len(list(source.records())) == 3
     assert DemoRule(DemoRuleConfig(demonstrations=0)).demonstrations() is None
     with pytest.raises(ConfigError, match="kind must be one of"):
         build_config(DemoRuleConfig, {"kind": "scores"}, method="feedback source 'demo_rule'")
