@@ -110,7 +110,10 @@ if HAS_TRITON:
             sum_exp = rescale * sum_exp + tl.sum(e, axis=0)
             row_max = new_max
         log_norm = tl.log(sum_exp)
-        target_logit = tl.load(row_ptr + target).to(tl.float32) / temperature
+        # Launchers validate targets; the mask keeps a bad id that slipped past them from reading
+        # outside the row, and its log-prob comes out NaN instead of another token's value.
+        in_vocab = (target >= 0) & (target < n_cols)
+        target_logit = tl.load(row_ptr + target, mask=in_vocab, other=float("nan")).to(tl.float32) / temperature
         # (z_t - m) first: exact for nearby values, so large logits keep full fp32 precision.
         tl.store(logps_ptr + row, (target_logit - row_max) - log_norm)
         tl.store(row_max_ptr + row, row_max)

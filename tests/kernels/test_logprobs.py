@@ -439,3 +439,13 @@ def test_custom_ignore_index_inside_vocabulary():
 def test_float64_needs_torch_backend():
     with pytest.raises(ValueError, match="backend='torch'"):
         selective_log_softmax(torch.randn(2, 5, dtype=torch.float64), torch.tensor([0, 1]), backend="triton")
+
+
+@requires_triton
+def test_kernel_masks_out_of_range_targets_that_bypass_validation():
+    # The public function raises; the launcher alone must still not read outside the row.
+    logits = torch.randn(3, 10)
+    logps, *_ = selective_log_softmax_fwd(
+        logits, torch.tensor([1, 12, -5]), temperature=1.0, ignore_index=IGNORE, return_entropy=False, use_kernel=True
+    )
+    assert torch.isfinite(logps[0]) and logps[1:].isnan().all()

@@ -1,0 +1,513 @@
+"""Side-by-side GPU comparison of prefcore's log-prob kernels with naive torch, torch.compile and peers.
+
+Prints one markdown table: median time (CUDA events via ``triton.testing.do_bench``, warm-up,
+providers interleaved round by round) and peak extra memory (``torch.cuda.max_memory_allocated``
+minus what was allocated before the call: inputs are excluded, gradients and workspaces are not),
+with the roofline of each row. Rows (bf16):
+
+  logprob-fwd     per-token log-probs from materialised logits, N x V (default 16384 x 128256)
+  logprob-fwdbwd  the same, forward + backward with a random per-token upstream gradient
+  dpo             one DPO step through the LM head: P pairs x T tokens, H, V (default 4 x 1024,
+                  4096, 128256); policy forward + backward, reference forward without grad
+
+Usage:
+  python bench/gpu.py                       # the full comparison on a CUDA machine
+  python bench/gpu.py --dry-run             # tiny sizes on any device (CI smoke test)
+  python bench/gpu.py --only dpo --rounds 9 --output bench/results-h100.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+
+import torch
+import torch.nn.functional as F
+
+# (name fragment, HBM bytes/s, dense bf16 tensor-core FLOP/s); first match wins, so the more
+# specific names come first. Spec sheet numbers, used only for the roofline column.
+GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
+    ("H100 PCIe", 2.0e12, 756e12),
+    ("H100 NVL", 3.9e12, 835e12),
+    ("H100", 3.35e12, 989e12),  # SXM5 (80GB HBM3)
+    ("H200", 4.8e12, 989e12),
+    ("A100", 2.039e12, 312e12),  # 80GB SXM
+)
+IGNORE = -100
+BETA = 0.1
+
+
+class Unavailable(Exception):
+    """A provider that cannot run here (missing package, needs CUDA); the table says why."""
+
+
+@dataclass
+class Row:
+    """One table row group: several providers doing the same work, and that work's floor."""
+
+    key: str
+    title: str
+    providers: dict[str, Callable[[], Callable[[], object]]]  # name -> factory of the timed callable
+    roofline_s: float | None
+    roofline_formula: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    provider: str
+    median_ms: float | None = None
+    peak_bytes: int | None = None
+    status: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------------
+def _is_cuda(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def _sync(device: torch.device) -> None:
+    if _is_cuda(device):
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(fn: Callable[[], object], device: torch.device, warmup_ms: int, rep_ms: int) -> float:
+    if _is_cuda(device):
+        import triton.testing
+
+        # CUDA events around each call, L2 flushed between calls, median of the repetitions.
+        return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    fn()  # CPU smoke mode: wall clock, a few calls
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def _peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    if not _is_cuda(device):
+        return None
+    gc.collect()
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def measure(row: Row, device: torch.device, rounds: int, warmup_ms: int, rep_ms: int) -> list[Result]:
+    """Build every provider, take its memory once, then time all providers round-robin."""
+    results: dict[str, Result] = {}
+    callables: dict[str, Callable[[], object]] = {}
+    for name, factory in row.providers.items():
+        result = results[name] = Result(name)
+        try:
+            fn = factory()
+            fn()  # compile / autotune / allocator warm-up outside every measurement
+            _sync(device)
+            result.peak_bytes = _peak_extra_bytes(fn, device)
+            callables[name] = fn
+        except Unavailable as exc:
+            result.status = f"skipped: {exc}"
+        except torch.cuda.OutOfMemoryError:
+            result.status = "out of memory"
+        except Exception as exc:  # a broken peer must not take the whole table down
+            result.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        gc.collect()
+        if _is_cuda(device):
+            torch.cuda.empty_cache()
+    samples: dict[str, list[float]] = {name: [] for name in callables}
+    for _ in range(rounds):
+        # Interleaved: every provider sees the same clocks and thermal state within a round.
+        for name, fn in list(callables.items()):
+            try:
+                samples[name].append(_time_ms(fn, device, warmup_ms, rep_ms))
+            except Exception as exc:  # e.g. a recompilation that fails on a later call
+                results[name].status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                del callables[name], samples[name]
+    for name, values in samples.items():
+        results[name].median_ms = statistics.median(values)
+    return list(results.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------------
+def _need_cuda(device: torch.device, what: str) -> None:
+    if not _is_cuda(device):
+        raise Unavailable(f"{what} needs CUDA")
+
+
+def _naive_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def _compiled(fn: Callable, device: torch.device, allow_cpu_compile: bool) -> Callable:
+    if not _is_cuda(device) and not allow_cpu_compile:
+        raise Unavailable("torch.compile on CPU is off in smoke mode (pass --compile)")
+    return torch.compile(fn)
+
+
+def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[float, float] | None) -> list[Row]:
+    from prefcore.kernels.logprobs import selective_log_softmax
+
+    n_rows, vocab = args.rows, args.vocab
+    dtype = torch.bfloat16
+    # One spare row so Liger's [B, L + 1, V] layout can view the same storage.
+    storage = (torch.randn(n_rows + 1, vocab, device=device, dtype=torch.float32) * 3).to(dtype)
+    logits = storage[:n_rows]
+    targets = torch.randint(0, vocab, (n_rows,), device=device)
+    upstream = torch.randn(n_rows, device=device)
+    element = logits.element_size()
+
+    def fwd_providers() -> dict[str, Callable[[], Callable[[], object]]]:
+        def prefcore():
+            return lambda: selective_log_softmax(logits, targets)
+
+        def naive():
+            return lambda: _naive_logprobs(logits, targets)
+
+        def compiled():
+            fn = _compiled(_naive_logprobs, device, args.compile)
+            return lambda: fn(logits, targets)
+
+        def liger():
+            _need_cuda(device, "Liger's Triton kernel")
+            try:
+                from liger_kernel.ops.grpo_loss import fused_selective_log_softmax
+            except ImportError as exc:
+                raise Unavailable(f"liger-kernel: {exc}") from exc
+            view = storage.view(1, n_rows + 1, vocab)
+            ids = targets.view(1, n_rows)
+            return lambda: fused_selective_log_softmax(view, ids, temperature=1.0)
+
+        def trl():
+            _need_cuda(device, "TRL's Triton kernel")
+            try:
+                from trl.kernels import selective_log_softmax_and_entropy
+            except ImportError as exc:
+                raise Unavailable(f"trl.kernels: {exc}") from exc
+            return lambda: selective_log_softmax_and_entropy(logits, targets)
+
+        return {"prefcore": prefcore, "naive torch": naive, "torch.compile": compiled, "liger": liger, "trl": trl}
+
+    def with_grad(forward: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor) -> Callable[[], None]:
+        def step() -> None:
+            leaf.grad = None
+            forward(leaf).backward(upstream)
+
+        return step
+
+    def fwdbwd_providers() -> dict[str, Callable[[], Callable[[], object]]]:
+        leaf = logits.detach().requires_grad_()
+
+        def prefcore():
+            return with_grad(lambda x: selective_log_softmax(x, targets), leaf)
+
+        def naive():
+            return with_grad(lambda x: _naive_logprobs(x, targets), leaf)
+
+        def compiled():
+            fn = _compiled(_naive_logprobs, device, args.compile)
+            return with_grad(lambda x: fn(x, targets), leaf)
+
+        def liger():
+            _need_cuda(device, "Liger's Triton kernel")
+            try:
+                from liger_kernel.ops.cross_entropy import LigerCrossEntropyFunction
+            except ImportError as exc:
+                raise Unavailable(f"liger-kernel: {exc}") from exc
+
+            # reduction="none" gives -log p per token; the gradient is computed during the forward
+            # and written over the input, so this leaf holds gradients after the first call.
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                return -LigerCrossEntropyFunction.apply(x, targets, None, IGNORE, 0.0, 0.0, "none")[0]
+
+            return with_grad(forward, logits.detach().clone().requires_grad_())
+
+        def trl():
+            _need_cuda(device, "TRL's Triton kernel")
+            try:
+                from trl.kernels import selective_log_softmax_and_entropy
+            except ImportError as exc:
+                raise Unavailable(f"trl.kernels: {exc}") from exc
+            return with_grad(lambda x: selective_log_softmax_and_entropy(x, targets)[0], leaf)
+
+        return {"prefcore": prefcore, "naive torch": naive, "torch.compile": compiled, "liger": liger, "trl": trl}
+
+    bandwidth = peaks[0] if peaks else None
+    fwd_bytes = n_rows * vocab * element  # one read of the logits; O(N) outputs neglected
+    fwdbwd_bytes = 3 * n_rows * vocab * element  # forward read, backward read + gradient write
+    return [
+        Row(
+            "logprob-fwd",
+            f"log-prob forward, logits {n_rows} x {vocab} bf16",
+            fwd_providers(),
+            fwd_bytes / bandwidth if bandwidth else None,
+            "N·V·2 B / HBM bandwidth",
+            ["trl also computes the entropy in the same pass"],
+        ),
+        Row(
+            "logprob-fwdbwd",
+            f"log-prob forward + backward, logits {n_rows} x {vocab} bf16",
+            fwdbwd_providers(),
+            fwdbwd_bytes / bandwidth if bandwidth else None,
+            "3·N·V·2 B / HBM bandwidth",
+            ["liger computes the gradient inside its forward and writes it over the logits"],
+        ),
+    ]
+
+
+def _dpo_loss(policy_logps, mask, chosen, rejected, ref_logps) -> torch.Tensor:
+    """prefcore's dpo_loss when importable, else the same sigmoid DPO on masked sequence sums."""
+    try:
+        from prefcore.kernels.preference_losses import dpo_loss
+    except ImportError:
+        dpo_loss = None
+    if dpo_loss is not None:
+        return dpo_loss(policy_logps, mask, chosen, rejected, ref_logps=ref_logps, beta=BETA).loss
+    weights = mask.to(policy_logps.dtype)
+    policy_sums = (policy_logps * weights).sum(-1)
+    ref_sums = (ref_logps * weights).sum(-1)
+    margin = (policy_sums[chosen] - ref_sums[chosen]) - (policy_sums[rejected] - ref_sums[rejected])
+    return -F.logsigmoid(BETA * margin).mean()
+
+
+def dpo_row(args: argparse.Namespace, device: torch.device, peaks: tuple[float, float] | None) -> Row:
+    from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs
+
+    pairs, seq_len, width, vocab = args.pairs, args.seq_len, args.hidden, args.vocab_dpo
+    n_seqs = 2 * pairs
+    dtype = torch.bfloat16
+    hidden = (torch.randn(n_seqs, seq_len, width, device=device, dtype=torch.float32)).to(dtype)
+    ref_hidden = (hidden.float() + 0.1 * torch.randn_like(hidden, dtype=torch.float32)).to(dtype)
+    weight = (torch.randn(vocab, width, device=device, dtype=torch.float32) / width**0.5).to(dtype)
+    ref_weight = weight.clone()
+    targets = torch.randint(0, vocab, (n_seqs, seq_len), device=device)
+    n_prompt = int(seq_len * args.prompt_fraction)
+    targets[:, :n_prompt] = IGNORE
+    mask = targets != IGNORE
+    # Liger's layout: the chosen sequences first, then the rejected ones.
+    chosen = torch.arange(pairs, device=device)
+    rejected = torch.arange(pairs, 2 * pairs, device=device)
+
+    def leaves() -> tuple[torch.Tensor, torch.Tensor]:
+        return hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+
+    def with_loss(policy_fn, ref_fn) -> Callable[[], None]:
+        policy_hidden, policy_weight = leaves()
+
+        def step() -> None:
+            policy_hidden.grad = policy_weight.grad = None
+            policy_logps = policy_fn(policy_hidden, policy_weight)
+            with torch.no_grad():
+                ref_logps = ref_fn(ref_hidden, ref_weight)
+            _dpo_loss(policy_logps, mask, chosen, rejected, ref_logps).backward()
+
+        return step
+
+    def naive_logps(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        logits = h @ w.T
+        logps = logits.float().log_softmax(-1).gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return logps * mask
+
+    def prefcore():
+        fn = lambda h, w: fused_linear_logprobs(h, w, targets)
+        return with_loss(fn, fn)
+
+    def naive():
+        return with_loss(naive_logps, naive_logps)
+
+    def compiled():
+        fn = _compiled(naive_logps, device, args.compile)
+        return with_loss(fn, fn)
+
+    def liger():
+        try:
+            from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
+        except ImportError as exc:
+            raise Unavailable(f"liger-kernel: {exc}") from exc
+        if not _is_cuda(device) and not args.compile:
+            raise Unavailable("Liger's chunked DPO compiles its chunk loss; CPU smoke mode skips it (pass --compile)")
+        loss_fn = LigerFusedLinearDPOLoss(ignore_index=IGNORE, beta=BETA, use_ref_model=True)
+        policy_hidden, policy_weight = leaves()
+        # Liger marks its inputs' sequence dimension dynamic for torch.compile: a private copy keeps
+        # that mark off the tensors the compiled naive provider specialises on.
+        liger_targets = targets.clone()
+
+        def step() -> None:
+            policy_hidden.grad = policy_weight.grad = None
+            loss = loss_fn(policy_weight, policy_hidden, liger_targets, ref_input=ref_hidden, ref_weight=ref_weight)
+            (loss[0] if isinstance(loss, tuple) else loss).backward()
+
+        return step
+
+    def trl():
+        try:
+            from trl.kernels import ChunkedLogProbFunction
+        except ImportError as exc:
+            raise Unavailable(f"trl.kernels: {exc}") from exc
+        flat_targets = targets.clamp_min(0).reshape(-1)
+
+        def fn(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            # (hidden, weight, bias, targets, temperature, vocabulary chunk, softcap, logit_scale, outputs)
+            logps = ChunkedLogProbFunction.apply(h.reshape(-1, width), w, None, flat_targets, 1.0, 8192, None, 1.0, ())[
+                0
+            ]
+            return logps.view(n_seqs, seq_len) * mask
+
+        return with_loss(fn, fn)
+
+    valid_tokens = n_seqs * (seq_len - n_prompt)
+    flops = 8 * valid_tokens * width * vocab  # policy 6NHV (fwd, dH, dW) + reference 2NHV
+    return Row(
+        "dpo",
+        f"DPO step, {pairs} pairs x {seq_len} tokens, H={width}, V={vocab} bf16 "
+        f"(prompt fraction {args.prompt_fraction:g})",
+        {"prefcore": prefcore, "naive torch": naive, "torch.compile": compiled, "liger": liger, "trl": trl},
+        flops / peaks[1] if peaks else None,
+        "8·N·H·V FLOPs / bf16 peak (prefcore recomputes the logits: 10·N·H·V)",
+        ["trl and prefcore recompute logits in the backward; liger computes gradients in its forward"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def _peaks_for(name: str) -> tuple[float, float] | None:
+    for fragment, bandwidth, flops in GPU_PEAKS:
+        if fragment.lower() in name.lower():
+            return bandwidth, flops
+    return None
+
+
+def _format_bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
+
+
+def render(rows: list[tuple[Row, list[Result]]], header: list[str]) -> str:
+    lines = [*header, ""]
+    lines.append("| op | provider | median ms | vs prefcore | peak extra memory | roofline ms | % of roofline |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
+    notes: list[str] = []
+    for row, results in rows:
+        ours = next((r.median_ms for r in results if r.provider == "prefcore"), None)
+        roofline_ms = row.roofline_s * 1e3 if row.roofline_s else None
+        for result in results:
+            if result.median_ms is None:
+                lines.append(f"| {row.key} | {result.provider} | – | – | – | – | {result.status} |")
+                continue
+            ratio = f"{result.median_ms / ours:.2f}x" if ours else "–"
+            roof = f"{roofline_ms:.3f}" if roofline_ms else "n/a"
+            share = f"{100 * roofline_ms / result.median_ms:.0f}%" if roofline_ms else "n/a"
+            lines.append(
+                f"| {row.key} | {result.provider} | {result.median_ms:.3f} | {ratio} | "
+                f"{_format_bytes(result.peak_bytes)} | {roof} | {share} |"
+            )
+        notes.append(f"- **{row.key}**: {row.title}; roofline = {row.roofline_formula}.")
+        notes.extend(f"  {note}." for note in row.notes)
+    return "\n".join([*lines, "", *notes])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Sizes default to the issue's H100 targets; --dry-run shrinks everything for a CPU smoke test.",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, one round; runs on CPU too")
+    parser.add_argument("--only", default="logprob-fwd,logprob-fwdbwd,dpo", help="comma-separated rows to run")
+    parser.add_argument("--rows", type=int, default=16384, help="tokens N of the log-prob rows")
+    parser.add_argument("--vocab", type=int, default=128256, help="vocabulary V of the log-prob rows")
+    parser.add_argument("--pairs", type=int, default=4, help="preference pairs in the DPO step")
+    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence in the DPO step")
+    parser.add_argument("--hidden", type=int, default=4096, help="hidden size H of the DPO step")
+    parser.add_argument("--vocab-dpo", type=int, default=128256, help="vocabulary V of the DPO step")
+    parser.add_argument(
+        "--prompt-fraction", type=float, default=0.0, help="leading tokens of each sequence set to ignore_index"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median over rounds)")
+    parser.add_argument("--warmup-ms", type=int, default=50, help="do_bench warm-up per measurement")
+    parser.add_argument("--rep-ms", type=int, default=300, help="do_bench repetition budget per measurement")
+    parser.add_argument("--compile", action="store_true", help="allow torch.compile providers on CPU")
+    parser.add_argument("--output", help="also write the markdown table to this file")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.rows, args.vocab = 64, 1000
+        args.pairs, args.seq_len, args.hidden, args.vocab_dpo = 2, 32, 64, 1000
+        args.rounds, args.warmup_ms, args.rep_ms = 1, 5, 20
+    if not 0.0 <= args.prompt_fraction < 1.0:
+        parser.error("--prompt-fraction must lie in [0, 1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not _is_cuda(device) and not args.dry_run:
+        print("No CUDA device: these figures are GPU figures. Use --dry-run for a CPU smoke test.", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    name = torch.cuda.get_device_name(device) if _is_cuda(device) else f"CPU {platform.machine()}"
+    peaks = _peaks_for(name) if _is_cuda(device) else None
+    wanted = {key.strip() for key in args.only.split(",") if key.strip()}
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    header = [
+        f"# prefcore log-prob kernels on {name}",
+        "",
+        f"{datetime.date.today().isoformat()} · torch {torch.__version__} · triton {triton_version}"
+        + (" · **dry run: tiny sizes, not a measurement**" if args.dry_run else ""),
+        f"Timing: median of {args.rounds} interleaved rounds, each a do_bench median "
+        f"(warm-up {args.warmup_ms} ms, {args.rep_ms} ms of repetitions, L2 flushed)."
+        if _is_cuda(device)
+        else "Timing: CPU wall clock (smoke mode).",
+        "Peak extra memory: max_memory_allocated during one call minus memory allocated before it "
+        "(inputs excluded; gradients, outputs and workspaces included).",
+    ]
+    if peaks is None and _is_cuda(device):
+        header.append(f"No peak numbers known for {name!r}: the roofline columns are n/a.")
+    rows: list[tuple[Row, list[Result]]] = []
+    builders = []
+    if wanted & {"logprob-fwd", "logprob-fwdbwd"}:
+        builders.append(logprob_rows)
+    if "dpo" in wanted:
+        builders.append(lambda a, d, p: [dpo_row(a, d, p)])
+    for build in builders:
+        for row in build(args, device, peaks):
+            if row.key in wanted:
+                print(f"measuring {row.key} ...", file=sys.stderr, flush=True)
+                rows.append((row, measure(row, device, args.rounds, args.warmup_ms, args.rep_ms)))
+                row.providers = {}  # drop the closures, and with them this row's inputs
+        gc.collect()
+        if _is_cuda(device):
+            torch.cuda.empty_cache()
+    report = render(rows, header)
+    print(report)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
