@@ -321,8 +321,8 @@ def _device_guard(tensor: torch.Tensor) -> object:
     return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else contextlib.nullcontext()
 
 
-def _row_blocks(n_rows: int, n_cols: int) -> range:
-    return range(0, n_rows, max(1, _TORCH_BLOCK_ELEMENTS // max(n_cols, 1)))
+def _rows_per_block(n_cols: int) -> int:
+    return max(1, _TORCH_BLOCK_ELEMENTS // n_cols)
 
 
 def _scaled_block(logits: torch.Tensor, start: int, end: int, dtype: torch.dtype, temperature: float) -> torch.Tensor:
@@ -342,7 +342,7 @@ def _fwd_torch(
     row_max = torch.zeros_like(logps)
     log_norm = torch.zeros_like(logps)
     entropy = torch.zeros_like(logps) if return_entropy else None
-    step = _row_blocks(n_rows, n_cols).step
+    step = _rows_per_block(n_cols)
     for start in range(0, n_rows, step):
         end = min(start + step, n_rows)
         target = targets[start:end].long()
@@ -381,7 +381,7 @@ def _bwd_torch(
 ) -> None:
     n_rows, n_cols = logits.shape
     dtype = _compute_dtype(logits.dtype)
-    step = _row_blocks(n_rows, n_cols).step
+    step = _rows_per_block(n_cols)
     for start in range(0, n_rows, step):
         end = min(start + step, n_rows)
         target = targets[start:end].long()
