@@ -46,5 +46,8 @@ def run_from_cli(args: argparse.Namespace) -> int:
         from prefcore.pipeline import run_pipeline
     except ImportError as exc:
         raise ConfigError("this installation has no training pipeline (prefcore.pipeline).") from exc
-    run_pipeline(config, out=args.out, resume=args.resume)
+    result = run_pipeline(config, out=args.out, resume=args.resume)
+    print(f"\nrun folder: {result.run_dir}  (report.md, metrics.csv, plots, model/)")
+    for name, value in sorted(result.metrics.items()):
+        print(f"  {name:<40} {value:.4g}")
     return 0
