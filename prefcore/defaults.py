@@ -15,16 +15,33 @@ from typing import Any
 def default_run_data() -> dict[str, Any]:
     """The default run file as plain data (what ``examples/demo_dpo.toml`` spells out)."""
     return {
-        "run": {"name": "demo", "seed": 0, "eval_prompts": 64, "max_new_tokens": 16, "temperature": 0.7},
+        "run": {
+            "name": "demo",
+            "seed": 0,
+            "reference": "precomputed",
+            "eval_prompts": 78,
+            "samples_per_prompt": 2,
+            "max_new_tokens": 24,
+            "temperature": 0.7,
+            "threads": 1,
+        },
         "model": {"demo": True},
-        "feedback": {"method": "demo_rule", "count": 2000, "demonstrations": 4000},
-        "warm_start": {"steps": 150, "lr": 3e-3, "batch_size": 32, "warmup_steps": 10},
-        "usage": {"method": "dpo", "beta": 0.1},
+        "feedback": {"method": "demo_rule", "count": 4000, "demonstrations": 8000},
+        "warm_start": {"steps": 800, "lr": 3e-3, "batch_size": 64, "warmup_steps": 20},
+        "usage": {"method": "dpo", "beta": 0.3},
         "evaluation": [
             {"method": "win_rate"},
             {"method": "preference_accuracy"},
             {"method": "kl"},
             {"method": "samples", "count": 6},
         ],
-        "train": {"steps": 120, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10, "eval_every": 40},
+        "train": {
+            "steps": 300,
+            "batch_size": 32,
+            "lr": 2e-4,
+            "warmup_steps": 10,
+            "schedule": "constant",
+            "eval_every": 100,
+            "checkpoint_every": 100,
+        },
     }

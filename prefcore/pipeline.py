@@ -56,6 +56,8 @@ class RunSettings:
     eval_prompts: int = option(64, doc="held-out prompts evaluated per evaluation pass")
     max_new_tokens: int = option(24, doc="generation length at evaluation")
     temperature: float = option(0.7, doc="sampling temperature at evaluation (0 = greedy)")
+    samples_per_prompt: int = option(1, doc="completions sampled per held-out prompt at evaluation")
+    threads: int = option(0, doc="CPU threads for torch; 0 keeps torch's default (1 is fastest for tiny models)")
 
     def __post_init__(self) -> None:
         if self.reference not in ("model", "precomputed", "none"):
@@ -186,6 +188,8 @@ def run_pipeline(
 
     run_dir = _prepare_run_dir(config, settings, out, resume)
     device = resolve_device(model_config.device)
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
 
@@ -252,7 +256,10 @@ def run_pipeline(
 
     beta = float(getattr(methods[0].config, "beta", 0.1))
     generation = GenerationSettings(
-        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, seed=settings.seed
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        num_samples=settings.samples_per_prompt,
+        seed=settings.seed,
     )
     evaluation_metrics: dict[str, float] = {}
     samples: list[Mapping[str, Any]] = []

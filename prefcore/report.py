@@ -217,7 +217,8 @@ def what_ran(config: Mapping[str, Any]) -> list[str]:
     if method_rows:
         lines += [*markdown_table(("Stage", "Method", "Options"), method_rows), ""]
     settings = [
-        (section, _options(values)) for section, values in config.items()
+        (section, _options(values))
+        for section, values in config.items()
         if section not in KINDS and isinstance(values, Mapping)
     ]
     if settings:
@@ -288,12 +289,14 @@ def before_and_after(rows: Rows, metrics: Mapping[str, float]) -> list[str]:
         steps, values = _series(rows, key)
         if len(values) < 2:
             continue
-        table.append((
-            key,
-            f"{format_value(values[0])} (step {format_value(steps[0])})",
-            f"{format_value(values[-1])} (step {format_value(steps[-1])})",
-            values[-1] - values[0],
-        ))
+        table.append(
+            (
+                key,
+                f"{format_value(values[0])} (step {format_value(steps[0])})",
+                f"{format_value(values[-1])} (step {format_value(steps[-1])})",
+                values[-1] - values[0],
+            )
+        )
     if not table:
         return []
     header = ("Metric", "first evaluation", "last evaluation", "change")

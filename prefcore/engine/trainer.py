@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -274,12 +275,15 @@ class Trainer:
                 self.on_evaluate(self.step)
             if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                 self.save()
-        if self.config.progress:
+        if self.config.progress and sys.stdout.isatty():
             print()
         return metrics
 
 
 def _print_progress(step: int, steps: int, metrics: Mapping[str, float]) -> None:
+    interactive = sys.stdout.isatty()
+    if not interactive and step % max(1, steps // 10) and step != steps:
+        return  # logs get ten lines per phase, terminals a live bar
     shown = [f"loss {metrics['loss']:.4f}"]
     for key, label in (("rewards/margin", "margin"), ("rewards/accuracy", "acc")):
         matching = [value for name, value in metrics.items() if name.endswith(key)]
@@ -288,4 +292,8 @@ def _print_progress(step: int, steps: int, metrics: Mapping[str, float]) -> None
     width = 24
     filled = int(width * step / steps)
     bar = "#" * filled + "." * (width - filled)
-    print(f"\r[{bar}] {step}/{steps}  " + "  ".join(shown), end="", flush=True)
+    line = f"[{bar}] {step}/{steps}  " + "  ".join(shown)
+    if interactive:
+        print("\r" + line, end="", flush=True)
+    else:
+        print(line, flush=True)
