@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -32,8 +31,11 @@ from prefcore.engine.models import load_policy
 from prefcore.engine.models import load_pretrained
 from prefcore.engine.models import load_tokenizer
 from prefcore.engine.models import resolve_device
+from prefcore.engine.models import save_model
 from prefcore.engine.reference import ModelReference
 from prefcore.engine.reference import precompute_reference
+from prefcore.engine.self_play import SelfPlayConfig
+from prefcore.engine.self_play import run_self_play
 from prefcore.engine.trainer import TrainConfig
 from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
@@ -178,6 +180,7 @@ def run_pipeline(
     model_config: ModelConfig = _build(ModelConfig, config.section("model"), "model")
     train_config: TrainConfig = _build(TrainConfig, config.section("train"), "train")
     warm_config: WarmStartConfig = _build(WarmStartConfig, config.section("warm_start"), "warm_start")
+    self_play: SelfPlayConfig = _build(SelfPlayConfig, config.section("self_play"), "self_play")
     objectives = selected.get("usage", [])
     if not objectives:
         raise ConfigError('the run file selects no usage objective: add a [usage] section with method = "dpo".')
@@ -215,7 +218,6 @@ def run_pipeline(
 
     tokenizer = load_tokenizer(model_config)
     policy = load_policy(model_config, tokenizer, seed=settings.seed)
-    pad_id = tokenizer.pad_token_id
     checkpoints_exist = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     hooks = _Hooks(registry, run_dir)
     hooks.hook.prefcore_run_start(run_dir=run_dir, config=config.to_dict())
@@ -227,9 +229,131 @@ def run_pipeline(
         )
 
     # -- usage objectives ------------------------------------------------------------------
+    weighted = [WeightedObjective(entry.method, entry.weight) for entry in objectives]
+    methods = [entry.method for entry in objectives]
+    reference_model = frozen_copy(policy)  # also the baseline of every comparison at evaluation
+    generation = GenerationSettings(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        num_samples=settings.samples_per_prompt,
+        seed=settings.seed,
+    )
+    evaluation = _Evaluation(
+        evaluators,
+        hooks,
+        run_dir,
+        policy=policy,
+        tokenizer=tokenizer,
+        reference=reference_model,
+        prompts=prompts,
+        preferences=heldout_records,
+        judge=judge,
+        generation=generation,
+        generation_prefix=methods[0].generation_prefix(),
+        beta=float(getattr(methods[0].config, "beta", 0.1)),
+        device=str(device),
+        seed=settings.seed,
+    )
+    on_step = lambda step, metrics: hooks.hook.prefcore_train_step_end(run_dir=run_dir, step=step, metrics=metrics)
+    if self_play.rounds > 0:
+        if not (resume and (run_dir / "round-1").exists()):
+            evaluation.run(0)
+        spin_demonstrations = demonstrations or [r for r in train_records if hasattr(r, "completion")]
+        run_self_play(
+            policy,
+            tokenizer,
+            spin_demonstrations,
+            weighted,
+            train_config,
+            self_play,
+            run_dir=run_dir,
+            device=device,
+            on_step=on_step,
+        )
+        final_step = self_play.rounds * train_config.steps
+    else:
+        final_step = _train_once(
+            policy,
+            tokenizer,
+            train_records,
+            objectives,
+            weighted,
+            reference_model,
+            settings,
+            train_config,
+            run_dir=run_dir,
+            device=device,
+            resume=resume,
+            checkpoints_exist=checkpoints_exist,
+            evaluation=evaluation,
+            on_step=on_step,
+            on_checkpoint=lambda step, path: hooks.hook.prefcore_checkpoint_saved(
+                run_dir=run_dir, step=step, path=path
+            ),
+        )
+    evaluation.run(final_step)
+    save_model(policy, tokenizer, run_dir / "model")
+    from prefcore.report import write_report
+
+    write_report(
+        run_dir,
+        config=config.to_dict(),
+        metrics_csv=run_dir / "metrics.csv",
+        eval_metrics=evaluation.metrics,
+        samples=evaluation.samples,
+        title=f"prefcore run: {settings.name}",
+    )
+    hooks.hook.prefcore_run_end(run_dir=run_dir, metrics=evaluation.metrics)
+    return RunResult(run_dir=run_dir, metrics=evaluation.metrics)
+
+
+class _Evaluation:
+    """Runs every selected evaluator on one shared context and reports through the hooks."""
+
+    def __init__(self, evaluators: Sequence[Any], hooks: _Hooks, run_dir: Path, **context: Any) -> None:
+        self.evaluators = evaluators
+        self.hooks = hooks
+        self.run_dir = run_dir
+        self.context = context
+        self.metrics: dict[str, float] = {}
+        self.samples: list[Mapping[str, Any]] = []
+
+    def run(self, step: int) -> None:
+        if not self.evaluators:
+            return
+        context = EvaluationContext(**self.context)  # a fresh cache: the policy has changed
+        metrics: dict[str, float] = {}
+        rows: list[Mapping[str, Any]] = []
+        for evaluator in self.evaluators:
+            result = evaluator.evaluate(context)
+            metrics.update({f"{evaluator.name}/{key}": float(value) for key, value in result.metrics.items()})
+            rows += list(result.samples)
+        context.policy.train()
+        self.metrics, self.samples = metrics, rows
+        self.hooks.hook.prefcore_evaluation_end(run_dir=self.run_dir, step=step, metrics=metrics)
+
+
+def _train_once(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    train_records: list[Any],
+    objectives: Sequence[SelectedMethod],
+    weighted: Sequence[WeightedObjective],
+    reference_model: torch.nn.Module,
+    settings: RunSettings,
+    train_config: TrainConfig,
+    *,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool,
+    checkpoints_exist: bool,
+    evaluation: _Evaluation,
+    on_step: Any,
+    on_checkpoint: Any,
+) -> int:
+    """Train the objectives on the feedback records; returns the last step."""
     methods = [entry.method for entry in objectives]
     data_format = _data_format(objectives)
-    prefix = methods[0].generation_prefix()
     for method in methods:
         train_records = method.transform_records(train_records)
     items = build_items(
@@ -243,97 +367,37 @@ def run_pipeline(
     needs_reference = any(method.uses_reference() for method in methods)
     if needs_reference and settings.reference == "none":
         raise ConfigError("[run] reference = 'none' but an objective needs reference log-probs.")
-    reference_model = frozen_copy(policy)  # also the baseline of every comparison at evaluation
     reference_fn = cached = None
     if needs_reference:
         model_reference = ModelReference(
             reference_model, fused=train_config.fused_lm_head, backend=train_config.kernel_backend
         )
         if settings.reference == "precomputed":
-            cached = precompute_reference(model_reference, items, pad_token_id=pad_id, device=device, cache_dir=run_dir)
+            cached = precompute_reference(
+                model_reference, items, pad_token_id=tokenizer.pad_token_id, device=device, cache_dir=run_dir
+            )
         else:
             reference_fn = model_reference
-
-    beta = float(getattr(methods[0].config, "beta", 0.1))
-    generation = GenerationSettings(
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        num_samples=settings.samples_per_prompt,
-        seed=settings.seed,
-    )
-    evaluation_metrics: dict[str, float] = {}
-    samples: list[Mapping[str, Any]] = []
-
-    def evaluate(step: int) -> None:
-        nonlocal evaluation_metrics, samples
-        context = EvaluationContext(
-            policy=policy,
-            tokenizer=tokenizer,
-            reference=reference_model,
-            prompts=prompts,
-            preferences=heldout_records,
-            judge=judge,
-            generation=generation,
-            generation_prefix=prefix,
-            beta=beta,
-            device=str(device),
-            seed=settings.seed,
-        )
-        metrics: dict[str, float] = {}
-        rows: list[Mapping[str, Any]] = []
-        for evaluator in evaluators:
-            result = evaluator.evaluate(context)
-            metrics.update({f"{evaluator.name}/{key}": float(value) for key, value in result.metrics.items()})
-            rows += list(result.samples)
-        policy.train()
-        evaluation_metrics, samples = metrics, rows
-        hooks.hook.prefcore_evaluation_end(run_dir=run_dir, step=step, metrics=metrics)
-
     trainer = Trainer(
         policy,
-        [WeightedObjective(entry.method, entry.weight) for entry in objectives],
+        weighted,
         items,
         train_config,
-        pad_token_id=pad_id,
+        pad_token_id=tokenizer.pad_token_id,
         run_dir=run_dir,
         device=device,
         reference_logps=reference_fn,
         cached_reference=cached,
-        on_step=lambda step, metrics: hooks.hook.prefcore_train_step_end(run_dir=run_dir, step=step, metrics=metrics),
-        on_checkpoint=lambda step, path: hooks.hook.prefcore_checkpoint_saved(run_dir=run_dir, step=step, path=path),
-        on_evaluate=evaluate,
+        on_step=on_step,
+        on_checkpoint=on_checkpoint,
+        on_evaluate=evaluation.run,
     )
     resumed = resume and checkpoints_exist and trainer.resume()
-    if not resumed and evaluators:
-        evaluate(0)  # the starting point: the policy still equals the reference
+    if not resumed:
+        evaluation.run(0)  # the starting point: the policy still equals the reference
     trainer.fit()
-    if evaluators:
-        evaluate(trainer.step)
     trainer.save()
-    _save_model(policy, tokenizer, run_dir / "model")
-    from prefcore.report import write_report
-
-    write_report(
-        run_dir,
-        config=config.to_dict(),
-        metrics_csv=run_dir / "metrics.csv",
-        eval_metrics=evaluation_metrics,
-        samples=samples,
-        title=f"prefcore run: {settings.name}",
-    )
-    hooks.hook.prefcore_run_end(run_dir=run_dir, metrics=evaluation_metrics)
-    return RunResult(run_dir=run_dir, metrics=evaluation_metrics)
-
-
-def _save_model(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
-    """The final model in safetensors, written to a staging folder and renamed into place."""
-    staging = path.with_name(path.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    model = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(path, ignore_errors=True)
-    staging.rename(path)
+    return trainer.step
 
 
 def _warm_start(
@@ -379,5 +443,5 @@ def _warm_start(
     )
     trainer.resume()
     trainer.fit()
-    _save_model(policy, tokenizer, done)
+    save_model(policy, tokenizer, done)
     return policy

@@ -7,6 +7,8 @@ also when it targets the LM head (the fused log-prob path merges the adapter on 
 
 from __future__ import annotations
 
+import copy
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,10 +115,20 @@ def apply_lora(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen deep copy in eval mode: the reference model."""
-    import copy
-
     reference = copy.deepcopy(model)
     reference.eval()
     for parameter in reference.parameters():
         parameter.requires_grad_(False)
     return reference
+
+
+def save_model(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
+    """The final model in safetensors, written to a staging folder and renamed into place."""
+    staging = path.with_name(path.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    # LoRA: save a merged copy so from_pretrained() loads it; the training policy keeps its adapters.
+    model = copy.deepcopy(policy).merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)

@@ -129,3 +129,34 @@ def test_lora_including_lm_head_trains_only_adapters(pairs_file: Path, tmp_path:
     assert any("lm_head" in name for name in trained)
     losses = _train_losses(run_dir)
     assert losses[6] < losses[1]
+
+
+def test_self_play_rounds_move_the_reference(tmp_path: Path) -> None:
+    config = {
+        "run": {"seed": 0, "eval_prompts": 4, "max_new_tokens": 8, "threads": 1},
+        "model": {"demo": True},
+        "feedback": {"method": "demo_rule", "count": 16, "demonstrations": 64},
+        "warm_start": {"steps": 20, "batch_size": 16},
+        "self_play": {"rounds": 2, "prompts": 24, "max_new_tokens": 12},
+        "usage": {"method": "dpo", "beta": 0.3},
+        "evaluation": [{"method": "win_rate"}],
+        "train": {"steps": 3, "batch_size": 8, "lr": 1e-3, "progress": False},
+    }
+    run_dir = run_pipeline(parse_run_config(config), out=str(tmp_path / "spin")).run_dir
+    assert (run_dir / "round-1" / "model").is_dir() and (run_dir / "round-2" / "model").is_dir()
+    assert sorted(_train_losses(run_dir)) == [1, 2, 3, 4, 5, 6]
+    rows = _rows(run_dir)
+    assert {row["step"] for row in rows if row.get("win_rate/win_rate")} == {"0", "6"}
+
+
+def test_reference_over_generation_prefers_the_human_answer() -> None:
+    from prefcore.data import BinaryLabel
+    from prefcore.engine.self_play import reference_over_generation
+
+    demonstrations = [
+        BinaryLabel("what colour is the sky ?", "blue", True),
+        BinaryLabel("add one and two", "three", True),
+    ]
+    pairs = reference_over_generation(demonstrations, ["red", "three"])
+    assert [(pair.chosen, pair.rejected) for pair in pairs] == [("blue", "red")]
+    assert pairs[0].source == "self_play"

@@ -1,0 +1,141 @@
+"""Iterative self-play (SPIN): each round, the human reference beats the model's own answer.
+
+Chen et al. 2024, "Self-Play Fine-Tuning Converts Weak Language Models to Strong Language
+Models", https://arxiv.org/abs/2401.01335. Round t freezes the current policy as π_t,
+lets it answer the demonstrations' prompts, and labels every pair with the rule "the
+human reference is preferred over the generation". A pairwise objective (SPIN's logistic
+loss is DPO's, with π_t as the reference) then trains π_{t+1}. The reference therefore moves
+every round to the previous round's model.
+
+Each finished round is saved (``round-N/model``), and each round checkpoints on its own,
+so a killed run resumes inside the round it was in.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefcore.data import PairwiseComparison
+from prefcore.engine.batching import build_items
+from prefcore.engine.generation import generate_completions
+from prefcore.engine.models import frozen_copy
+from prefcore.engine.models import load_pretrained
+from prefcore.engine.models import save_model
+from prefcore.engine.reference import ModelReference
+from prefcore.engine.sequences import completion_text
+from prefcore.engine.trainer import TrainConfig
+from prefcore.engine.trainer import Trainer
+from prefcore.engine.trainer import WeightedObjective
+from prefcore.errors import ConfigError
+from prefcore.evaluation import GenerationSettings
+from prefcore.methods import option
+
+
+@dataclass(frozen=True)
+class SelfPlayConfig:
+    """Options of the ``[self_play]`` section."""
+
+    rounds: int = option(0, doc="SPIN rounds; 0 trains once on the feedback records instead")
+    prompts: int = option(512, doc="demonstrations per round whose prompts the policy answers")
+    temperature: float = option(1.0, doc="sampling temperature of the policy's own answers")
+    max_new_tokens: int = option(32, doc="length limit of the policy's own answers")
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0 or self.prompts < 1:
+            raise ValueError(f"rounds must be >= 0 and prompts >= 1. Got {self.rounds} and {self.prompts}.")
+
+
+def reference_over_generation(demonstrations: Sequence[Any], generations: Sequence[str]) -> list[PairwiseComparison]:
+    """SPIN's feedback rule: each demonstration's completion is preferred over the model's answer.
+
+    A generation identical to the demonstration makes no pair (there is nothing to prefer).
+    """
+    pairs = []
+    for demonstration, generated in zip(demonstrations, generations, strict=True):
+        human = completion_text(demonstration.completion).strip()
+        if not generated.strip() or generated.strip() == human:
+            continue
+        pairs.append(
+            PairwiseComparison(
+                demonstration.prompt,
+                demonstration.completion,
+                generated,
+                source="self_play",
+                provenance=demonstration.provenance,
+            )
+        )
+    return pairs
+
+
+def _shifted(
+    on_step: Callable[[int, Mapping[str, float]], None], offset: int
+) -> Callable[[int, Mapping[str, float]], None]:
+    """Report a round's local steps as run-wide steps."""
+    return lambda step, metrics: on_step(offset + step, metrics)
+
+
+def run_self_play(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    demonstrations: Sequence[Any],
+    objectives: Sequence[WeightedObjective],
+    train_config: TrainConfig,
+    config: SelfPlayConfig,
+    *,
+    run_dir: Path,
+    device: torch.device,
+    on_step: Callable[[int, Mapping[str, float]], None] | None = None,
+) -> torch.nn.Module:
+    """Train ``config.rounds`` SPIN rounds of ``train_config.steps`` steps each; returns the policy."""
+    if not demonstrations:
+        raise ConfigError("[self_play] needs demonstrations: a feedback source with SFT data or labelled examples.")
+    for objective in objectives:
+        if "pairwise" not in objective.objective.data_formats:
+            raise ConfigError(f"[self_play] trains on pairs; usage objective {objective.objective.name!r} does not.")
+    for round_index in range(1, config.rounds + 1):
+        done = run_dir / f"round-{round_index}" / "model"
+        if done.is_dir():
+            policy.load_state_dict(load_pretrained(done, device).state_dict())
+            continue
+        previous = frozen_copy(policy)  # π_t: the opponent and the reference of this round
+        drawn = random.Random(train_config.seed * 1_000 + round_index).sample(
+            list(demonstrations), min(config.prompts, len(demonstrations))
+        )
+        settings = GenerationSettings(
+            max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=train_config.seed + round_index
+        )
+        answers = generate_completions(previous, tokenizer, [d.prompt for d in drawn], settings, device=str(device))
+        pairs = reference_over_generation(drawn, answers)
+        items = build_items(
+            pairs, "pairwise", tokenizer, max_length=train_config.max_length, truncation=train_config.truncation
+        )
+        offset = (round_index - 1) * train_config.steps
+        trainer = Trainer(
+            policy,
+            objectives,
+            items,
+            replace(train_config, eval_every=0),
+            pad_token_id=tokenizer.pad_token_id,
+            run_dir=run_dir,
+            device=device,
+            checkpoint_tag=f"round-{round_index}",
+            reference_logps=ModelReference(
+                previous, fused=train_config.fused_lm_head, backend=train_config.kernel_backend
+            ),
+            on_step=None if on_step is None else _shifted(on_step, offset),
+        )
+        trainer.resume()
+        trainer.fit()
+        trainer.save()
+        done.parent.mkdir(parents=True, exist_ok=True)
+        save_model(policy, tokenizer, done)
+    return policy
