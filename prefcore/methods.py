@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from prefcore.batch import LossOutput
     from prefcore.evaluation import EvaluationContext
     from prefcore.evaluation import EvaluationResult
+    from prefcore.preference import RewardBatch
 
 KINDS: tuple[str, ...] = ("feedback", "preference_model", "usage", "evaluation")
 """Plugin kinds in pipeline order: feedback → preference model → usage → evaluation."""
@@ -97,9 +98,23 @@ class FeedbackSource(Method, abc.ABC):
 
 
 class PreferenceModel(Method, abc.ABC):
-    """Learns to score completions from preference feedback (a reward model)."""
+    """Learns to score completions from preference feedback (a reward model).
+
+    Class attributes tell the engine what to prepare: ``data_formats`` (``pairwise``,
+    ``listwise``, ``unpaired``, ``stepwise``), preferred first; ``num_heads(config)`` says how
+    many scalar heads the reward network needs (one per aspect).
+    """
 
     kind: ClassVar[str] = "preference_model"
+    data_formats: ClassVar[tuple[str, ...]] = ("pairwise",)
+
+    def num_heads(self) -> int:
+        """Scalar reward heads this configured objective trains (1 unless multi-aspect)."""
+        return 1
+
+    @abc.abstractmethod
+    def loss(self, batch: RewardBatch) -> LossOutput:
+        """The scalar training loss of the reward network and named metrics (e.g. ``accuracy``)."""
 
 
 class UsageObjective(Method, abc.ABC):
