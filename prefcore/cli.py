@@ -88,6 +88,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_from_cli(args)
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from prefcore.annotate import annotate_from_cli
+
+    return annotate_from_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefcore",
@@ -126,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     run.add_argument("--dry-run", action="store_true", help="validate the run file and print the plan only")
     run.set_defaults(func=cmd_run)
+
+    annotate = commands.add_parser(
+        "annotate", help="annotate completions in the terminal (resumable), or report inter-annotator agreement"
+    )
+    annotate.add_argument("items", nargs="?", help="JSONL of {prompt, completions} rows or preference records")
+    annotate.add_argument("--out", help="JSONL the answers are appended to (one record per answer)")
+    annotate.add_argument("--annotator", help="your annotator id, stored as annotator_id")
+    annotate.add_argument(
+        "--mode",
+        action="append",
+        default=[],
+        help="pairwise, tie, ranking, likert, binary, critique; comma-separated or repeated (default: pairwise)",
+    )
+    annotate.add_argument("--scale", nargs=2, type=int, default=(1, 5), metavar=("LOW", "HIGH"), help="Likert scale")
+    annotate.add_argument("--aspect", default="overall", help="what Likert scores rate (default: overall)")
+    annotate.add_argument("--seed", type=int, default=0, help="seed of the per-item display order")
+    annotate.add_argument("--no-shuffle", action="store_true", help="show completions in file order")
+    annotate.add_argument("--agreement", nargs="+", metavar="OUT", help="report agreement in these annotation files")
+    annotate.set_defaults(func=cmd_annotate)
     return parser
 
 
