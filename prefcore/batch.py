@@ -46,6 +46,10 @@ class LogProbBatch:
             (KTO's reference point), excluded from ``labels``' loss; or None.
         num_items: how many comparisons the whole optimiser step holds across gradient
             accumulation, so per-micro-batch losses sum to the step mean; None = this batch.
+        num_tokens: completion tokens of the NLL-target sequences (chosen sequences for pairwise
+            batches, desirable ones for unpaired, the best of each list for listwise, every
+            sequence for sft) in the whole optimiser step, so token-averaged terms sum exactly
+            across micro-batches; None = this batch's own count (see ``target_token_count``).
     """
 
     policy_logps: torch.Tensor
@@ -63,6 +67,7 @@ class LogProbBatch:
     scores: torch.Tensor | None = None
     mismatched_index: torch.Tensor | None = None
     num_items: int | None = None
+    num_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.policy_logps.dim() != 2:
@@ -78,6 +83,10 @@ class LogProbBatch:
             )
         if (self.chosen_index is None) != (self.rejected_index is None):
             raise ValueError("chosen_index and rejected_index come together.")
+        for name in ("num_items", "num_tokens"):
+            count = getattr(self, name)
+            if count is not None and count < 0:
+                raise ValueError(f"{name} counts the whole optimiser step and must be >= 0 or None. Got {count}.")
 
     @property
     def num_sequences(self) -> int:
@@ -87,9 +96,49 @@ class LogProbBatch:
     def has_reference(self) -> bool:
         return self.ref_logps is not None or self.ref_sequence_logps is not None
 
+    def target_token_count(self) -> int:
+        """Completion tokens of this batch's NLL-target sequences; see :func:`target_token_count`."""
+        return target_token_count(
+            self.mask,
+            chosen_index=self.chosen_index,
+            labels=self.labels,
+            list_index=self.list_index,
+            mismatched_index=self.mismatched_index,
+        )
+
     def with_policy_logps(self, policy_logps: torch.Tensor) -> LogProbBatch:
         """The same batch with other policy log-probs (used by parity checks)."""
         return replace(self, policy_logps=policy_logps)
+
+
+def target_token_count(
+    mask: torch.Tensor,
+    *,
+    chosen_index: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    list_index: torch.Tensor | None = None,
+    mismatched_index: torch.Tensor | None = None,
+) -> int:
+    """Completion tokens of the sequences a token-averaged NLL trains on: the rule behind ``num_tokens``.
+
+    The chosen sequence of each pair (pairwise), the desirable labelled sequences (unpaired;
+    never KTO's mismatched ones), the best (first) sequence of each list (listwise), or every
+    sequence (sft). One rule for the engine, which sums it over a step's micro-batches
+    before running them, and for the parity kit's ``split_batch``, so both agree.
+    """
+    if chosen_index is not None:
+        targets = mask[chosen_index]
+    elif list_index is not None:
+        best = list_index[:, 0]
+        targets = mask[best[best >= 0]]
+    elif labels is not None:
+        desirable = labels.bool().clone()
+        if mismatched_index is not None:
+            desirable[mismatched_index] = False
+        targets = mask[desirable]
+    else:
+        targets = mask
+    return int((targets != 0).sum())
 
 
 @dataclass(frozen=True)

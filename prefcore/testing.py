@@ -8,8 +8,9 @@ with it can be tested on random tensors, without a model:
   independent reference (TRL's implementation, or the paper's formula in plain torch);
 - ``assert_gradcheck`` runs ``torch.autograd.gradcheck`` in float64;
 - ``assert_low_precision_close`` checks bf16/fp16 inputs lose no more than their rounding;
-- ``assert_accumulation_invariant`` checks that micro-batches with ``num_items`` set add
-  up to the whole batch (gradient accumulation gives the same step);
+- ``assert_accumulation_invariant`` checks that micro-batches with ``num_items`` and
+  ``num_tokens`` set add up to the whole batch (gradient accumulation gives the same step,
+  token-averaged terms included, with completions of any length);
 - ``assert_padding_invariant`` checks that padding columns and masked values change nothing;
 - ``assert_weights_respected`` checks that ``batch.weights`` scale each comparison's loss;
 - ``check_objective`` runs all of them.
@@ -218,6 +219,8 @@ def batch_to(batch: LogProbBatch, dtype: torch.dtype) -> LogProbBatch:
 def split_batch(batch: LogProbBatch, groups: Sequence[Sequence[int]]) -> list[tuple[LogProbBatch, torch.Tensor]]:
     """Micro-batches holding the comparisons of each group, with ``num_items`` = the whole batch's.
 
+    ``num_tokens`` is the whole batch's ``target_token_count()``, by the rule the engine uses
+    for a step, so token-averaged terms are checked across splits as training runs them.
     Sequences are re-indexed from 0 in each part. KTO's mismatched sequences (a
     batch-level reference point, detached) go into every part unchanged.
 
@@ -226,10 +229,11 @@ def split_batch(batch: LogProbBatch, groups: Sequence[Sequence[int]]) -> list[tu
         ``i`` of ``part`` came from (to map gradients back).
     """
     total = num_comparisons(batch)
+    total_tokens = batch.target_token_count()
     parts = []
     for group in groups:
         items = torch.as_tensor(list(group), dtype=torch.long)
-        changes: dict[str, torch.Tensor | int | None] = {"num_items": total}
+        changes: dict[str, torch.Tensor | int | None] = {"num_items": total, "num_tokens": total_tokens}
         if batch.chosen_index is not None and batch.rejected_index is not None:
             chosen, rejected = batch.chosen_index[items], batch.rejected_index[items]
             sequences = torch.cat([chosen, rejected])
@@ -434,10 +438,11 @@ def assert_accumulation_invariant(
     rtol: float = 1e-5,
     atol: float = 1e-6,
 ) -> None:
-    """Micro-batches with ``num_items`` set sum to the whole batch's loss, with the same gradients.
+    """Micro-batches with ``num_items`` and ``num_tokens`` set sum to the whole batch's loss and gradients.
 
     Why: with gradient accumulation the engine calls the objective once per micro-batch
-    and adds the losses; the step must equal one call on the whole batch, whatever the split.
+    and adds the losses; the step must equal one call on the whole batch, whatever the split
+    and whatever the completion lengths (a token average must use the step's token count).
     """
     label = objective_label(objective)
     total = num_comparisons(batch)

@@ -2,7 +2,8 @@
 
 Not a plugin: it registers nothing. Every objective reduces its per-comparison losses
 through ``reduce_losses`` so that weights, ``num_items`` (gradient accumulation) and empty
-micro-batches are handled the same way everywhere.
+micro-batches are handled the same way everywhere; token-averaged NLL terms go through
+``nll_shares`` / ``token_mean_scale`` so that ``num_tokens`` makes them exact across splits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from prefcore.batch import LogProbBatch
 from prefcore.data import Message
 from prefcore.data import Text
+from prefcore.kernels.preference_losses import nll_loss
 from prefcore.kernels.preference_losses import sequence_logps
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -173,6 +175,38 @@ def reduce_losses(losses: torch.Tensor, batch: LogProbBatch, weights: torch.Tens
         losses = losses * weights.to(losses.dtype)
     count = batch.num_items if batch.num_items is not None else losses.numel()
     return losses.sum() / max(count, 1)
+
+
+def token_mean_scale(batch: LogProbBatch, target_index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """Factor taking the kernels' NLL shares from this micro-batch's token mean to the step's; None = keep it.
+
+    ``nll_loss`` (and the NLL part of ``orpo_loss``) gives comparison p the share
+    −log π(y_p)·P / n, with n the target tokens of this micro-batch's P comparisons, so that
+    the mean is TRL's token average. ``reduce_losses`` divides by N (``num_items``). Times
+    n·N / (P·``num_tokens``) a share becomes −log π(y_p)·N / num_tokens, and the micro-batches
+    of a step add up to −Σ log π / num_tokens exactly, whatever their lengths. The kernel
+    stays the one definition of the NLL; with ``num_tokens`` unset its value (TRL's) stands.
+    """
+    if batch.num_tokens is None:
+        return None
+    comparisons = max(int(target_index.numel()), 1)
+    count = batch.num_items if batch.num_items is not None else comparisons
+    micro_tokens = (batch.mask[target_index] != 0).sum().to(dtype)
+    return micro_tokens * (count / (comparisons * max(batch.num_tokens, 1)))
+
+
+def nll_shares(
+    batch: LogProbBatch, chosen_index: torch.Tensor, rejected_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-comparison shares of the token-averaged NLL of the chosen sequences, for ``reduce_losses``.
+
+    Returns the ``[P]`` shares (over the step's tokens when ``num_tokens`` is set, see
+    ``token_mean_scale``) and this micro-batch's detached token mean, the ``nll`` metric.
+    """
+    out = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
+    scale = token_mean_scale(batch, chosen_index, out.losses.dtype)
+    shares = out.losses if scale is None else out.losses * scale
+    return shares, out.loss.detach()
 
 
 def mean_or_zero(values: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ tokens in h); σ: the logistic function; β: inverse temperature; ε: label smoo
 weight of the NLL term; |y|: number of completion tokens. Dropping DPO's reference model
 (a uniform prior) halves the memory; the NLL term keeps the policy on the chosen data.
 The NLL is ``prefcore.kernels.preference_losses.nll_loss``, a token average over the
-micro-batch as in TRL.
+batch as in TRL; under gradient accumulation over the whole step's chosen tokens
+(``LogProbBatch.num_tokens``), so micro-batches add up exactly.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import torch.nn.functional as F
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import nll_loss
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_in_range
 from prefcore.plugins.usage._common import check_non_negative
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import nll_shares
 from prefcore.plugins.usage._common import policy_sequence_logps
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import require_pairs
@@ -65,10 +66,10 @@ class CPO(UsageObjective):
         chosen_logps, rejected_logps = summed[chosen_index], summed[rejected_index]
         logits = beta * (chosen_logps - rejected_logps)
         preference_losses = -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
-        nll = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
-        losses = preference_losses + self.config.alpha * nll.losses
+        nll_losses, nll = nll_shares(batch, chosen_index, rejected_index)
+        losses = preference_losses + self.config.alpha * nll_losses
         loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        metrics = {**reward_metrics(beta * chosen_logps, beta * rejected_logps), "nll": nll.loss.detach()}
+        metrics = {**reward_metrics(beta * chosen_logps, beta * rejected_logps), "nll": nll}
         return LossOutput(loss, metrics)
 
 

@@ -13,9 +13,9 @@ y_w, y_l: chosen and rejected completion; |y|: number of completion tokens; π: 
 odds ratio penalises the rejected style mildly during SFT, so no separate SFT stage or
 reference model is needed. Computed by ``prefcore.kernels.preference_losses.orpo_loss``.
 
-The NLL is a token average over the micro-batch (as in TRL); with ``num_items`` each
-micro-batch's share is weighted by its number of pairs, which equals the step's token
-average when completions have equal lengths and approximates it otherwise.
+L_SFT is a token average over the batch (as in TRL); under gradient accumulation over the
+whole step's chosen tokens (``LogProbBatch.num_tokens``), so micro-batches add up exactly,
+whatever the completion lengths.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
+from prefcore.kernels.preference_losses import nll_loss
 from prefcore.kernels.preference_losses import orpo_loss
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
@@ -34,6 +35,7 @@ from prefcore.plugins.usage._common import mean_or_zero
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
+from prefcore.plugins.usage._common import token_mean_scale
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,13 @@ class ORPO(UsageObjective):
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
         out = orpo_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index, beta=self.config.beta)
-        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
+        losses = out.losses
+        scale = token_mean_scale(batch, chosen_index, losses.dtype)
+        if scale is not None:
+            # out.losses = NLL share (a micro-batch token mean) + odds-ratio term: rescale only the former
+            nll = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
+            losses = losses + (scale - 1) * nll.losses
+        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
         metrics = dict(reward_metrics(out.chosen_rewards, out.rejected_rewards))
         if out.nll_loss is not None and out.odds_ratio_loss is not None and out.log_odds is not None:
             metrics |= {

@@ -10,8 +10,10 @@ https://arxiv.org/abs/2404.19733, Eq. 1 (TRL DPO ``loss_type=["sigmoid", "sft"]`
 y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-probs summed
 over completion tokens); σ: the logistic function; β: strength of the KL penalty; α:
 weight of the NLL term; |y|: number of completion tokens (the NLL is a token average over
-the micro-batch, as in TRL). DPO alone can lower both likelihoods; the NLL keeps the
-chosen one up. Computed by ``prefcore.kernels.preference_losses.dpo_loss`` and ``nll_loss``.
+the batch, as in TRL; under gradient accumulation over the whole step's chosen tokens,
+``LogProbBatch.num_tokens``, so micro-batches add up exactly). DPO alone can lower both
+likelihoods; the NLL keeps the chosen one up. Computed by
+``prefcore.kernels.preference_losses.dpo_loss`` and ``nll_loss``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.kernels.preference_losses import dpo_loss
-from prefcore.kernels.preference_losses import nll_loss
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_non_negative
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import nll_shares
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
@@ -62,10 +64,10 @@ class RPO(UsageObjective):
             **reference_kwargs(batch, self.name),
             beta=self.config.beta,
         )
-        nll = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
-        losses = preference.losses + self.config.alpha * nll.losses
+        nll_losses, nll = nll_shares(batch, chosen_index, rejected_index)
+        losses = preference.losses + self.config.alpha * nll_losses
         loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        metrics = {**reward_metrics(preference.chosen_rewards, preference.rejected_rewards), "nll": nll.loss.detach()}
+        metrics = {**reward_metrics(preference.chosen_rewards, preference.rejected_rewards), "nll": nll}
         return LossOutput(loss, metrics)
 
 

@@ -7,13 +7,11 @@ https://arxiv.org/abs/2203.02155, the SFT stage; TRL DPO ``loss_type="sft"``).
     loss = −Σ_{y ∈ B} Σ_t log π(y_t | x, y_<t) / Σ_{y ∈ B} |y|
 
 B: the completions trained on: the chosen completion of each pair (pairwise data) or every
-sequence (SFT data); |y|: number of completion tokens; π: the policy. The NLL is a token
-average over the micro-batch, as in TRL. Computed by
-``prefcore.kernels.preference_losses.nll_loss``.
-
-With ``num_items`` each micro-batch's token average is weighted by its share of the
-step's comparisons: exactly the step's token average when completions have equal
-lengths, and close to it otherwise.
+sequence (SFT data); |y|: number of completion tokens; π: the policy. Computed by
+``prefcore.kernels.preference_losses.nll_loss``: a token average over the batch, as in TRL.
+Under gradient accumulation B is the whole optimiser step: each micro-batch's summed NLL
+is divided by the step's token count (``LogProbBatch.num_tokens``), so the micro-batches
+add up to the step's token average exactly, whatever the completion lengths.
 """
 
 from __future__ import annotations
@@ -23,10 +21,10 @@ import torch
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import nll_loss
 from prefcore.methods import NoOptions
 from prefcore.methods import UsageObjective
 from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import nll_shares
 from prefcore.plugins.usage._common import reduce_losses
 
 
@@ -43,9 +41,9 @@ class SFT(UsageObjective):
             chosen_index, rejected_index = batch.chosen_index, batch.rejected_index
         else:
             chosen_index = rejected_index = torch.arange(batch.num_sequences, device=batch.mask.device)
-        out = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
-        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
-        return LossOutput(loss, {"nll": out.loss.detach()})
+        losses, nll = nll_shares(batch, chosen_index, rejected_index)
+        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+        return LossOutput(loss, {"nll": nll})
 
 
 @hookimpl

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from prefcore.batch import target_token_count
 from prefcore.data import BinaryLabel
 from prefcore.data import FeedbackRecord
 from prefcore.data import PairwiseComparison
@@ -206,6 +207,16 @@ class SequenceBatch:
     mismatched_index: torch.Tensor | None = None
     ref_sequence_logps: torch.Tensor | None = None
     num_items: int = 0
+
+    def target_token_count(self) -> int:
+        """Completion tokens of the NLL-target sequences, summed over a step into ``LogProbBatch.num_tokens``."""
+        return target_token_count(
+            self.sequences.completion_mask,
+            chosen_index=self.chosen_index,
+            labels=self.labels,
+            list_index=self.list_index,
+            mismatched_index=self.mismatched_index,
+        )
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         moved = {

@@ -2,7 +2,8 @@
 
 One optimiser step = ``grad_accum`` micro-batches. Each objective's loss is normalised by
 the number of comparisons in the whole step (``LogProbBatch.num_items``), so the summed
-micro-batch gradients equal the gradient of the step mean, whatever the split. Several
+micro-batch gradients equal the gradient of the step mean, whatever the split; token-averaged
+terms divide by the step's target tokens (``LogProbBatch.num_tokens``) likewise. Several
 objectives train together as a weighted sum; each sees the same log-prob batch.
 """
 
@@ -195,7 +196,12 @@ class Trainer:
         self.position += 1
         return indices
 
-    def _log_prob_batch(self, batch: SequenceBatch, num_items: int) -> LogProbBatch:
+    def _collate(self, indices: list[int]) -> SequenceBatch:
+        items = [self.items[index] for index in indices]
+        cached = [self.cached_reference[index] for index in indices] if self.cached_reference is not None else None
+        return collate(items, self.pad_token_id, reference_logps=cached)
+
+    def _log_prob_batch(self, batch: SequenceBatch, num_items: int, num_tokens: int) -> LogProbBatch:
         with _autocast(self.config, self.device):
             policy_logps = completion_token_logps(
                 self.policy, batch.sequences, fused=self.config.fused_lm_head, backend=self.config.kernel_backend
@@ -219,6 +225,7 @@ class Trainer:
             weights=batch.weights,
             mismatched_index=batch.mismatched_index,
             num_items=num_items,
+            num_tokens=num_tokens,
         )
 
     # -- loop ---------------------------------------------------------------------------
@@ -228,12 +235,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self._next_micro_batch() for _ in range(self.config.grad_accum)]
         num_items = sum(len(indices) for indices in micro)
+        batches = [self._collate(indices) for indices in micro]
+        # every micro-batch divides its token sums by the whole step's count, known only after collating all
+        num_tokens = sum(batch.target_token_count() for batch in batches)
         totals: dict[str, float] = {}
-        for indices in micro:
-            items = [self.items[index] for index in indices]
-            cached = [self.cached_reference[index] for index in indices] if self.cached_reference is not None else None
-            batch = collate(items, self.pad_token_id, reference_logps=cached).to(self.device)
-            log_prob_batch = self._log_prob_batch(batch, num_items)
+        for indices, batch in zip(micro, batches, strict=True):
+            log_prob_batch = self._log_prob_batch(batch.to(self.device), num_items, num_tokens)
             loss = torch.zeros((), device=self.device)
             share = len(indices) / num_items
             for entry in self.objectives:

@@ -127,6 +127,31 @@ class WrongGradient(Logistic):
         return Logistic.loss(self, batch.with_policy_logps(_DoubledBackward.apply(batch.policy_logps)))
 
 
+class StepTokenMean(UsageObjective):
+    """Correct: NLL of the chosen completions, summed and divided by the step's target tokens."""
+
+    name = "step_token_mean"
+
+    def chosen_nll(self, batch: LogProbBatch) -> torch.Tensor:
+        assert batch.chosen_index is not None
+        return -_sequence_sums(batch)[batch.chosen_index].sum()
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        tokens = batch.num_tokens if batch.num_tokens is not None else batch.target_token_count()
+        return LossOutput(self.chosen_nll(batch) / tokens)
+
+
+class MicroBatchTokenMean(StepTokenMean):
+    """Bug: this micro-batch's token mean weighted by its share of comparisons, exact only for equal lengths."""
+
+    name = "micro_batch_token_mean"
+
+    def loss(self, batch: LogProbBatch) -> LossOutput:
+        assert batch.chosen_index is not None
+        share = batch.chosen_index.numel() / (batch.num_items or batch.chosen_index.numel())
+        return LossOutput(self.chosen_nll(batch) / batch.target_token_count() * share)
+
+
 class AttachedMetric(Logistic):
     name = "attached_metric"
 
@@ -192,6 +217,8 @@ def test_split_batch_partitions_the_comparisons(data_format: str) -> None:
     total = num_comparisons(batch)
     parts = split_batch(batch, [[0, 2], [1], list(range(3, total))])
     assert all(part.num_items == total for part, _ in parts)
+    assert all(part.num_tokens == batch.target_token_count() for part, _ in parts)
+    assert sum(part.target_token_count() for part, _ in parts) == batch.target_token_count()
     assert sum(num_comparisons(part) for part, _ in parts) == total
     for part, sequences in parts:
         torch.testing.assert_close(part.policy_logps, batch.policy_logps[sequences])
@@ -200,6 +227,29 @@ def test_split_batch_partitions_the_comparisons(data_format: str) -> None:
         assert sorted(seen.tolist()) == list(range(batch.num_sequences))
     else:  # the mismatched reference sequences go into every part
         assert sorted(set(seen.tolist())) == list(range(batch.num_sequences))
+
+
+def test_target_token_count_counts_the_nll_targets_of_each_format() -> None:
+    lengths = torch.tensor([1, 2, 3, 4])
+    mask = torch.arange(4)[None, :] < lengths[:, None]
+
+    def count(**fields: torch.Tensor) -> int:
+        return LogProbBatch(policy_logps=-mask.float(), mask=mask, **fields).target_token_count()
+
+    assert count() == 10  # sft: every sequence
+    assert count(chosen_index=torch.tensor([3, 0]), rejected_index=torch.tensor([1, 2])) == 4 + 1  # the chosen
+    # unpaired: desirable sequences, never KTO's mismatched ones (even if labelled True)
+    assert count(labels=torch.tensor([True, False, True, True]), mismatched_index=torch.tensor([3])) == 1 + 3
+    ranked = {"list_index": torch.tensor([[2, 0], [1, -1]]), "list_ranks": torch.tensor([[1.0, 2.0], [1.0, 9.0]])}
+    assert count(**ranked) == 3 + 2  # listwise: the best (first) of each list
+
+
+def test_num_items_and_num_tokens_must_not_be_negative() -> None:
+    batch = make_random_batch("sft")
+    assert replace(batch, num_tokens=0).num_tokens == 0
+    for name in ("num_items", "num_tokens"):
+        with pytest.raises(ValueError, match=f"{name} counts the whole optimiser step"):
+            replace(batch, **{name: -1})
 
 
 def test_batch_to_casts_every_float_field() -> None:
@@ -233,6 +283,17 @@ def test_each_check_catches_its_bug(check: Check, buggy: type[UsageObjective], m
     with pytest.raises(AssertionError, match=message) as excinfo:
         check(buggy(), batch)
     assert f"objective {buggy.name!r}" in str(excinfo.value)
+
+
+def test_accumulation_check_catches_a_micro_batch_token_mean_with_uneven_lengths() -> None:
+    """The step's token count (``num_tokens``) is needed once lengths differ; equal lengths hide the bug."""
+    uneven = make_random_batch("pairwise", num_items=6, max_tokens=9, with_reference=False, seed=2)
+    assert_accumulation_invariant(StepTokenMean(), uneven, num_parts=3)
+    with pytest.raises(AssertionError, match="objective 'micro_batch_token_mean': micro-batch losses") as excinfo:
+        assert_accumulation_invariant(MicroBatchTokenMean(), uneven, num_parts=3)
+    assert "do not add up" in str(excinfo.value)
+    equal = make_random_batch("pairwise", num_items=6, with_reference=False, equal_lengths=True, seed=2)
+    assert_accumulation_invariant(MicroBatchTokenMean(), equal, num_parts=3)
 
 
 def test_reference_comparison_checks_value_and_gradient() -> None:
