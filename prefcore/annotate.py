@@ -152,8 +152,9 @@ def _plain_item(row: Mapping[str, Any], source: str, line: int) -> tuple[Text, t
     def fail(message: str, field: str) -> DataError:
         return DataError(f"{message} {ITEM_FORMAT}", source=source, line=line, field=field)
 
-    if "prompt" not in row:
-        raise fail("is missing.", "prompt")
+    for name in ("prompt", "completions"):
+        if name not in row and not (name == "completions" and "completion" in row):
+            raise fail("is missing.", name)
     try:
         prompt = check_text(row["prompt"], "prompt")
         raw = row["completions"] if "completions" in row else [row["completion"]]
@@ -186,7 +187,7 @@ def read_items(path: str | os.PathLike[str], *, min_completions: int = 1, purpos
     items: list[Item] = []
     lines_of: dict[str, int] = {}
     for line, row in jsonl_rows(source):
-        if _RECORD_MARKERS & set(row) or ("completions" not in row and "completion" not in row):
+        if _RECORD_MARKERS & set(row):
             record = record_from_dict(row, source=source, line=line)
             prompt, completions = record.prompt, record_completions(record)
         else:
@@ -512,7 +513,7 @@ class Terminal:
 
 @dataclass(frozen=True)
 class SessionSummary:
-    """How a session ended: ``stopped`` is done, quit, end of input or interrupted."""
+    """How a session ended: ``stopped`` is done, skipped (items left by ``s``), quit, end of input or interrupted."""
 
     answered: int
     remaining: int
@@ -561,6 +562,8 @@ def run_session(items: Sequence[Item], log: AnnotationLog, config: SessionConfig
     except KeyboardInterrupt:
         stopped = "interrupted"
     remaining = todo - answered
+    if stopped == "done" and remaining:
+        stopped = "skipped"
     if stopped == "done" and remaining == 0:
         terminal.show(f"\nAll done: {answered} answers saved this session to {log.path}.")
     else:
@@ -868,7 +871,7 @@ def annotate_from_cli(args: Any, stdin: TextIO | None = None, stdout: TextIO | N
         seed=args.seed,
     )
     items = read_items(
-        args.items, min_completions=config.min_completions, purpose="the pairwise, tie and ranking modes"
+        args.items, min_completions=config.min_completions, purpose="comparing them (modes pairwise, tie, ranking)"
     )
     terminal = Terminal(sys.stdin if stdin is None else stdin, stdout)
     with AnnotationLog(args.out) as log:
