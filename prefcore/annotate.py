@@ -68,6 +68,7 @@ from prefcore.data.records import Critique
 from prefcore.data.records import FeedbackRecord
 from prefcore.data.records import PairwiseComparison
 from prefcore.data.records import PreferenceRecord
+from prefcore.data.records import Provenance
 from prefcore.data.records import Ranking
 from prefcore.data.records import Scores
 from prefcore.data.records import Text
@@ -99,6 +100,11 @@ class Item:
     completions: tuple[Text, ...]
     source: str
     line: int
+
+    @property
+    def provenance(self) -> Provenance:
+        """Where the item was read, for records made from it."""
+        return Provenance(self.source, self.line)
 
 
 def jsonl_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Mapping[str, Any]]]:
@@ -505,6 +511,11 @@ class Terminal:
 
     def ask(self, prompt: str) -> str | None:
         """One line of input without its newline; None at the end of input."""
+        if self.stdin is sys.stdin and self.stdout is sys.stdout and sys.stdin.isatty():
+            try:
+                return input(prompt)  # a console: line editing
+            except EOFError:
+                return None
         self.stdout.write(prompt)
         self.stdout.flush()
         line = self.stdin.readline()

@@ -309,7 +309,12 @@ class LLMJudge(FeedbackSource):
         else:
             chosen, rejected, orders = x, y, [verdict.forward, verdict.backward]
         metadata = {"judge_orders": orders, "order_consistent": verdict.consistent}
-        common: dict[str, Any] = {"source": "ai", "group_id": item.id, "metadata": metadata}
+        common: dict[str, Any] = {
+            "source": "ai",
+            "group_id": item.id,
+            "metadata": metadata,
+            "provenance": item.provenance,
+        }
         if verdict.winner == 0:
             return PairwiseComparison(item.prompt, chosen, rejected, tie=True, probability=0.5, **common)
         probability = verdict.probability if verdict.winner == 1 else 1.0 - verdict.probability

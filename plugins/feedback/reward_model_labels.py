@@ -99,7 +99,12 @@ def scored_pairs(item: Item, scores: Sequence[float], config: RewardModelLabelsC
         gap = scores[first] - scores[second]
         chosen, rejected = (first, second) if gap >= 0 else (second, first)
         metadata = {"scores": [scores[chosen], scores[rejected]]}
-        common: dict[str, Any] = {"source": "reward_model", "group_id": item.id, "metadata": metadata}
+        common: dict[str, Any] = {
+            "source": "reward_model",
+            "group_id": item.id,
+            "metadata": metadata,
+            "provenance": item.provenance,
+        }
         if abs(gap) <= config.tie_threshold:
             if config.ties == "keep":
                 yield PairwiseComparison(
@@ -189,6 +194,7 @@ class RewardModelLabels(FeedbackSource):
                     source="reward_model",
                     group_id=item.id,
                     metadata={"scores": scores},
+                    provenance=item.provenance,
                 )
             else:
                 yield from scored_pairs(item, scores, self.config)

@@ -76,7 +76,6 @@ class StrongerGeneratorConfig:
 class Answer:
     text: Text
     generator: str
-    line: int
 
 
 def _generator(row: Row, levels: dict[str, int]) -> str:
@@ -101,10 +100,10 @@ def read_answers(path: Path, levels: dict[str, int]) -> dict[Text, list[Answer]]
             for index, value in enumerate(raw):
                 entry = row.at("completions", index, value)
                 generator = _generator(entry, levels)
-                answers.append(Answer(entry.text("text", like=prompt), generator, row.line))
+                answers.append(Answer(entry.text("text", like=prompt), generator))
         else:
             text = row.text("completion", like=prompt)
-            answers.append(Answer(text, _generator(row, levels), row.line))
+            answers.append(Answer(text, _generator(row, levels)))
     return grouped
 
 

@@ -421,3 +421,30 @@ def test_annotate_from_cli_parses_modes_and_scale(tmp_path: Path, write_rows: Wr
     records = load_preferences(out)[0]
     assert [record.format for record in records] == ["scores", "scores", "binary", "binary"]
     assert records[0].scores == ({"accuracy": 10.0},) and records[0].scale == (0.0, 10.0)
+
+
+def test_ctrl_c_in_a_real_terminal(tmp_path: Path, write_rows: WriteRows) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    items = write_rows("items.jsonl", PAIRS)
+    out = tmp_path / "out.jsonl"
+    command = [*("-m", "prefcore.cli", "annotate", str(items), "--out", str(out)), "--annotator", "alice"]
+    child = pexpect.spawn(
+        sys.executable,
+        [*command, "--no-shuffle"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        encoding="utf-8",
+        timeout=20,
+        preexec_fn=_default_sigint,
+    )
+    child.expect_exact("Which is better, [1] or [2]? (1/2) > ")
+    child.sendline("3")
+    child.expect_exact("Invalid answer '3': type 1 or 2 (s skips this item, q quits).")
+    child.sendline("2")
+    child.expect_exact("question 1")
+    child.expect_exact("(1/2) > ")
+    child.sendintr()
+    child.expect_exact("Stopped (interrupted): 1 answers saved")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert chosen_by_item(out) == {"q0": "bad 0"}
