@@ -1,4 +1,4 @@
-"""The ``prefcore`` command line: list, info, validate-data and run.
+"""The ``prefcore`` command line: list, info, validate-data, annotate and run.
 
 Every user error ends in one readable line on stderr and exit status 2 (1 for invalid
 data found by ``validate-data``); tracebacks are for bugs only.
