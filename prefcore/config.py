@@ -37,7 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ENGINE_SECTIONS: tuple[str, ...] = ("run", "model", "data", "warm_start", "self_play", "train")
+ENGINE_SECTIONS: tuple[str, ...] = ("run", "model", "data", "warm_start", "reward_model", "self_play", "train")
 """Sections that configure the engine rather than select a method."""
 
 _SPEC_KEYS = ("method", "weight")

@@ -10,11 +10,13 @@ continues a killed run from its newest checkpoint and reproduces the same metric
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from prefcore.api import SelectedMethod
 from prefcore.api import resolve_run_config
 from prefcore.config import RunConfig
 from prefcore.config import build_config
+from prefcore.data import to_pairs
 from prefcore.engine.batching import build_items
 from prefcore.engine.models import ModelConfig
 from prefcore.engine.models import frozen_copy
@@ -59,6 +62,9 @@ class RunSettings:
     max_new_tokens: int = option(24, doc="generation length at evaluation")
     temperature: float = option(0.7, doc="sampling temperature at evaluation (0 = greedy)")
     samples_per_prompt: int = option(1, doc="completions sampled per held-out prompt at evaluation")
+    reward_labels: bool = option(
+        False, doc="relabel the training pairs with the trained preference model (feedback → RM → usage)"
+    )
     threads: int = option(0, doc="CPU threads for torch; 0 keeps torch's default (1 is fastest for tiny models)")
 
     def __post_init__(self) -> None:
@@ -228,6 +234,16 @@ def run_pipeline(
             policy, tokenizer, demonstrations or train_records, warm_config, train_config, run_dir, device, registry
         )
 
+    # -- preference model ------------------------------------------------------------------
+    scorer = None
+    preference_models = selected.get("preference_model", [])
+    if preference_models:
+        scorer = _train_reward_model(
+            preference_models[0].method, train_records, tokenizer, config, model_config, run_dir, device, resume, hooks
+        )
+        if settings.reward_labels:
+            train_records = relabel_pairs(train_records, scorer)
+
     # -- usage objectives ------------------------------------------------------------------
     weighted = [WeightedObjective(entry.method, entry.weight) for entry in objectives]
     methods = [entry.method for entry in objectives]
@@ -248,6 +264,7 @@ def run_pipeline(
         prompts=prompts,
         preferences=heldout_records,
         judge=judge,
+        scorer=scorer,
         generation=generation,
         generation_prefix=methods[0].generation_prefix(),
         beta=float(getattr(methods[0].config, "beta", 0.1)),
@@ -305,6 +322,73 @@ def run_pipeline(
     )
     hooks.hook.prefcore_run_end(run_dir=run_dir, metrics=evaluation.metrics)
     return RunResult(run_dir=run_dir, metrics=evaluation.metrics)
+
+
+def _train_reward_model(
+    objective: Any,
+    records: Sequence[Any],
+    tokenizer: Any,
+    config: RunConfig,
+    model_config: ModelConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool,
+    hooks: _Hooks,
+) -> Any:
+    """Train the selected preference model on the feedback; returns its scorer."""
+    from prefcore.engine.reward_trainer import RewardTrainConfig
+    from prefcore.engine.reward_trainer import train_preference_model
+
+    section = dict(config.section("reward_model"))
+    if "path" not in section and "demo" not in section:  # default: the policy's own backbone
+        section.update({"path": model_config.path} if model_config.path else {"demo": True})
+    reward_config: RewardTrainConfig = _build(RewardTrainConfig, section, "reward_model")
+
+    def on_step(step: int, metrics: Mapping[str, float]) -> None:
+        prefixed = {f"reward_model/{key}": value for key, value in metrics.items()}
+        hooks.hook.prefcore_train_step_end(run_dir=run_dir, step=step, metrics=prefixed)
+
+    network = train_preference_model(
+        records,
+        objective,
+        tokenizer,
+        reward_config,
+        run_dir=run_dir / "reward_model",
+        device=device,
+        on_step=on_step,
+        resume=resume,
+    )
+    return network.scorer()
+
+
+def relabel_pairs(records: Sequence[Any], scorer: Any, *, batch_size: int = 64) -> list[Any]:
+    """The feedback's pairs re-judged by a reward model: higher score chosen, σ(Δ) as the soft label.
+
+    Pairs the model scores equally are left out (they carry no preference).
+    """
+    pairs = to_pairs(records)
+    relabelled = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        prompts = [pair.prompt for pair in chunk]
+        chosen = scorer(prompts, [pair.chosen for pair in chunk])
+        rejected = scorer(prompts, [pair.rejected for pair in chunk])
+        for pair, first, second in zip(chunk, chosen, rejected, strict=True):
+            gap = float(first) - float(second)
+            if gap == 0:
+                continue
+            winner, loser = (pair.chosen, pair.rejected) if gap > 0 else (pair.rejected, pair.chosen)
+            relabelled.append(
+                replace(
+                    pair,
+                    chosen=winner,
+                    rejected=loser,
+                    margin=None,
+                    probability=1 / (1 + math.exp(-abs(gap))),
+                    source="ai",
+                )
+            )
+    return relabelled
 
 
 class _Evaluation:
