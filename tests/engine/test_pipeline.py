@@ -160,3 +160,33 @@ def test_reference_over_generation_prefers_the_human_answer() -> None:
     pairs = reference_over_generation(demonstrations, ["red", "three"])
     assert [(pair.chosen, pair.rejected) for pair in pairs] == [("blue", "red")]
     assert pairs[0].source == "self_play"
+
+
+def test_feedback_to_preference_model_to_usage_chain(tmp_path: Path) -> None:
+    config = {
+        "run": {"seed": 0, "eval_prompts": 4, "max_new_tokens": 8, "threads": 1, "reward_labels": True},
+        "model": {"demo": True},
+        "feedback": {"method": "demo_rule", "count": 96, "demonstrations": 64},
+        "warm_start": {"steps": 10, "batch_size": 16},
+        "preference_model": {"method": "bradley_terry"},
+        "reward_model": {"steps": 20, "batch_size": 16, "lr": 3e-3},
+        "usage": {"method": "dpo", "beta": 0.3},
+        "evaluation": [{"method": "reward_score"}],
+        "train": {"steps": 3, "batch_size": 8, "lr": 1e-3, "progress": False},
+    }
+    result = run_pipeline(parse_run_config(config), out=str(tmp_path / "chain"))
+    assert (result.run_dir / "reward_model" / "model").is_dir()
+    rows = _rows(result.run_dir)
+    assert any(row.get("reward_model/loss") for row in rows)
+    assert "reward_score/policy_score" in result.metrics and "reward_score/reference_score" in result.metrics
+
+
+def test_relabel_pairs_orders_by_score() -> None:
+    from prefcore.data import PairwiseComparison
+    from prefcore.pipeline import relabel_pairs
+
+    pairs = [PairwiseComparison("p", "long answer", "short"), PairwiseComparison("q", "aa", "bb")]
+    by_length = lambda prompts, completions: [float(len(text)) for text in completions]
+    [relabelled] = relabel_pairs(pairs, by_length)  # "aa" vs "bb" ties and is left out
+    assert (relabelled.chosen, relabelled.rejected) == ("long answer", "short")
+    assert relabelled.probability == pytest.approx(1 / (1 + 2.718281828**-6), rel=1e-6)
