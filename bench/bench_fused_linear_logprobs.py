@@ -14,24 +14,25 @@ peak bytes allocated beyond the inputs. The H100 comparison with Liger lives in 
 
 from __future__ import annotations
 
-import datetime
 import os
-import platform
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from harness import DEVICE
+from harness import FLOPS
+from harness import MODES
+from harness import Case
+from harness import measure_memory
+from harness import record
+from harness import rounds
+from harness import skip_unavailable
+from harness import time_case
 
 from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs
 from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs_ref
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ROUNDS = int(os.environ.get("PREFCORE_BENCH_ROUNDS", "3" if DEVICE == "cpu" else "10"))
+ROUNDS = rounds("3" if DEVICE == "cpu" else "10")
 PROVIDERS = ["torch", "naive", "prefcore_torch", "torch_compile", "triton", "trl"]
-MODES = ["forward", "backward", "full"]
 IGNORE = -100
 
 _TOKENS = int(os.environ.get("PREFCORE_BENCH_TOKENS", "256" if DEVICE == "cpu" else "8192"))
@@ -50,140 +51,12 @@ def _config_id(config: dict) -> str:
     return f"{config['dtype']}-{config['tokens']}x{config['hidden']}x{config['vocab']}{ignored}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Harness
-# ---------------------------------------------------------------------------------------------
 def _skip_unavailable(provider: str, config: dict) -> None:
-    if provider == "triton" and DEVICE != "cuda":
-        pytest.skip("the Triton provider is timed on a GPU only (the CPU interpreter is a test tool)")
-    if provider == "torch_compile" and DEVICE != "cuda" and os.environ.get("PREFCORE_BENCH_COMPILE") != "1":
-        pytest.skip("torch.compile on CPU: set PREFCORE_BENCH_COMPILE=1")
+    skip_unavailable(provider)
     if provider == "trl":
         pytest.importorskip("trl.kernels")
         if config["ignored"]:
             pytest.skip("TRL's chunked log-prob has no ignore_index")
-
-
-def _device_name() -> str:
-    return torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU {platform.processor() or platform.machine()}"
-
-
-def _sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-class _LiveBytes(TorchDispatchMode):
-    """CPU stand-in for torch.cuda.max_memory_allocated: peak bytes of storages created and alive."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, list[int]] = {}  # storage ptr -> [nbytes, live tensors]
-        self.current = 0
-        self.peak = 0
-
-    def _release(self, ptr: int) -> None:
-        entry = self.live.get(ptr)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
-                self.current -= entry[0]
-                del self.live[ptr]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for value in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                storage = value.untyped_storage()
-                entry = self.live.setdefault(storage.data_ptr(), [storage.nbytes(), 0])
-                if entry[1] == 0:
-                    self.current += entry[0]
-                    self.peak = max(self.peak, self.current)
-                entry[1] += 1
-                weakref.finalize(value, self._release, storage.data_ptr())
-        return out
-
-
-def _peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated while ``fn`` runs, beyond what was allocated before it."""
-    if DEVICE == "cuda":
-        _sync()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        _sync()
-        return torch.cuda.max_memory_allocated() - before
-    tracker = _LiveBytes()
-    with tracker:
-        fn()
-    return tracker.peak
-
-
-@dataclass(frozen=True)
-class Case:
-    """One benchmark: a forward, a backward from its output, and the FLOPs each must do."""
-
-    forward: Callable[[], torch.Tensor]
-    upstream: Callable[[torch.Tensor], torch.Tensor]
-    leaves: tuple[torch.Tensor, ...]  # inputs that receive gradients; reset before every backward
-    forward_flops: int
-    backward_flops: int
-
-    def clear_grads(self) -> None:
-        for leaf in self.leaves:
-            leaf.grad = None
-
-    def full(self) -> None:
-        self.clear_grads()
-        out = self.forward()
-        out.backward(self.upstream(out))
-
-
-def _time(benchmark, mode: str, case: Case) -> None:
-    def run_forward() -> torch.Tensor:
-        out = case.forward()
-        _sync()
-        return out
-
-    def run_full() -> None:
-        case.full()
-        _sync()
-
-    if mode == "forward":
-        with torch.no_grad():
-            benchmark.pedantic(run_forward, rounds=ROUNDS, warmup_rounds=1)
-    elif mode == "full":
-        benchmark.pedantic(run_full, rounds=ROUNDS, warmup_rounds=1)
-    else:
-        # The forward runs in setup, outside the timed region.
-        def setup():
-            case.clear_grads()
-            out = case.forward()
-            return (out, case.upstream(out)), {}
-
-        def run_backward(out: torch.Tensor, grad: torch.Tensor) -> None:
-            out.backward(grad)
-            _sync()
-
-        benchmark.pedantic(run_backward, setup=setup, rounds=ROUNDS, warmup_rounds=1)
-
-
-def _record(benchmark, mode: str, case: Case, config: dict) -> None:
-    flops = {"forward": case.forward_flops, "backward": case.backward_flops}.get(
-        mode, case.forward_flops + case.backward_flops
-    )
-    median_s = benchmark.stats.stats.median
-    benchmark.extra_info.update(
-        config
-        | {
-            "mode": mode,
-            "median_ms": median_s * 1e3,
-            "flops": flops,
-            "TFLOP/s": flops / median_s / 1e12,
-            "device": _device_name(),
-            "date": datetime.date.today().isoformat(),
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,8 +106,9 @@ def setup_fused_linear_logprobs(config: dict, provider: str) -> Case:
         forward=op,
         upstream=lambda out: upstream,
         leaves=(hidden, weight),
-        forward_flops=2 * valid_tokens * width * vocab,  # logits GEMM over the tokens that count
-        backward_flops=4 * valid_tokens * width * vocab,  # dH = dZ W and dW = dZ^T H; recompute not counted
+        forward_work=2 * valid_tokens * width * vocab,  # logits GEMM over the tokens that count
+        backward_work=4 * valid_tokens * width * vocab,  # dH = dZ W and dW = dZ^T H; recompute not counted
+        cost=FLOPS,
     )
 
 
@@ -244,8 +118,8 @@ def setup_fused_linear_logprobs(config: dict, provider: str) -> Case:
 def test_fused_linear_logprobs_speed(benchmark, provider, mode, config):
     _skip_unavailable(provider, config)
     case = setup_fused_linear_logprobs(config, provider)
-    _time(benchmark, mode, case)
-    _record(benchmark, mode, case, config | {"provider": provider})
+    time_case(benchmark, mode, case, ROUNDS)
+    record(benchmark, mode, case, config | {"provider": provider})
 
 
 @pytest.mark.parametrize("config", CONFIGS[:1], ids=_config_id)
@@ -253,9 +127,7 @@ def test_fused_linear_logprobs_speed(benchmark, provider, mode, config):
 def test_fused_linear_logprobs_memory(benchmark, provider, config):
     _skip_unavailable(provider, config)
     case = setup_fused_linear_logprobs(config, provider)
-    case.full()  # warm-up outside the measurement (torch.compile, allocator caches)
-    case.clear_grads()
-    benchmark.extra_info["peak_bytes"] = _peak_bytes(case.full)
-    benchmark.extra_info["logits_bytes"] = config["tokens"] * config["vocab"] * getattr(torch, config["dtype"]).itemsize
-    benchmark.pedantic(case.full, rounds=1, iterations=1)
-    _record(benchmark, "full", case, config | {"provider": provider})
+    measure_memory(
+        benchmark, case, {"logits_bytes": config["tokens"] * config["vocab"] * getattr(torch, config["dtype"]).itemsize}
+    )
+    record(benchmark, "full", case, config | {"provider": provider})

@@ -10,159 +10,28 @@ inputs; the numbers describe the machine in ``extra_info["device"]`` and nothing
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
-import platform
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+from harness import DEVICE
+from harness import MODES
+from harness import Case
+from harness import measure_memory
+from harness import record
+from harness import rounds
+from harness import skip_unavailable
+from harness import time_case
 
 from prefcore.kernels.kl import distribution_kl
 from prefcore.kernels.kl import distribution_kl_ref
 from prefcore.kernels.kl import per_token_kl
 from prefcore.kernels.kl import per_token_kl_ref
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ROUNDS = int(os.environ.get("PREFCORE_BENCH_ROUNDS", "10"))
+ROUNDS = rounds("10")
 PROVIDERS = ["torch", "naive", "torch_compile", "triton"]
-MODES = ["forward", "backward", "full"]
-
-
-def _skip_unavailable(provider: str) -> None:
-    if provider == "triton" and DEVICE != "cuda":
-        pytest.skip("the Triton provider is timed on a GPU only (the CPU interpreter is a test tool)")
-    if provider == "torch_compile" and DEVICE != "cuda" and os.environ.get("PREFCORE_BENCH_COMPILE") != "1":
-        pytest.skip("torch.compile on CPU: set PREFCORE_BENCH_COMPILE=1")
-
-
-def _device_name() -> str:
-    return torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU {platform.processor() or platform.machine()}"
-
-
-def _sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-class _LiveBytes(TorchDispatchMode):
-    """CPU stand-in for torch.cuda.max_memory_allocated: peak bytes of tensors created and still alive."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensor count]
-        self.current = 0
-        self.peak = 0
-
-    def _release(self, ptr: int) -> None:
-        entry = self.live.get(ptr)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current -= entry[0]
-            del self.live[ptr]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for value in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                ptr = value.untyped_storage().data_ptr()
-                entry = self.live.setdefault(ptr, [value.untyped_storage().nbytes(), 0])
-                if entry[1] == 0:
-                    self.current += entry[0]
-                    self.peak = max(self.peak, self.current)
-                entry[1] += 1
-                weakref.finalize(value, self._release, ptr)
-        return out
-
-
-def _peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated while ``fn`` runs, beyond what was allocated before it."""
-    if DEVICE == "cuda":
-        _sync()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        _sync()
-        return torch.cuda.max_memory_allocated() - before
-    tracker = _LiveBytes()
-    with tracker:
-        fn()
-    return tracker.peak
-
-
-@dataclass(frozen=True)
-class Case:
-    """What one benchmark runs: a forward, a backward from its output, and the bytes each must move."""
-
-    forward: Callable[[], torch.Tensor]
-    upstream: Callable[[torch.Tensor], torch.Tensor]
-    leaves: tuple[torch.Tensor, ...]  # inputs that receive gradients; reset before every backward
-    forward_bytes: int
-    backward_bytes: int
-
-    def clear_grads(self) -> None:
-        for leaf in self.leaves:
-            leaf.grad = None
-
-    def full(self) -> None:
-        self.clear_grads()
-        out = self.forward()
-        out.backward(self.upstream(out))
-
-
-def _record(benchmark, mode: str, case: Case, config: dict) -> None:
-    nbytes = {"forward": case.forward_bytes, "backward": case.backward_bytes}.get(
-        mode, case.forward_bytes + case.backward_bytes
-    )
-    median_s = benchmark.stats.stats.median
-    benchmark.extra_info.update(
-        config
-        | {
-            "mode": mode,
-            "median_ms": median_s * 1e3,
-            "bytes": nbytes,
-            "GB/s": nbytes / median_s / 1e9,
-            "device": _device_name(),
-            "date": datetime.date.today().isoformat(),
-        }
-    )
-
-
-def _time(benchmark, mode: str, case: Case) -> None:
-    def run_forward():
-        out = case.forward()
-        _sync()
-        return out
-
-    def run_full():
-        case.full()
-        _sync()
-
-    if mode == "forward":
-        with torch.no_grad():
-            benchmark.pedantic(run_forward, rounds=ROUNDS, warmup_rounds=1)
-    elif mode == "full":
-        benchmark.pedantic(run_full, rounds=ROUNDS, warmup_rounds=1)
-    else:
-        # The forward runs in setup, outside the timed region.
-        def setup():
-            case.clear_grads()
-            out = case.forward()
-            return (out, case.upstream(out)), {}
-
-        def run_backward(out, grad):
-            out.backward(grad)
-            _sync()
-
-        benchmark.pedantic(run_backward, setup=setup, rounds=ROUNDS, warmup_rounds=1)
-
 
 # ---------------------------------------------------------------------------------------------
 # Per-token k1/k2/k3
@@ -207,8 +76,8 @@ def setup_per_token_kl(config: dict, provider: str) -> Case:
         forward=fn,
         upstream=lambda out: upstream,
         leaves=(logps,),
-        forward_bytes=tokens * (4 + 4 + 1 + 4),  # read logps, ref_logps (fp32), mask (bool); write kl (fp32)
-        backward_bytes=tokens * (4 + 4 + 4 + 1 + 4),  # read grad, logps, ref_logps, mask; write grad logps
+        forward_work=tokens * (4 + 4 + 1 + 4),  # read logps, ref_logps (fp32), mask (bool); write kl (fp32)
+        backward_work=tokens * (4 + 4 + 4 + 1 + 4),  # read grad, logps, ref_logps, mask; write grad logps
     )
 
 
@@ -216,22 +85,19 @@ def setup_per_token_kl(config: dict, provider: str) -> Case:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_per_token_kl_speed(benchmark, provider, mode, config):
-    _skip_unavailable(provider)
+    skip_unavailable(provider)
     case = setup_per_token_kl(config, provider)
-    _time(benchmark, mode, case)
-    _record(benchmark, mode, case, config | {"provider": provider})
+    time_case(benchmark, mode, case, ROUNDS)
+    record(benchmark, mode, case, config | {"provider": provider})
 
 
 @pytest.mark.parametrize("config", _PER_TOKEN_CONFIGS[:1], ids=lambda c: f"{c['estimator']}-{c['tokens']}")
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_per_token_kl_memory(benchmark, provider, config):
-    _skip_unavailable(provider)
+    skip_unavailable(provider)
     case = setup_per_token_kl(config, provider)
-    case.full()  # warm-up outside the measurement (torch.compile, allocator caches)
-    case.clear_grads()
-    benchmark.extra_info["peak_bytes"] = _peak_bytes(case.full)
-    benchmark.pedantic(case.full, rounds=1, iterations=1)
-    _record(benchmark, "full", case, config | {"provider": provider})
+    measure_memory(benchmark, case)
+    record(benchmark, "full", case, config | {"provider": provider})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,9 +153,9 @@ def setup_distribution_kl(config: dict, provider: str) -> Case:
         upstream=lambda out: upstream,
         leaves=(logits,),
         # read logits + ref_logits (passes times); write divergence and 6 row statistics (fp32)
-        forward_bytes=passes * 2 * rows * vocab * element + rows * 7 * 4,
+        forward_work=passes * 2 * rows * vocab * element + rows * 7 * 4,
         # read logits + ref_logits once; write grad logits (ref_logits needs no gradient here)
-        backward_bytes=3 * rows * vocab * element + rows * 8 * 4,
+        backward_work=3 * rows * vocab * element + rows * 8 * 4,
     )
 
 
@@ -297,10 +163,10 @@ def setup_distribution_kl(config: dict, provider: str) -> Case:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_distribution_kl_speed(benchmark, provider, mode, config):
-    _skip_unavailable(provider)
+    skip_unavailable(provider)
     case = setup_distribution_kl(config, provider)
-    _time(benchmark, mode, case)
-    _record(benchmark, mode, case, config | {"provider": provider})
+    time_case(benchmark, mode, case, ROUNDS)
+    record(benchmark, mode, case, config | {"provider": provider})
 
 
 @pytest.mark.parametrize(
@@ -308,11 +174,9 @@ def test_distribution_kl_speed(benchmark, provider, mode, config):
 )
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_distribution_kl_memory(benchmark, provider, config):
-    _skip_unavailable(provider)
+    skip_unavailable(provider)
     case = setup_distribution_kl(config, provider)
-    case.full()  # warm-up outside the measurement (torch.compile, allocator caches)
-    case.clear_grads()
-    benchmark.extra_info["peak_bytes"] = _peak_bytes(case.full)
-    benchmark.extra_info["logits_bytes"] = config["rows"] * config["vocab"] * getattr(torch, config["dtype"]).itemsize
-    benchmark.pedantic(case.full, rounds=1, iterations=1)
-    _record(benchmark, "full", case, config | {"provider": provider})
+    measure_memory(
+        benchmark, case, {"logits_bytes": config["rows"] * config["vocab"] * getattr(torch, config["dtype"]).itemsize}
+    )
+    record(benchmark, "full", case, config | {"provider": provider})

@@ -13,24 +13,24 @@ Peers (Liger, TRL) and the H100 comparison table live in bench/gpu.py.
 
 from __future__ import annotations
 
-import datetime
 import os
-import platform
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from harness import DEVICE
+from harness import MODES
+from harness import Case
+from harness import measure_memory
+from harness import record
+from harness import rounds
+from harness import skip_unavailable
+from harness import time_case
 
 from prefcore.kernels.logprobs import selective_log_softmax
 from prefcore.kernels.logprobs import selective_log_softmax_ref
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ROUNDS = int(os.environ.get("PREFCORE_BENCH_ROUNDS", "3" if DEVICE == "cpu" else "10"))
+ROUNDS = rounds("3" if DEVICE == "cpu" else "10")
 PROVIDERS = ["torch", "naive", "prefcore_torch", "torch_compile", "triton"]
-MODES = ["forward", "backward", "full"]
 
 _ROWS = int(os.environ.get("PREFCORE_BENCH_ROWS", "256" if DEVICE == "cpu" else "16384"))
 _VOCAB = int(os.environ.get("PREFCORE_BENCH_VOCAB", "32000" if DEVICE == "cpu" else "128256"))
@@ -45,138 +45,10 @@ def _config_id(config: dict) -> str:
     return f"{config['dtype']}-{config['rows']}x{config['vocab']}" + ("-entropy" if config["entropy"] else "")
 
 
-# ---------------------------------------------------------------------------------------------
-# Harness
-# ---------------------------------------------------------------------------------------------
 def _skip_unavailable(provider: str, config: dict) -> None:
-    if provider == "triton" and DEVICE != "cuda":
-        pytest.skip("the Triton provider is timed on a GPU only (the CPU interpreter is a test tool)")
-    if provider == "torch_compile" and DEVICE != "cuda" and os.environ.get("PREFCORE_BENCH_COMPILE") != "1":
-        pytest.skip("torch.compile on CPU: set PREFCORE_BENCH_COMPILE=1")
+    skip_unavailable(provider)
     if provider == "naive" and config["entropy"]:
         pytest.skip("the naive baseline computes log-probs only")
-
-
-def _device_name() -> str:
-    return torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU {platform.processor() or platform.machine()}"
-
-
-def _sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-class _LiveBytes(TorchDispatchMode):
-    """CPU stand-in for torch.cuda.max_memory_allocated: peak bytes of storages created and alive."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, list[int]] = {}  # storage ptr -> [nbytes, live tensors]
-        self.current = 0
-        self.peak = 0
-
-    def _release(self, ptr: int) -> None:
-        entry = self.live.get(ptr)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
-                self.current -= entry[0]
-                del self.live[ptr]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for value in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                storage = value.untyped_storage()
-                entry = self.live.setdefault(storage.data_ptr(), [storage.nbytes(), 0])
-                if entry[1] == 0:
-                    self.current += entry[0]
-                    self.peak = max(self.peak, self.current)
-                entry[1] += 1
-                weakref.finalize(value, self._release, storage.data_ptr())
-        return out
-
-
-def _peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated while ``fn`` runs, beyond what was allocated before it."""
-    if DEVICE == "cuda":
-        _sync()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        _sync()
-        return torch.cuda.max_memory_allocated() - before
-    tracker = _LiveBytes()
-    with tracker:
-        fn()
-    return tracker.peak
-
-
-@dataclass(frozen=True)
-class Case:
-    """One benchmark: a forward, a backward from its output, and the bytes each must move."""
-
-    forward: Callable[[], torch.Tensor]
-    upstream: Callable[[torch.Tensor], torch.Tensor]
-    leaves: tuple[torch.Tensor, ...]  # inputs that receive gradients; reset before every backward
-    forward_bytes: int
-    backward_bytes: int
-
-    def clear_grads(self) -> None:
-        for leaf in self.leaves:
-            leaf.grad = None
-
-    def full(self) -> None:
-        self.clear_grads()
-        out = self.forward()
-        out.backward(self.upstream(out))
-
-
-def _time(benchmark, mode: str, case: Case) -> None:
-    def run_forward() -> torch.Tensor:
-        out = case.forward()
-        _sync()
-        return out
-
-    def run_full() -> None:
-        case.full()
-        _sync()
-
-    if mode == "forward":
-        with torch.no_grad():
-            benchmark.pedantic(run_forward, rounds=ROUNDS, warmup_rounds=1)
-    elif mode == "full":
-        benchmark.pedantic(run_full, rounds=ROUNDS, warmup_rounds=1)
-    else:
-        # The forward runs in setup, outside the timed region.
-        def setup():
-            case.clear_grads()
-            out = case.forward()
-            return (out, case.upstream(out)), {}
-
-        def run_backward(out: torch.Tensor, grad: torch.Tensor) -> None:
-            out.backward(grad)
-            _sync()
-
-        benchmark.pedantic(run_backward, setup=setup, rounds=ROUNDS, warmup_rounds=1)
-
-
-def _record(benchmark, mode: str, case: Case, config: dict) -> None:
-    nbytes = {"forward": case.forward_bytes, "backward": case.backward_bytes}.get(
-        mode, case.forward_bytes + case.backward_bytes
-    )
-    median_s = benchmark.stats.stats.median
-    benchmark.extra_info.update(
-        config
-        | {
-            "mode": mode,
-            "median_ms": median_s * 1e3,
-            "bytes": nbytes,
-            "GB/s": nbytes / median_s / 1e9,
-            "device": _device_name(),
-            "date": datetime.date.today().isoformat(),
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,9 +92,9 @@ def setup_logprobs(config: dict, provider: str) -> Case:
         upstream=lambda out: upstream_logps,
         leaves=(logits,),
         # read logits once, targets (int64); write log-probs (+ entropy) and 2 row statistics (fp32)
-        forward_bytes=rows * vocab * element + rows * 8 + rows * (outputs + 2) * 4,
+        forward_work=rows * vocab * element + rows * 8 + rows * (outputs + 2) * 4,
         # read logits + write grad logits; read targets, 2 row statistics and the upstream gradients
-        backward_bytes=2 * rows * vocab * element + rows * 8 + rows * (2 + 2 * outputs) * 4,
+        backward_work=2 * rows * vocab * element + rows * 8 + rows * (2 + 2 * outputs) * 4,
     )
 
 
@@ -232,8 +104,8 @@ def setup_logprobs(config: dict, provider: str) -> Case:
 def test_logprobs_speed(benchmark, provider, mode, config):
     _skip_unavailable(provider, config)
     case = setup_logprobs(config, provider)
-    _time(benchmark, mode, case)
-    _record(benchmark, mode, case, config | {"provider": provider})
+    time_case(benchmark, mode, case, ROUNDS)
+    record(benchmark, mode, case, config | {"provider": provider})
 
 
 @pytest.mark.parametrize("config", CONFIGS[:1], ids=_config_id)
@@ -241,9 +113,7 @@ def test_logprobs_speed(benchmark, provider, mode, config):
 def test_logprobs_memory(benchmark, provider, config):
     _skip_unavailable(provider, config)
     case = setup_logprobs(config, provider)
-    case.full()  # warm-up outside the measurement (torch.compile, allocator caches)
-    case.clear_grads()
-    benchmark.extra_info["peak_bytes"] = _peak_bytes(case.full)
-    benchmark.extra_info["logits_bytes"] = config["rows"] * config["vocab"] * getattr(torch, config["dtype"]).itemsize
-    benchmark.pedantic(case.full, rounds=1, iterations=1)
-    _record(benchmark, "full", case, config | {"provider": provider})
+    measure_memory(
+        benchmark, case, {"logits_bytes": config["rows"] * config["vocab"] * getattr(torch, config["dtype"]).itemsize}
+    )
+    record(benchmark, "full", case, config | {"provider": provider})

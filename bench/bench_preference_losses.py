@@ -10,92 +10,30 @@ allocated beyond the inputs; ``extra_info["device"]`` names the machine the numb
 
 from __future__ import annotations
 
-import datetime
 import os
-import platform
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+from harness import DEVICE
+from harness import MODES
+from harness import Case
+from harness import measure_memory
+from harness import record
+from harness import rounds
+from harness import skip_unavailable
+from harness import time_case
 
 from prefcore.kernels import preference_losses as pl
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ROUNDS = int(os.environ.get("PREFCORE_BENCH_ROUNDS", "20"))
+ROUNDS = rounds("20")
 PROVIDERS = ["torch", "naive", "torch_compile", "triton"]
-MODES = ["forward", "backward", "full"]
 # S sequences (P = S/2 pairs, chosen first as TRL lays them out) of T tokens; the engine's cached
 # reference sums stand in for the reference model.
 _SEQS = int(os.environ.get("PREFCORE_BENCH_SEQS", "64"))
 _TOKENS = int(os.environ.get("PREFCORE_BENCH_TOKENS", "512" if DEVICE == "cpu" else "4096"))
 _CONFIGS = [{"loss": loss, "seqs": _SEQS, "tokens": _TOKENS} for loss in ("dpo", "ipo", "simpo", "orpo", "kto")]
-
-
-def _skip_unavailable(provider: str) -> None:
-    if provider == "triton" and DEVICE != "cuda":
-        pytest.skip("the Triton provider is timed on a GPU only (the CPU interpreter is a test tool)")
-    if provider == "torch_compile" and DEVICE != "cuda" and os.environ.get("PREFCORE_BENCH_COMPILE") != "1":
-        pytest.skip("torch.compile on CPU: set PREFCORE_BENCH_COMPILE=1")
-
-
-def _device_name() -> str:
-    return torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU {platform.processor() or platform.machine()}"
-
-
-def _sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-class _LiveBytes(TorchDispatchMode):
-    """CPU stand-in for torch.cuda.max_memory_allocated: peak bytes of tensors created and still alive."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensor count]
-        self.current = 0
-        self.peak = 0
-
-    def _release(self, ptr: int) -> None:
-        entry = self.live.get(ptr)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current -= entry[0]
-            del self.live[ptr]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for value in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                ptr = value.untyped_storage().data_ptr()
-                entry = self.live.setdefault(ptr, [value.untyped_storage().nbytes(), 0])
-                if entry[1] == 0:
-                    self.current += entry[0]
-                    self.peak = max(self.peak, self.current)
-                entry[1] += 1
-                weakref.finalize(value, self._release, ptr)
-        return out
-
-
-def _peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated while ``fn`` runs, beyond what was allocated before it."""
-    if DEVICE == "cuda":
-        _sync()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        _sync()
-        return torch.cuda.max_memory_allocated() - before
-    tracker = _LiveBytes()
-    with tracker:
-        fn()
-    return tracker.peak
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,18 +91,6 @@ def prefcore_loss(fn: Callable, name: str, logps, mask, chosen, rejected, ref_su
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Case:
-    forward: Callable[[], torch.Tensor]
-    leaf: torch.Tensor
-    forward_bytes: int
-    backward_bytes: int
-
-    def full(self) -> None:
-        self.leaf.grad = None
-        self.forward().backward()
-
-
 def setup_preference_loss(config: dict, provider: str) -> Case:
     name, seqs, tokens = config["loss"], config["seqs"], config["tokens"]
     logps = (-torch.rand(seqs, tokens, device=DEVICE) * 3 - 1e-3).requires_grad_()
@@ -189,27 +115,10 @@ def setup_preference_loss(config: dict, provider: str) -> Case:
         raise ValueError(provider)
     return Case(
         forward=fn,
-        leaf=logps,
-        forward_bytes=seqs * tokens * (4 + 1) + seqs * 4,  # read logps (fp32) and mask (bool); cached ref sums
-        backward_bytes=seqs * tokens * (1 + 4),  # read mask; write grad logps (fp32)
-    )
-
-
-def _record(benchmark, mode: str, case: Case, config: dict) -> None:
-    nbytes = {"forward": case.forward_bytes, "backward": case.backward_bytes}.get(
-        mode, case.forward_bytes + case.backward_bytes
-    )
-    median_s = benchmark.stats.stats.median
-    benchmark.extra_info.update(
-        config
-        | {
-            "mode": mode,
-            "median_ms": median_s * 1e3,
-            "bytes": nbytes,
-            "GB/s": nbytes / median_s / 1e9,
-            "device": _device_name(),
-            "date": datetime.date.today().isoformat(),
-        }
+        upstream=lambda out: None,  # a scalar loss: its backward needs no upstream gradient
+        leaves=(logps,),
+        forward_work=seqs * tokens * (4 + 1) + seqs * 4,  # read logps (fp32) and mask (bool); cached ref sums
+        backward_work=seqs * tokens * (1 + 4),  # read mask; write grad logps (fp32)
     )
 
 
@@ -217,44 +126,16 @@ def _record(benchmark, mode: str, case: Case, config: dict) -> None:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_preference_loss_speed(benchmark, provider, mode, config):
-    _skip_unavailable(provider)
+    skip_unavailable(provider)
     case = setup_preference_loss(config, provider)
-
-    def run_forward():
-        out = case.forward()
-        _sync()
-        return out
-
-    def run_full():
-        case.full()
-        _sync()
-
-    def setup_backward():
-        case.leaf.grad = None
-        return (case.forward(),), {}
-
-    def run_backward(loss):
-        loss.backward()
-        _sync()
-
-    if mode == "forward":
-        with torch.no_grad():
-            benchmark.pedantic(run_forward, rounds=ROUNDS, warmup_rounds=1)
-    elif mode == "full":
-        benchmark.pedantic(run_full, rounds=ROUNDS, warmup_rounds=1)
-    else:
-        benchmark.pedantic(run_backward, setup=setup_backward, rounds=ROUNDS, warmup_rounds=1)
-    _record(benchmark, mode, case, config | {"provider": provider})
+    time_case(benchmark, mode, case, ROUNDS)
+    record(benchmark, mode, case, config | {"provider": provider})
 
 
 @pytest.mark.parametrize("config", _CONFIGS[:1], ids=lambda c: f"{c['loss']}-{c['seqs']}x{c['tokens']}")
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_preference_loss_memory(benchmark, provider, config):
-    _skip_unavailable(provider)
+    skip_unavailable(provider)
     case = setup_preference_loss(config, provider)
-    case.full()  # warm-up outside the measurement (torch.compile, allocator caches)
-    case.leaf.grad = None
-    benchmark.extra_info["peak_bytes"] = _peak_bytes(case.full)
-    benchmark.extra_info["logps_bytes"] = config["seqs"] * config["tokens"] * 4
-    benchmark.pedantic(case.full, rounds=1, iterations=1)
-    _record(benchmark, "full", case, config | {"provider": provider})
+    measure_memory(benchmark, case, {"logps_bytes": config["seqs"] * config["tokens"] * 4})
+    record(benchmark, "full", case, config | {"provider": provider})
