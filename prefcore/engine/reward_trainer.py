@@ -47,10 +47,9 @@ from prefcore.data import to_pairs
 from prefcore.data.records import Text
 from prefcore.data.records import error_at
 from prefcore.engine.batching import build_items
-from prefcore.engine.batching import micro_batches
-from prefcore.engine.checkpoint import list_checkpoints
-from prefcore.engine.checkpoint import load_checkpoint
-from prefcore.engine.checkpoint import save_checkpoint
+from prefcore.engine.loop import OptimiserLoop
+from prefcore.engine.loop import StepCallback
+from prefcore.engine.loop import check_finite
 from prefcore.engine.reward_model import METADATA_FILE
 from prefcore.engine.reward_model import ImplicitRewardModel
 from prefcore.engine.reward_model import RewardNetwork
@@ -64,7 +63,6 @@ from prefcore.engine.sequences import Truncation
 from prefcore.engine.sequences import completion_text
 from prefcore.engine.sequences import pad_sequences
 from prefcore.engine.sequences import tokenize_sequence
-from prefcore.engine.trainer import make_scheduler
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
 from prefcore.methods import PreferenceModel
@@ -469,10 +467,8 @@ def evaluate_reward_model(model: Any, pairs: Sequence[Any], *, batch_size: int =
 # The loop
 # ----------------------------------------------------------------------------------------------
 
-StepCallback = Callable[[int, Mapping[str, float]], None]
 
-
-class RewardTrainer:
+class RewardTrainer(OptimiserLoop):
     """Runs optimiser steps of a preference-model objective on a reward network."""
 
     def __init__(
@@ -501,71 +497,20 @@ class RewardTrainer:
         self.aspects = tuple(aspects) if aspects is not None else None
         if self.aspects is not None:
             _aspect_indices([item for item in items if item.data_format == "pairwise"], self.aspects)
-        self.model = model
+        super().__init__(
+            model, items, config, run_dir=Path(run_dir), on_checkpoint=on_checkpoint, what="the reward network"
+        )
         self.objective = objective
-        self.items = list(items)
-        self.config = config
         self.pad_token_id = pad_token_id
-        self.run_dir = Path(run_dir)
         self.device = torch.device(device)
         self.evaluate = evaluate
         self.on_step = on_step
-        self.on_checkpoint = on_checkpoint
-        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-        if not trainable:
-            raise ConfigError("the reward network has no trainable parameter.")
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, config)  # reads steps, warmup_steps and schedule
-        self.step = 0
-        self.epoch = 0
-        self.position = 0  # micro-batches of the current epoch already consumed
-        self._batches: list[list[int]] = []
-        self._batches_epoch = -1
-
-    def resume(self) -> bool:
-        """Continue from the newest checkpoint in ``run_dir``, if any; True when one was loaded."""
-        checkpoints = list_checkpoints(self.run_dir)
-        if not checkpoints:
-            return False
-        restored = load_checkpoint(
-            checkpoints[-1], model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
-        )
-        self.step = restored.step
-        self.epoch = int(restored.trainer["epoch"])
-        self.position = int(restored.trainer["position"])
-        return True
-
-    def save(self) -> Path:
-        path = save_checkpoint(
-            self.run_dir,
-            self.step,
-            model=self.model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            trainer_state={"epoch": self.epoch, "position": self.position},
-            keep_last=self.config.keep_checkpoints,
-        )
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(self.step, path)
-        return path
-
-    def _next_micro_batch(self) -> list[int]:
-        if self._batches_epoch != self.epoch:
-            self._batches = micro_batches(self.items, self.config.batch_size, seed=self.config.seed, epoch=self.epoch)
-            self._batches_epoch = self.epoch
-        if self.position >= len(self._batches):
-            self.epoch += 1
-            self.position = 0
-            return self._next_micro_batch()
-        indices = self._batches[self.position]
-        self.position += 1
-        return indices
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step over ``grad_accum`` micro-batches; returns the step's metrics."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        micro = [self._next_micro_batch() for _ in range(self.config.grad_accum)]
+        micro = [self.next_micro_batch() for _ in range(self.config.grad_accum)]
         num_items = sum(self.items[index].count for indices in micro for index in indices)
         totals: dict[str, float] = {}
         for indices in micro:
@@ -574,23 +519,13 @@ class RewardTrainer:
             )
             feedback = feedback.to(self.device)
             output = self.objective.loss(feedback.reward_batch(self.model(feedback.sequences), num_items))
-            if not torch.isfinite(output.loss):
-                raise FloatingPointError(
-                    f"the loss became {output.loss.item()} at step {self.step + 1}; lower the learning rate or "
-                    f"check the data."
-                )
+            check_finite(output.loss, self.step + 1)
             output.loss.backward()
             share = feedback.num_items / max(num_items, 1)
             for key, value in output.metrics.items():
                 totals[key] = totals.get(key, 0.0) + share * float(value)
             totals["loss"] = totals.get("loss", 0.0) + float(output.loss.detach())
-        if self.config.max_grad_norm > 0:
-            parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
-            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        totals["lr"] = self.scheduler.get_last_lr()[0]
+        self.apply_update(totals)
         return totals
 
     def fit(self) -> dict[str, float]:

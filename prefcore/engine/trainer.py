@@ -10,7 +10,6 @@ objectives train together as a weighted sum; each sees the same log-prob batch.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -26,11 +25,9 @@ from prefcore.batch import LogProbBatch
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
-from prefcore.engine.batching import micro_batches
-from prefcore.engine.checkpoint import list_checkpoints
-from prefcore.engine.checkpoint import load_checkpoint
-from prefcore.engine.checkpoint import save_checkpoint
 from prefcore.engine.logprobs import completion_token_logps
+from prefcore.engine.loop import OptimiserLoop
+from prefcore.engine.loop import check_finite
 from prefcore.errors import ConfigError
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
@@ -77,23 +74,6 @@ class WeightedObjective:
     weight: float = 1.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine, linear or constant decay to the last step."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
-        if config.schedule == "constant":
-            return 1.0
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        progress = min(1.0, progress)
-        if config.schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 ReferenceLogps = Callable[[SequenceBatch], torch.Tensor]
 """Per-token reference log-probs ``[S, L-1]`` of a batch (a frozen model's forward)."""
 
@@ -105,7 +85,7 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return torch.autocast("cuda", dtype=dtype)
 
 
-class Trainer:
+class Trainer(OptimiserLoop):
     """Runs optimiser steps of a weighted sum of objectives over training items."""
 
     def __init__(
@@ -130,71 +110,22 @@ class Trainer:
         needs_reference = any(entry.objective.uses_reference() for entry in objectives)
         if needs_reference and reference_logps is None and cached_reference is None:
             raise ConfigError("an objective needs reference log-probs but the run has no reference model.")
+        super().__init__(
+            policy,
+            items,
+            config,
+            run_dir=Path(run_dir) / checkpoint_tag if checkpoint_tag else Path(run_dir),
+            on_checkpoint=on_checkpoint,
+            what="the policy",
+        )
         self.policy = policy
         self.objectives = list(objectives)
-        self.items = list(items)
-        self.config = config
         self.pad_token_id = pad_token_id
-        self.run_dir = Path(run_dir) / checkpoint_tag if checkpoint_tag else Path(run_dir)
         self.device = device
         self.reference_logps = reference_logps if needs_reference else None
         self.cached_reference = cached_reference if needs_reference else None
         self.on_step = on_step
-        self.on_checkpoint = on_checkpoint
         self.on_evaluate = on_evaluate
-        trainable = [parameter for parameter in policy.parameters() if parameter.requires_grad]
-        if not trainable:
-            raise ConfigError("the policy has no trainable parameter.")
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, config)
-        self.step = 0
-        self.epoch = 0
-        self.position = 0  # micro-batches of the current epoch already consumed
-        self._batches: list[list[int]] = []
-        self._batches_epoch = -1
-
-    # -- resume -------------------------------------------------------------------------
-    def resume(self) -> bool:
-        """Continue from the newest checkpoint of this run, if any; True when one was loaded."""
-        checkpoints = list_checkpoints(self.run_dir)
-        if not checkpoints:
-            return False
-        restored = load_checkpoint(
-            checkpoints[-1], model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler
-        )
-        self.step = restored.step
-        self.epoch = int(restored.trainer["epoch"])
-        self.position = int(restored.trainer["position"])
-        return True
-
-    def save(self) -> Path:
-        path = save_checkpoint(
-            self.run_dir,
-            self.step,
-            model=self.policy,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            trainer_state={"epoch": self.epoch, "position": self.position},
-            keep_last=self.config.keep_checkpoints,
-        )
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(self.step, path)
-        return path
-
-    # -- data ---------------------------------------------------------------------------
-    def _epoch_batches(self) -> list[list[int]]:
-        if self._batches_epoch != self.epoch:
-            self._batches = micro_batches(self.items, self.config.batch_size, seed=self.config.seed, epoch=self.epoch)
-            self._batches_epoch = self.epoch
-        return self._batches
-
-    def _next_micro_batch(self) -> list[int]:
-        if self.position >= len(self._epoch_batches()):
-            self.epoch += 1
-            self.position = 0
-        indices = self._epoch_batches()[self.position]
-        self.position += 1
-        return indices
 
     def _collate(self, indices: list[int]) -> SequenceBatch:
         items = [self.items[index] for index in indices]
@@ -233,7 +164,7 @@ class Trainer:
         """One optimiser step over ``grad_accum`` micro-batches; returns the step's metrics."""
         self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
-        micro = [self._next_micro_batch() for _ in range(self.config.grad_accum)]
+        micro = [self.next_micro_batch() for _ in range(self.config.grad_accum)]
         num_items = sum(len(indices) for indices in micro)
         batches = [self._collate(indices) for indices in micro]
         # every micro-batch divides its token sums by the whole step's count, known only after collating all
@@ -249,21 +180,10 @@ class Trainer:
                 prefix = f"{entry.objective.name}/" if len(self.objectives) > 1 else ""
                 for key, value in output.metrics.items():
                     totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at step {self.step + 1}; lower the learning rate or check the data."
-                )
+            check_finite(loss, self.step + 1)
             loss.backward()
             totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
-        if self.config.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in self.policy.parameters() if p.requires_grad], self.config.max_grad_norm
-            )
-            totals["grad_norm"] = float(grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        totals["lr"] = self.scheduler.get_last_lr()[0]
+        self.apply_update(totals)
         return totals
 
     def fit(self) -> dict[str, float]:

@@ -1,0 +1,146 @@
+"""What every trainer shares: the optimiser and schedule, the place in the data, checkpoints.
+
+The policy trainer and the reward-model trainer differ only in how a micro-batch becomes a
+loss; the step counter, the seeded micro-batch order (which a resumed run must continue at
+exactly the same place), the optimiser update and the checkpoint round trip live here once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from typing import Protocol
+
+import torch
+
+from prefcore.engine.batching import micro_batches
+from prefcore.engine.checkpoint import list_checkpoints
+from prefcore.engine.checkpoint import load_checkpoint
+from prefcore.engine.checkpoint import save_checkpoint
+from prefcore.errors import ConfigError
+
+
+class LoopConfig(Protocol):
+    """The options every training stage has (``TrainConfig``, ``RewardTrainConfig``)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    schedule: str
+    max_grad_norm: float
+    seed: int
+    keep_checkpoints: int
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: LoopConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine, linear or constant decay to the last step."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        if config.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+        if config.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class OptimiserLoop:
+    """AdamW over a model's trainable parameters, stepping through seeded micro-batches of items."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        items: Sequence[Any],
+        config: LoopConfig,
+        *,
+        run_dir: Path,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
+        what: str = "the model",
+    ) -> None:
+        self.model = model
+        self.items = list(items)
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.on_checkpoint = on_checkpoint
+        self.trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        if not self.trainable:
+            raise ConfigError(f"{what} has no trainable parameter.")
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.step = 0
+        self.epoch = 0
+        self.position = 0  # micro-batches of the current epoch already consumed
+        self._batches: list[list[int]] = []
+        self._batches_epoch = -1
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint in ``run_dir``, if any; True when one was loaded."""
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            return False
+        restored = load_checkpoint(
+            checkpoints[-1], model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+        )
+        self.step = restored.step
+        self.epoch = int(restored.trainer["epoch"])
+        self.position = int(restored.trainer["position"])
+        return True
+
+    def save(self) -> Path:
+        path = save_checkpoint(
+            self.run_dir,
+            self.step,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            trainer_state={"epoch": self.epoch, "position": self.position},
+            keep_last=self.config.keep_checkpoints,
+        )
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.step, path)
+        return path
+
+    def _epoch_batches(self) -> list[list[int]]:
+        if self._batches_epoch != self.epoch:
+            self._batches = micro_batches(self.items, self.config.batch_size, seed=self.config.seed, epoch=self.epoch)
+            self._batches_epoch = self.epoch
+        return self._batches
+
+    def next_micro_batch(self) -> list[int]:
+        """Item indices of the next micro-batch; a new epoch reshuffles with its own seed."""
+        if self.position >= len(self._epoch_batches()):
+            self.epoch += 1
+            self.position = 0
+        indices = self._epoch_batches()[self.position]
+        self.position += 1
+        return indices
+
+    def apply_update(self, metrics: dict[str, float]) -> None:
+        """Clip, step the optimiser and schedule, count the step; adds ``grad_norm`` and ``lr``."""
+        if self.config.max_grad_norm > 0:
+            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    """Stop at the first non-finite loss, before it reaches the weights."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the loss became {loss.item()} at step {step}; lower the learning rate or check the data."
+        )
+
+
+StepCallback = Callable[[int, Mapping[str, float]], None]
