@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -965,6 +966,48 @@ _SHARED_ARGS = """
         backend: "auto" (CUDA → Triton, CPU → reference), "triton" or "torch"."""
 
 
+def _pairwise_loss(
+    method: str,
+    loss_id: int,
+    reference_fn: Callable[..., PreferenceLossOutput],
+    policy_logps: torch.Tensor,
+    mask: torch.Tensor,
+    chosen_index: torch.Tensor,
+    rejected_index: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    ref_sequence_logps: torch.Tensor | None,
+    backend: str,
+    params: dict[str, float],
+) -> PreferenceLossOutput:
+    """Checked inputs → the torch reference (CPU) or the Triton kernels (CUDA): one maths, tested equal."""
+    _check_tensors(
+        method, loss_id, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps
+    )
+    if not use_triton(policy_logps, backend):
+        return reference_fn(
+            policy_logps,
+            mask,
+            chosen_index,
+            rejected_index,
+            ref_logps=ref_logps,
+            ref_sequence_logps=ref_sequence_logps,
+            **params,
+        )
+    return _run_kernels(
+        method,
+        loss_id,
+        policy_logps,
+        mask,
+        chosen_index,
+        rejected_index,
+        None,
+        ref_logps,
+        ref_sequence_logps,
+        None,
+        params,
+    )
+
+
 def dpo_loss(
     policy_logps: torch.Tensor,
     mask: torch.Tensor,
@@ -986,33 +1029,20 @@ def dpo_loss(
         PreferenceLossOutput; rewards are β·(log π_θ - log π_ref) summed over each sequence.
     """
     method = "dpo_loss"
-    _check_tensors(method, _DPO, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps)
     _check_beta(method, beta)
     _check_label_smoothing(method, label_smoothing)
-    if not use_triton(policy_logps, backend):
-        return dpo_loss_ref(
-            policy_logps,
-            mask,
-            chosen_index,
-            rejected_index,
-            ref_logps=ref_logps,
-            ref_sequence_logps=ref_sequence_logps,
-            beta=beta,
-            label_smoothing=label_smoothing,
-        )
-    params = {"beta": beta, "label_smoothing": label_smoothing}
-    return _run_kernels(
+    return _pairwise_loss(
         method,
         _DPO,
+        dpo_loss_ref,
         policy_logps,
         mask,
         chosen_index,
         rejected_index,
-        None,
         ref_logps,
         ref_sequence_logps,
-        None,
-        params,
+        backend,
+        {"beta": beta, "label_smoothing": label_smoothing},
     )
 
 
@@ -1035,29 +1065,18 @@ def ipo_loss(
         PreferenceLossOutput; rewards are β·(log π_θ - log π_ref) summed over each sequence (as TRL logs).
     """
     method = "ipo_loss"
-    _check_tensors(method, _IPO, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps)
     _check_beta(method, beta)
-    if not use_triton(policy_logps, backend):
-        return ipo_loss_ref(
-            policy_logps,
-            mask,
-            chosen_index,
-            rejected_index,
-            ref_logps=ref_logps,
-            ref_sequence_logps=ref_sequence_logps,
-            beta=beta,
-        )
-    return _run_kernels(
+    return _pairwise_loss(
         method,
         _IPO,
+        ipo_loss_ref,
         policy_logps,
         mask,
         chosen_index,
         rejected_index,
-        None,
         ref_logps,
         ref_sequence_logps,
-        None,
+        backend,
         {"beta": beta},
     )
 
@@ -1081,31 +1100,18 @@ def hinge_loss(
         PreferenceLossOutput; rewards are β·(log π_θ - log π_ref) summed over each sequence.
     """
     method = "hinge_loss"
-    _check_tensors(
-        method, _HINGE, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps
-    )
     _check_beta(method, beta)
-    if not use_triton(policy_logps, backend):
-        return hinge_loss_ref(
-            policy_logps,
-            mask,
-            chosen_index,
-            rejected_index,
-            ref_logps=ref_logps,
-            ref_sequence_logps=ref_sequence_logps,
-            beta=beta,
-        )
-    return _run_kernels(
+    return _pairwise_loss(
         method,
         _HINGE,
+        hinge_loss_ref,
         policy_logps,
         mask,
         chosen_index,
         rejected_index,
-        None,
         ref_logps,
         ref_sequence_logps,
-        None,
+        backend,
         {"beta": beta},
     )
 
@@ -1134,20 +1140,22 @@ def simpo_loss(
         PreferenceLossOutput; rewards are β · mean token log-prob of each sequence.
     """
     method = "simpo_loss"
-    _check_tensors(
-        method, _SIMPO, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps
-    )
     _check_beta(method, beta)
     _check_label_smoothing(method, label_smoothing)
     if not math.isfinite(gamma):
         raise ValueError(f"{method}: gamma must be finite. Got {gamma}.")
-    if not use_triton(policy_logps, backend):
-        return simpo_loss_ref(
-            policy_logps, mask, chosen_index, rejected_index, beta=beta, gamma=gamma, label_smoothing=label_smoothing
-        )
-    params = {"beta": beta, "gamma": gamma, "label_smoothing": label_smoothing}
-    return _run_kernels(
-        method, _SIMPO, policy_logps, mask, chosen_index, rejected_index, None, None, None, None, params
+    return _pairwise_loss(
+        method,
+        _SIMPO,
+        simpo_loss_ref,
+        policy_logps,
+        mask,
+        chosen_index,
+        rejected_index,
+        ref_logps,
+        ref_sequence_logps,
+        backend,
+        {"beta": beta, "gamma": gamma, "label_smoothing": label_smoothing},
     )
 
 
@@ -1172,12 +1180,19 @@ def orpo_loss(
         ``loss``) and the per-pair ``log_odds``; rewards are β · mean token log-prob.
     """
     method = "orpo_loss"
-    _check_tensors(method, _ORPO, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps)
     _check_beta(method, beta)
-    if not use_triton(policy_logps, backend):
-        return orpo_loss_ref(policy_logps, mask, chosen_index, rejected_index, beta=beta)
-    return _run_kernels(
-        method, _ORPO, policy_logps, mask, chosen_index, rejected_index, None, None, None, None, {"beta": beta}
+    return _pairwise_loss(
+        method,
+        _ORPO,
+        orpo_loss_ref,
+        policy_logps,
+        mask,
+        chosen_index,
+        rejected_index,
+        ref_logps,
+        ref_sequence_logps,
+        backend,
+        {"beta": beta},
     )
 
 
@@ -1201,10 +1216,19 @@ def nll_loss(
         are the plain sequence log-likelihoods (NLL has no implicit reward).
     """
     method = "nll_loss"
-    _check_tensors(method, _NLL, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps)
-    if not use_triton(policy_logps, backend):
-        return nll_loss_ref(policy_logps, mask, chosen_index, rejected_index)
-    return _run_kernels(method, _NLL, policy_logps, mask, chosen_index, rejected_index, None, None, None, None, {})
+    return _pairwise_loss(
+        method,
+        _NLL,
+        nll_loss_ref,
+        policy_logps,
+        mask,
+        chosen_index,
+        rejected_index,
+        ref_logps,
+        ref_sequence_logps,
+        backend,
+        {},
+    )
 
 
 def kto_loss(
