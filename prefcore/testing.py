@@ -20,10 +20,13 @@ Every check raises ``AssertionError`` with a message that names the objective an
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import replace
+from types import ModuleType
 
 import torch
 
@@ -31,6 +34,9 @@ from prefcore.batch import DATA_FORMATS
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.methods import UsageObjective
+from prefcore.registry import PrefcorePluginManager
+from prefcore.registry import Provenance
+from prefcore.registry import Registry
 
 __all__ = [
     "ReferenceFn",
@@ -617,3 +623,26 @@ def check_objective(
             assert_padding_invariant(objective, one, rtol=rtol, atol=atol)
         if check_weights and one.weights is not None:
             assert_weights_respected(objective, one, rtol=rtol, atol=atol)
+
+
+def plugin_modules(package: ModuleType) -> list[ModuleType]:
+    """Every plugin module of a package of plugins (``_``-prefixed helper modules are not plugins)."""
+    return [
+        importlib.import_module(f"{package.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+        if not info.name.startswith("_")
+    ]
+
+
+def registry_of(modules: Sequence[ModuleType]) -> Registry:
+    """A fresh registry holding exactly ``modules``, as if each were an installed plugin.
+
+    Tests see the files under test, not whatever happens to be installed; a module that
+    fails validation fails here, with the registry's own error.
+    """
+    manager = PrefcorePluginManager()
+    for module in modules:
+        manager.register_plugin(module, Provenance(plugin=module.__name__.rsplit(".", 1)[-1]))
+    registry = Registry(manager)
+    assert not registry.errors, registry.errors
+    return registry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -30,14 +29,6 @@ PROMPTS = (
     "good thanks",
 )  # different lengths, so batches need padding
 SAMPLING = GenerationSettings(max_new_tokens=6, temperature=1.0, seed=3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -78,7 +69,7 @@ def test_left_pads_prompts_to_exact_training_ids(tokenizer: PreTrainedTokenizerF
     chat = (Message("user", "what is the colour of the sea"),)
     prompts = [PROMPTS[0], PROMPTS[1], chat]
     generate(scripted, tokenizer, prompts, SAMPLING, prefix="good ", batch_size=8)
-    (input_ids, attention_mask, _), = scripted.calls
+    ((input_ids, attention_mask, _),) = scripted.calls
     for row, prompt in enumerate(prompts):
         expected = prompt_token_ids(tokenizer, prompt, prefix="good ")
         width = len(expected)

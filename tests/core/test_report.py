@@ -36,8 +36,9 @@ SAMPLES = [
 def write_metrics(path: Path, *, evaluations: bool = True, rewards: bool = True) -> None:
     writer = MetricsCSVWriter(path)
     if evaluations:
-        writer.write(0, {"win_rate/win_rate": 0.5, "win_rate/win_rate_low": 0.4, "win_rate/win_rate_high": 0.6,
-                         "kl/kl": 0.0})
+        writer.write(
+            0, {"win_rate/win_rate": 0.5, "win_rate/win_rate_low": 0.4, "win_rate/win_rate_high": 0.6, "kl/kl": 0.0}
+        )
     for step in range(1, 41):
         metrics = {"loss": 0.7 - step * 0.01}
         if rewards:
@@ -59,7 +60,11 @@ def assert_png(path: Path) -> None:
 def test_full_report(tmp_path: Path) -> None:
     write_metrics(tmp_path / "metrics.csv")
     report = write_report(
-        tmp_path, config=CONFIG, metrics_csv=tmp_path / "metrics.csv", eval_metrics=FINAL, samples=SAMPLES,
+        tmp_path,
+        config=CONFIG,
+        metrics_csv=tmp_path / "metrics.csv",
+        eval_metrics=FINAL,
+        samples=SAMPLES,
         title="prefcore run: demo",
     )
     assert report == tmp_path / "report.md"
@@ -102,7 +107,8 @@ def test_without_metrics_file_the_report_still_says_what_ran(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("value", [float("nan"), 3.0, 0.123456])
 def test_metric_formatting(tmp_path: Path, value: float) -> None:
-    text = write_report(tmp_path, config={}, metrics_csv=tmp_path / "none.csv", eval_metrics={"x/m": value},
-                        samples=[]).read_text()
+    text = write_report(
+        tmp_path, config={}, metrics_csv=tmp_path / "none.csv", eval_metrics={"x/m": value}, samples=[]
+    ).read_text()
     expected = {3.0: "3", 0.123456: "0.1235"}.get(value, "n/a")
     assert f"| x/m | {expected} |" in text

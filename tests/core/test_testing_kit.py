@@ -7,7 +7,6 @@ bug that check exists for (it must fail with a message naming the objective).
 from __future__ import annotations
 
 from collections.abc import Callable
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -31,16 +30,6 @@ from prefcore.testing import check_objective
 from prefcore.testing import make_random_batch
 from prefcore.testing import num_comparisons
 from prefcore.testing import split_batch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: intra-op threads only add contention (10x slower on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ----------------------------------------------------------------------------------------------
 # Throw-away objectives: a correct one and one per bug

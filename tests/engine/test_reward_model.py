@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,6 @@ from prefcore.errors import DataError
 
 PROMPTS = ["what colour is the sky ?", "please what is two plus three ?", "tell me the colour of the leaf"]
 COMPLETIONS = ["sure , blue", "two plus three is five hope that helps", "ugh , red"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

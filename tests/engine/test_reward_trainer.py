@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import random
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -61,14 +60,6 @@ def objective(name: str, **options: object) -> PreferenceModel:
     module = importlib.import_module(f"{MODELS}.{name}")
     [cls] = module.prefcore_register_preference_models()
     return cls(cls.config_cls(**options))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
 
 
 def test_gpu_benchmark_dry_run_prints_the_table() -> None:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([sys.executable, str(SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     measured = {tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows if "skipped" not in row}

@@ -24,9 +24,35 @@ from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import GenerationSettings
 
 WORDS = (
-    "good", "bad", "fine", "poor", "what", "is", "the", "colour", "of", "sky", "sea", "grass", "sun", "snow",
-    "two", "plus", "three", "four", "five", "red", "blue", "green", "yellow", "white", "yes", "no",
-    "please", "thanks", "answer",
+    "good",
+    "bad",
+    "fine",
+    "poor",
+    "what",
+    "is",
+    "the",
+    "colour",
+    "of",
+    "sky",
+    "sea",
+    "grass",
+    "sun",
+    "snow",
+    "two",
+    "plus",
+    "three",
+    "four",
+    "five",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "white",
+    "yes",
+    "no",
+    "please",
+    "thanks",
+    "answer",
 )
 """About 35 tokens with the five special ones: small, but enough for distinct prompts."""
 

@@ -25,9 +25,7 @@ RECORDS = (
     ("match", "max_new_tokens", "accuracy"),
     [("contains", 6, 2 / 3), ("exact", 6, 0.0), ("exact", 1, 2 / 3)],
 )
-def test_metadata_answers(
-    context_free_llama, make_context, match: str, max_new_tokens: int, accuracy: float
-) -> None:
+def test_metadata_answers(context_free_llama, make_context, match: str, max_new_tokens: int, accuracy: float) -> None:
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=1.0)
     context = make_context(context_free_llama(GOOD), preferences=RECORDS, generation=settings)
     metrics = BenchmarkAccuracy(BenchmarkAccuracyConfig(match=match)).evaluate(context).metrics

@@ -35,9 +35,7 @@ def test_different_models_give_positive_kl(random_llama, make_context) -> None:
     assert metrics["num_samples"] == 20
 
 
-def test_estimators_match_sums_over_known_distributions(
-    context_free_llama, make_context, prompts, tokenizer
-) -> None:
+def test_estimators_match_sums_over_known_distributions(context_free_llama, make_context, prompts, tokenizer) -> None:
     """Schulman's k1 and k3 per token, summed over the sampled tokens, from closed-form log-probs."""
     generator = torch.Generator().manual_seed(7)
     policy = context_free_llama(2.0 * torch.randn(len(tokenizer), generator=generator))

@@ -66,9 +66,11 @@ def test_policy_equal_to_reference_scores_one_half(random_llama, make_context) -
 
 def test_conditions_on_the_generation_prefix(random_llama, make_context) -> None:
     plain = PreferenceAccuracy().evaluate(make_context(random_llama(0), preferences=PAIRS)).metrics
-    prefixed = PreferenceAccuracy().evaluate(
-        make_context(random_llama(0), preferences=PAIRS, generation_prefix="good ")
-    ).metrics
+    prefixed = (
+        PreferenceAccuracy()
+        .evaluate(make_context(random_llama(0), preferences=PAIRS, generation_prefix="good "))
+        .metrics
+    )
     assert plain["chosen_reward"] != prefixed["chosen_reward"]
 
 

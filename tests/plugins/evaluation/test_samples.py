@@ -34,9 +34,7 @@ def test_draw_is_uniform_over_prompts() -> None:
     assert all(400 < count < 600 for count in counts.values())
 
 
-def test_rows_hold_policy_reference_and_position_controlled_verdict(
-    context_free_llama, make_context, prompts
-) -> None:
+def test_rows_hold_policy_reference_and_position_controlled_verdict(context_free_llama, make_context, prompts) -> None:
     def biased(prompt: object, first: str, second: str) -> float:  # p = (0.9 + 1 − 0.3) / 2 = 0.8
         return 0.9 if "good" in first else 0.3
 
@@ -59,9 +57,7 @@ def test_more_requested_than_prompts_shows_every_prompt(random_llama, make_conte
     assert [row["index"] for row in rows] == list(range(len(prompts)))
 
 
-def test_reuses_the_completions_and_verdicts_of_the_pass(
-    random_llama, make_context, prompts, good_word_judge
-) -> None:
+def test_reuses_the_completions_and_verdicts_of_the_pass(random_llama, make_context, prompts, good_word_judge) -> None:
     calls: list[str] = []
 
     def judge(prompt: object, first: str, second: str) -> float:

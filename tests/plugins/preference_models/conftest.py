@@ -8,10 +8,7 @@ under ``--import-mode=importlib``.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
-from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -20,44 +17,22 @@ import torch
 import prefcore.plugins.preference_models as preference_package
 from prefcore.batch import LossOutput
 from prefcore.preference import RewardBatch
-from prefcore.registry import PrefcorePluginManager
-from prefcore.registry import Provenance
 from prefcore.registry import Registry
+from prefcore.testing import plugin_modules
+from prefcore.testing import registry_of
 
 # fp64 references through a different reduction order than the objectives' fp32 path
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def preference_plugin_modules() -> list[ModuleType]:
-    """Every plugin module of ``plugins/preference_models/`` (``_``-prefixed helpers are not plugins)."""
-    return [
-        importlib.import_module(f"{preference_package.__name__}.{info.name}")
-        for info in pkgutil.iter_modules(preference_package.__path__)
-        if not info.name.startswith("_")
-    ]
-
-
 @pytest.fixture(scope="session")
 def preference_modules() -> list[ModuleType]:
-    return preference_plugin_modules()
+    return plugin_modules(preference_package)
 
 
 @pytest.fixture(scope="session")
 def preference_registry() -> Registry:
-    manager = PrefcorePluginManager()
-    for module in preference_plugin_modules():
-        manager.register_plugin(module, Provenance(plugin=module.__name__.rsplit(".", 1)[-1]))
-    registry = Registry(manager)
-    assert not registry.errors, registry.errors
-    return registry
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return registry_of(plugin_modules(preference_package))
 
 
 PairBatch = Callable[..., RewardBatch]
