@@ -85,7 +85,8 @@ def kl_estimates(context: EvaluationContext, samples: GeneratedCompletions, *, b
         policy_logps = _completion_logps(
             context.policy,
             [TokenizedSequence(samples.prompt_ids[row], samples.completion_ids[row]) for row in rows],
-            pad_token_id, context.device,
+            pad_token_id,
+            context.device,
         )
         reference_logps = _completion_logps(
             context.reference,
@@ -93,7 +94,8 @@ def kl_estimates(context: EvaluationContext, samples: GeneratedCompletions, *, b
                 TokenizedSequence(bare_prompt_ids[row // samples.num_samples], samples.completion_ids[row])
                 for row in rows
             ],
-            pad_token_id, context.device,
+            pad_token_id,
+            context.device,
         )
         log_ratio = reference_logps - policy_logps  # r_t, one entry per completion token
         owner = torch.repeat_interleave(torch.arange(len(rows)), lengths[start : start + len(rows)].long())

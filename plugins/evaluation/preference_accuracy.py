@@ -71,8 +71,11 @@ class PreferenceAccuracy(Evaluator):
             batch = pairs[start : start + self.config.batch_size]
             sequences = [
                 tokenize_sequence(
-                    context.tokenizer, pair.prompt, completion,
-                    max_length=self.config.max_length, prefix=context.generation_prefix,
+                    context.tokenizer,
+                    pair.prompt,
+                    completion,
+                    max_length=self.config.max_length,
+                    prefix=context.generation_prefix,
                     where=str(pair.provenance) if pair.provenance else "held-out record",
                 )
                 for pair in batch
