@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from transformers import GenerationConfig
 
+from prefcore.engine.chat import stop_token_ids
 from prefcore.engine.sequences import prompt_token_ids
 
 if TYPE_CHECKING:
@@ -40,10 +41,10 @@ class GeneratedCompletions:
     """Sampled completions as token ids and text, ``num_samples`` per prompt, prompt-major.
 
     Row ``i * num_samples + k`` is sample ``k`` of prompt ``i``. ``completion_ids`` holds
-    the new tokens up to and including the first EOS (no EOS if ``max_new_tokens`` ran
-    out), so log-probs can be computed on exactly the sampled tokens; ``texts`` are those
-    tokens decoded without special tokens. ``prompts`` are the prompts as given, once each;
-    ``prompt_ids`` the ids generation started from, one entry per row.
+    the new tokens up to and including the first stop token (EOS or the chat template's end
+    of turn; none if ``max_new_tokens`` ran out), so log-probs can be computed on exactly the
+    sampled tokens; ``texts`` are those tokens decoded without special tokens. ``prompts``
+    are the prompts as given, once each; ``prompt_ids`` the ids generation started from, one entry per row.
     """
 
     prompts: tuple[Any, ...]
@@ -86,7 +87,7 @@ def eval_mode(model: Any) -> Iterator[Any]:
         model.train(was_training)
 
 
-def _generation_config(settings: GenerationSettings, pad_token_id: int, eos_token_id: int) -> GenerationConfig:
+def _generation_config(settings: GenerationSettings, pad_token_id: int, stop_ids: Sequence[int]) -> GenerationConfig:
     """Sampling fully defined by ``settings``: no top-k, repetition penalty or other model defaults."""
     if settings.temperature > 0:
         sampling: dict[str, Any] = {
@@ -101,7 +102,7 @@ def _generation_config(settings: GenerationSettings, pad_token_id: int, eos_toke
         max_new_tokens=settings.max_new_tokens,
         num_return_sequences=settings.num_samples,
         pad_token_id=pad_token_id,
-        eos_token_id=eos_token_id,
+        eos_token_id=list(stop_ids),
         **sampling,
     )
 
@@ -117,10 +118,12 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.T
     return input_ids, attention_mask
 
 
-def _until_eos(tokens: Sequence[int], eos_token_id: int) -> tuple[int, ...]:
-    tokens = list(tokens)
-    if eos_token_id in tokens:
-        tokens = tokens[: tokens.index(eos_token_id) + 1]
+def _until_stop(tokens: Sequence[int], stop_ids: Sequence[int]) -> tuple[int, ...]:
+    """The tokens up to and including the first stop id (all of them if none occurs)."""
+    stops = set(stop_ids)
+    for index, token in enumerate(tokens):
+        if token in stops:
+            return tuple(tokens[: index + 1])
     return tuple(tokens)
 
 
@@ -138,7 +141,8 @@ def generate(
 
     Arguments:
         model: a transformers causal LM; its train/eval mode is restored afterwards.
-        tokenizer: the tokenizer the model was trained with (needs an EOS token).
+        tokenizer: the tokenizer the model was trained with; generation stops at any of
+            ``stop_token_ids(tokenizer, model)`` (EOS, the generation config's, the template's end of turn).
         prompts: text prompts or tuples of chat messages.
         settings: sampling settings; ``temperature == 0`` means greedy decoding.
         prefix: condition text put before each prompt, as the usage objective trained it.
@@ -149,11 +153,13 @@ def generate(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    eos_token_id = tokenizer.eos_token_id
-    if eos_token_id is None:
-        raise ValueError("the tokenizer has no eos_token_id; generation could never stop.")
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_id
-    config = _generation_config(settings, pad_token_id, eos_token_id)
+    stop_ids = stop_token_ids(tokenizer, model)
+    if not stop_ids:
+        raise ValueError(
+            "the tokenizer has no eos_token_id and its template no end of turn; generation could never stop."
+        )
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    config = _generation_config(settings, pad_token_id, stop_ids)
     device = torch.device(device)
     all_prompt_ids = [tuple(prompt_token_ids(tokenizer, prompt, prefix=prefix)) for prompt in prompts]
     completion_ids: list[tuple[int, ...]] = []
@@ -166,7 +172,7 @@ def generate(
                 generation_config=config,
             )
             new_tokens = output[:, input_ids.shape[1] :].tolist()
-            completion_ids.extend(_until_eos(row, eos_token_id) for row in new_tokens)
+            completion_ids.extend(_until_stop(row, stop_ids) for row in new_tokens)
     texts = tuple(tokenizer.decode(list(ids), skip_special_tokens=True) for ids in completion_ids)
     repeated_prompts = tuple(ids for ids in all_prompt_ids for _ in range(settings.num_samples))
     return GeneratedCompletions(tuple(prompts), repeated_prompts, tuple(completion_ids), texts, settings.num_samples)

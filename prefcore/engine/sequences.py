@@ -1,9 +1,12 @@
 """Tokenise prompts and completions into sequences whose completion tokens carry the loss.
 
-Prompt and completion are tokenised separately (the completion always ends with EOS),
-so the boundary is exact and the loss mask covers completion tokens only. Chat prompts
-go through the tokenizer's chat template with the generation prompt appended, so
-training sees exactly the text that generation will start from.
+Plain text: prompt and completion are tokenised separately and the completion ends with
+the tokenizer's EOS, so the boundary is exact and the loss mask covers completion tokens
+only. Conversations go through the chat template (``prefcore.engine.chat``): the prompt
+is the rendering up to the generation prompt, the completion is the template's own
+rendering of the assistant turn, ending with its end-of-turn marker (``<|im_end|>``,
+``<|eot_id|>``, ...), so training sees exactly the text that generation starts from and
+the stop that generation waits for.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from typing import Literal
 import torch
 
 from prefcore.data.records import Message
+from prefcore.engine.chat import chat_prompt_ids
+from prefcore.engine.chat import chat_sequence_ids
+from prefcore.engine.chat import is_conversation
 from prefcore.errors import DataError
 
 Truncation = Literal["error", "truncate"]
@@ -23,7 +29,7 @@ Truncation = Literal["error", "truncate"]
 
 @dataclass(frozen=True)
 class TokenizedSequence:
-    """Token ids of one prompt + completion; the completion ends with EOS."""
+    """Token ids of one prompt + completion; the completion ends with EOS or the template's end of turn."""
 
     prompt_ids: tuple[int, ...]
     completion_ids: tuple[int, ...]
@@ -40,31 +46,18 @@ def completion_text(completion: Any) -> str:
     return "".join(message.content for message in completion)
 
 
-def _as_chat(messages: Sequence[Message]) -> list[dict[str, str]]:
-    return [{"role": message.role, "content": message.content} for message in messages]
-
-
-def prompt_token_ids(tokenizer: Any, prompt: Any, *, prefix: str = "") -> list[int]:
+def prompt_token_ids(tokenizer: Any, prompt: Any, *, prefix: str = "", where: str = "record") -> list[int]:
     """Token ids the model is conditioned on, identical for training and generation.
 
     Arguments:
         tokenizer: a transformers tokenizer.
-        prompt: text, or a tuple of chat messages.
+        prompt: text, or a tuple of chat messages (needs the tokenizer's chat template).
         prefix: condition text put before the prompt (hindsight / reward-conditioned methods).
+        where: how to name the record in errors.
     """
     if isinstance(prompt, str):
         return list(tokenizer(prefix + prompt, add_special_tokens=True)["input_ids"])
-    chat = _as_chat(prompt)
-    if prefix:
-        chat = [{"role": "system", "content": prefix}, *chat]
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-    # No template: join the turns as plain text so conversational data still trains.
-    text = "\n".join(f"{turn['role']}: {turn['content']}" for turn in chat) + "\nassistant: "
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return chat_prompt_ids(tokenizer, prompt, prefix=prefix, where=where)
 
 
 def tokenize_sequence(
@@ -86,10 +79,21 @@ def tokenize_sequence(
     text = completion_text(completion)
     if not text.strip():
         raise DataError("the completion is empty; there is nothing to train on.", source=where, field="completion")
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos_token_id; completions must end with an end-of-sequence token.")
-    prompt_ids = prompt_token_ids(tokenizer, prompt, prefix=prefix)
-    completion_ids = [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    if is_conversation(prompt) or is_conversation(completion):
+        chat_prompt = (Message("user", prompt),) if isinstance(prompt, str) else prompt
+        prompt_ids, completion_ids = chat_sequence_ids(tokenizer, chat_prompt, completion, prefix=prefix, where=where)
+    else:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos_token_id; completions must end with an end-of-sequence token.")
+        prompt_ids = prompt_token_ids(tokenizer, prompt, prefix=prefix)
+        completion_ids = [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    if not prompt_ids:
+        raise DataError(
+            "the prompt is empty after tokenisation (this tokenizer adds no BOS token), so the first completion "
+            "token has nothing to be predicted from and the row would carry no loss. Give a non-empty prompt.",
+            source=where,
+            field="prompt",
+        )
     overflow = len(prompt_ids) + len(completion_ids) - max_length
     if overflow > 0:
         if truncation == "error":
