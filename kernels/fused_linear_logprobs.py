@@ -12,17 +12,21 @@
 # backward recomputes each tile (8NHV FLOPs instead of 6NHV, but O(N) saved state), turns it into
 # dlogits in place with the Triton backward kernel, then
 #   dH[chunk]  = dlogits @ W         (one GEMM per chunk: fp32 accumulation inside cuBLAS)
-#   dW        += dlogits^T @ h_chunk (addmm into a weight-dtype buffer, see below)
+#   dW        += dlogits^T @ h_chunk (fp32 accumulator across chunks, see below)
 #   db        += dlogits.sum(0)      (fp32 accumulator, V floats)
 # Ignored tokens are dropped before the GEMMs (torchtune's trick): for preference data with long
 # prompts this removes their FLOPs in both passes and their rows from every buffer.
 #
-# dW precision: dW is accumulated in the weight's dtype by `addmm_`, i.e. every chunk's product
-# is summed in fp32 inside the GEMM and added to the running dW with one rounding per chunk. An
-# fp32 accumulator would cost 4·V·H bytes (2.1 GB at V=128256, H=4096), more than the whole
-# workspace budget of this op; with the default chunk (~1k tokens at that V) a step of a few
-# thousand tokens rounds a handful of times. When all tokens fit in one chunk, dW is a single
-# GEMM with a single rounding. fp32 weights accumulate in fp32.
+# dW precision: with more than one chunk, dW is summed across chunks in an fp32 [V, H] buffer and
+# cast to the weight's dtype once at the end (Liger's FLCE does the same). Adding each chunk into
+# a bf16 running sum instead rounds the sum once per chunk, so its error grows with the chunk
+# count (measured: 4.9e-3 with 1 chunk, 4.1e-2 with 256 chunks); with the fp32 buffer the error
+# is that of one GEMM whatever the chunking. On CUDA the chunk GEMM writes fp32 directly
+# (`out_dtype`, torch >= 2.8); elsewhere the chunk's operands are upcast first. The buffer costs
+# 4·V·H bytes (2.1 GB at V=128256, H=4096) on top of the weight-dtype gradient, as any fp32
+# gradient accumulation does; when all tokens fit in one chunk, dW is a single GEMM with a single
+# rounding and needs no buffer. fp32/fp64 weights accumulate in their own dtype. dH needs no
+# accumulator: each chunk writes its own rows, and each row is one GEMM over V (fp32 inside).
 #
 # Memory beyond inputs and outputs: one [chunk, V] tile in the inputs' dtype, one [chunk, H] hidden
 # tile (only when tokens are ignored), one [chunk, H] dH tile, and 8 bytes per valid token saved
@@ -133,6 +137,42 @@ def _forward(
     return logps, rows, row_max, log_norm
 
 
+def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half-precision weights (their running sum must not round per chunk), else the dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _mm_out_dtype_works(device: torch.device) -> bool:
+    """Whether ``torch.addmm(..., out_dtype=float32)`` runs half-precision GEMMs on ``device``.
+
+    It exists on CUDA from torch 2.8 and lets cuBLAS add its fp32 product straight into the
+    fp32 accumulator; CPU builds lack it. Probed once per device with a 1x1 GEMM.
+    """
+    key = (device.type, device.index)
+    if key not in _OUT_DTYPE_SUPPORT:
+        try:
+            probe = torch.ones(1, 1, device=device, dtype=torch.bfloat16)
+            accumulator = torch.zeros(1, 1, device=device, dtype=torch.float32)
+            torch.addmm(accumulator, probe, probe, out_dtype=torch.float32, out=accumulator)
+            _OUT_DTYPE_SUPPORT[key] = accumulator.item() == 1.0
+        except (RuntimeError, TypeError, NotImplementedError):
+            _OUT_DTYPE_SUPPORT[key] = False
+    return _OUT_DTYPE_SUPPORT[key]
+
+
+_OUT_DTYPE_SUPPORT: dict[tuple[str, int | None], bool] = {}
+
+
+def _add_weight_grad(accumulator: torch.Tensor, dlogits: torch.Tensor, h: torch.Tensor) -> None:
+    """``accumulator += dlogits^T @ h`` with the product summed in the accumulator's precision."""
+    if accumulator.dtype == dlogits.dtype:
+        accumulator.addmm_(dlogits.t(), h)
+    elif accumulator.is_cuda and _mm_out_dtype_works(accumulator.device):
+        torch.addmm(accumulator, dlogits.t(), h, out_dtype=accumulator.dtype, out=accumulator)
+    else:
+        accumulator.addmm_(dlogits.t().to(accumulator.dtype), h.to(accumulator.dtype))
+
+
 class FusedLinearLogprobsFunction(torch.autograd.Function):
     """``(hidden [N, H], weight [V, H], bias, targets [N], ...) -> logps [N]`` with chunked recompute."""
 
@@ -176,7 +216,11 @@ class FusedLinearLogprobsFunction(torch.autograd.Function):
             # Ignored rows get exactly zero; with none ignored every row is written below.
             make = torch.empty if rows is None else torch.zeros
             grad_hidden = make(hidden.shape, device=hidden.device, dtype=hidden.dtype)
-        grad_weight = torch.zeros_like(weight) if need_weight and n_valid == 0 else None
+        grad_weight = None
+        if need_weight and n_valid == 0:
+            grad_weight = torch.zeros_like(weight)
+        elif need_weight and n_valid > chunk_size:
+            grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=_accumulator_dtype(weight.dtype))
         grad_bias = torch.zeros(vocab, device=bias.device, dtype=torch.float32) if need_bias else None
 
         tile = torch.empty((min(chunk_size, n_valid), vocab), device=hidden.device, dtype=hidden.dtype)
@@ -204,15 +248,15 @@ class FusedLinearLogprobsFunction(torch.autograd.Function):
                 else:
                     grad_hidden.index_copy_(0, rows[start:end], dlogits @ weight)
             if need_weight:
-                if grad_weight is None:
+                if grad_weight is None:  # the only chunk: one GEMM, one rounding
                     grad_weight = dlogits.t() @ h
                 else:
-                    grad_weight.addmm_(dlogits.t(), h)
+                    _add_weight_grad(grad_weight, dlogits, h)
             if grad_bias is not None:
                 grad_bias += dlogits.sum(dim=0, dtype=torch.float32)
         return (
             grad_hidden,
-            grad_weight,
+            grad_weight.to(weight.dtype) if grad_weight is not None else None,
             grad_bias.to(bias.dtype) if grad_bias is not None else None,
             None,  # targets
             None,  # temperature

@@ -154,6 +154,33 @@ def test_chunk_size_does_not_change_the_result(backend):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+# 512 valid tokens, so chunk_size 512 is one chunk and 2 is 256 chunks. Before dW was summed in
+# fp32, each chunk was added to a bf16 running sum; its error grew ~5x from 1 to 256 chunks.
+_ACCUMULATION_TOKENS = 512
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_half_precision_gradient_error_does_not_grow_with_chunks(backend, dtype):
+    torch.manual_seed(0)
+    hidden = torch.randn(_ACCUMULATION_TOKENS, 32).to(dtype)
+    weight = (torch.randn(256, 32) * 0.1).to(dtype)
+    bias = (torch.randn(256) * 0.1).to(dtype)
+    targets = torch.randint(0, 256, (_ACCUMULATION_TOKENS,))
+    grad = torch.randn(_ACCUMULATION_TOKENS)
+    as64 = [t.double() for t in (hidden, weight, bias)]
+    truth = _run(fused_linear_logprobs_ref, *as64, targets, grad)
+
+    def errors(chunk_size: int) -> list[float]:
+        got = _run(fused_linear_logprobs, hidden, weight, bias, targets, grad, chunk_size=chunk_size, backend=backend)
+        assert [t.dtype for t in got[1:]] == [dtype] * 3  # fp32 inside, handed back in the weight's dtype
+        return [(g.double() - t).abs().max().item() for g, t in zip(got[1:], truth[1:], strict=True)]
+
+    one_chunk, many_chunks = errors(_ACCUMULATION_TOKENS), errors(2)
+    for name, one, many in zip(("grad_hidden", "grad_weight", "grad_bias"), one_chunk, many_chunks, strict=True):
+        assert many <= 1.5 * one + 1e-3, f"{name}: error {many:.2e} with 256 chunks vs {one:.2e} with one chunk"
+
+
 class _OpRecorder(TorchDispatchMode):
     """Records every aten op with its output sizes, so tests can bound what was allocated."""
 
