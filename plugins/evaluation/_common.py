@@ -16,6 +16,11 @@ from prefcore.engine.generation import prompts_key
 from prefcore.errors import PrefcoreError
 from prefcore.evaluation import EvaluationContext
 
+JUDGE_HINT = (
+    'Add a [judge] section to the run file (kind = "rule", "preference_model" or "llm"; see prefcore.judges), '
+    "or pass judge= to EvaluationContext from Python."
+)
+
 TIE_TOLERANCE = 1e-9
 """Verdicts this close to 0.5 are ties (judges return floats)."""
 
@@ -116,9 +121,7 @@ def judged_verdicts(
 ) -> dict[int, Verdict]:
     """Verdicts for the completion ``rows``, asking the judge only about rows not yet judged."""
     if context.judge is None:
-        raise EvaluationInputError(
-            evaluator, "a judge", "Configure a judge (a rule, an LLM judge or a reward model) for the run."
-        )
+        raise EvaluationInputError(evaluator, "a judge", JUDGE_HINT)
     key = ("verdicts", prompts_key(prompts), policy.texts, reference.texts)
     cache: dict[int, Verdict] = context.cache.setdefault(key, {})
     for row in rows:

@@ -22,6 +22,7 @@ prompts, so several samples of one prompt count as one cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from typing import Literal
 
 import numpy as np
@@ -33,6 +34,7 @@ from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationResult
 from prefcore.methods import Evaluator
 from prefcore.methods import option
+from prefcore.plugins.evaluation._common import JUDGE_HINT
 from prefcore.plugins.evaluation._common import TIE_TOLERANCE
 from prefcore.plugins.evaluation._common import EvaluationInputError
 from prefcore.plugins.evaluation._common import Verdict
@@ -91,12 +93,12 @@ class WinRate(Evaluator):
 
     name = "win_rate"
     config_cls = WinRateConfig
+    needs_judge: ClassVar[bool] = True
+    """A run that selects this evaluator must configure a judge; ``prefcore.judges.plan_judge`` checks it."""
 
     def evaluate(self, context: EvaluationContext) -> EvaluationResult:
         if context.judge is None:
-            raise EvaluationInputError(
-                self.name, "a judge", "Configure a judge (a rule, an LLM judge or a reward model) for the run."
-            )
+            raise EvaluationInputError(self.name, "a judge", JUDGE_HINT)
         if context.reference is None:
             raise EvaluationInputError(
                 self.name,
