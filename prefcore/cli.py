@@ -7,6 +7,7 @@ data found by ``validate-data``); tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -14,7 +15,10 @@ from collections.abc import Sequence
 from prefcore import __version__
 from prefcore.api import get_registry
 from prefcore.api import method_info
+from prefcore.config import ENGINE_SECTIONS
+from prefcore.config import engine_section_config
 from prefcore.config import field_docs
+from prefcore.errors import ConfigError
 from prefcore.errors import PrefcoreError
 from prefcore.methods import KIND_TITLES
 from prefcore.methods import KINDS
@@ -57,20 +61,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_options(config_cls: type) -> None:
+    rows = field_docs(config_cls)
+    print("\n  options:")
+    if rows:
+        print("\n".join("    " + line for line in _table(rows, ("name", "type", "default", "doc")).splitlines()))
+    else:
+        print("    (none)")
+    print()
+
+
+def _print_engine_section(name: str) -> None:
+    config_cls = engine_section_config(name)
+    print(f"[{name}] (engine section)")
+    doc = (config_cls.__doc__ or "").strip()
+    if doc:
+        print("\n" + "\n".join("  " + line.strip() for line in doc.splitlines()))
+    _print_options(config_cls)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.engine:
+        for name in ENGINE_SECTIONS:
+            _print_engine_section(name)
+        return 0
+    if args.name is None:
+        raise ConfigError("prefcore info needs a method or section name, or --engine for every engine section.")
+    if args.name in ENGINE_SECTIONS and args.kind is None:
+        _print_engine_section(args.name)
+        if not get_registry().find(args.name):
+            return 0
     for info in method_info(args.name, args.kind):
         print(f"{info.name} ({KIND_TITLES[info.kind]})")
         print(f"  from {info.provenance.describe()}")
         doc = (info.cls.__doc__ or "").strip()
         if doc:
             print("\n" + "\n".join("  " + line.strip() for line in doc.splitlines()))
-        rows = field_docs(info.cls.config_cls)
-        print("\n  options:")
-        if rows:
-            print("\n".join("    " + line for line in _table(rows, ("name", "type", "default", "doc")).splitlines()))
-        else:
-            print("    (none)")
-        print()
+        _print_options(info.cls.config_cls)
     return 0
 
 
@@ -106,9 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("kind", nargs="?", choices=KINDS, help="only methods of this kind")
     listing.set_defaults(func=cmd_list)
 
-    info = commands.add_parser("info", help="show a method's documentation and config options")
-    info.add_argument("name")
+    info = commands.add_parser(
+        "info", help="show a method's or engine section's documentation and options (e.g. info dpo, info train)"
+    )
+    info.add_argument("name", nargs="?", help="a method name, or an engine section: " + ", ".join(ENGINE_SECTIONS))
     info.add_argument("--kind", choices=KINDS, help="the kind, when several kinds share the name")
+    info.add_argument("--engine", action="store_true", help="document every engine section's options")
     info.set_defaults(func=cmd_info)
 
     validate = commands.add_parser("validate-data", help="check a preference data file (JSONL, JSON, Parquet)")
@@ -127,10 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override a run-file value, e.g. --set usage.beta=0.2 (repeatable)",
     )
-    run.add_argument("--method", help="the usage objective to train with, e.g. --method ipo")
+    run.add_argument(
+        "--method",
+        help="train with this usage objective and its own defaults (replaces the whole [usage] section)",
+    )
     run.add_argument("--out", help="run folder (default: runs/<timestamp>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    run.add_argument("--dry-run", action="store_true", help="validate the run file and print the plan only")
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint, with the config saved there",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="check the whole run file (every section and option) and print the plan"
+    )
     run.set_defaults(func=cmd_run)
 
     annotate = commands.add_parser(
@@ -154,10 +195,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message (tests replace it)."""
+
+    @property
+    def stream(self) -> object:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def _show_progress_messages() -> None:
+    """Send prefcore's INFO messages (stages, "resumed from step N") to stderr, once per process.
+
+    Only the ``prefcore`` logger is configured: the caller's root logger and other libraries'
+    loggers are left as they are.
+    """
+    logger = logging.getLogger("prefcore")
+    if any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    _show_progress_messages()
     try:
         return func(args)
     except PrefcoreError as exc:

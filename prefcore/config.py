@@ -20,6 +20,9 @@ Run file layout (one section per plugin kind, each naming a method and its optio
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
+import math
 import sys
 import types
 import typing
@@ -37,8 +40,35 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ENGINE_SECTIONS: tuple[str, ...] = ("run", "model", "data", "warm_start", "reward_model", "self_play", "train")
-"""Sections that configure the engine rather than select a method."""
+ENGINE_SECTIONS: dict[str, str] = {
+    "run": "prefcore.pipeline:RunSettings",
+    "model": "prefcore.engine.models:ModelConfig",
+    "warm_start": "prefcore.pipeline:WarmStartConfig",
+    "reward_model": "prefcore.engine.reward_trainer:RewardTrainConfig",
+    "self_play": "prefcore.engine.self_play:SelfPlayConfig",
+    "train": "prefcore.engine.trainer:TrainConfig",
+    # [judge] also takes the options of the plugin it names, so build_config(JudgeSection) cannot
+    # check it: prefcore.judges.plan_judge(config, registry=..., selected=...) does, with the whole file.
+    "judge": "prefcore.judges:JudgeSection",
+}
+"""Sections that configure the engine rather than select a method: name -> "module:ConfigClass".
+
+The class is imported only when the section is checked or documented, so that reading a run
+file (and ``prefcore list``) does not import torch.
+"""
+
+
+def engine_section_config(name: str) -> type:
+    """The config dataclass of engine section ``name`` (imports its module)."""
+    module, _, attribute = ENGINE_SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
 
 _SPEC_KEYS = ("method", "weight")
 
@@ -73,12 +103,17 @@ def build_config(config_cls: type, options: Mapping[str, Any], *, method: str) -
     if unknown:
         accepted = ", ".join(sorted(fields)) or "(none)"
         raise ConfigError(
-            f"{method} has no option {unknown[0]!r}. Accepted options: {accepted}.",
+            f"{method} has no option {unknown[0]!r}.{did_you_mean(unknown[0], fields)} Accepted options: {accepted}.",
             method=method,
             field=unknown[0],
         )
     hints = typing.get_type_hints(config_cls)
-    values = {name: _coerce(value, hints.get(name, Any), name, method) for name, value in options.items()}
+    values = {
+        name: _coerce(
+            value, hints.get(name, Any), name, method, allow_inf=fields[name].metadata.get("allow_inf", False)
+        )
+        for name, value in options.items()
+    }
     try:
         return config_cls(**values)
     except TypeError as exc:  # a required field without a value
@@ -95,8 +130,13 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "")
 
 
-def _coerce(value: Any, annotation: Any, field: str, method: str) -> Any:
-    """Return ``value`` as ``annotation`` or raise a ``ConfigError`` naming the field."""
+def _coerce(value: Any, annotation: Any, field: str, method: str, *, allow_inf: bool = False) -> Any:
+    """Return ``value`` as ``annotation`` or raise a ``ConfigError`` naming the field.
+
+    Floats must be finite: a NaN or infinite learning rate, weight or temperature is never
+    meant. A field whose metadata sets ``allow_inf`` (``option(..., metadata=...)``) accepts
+    ±inf, never NaN.
+    """
 
     def wrong() -> ConfigError:
         return ConfigError(
@@ -112,7 +152,7 @@ def _coerce(value: Any, annotation: Any, field: str, method: str) -> Any:
     if origin is typing.Union or origin is types.UnionType:
         for option_type in args:
             try:
-                return _coerce(value, option_type, field, method)
+                return _coerce(value, option_type, field, method, allow_inf=allow_inf)
             except ConfigError:
                 continue
         raise wrong()
@@ -138,7 +178,12 @@ def _coerce(value: Any, annotation: Any, field: str, method: str) -> Any:
         raise wrong()
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
+            if math.isnan(number) or (math.isinf(number) and not allow_inf):
+                raise ConfigError(
+                    f"{method} option {field!r} must be a finite number; got {value!r}.", method=method, field=field
+                )
+            return number
         raise wrong()
     if annotation is str:
         if isinstance(value, str):
@@ -154,16 +199,19 @@ def _coerce(value: Any, annotation: Any, field: str, method: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise wrong()
-            items = [_coerce(v, a, f"{field}[{i}]", method) for i, (v, a) in enumerate(zip(value, args, strict=True))]
+            items = [
+                _coerce(v, a, f"{field}[{i}]", method, allow_inf=allow_inf)
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            ]
         else:
             item_type = args[0] if args else Any
-            items = [_coerce(v, item_type, f"{field}[{i}]", method) for i, v in enumerate(value)]
+            items = [_coerce(v, item_type, f"{field}[{i}]", method, allow_inf=allow_inf) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise wrong()
         value_type = args[1] if len(args) == 2 else Any
-        return {key: _coerce(v, value_type, f"{field}.{key}", method) for key, v in value.items()}
+        return {key: _coerce(v, value_type, f"{field}.{key}", method, allow_inf=allow_inf) for key, v in value.items()}
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
@@ -210,16 +258,60 @@ class RunConfig:
         return data
 
 
-def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read a TOML run file and apply ``--set section.key=value`` overrides."""
+def read_run_file(path: str | Path) -> dict[str, Any]:
+    """A TOML run file as plain data (sections not yet checked)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"run file {str(path)!r} does not exist.") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path} is a folder; name a TOML run file (or resume it: --resume {path}).") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}.") from exc
-    return parse_run_config(apply_overrides(data, overrides), source=str(path))
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a TOML run file and apply ``--set section.key=value`` overrides."""
+    return parse_run_config(apply_overrides(read_run_file(path), overrides), source=str(path))
+
+
+def dump_run_config(config: RunConfig) -> str:
+    """``config`` as a TOML run file that ``load_run_config`` reads back as the same run.
+
+    Keys set to ``None`` are left out: in a run file a missing key means the default.
+    """
+    from prefcore.toml_writer import TOMLWriteError
+    from prefcore.toml_writer import dumps
+
+    try:
+        return dumps(config.to_dict())
+    except TOMLWriteError as exc:
+        raise ConfigError(f"{config.source or 'run config'}: cannot be saved as TOML: {exc}") from exc
+
+
+def load_run_dir_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """The run file a run folder was started with: its ``config.json`` (exact) or ``config.toml``."""
+    import json
+
+    run_dir = Path(run_dir)
+    saved_json, saved_toml = run_dir / "config.json", run_dir / "config.toml"
+    if saved_json.is_file():
+        try:
+            data = json.loads(saved_json.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{saved_json}: not valid JSON ({exc}); resume from config.toml instead.") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{saved_json}: expected a JSON object of run-file sections.")
+        return parse_run_config(apply_overrides(data, overrides), source=str(saved_json))
+    if saved_toml.is_file():
+        return load_run_config(saved_toml, overrides)
+    raise ConfigError(
+        f"{run_dir} is not a run folder (no config.json or config.toml): "
+        "pass the folder a run wrote, e.g. prefcore run --resume runs/demo-20250101-120000."
+    )
 
 
 def parse_run_config(data: Mapping[str, Any], *, source: str | None = None) -> RunConfig:
@@ -236,8 +328,12 @@ def parse_run_config(data: Mapping[str, Any], *, source: str | None = None) -> R
                 raise ConfigError(f"{where}section [{section}] must be a table.", field=section)
             settings[section] = dict(body)
         else:
-            accepted = ", ".join((*KINDS, *ENGINE_SECTIONS))
-            raise ConfigError(f"{where}unknown section [{section}]. Accepted sections: {accepted}.", field=section)
+            known = (*KINDS, *ENGINE_SECTIONS)
+            raise ConfigError(
+                f"{where}unknown section [{section}].{did_you_mean(section, known)} "
+                f"Accepted sections: {', '.join(known)}.",
+                field=section,
+            )
     return RunConfig(methods=methods, settings=settings, source=source)
 
 
@@ -254,6 +350,10 @@ def _method_spec(kind: str, table: Any, where: str, index: int) -> MethodSpec:
     weight = table.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ConfigError(f"{where}section {label}: 'weight' must be a number; got {weight!r}.", field="weight")
+    if not (math.isfinite(weight) and weight > 0):
+        raise ConfigError(
+            f"{where}section {label}: 'weight' must be a finite number > 0; got {weight!r}.", field="weight"
+        )
     options = {key: value for key, value in table.items() if key not in _SPEC_KEYS}
     return MethodSpec(kind=kind, name=name, options=options, weight=float(weight))
 

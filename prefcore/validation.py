@@ -1,0 +1,154 @@
+"""One check of a whole run file, shared by ``prefcore run --dry-run`` and ``run_pipeline``.
+
+Every method is instantiated through the registry (unknown names and options, option types
+and ranges), every engine section is built into its config dataclass (unknown keys, types,
+ranges), and the sections are checked against each other (an objective that needs reference
+log-probs with ``reference = "none"``, objectives that share no data format, ...). Because
+the pipeline starts with this same function, a file that passes ``--dry-run`` cannot fail
+later on validation; only its data can.
+
+All problems are reported together, so that one dry run shows everything to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prefcore.api import SelectedMethod
+from prefcore.config import ENGINE_SECTIONS
+from prefcore.config import RunConfig
+from prefcore.config import build_config
+from prefcore.config import engine_section_config
+from prefcore.errors import ConfigError
+from prefcore.errors import PrefcoreError
+from prefcore.methods import KINDS
+from prefcore.registry import Registry
+
+__all__ = ["CheckedRun", "check_run_config", "reward_model_section", "shared_data_format"]
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """A run file that passed every check: its method instances and built engine sections."""
+
+    config: RunConfig
+    methods: Mapping[str, list[SelectedMethod]]
+    sections: Mapping[str, Any]
+    data_format: str
+
+    def selected(self, kind: str) -> list[SelectedMethod]:
+        return list(self.methods.get(kind, []))
+
+
+def reward_model_section(config: RunConfig) -> dict[str, Any]:
+    """The ``[reward_model]`` options, with the backbone defaulting to the policy's ``[model]``."""
+    section = dict(config.section("reward_model"))
+    if "path" not in section and "demo" not in section:
+        model = config.section("model")
+        section.update({"path": model["path"]} if model.get("path") else {"demo": True})
+    return section
+
+
+def shared_data_format(objectives: Sequence[SelectedMethod]) -> str:
+    """The batch layout every selected objective accepts (the first one's preference order)."""
+    first = objectives[0].method
+    for data_format in first.data_formats:
+        if all(data_format in entry.method.data_formats for entry in objectives):
+            return data_format
+    names = ", ".join(f"{entry.method.name} ({'/'.join(entry.method.data_formats)})" for entry in objectives)
+    raise ConfigError(f"the selected usage objectives share no data format: {names}.", field="usage")
+
+
+def check_run_config(config: RunConfig, *, registry: Registry | None = None) -> CheckedRun:
+    """Check the whole run file; raise one ``ConfigError`` listing every problem, or return it built.
+
+    Arguments:
+        config: the parsed run file (``load_run_config``).
+        registry: the methods to resolve names with (default: everything installed).
+    Returns:
+        the method instances per kind and each engine section's config dataclass.
+    """
+    registry = registry or Registry.from_environment()
+    problems: list[PrefcoreError] = []
+    where = f"{config.source}: " if config.source else ""
+
+    methods: dict[str, list[SelectedMethod]] = {}
+    for kind in KINDS:
+        for spec in config.selected(kind):
+            try:  # the registry's errors name the kind and method: "usage objective 'dpo' ..."
+                method = registry.create(kind, spec.name, spec.options)
+            except PrefcoreError as exc:
+                problems.append(exc)
+                continue
+            methods.setdefault(kind, []).append(SelectedMethod(method, spec.weight))
+
+    methods_resolved = not problems
+    sections: dict[str, Any] = {}
+    for name in ENGINE_SECTIONS:
+        if name == "judge":
+            continue  # checked against the whole file below
+        values = reward_model_section(config) if name == "reward_model" else config.section(name)
+        try:
+            sections[name] = build_config(engine_section_config(name), values, method=f"[{name}]")
+        except PrefcoreError as exc:
+            problems.append(exc)
+    if "judge" in ENGINE_SECTIONS and methods_resolved:
+        # [judge] takes the options of the plugin it names and needs the resolved evaluators.
+        from prefcore.judges import plan_judge
+
+        try:
+            sections["judge"] = plan_judge(config, registry=registry, selected=methods)
+        except PrefcoreError as exc:
+            problems.append(exc)
+
+    data_format = ""
+    try:
+        data_format = _check_combination(config, methods, sections)
+    except PrefcoreError as exc:
+        problems.append(exc)
+
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        first = problems[0]
+        raise ConfigError(
+            f"{where}{len(problems)} problems in the run file:\n{listing}",
+            field=getattr(first, "field", None),
+        )
+    return CheckedRun(config=config, methods=methods, sections=sections, data_format=data_format)
+
+
+def _check_combination(
+    config: RunConfig, methods: Mapping[str, list[SelectedMethod]], sections: Mapping[str, Any]
+) -> str:
+    """Checks between sections: what the pipeline needs from the file as a whole."""
+    if not config.selected("usage"):
+        raise ConfigError('the run file selects no usage objective: add a [usage] section with method = "dpo".')
+    if not config.selected("feedback"):
+        raise ConfigError(
+            'the run file selects no feedback source: add a [feedback] section, e.g. method = "demo_rule".'
+        )
+    objectives = methods.get("usage", [])
+    if len(objectives) != len(config.selected("usage")):
+        return ""  # an objective failed to build; its error is already listed
+    data_format = shared_data_format(objectives)
+    run = sections.get("run")
+    if run is not None:
+        needs_reference = [entry.method.name for entry in objectives if entry.method.uses_reference()]
+        if needs_reference and run.reference == "none":
+            raise ConfigError(
+                f"[run] reference = 'none', but {', '.join(needs_reference)} needs reference log-probs: "
+                "use reference = 'model' or 'precomputed'.",
+                field="run.reference",
+            )
+        if run.reward_labels and not config.selected("preference_model"):
+            raise ConfigError(
+                "[run] reward_labels = true relabels pairs with a trained preference model, "
+                "but the run file selects none: add a [preference_model] section or drop reward_labels.",
+                field="run.reward_labels",
+            )
+    return data_format
