@@ -14,8 +14,10 @@ matched to demonstrations by prompt, any number per prompt) or sampled from a lo
 (``model_path``: ``samples`` answers per demonstration, seeded). The demonstrations are
 also the source's ``demonstrations()``, the SFT warm start SPIN begins from.
 
-Input (JSONL, text prompts and completions): ``demonstrations`` and ``generations`` rows
-are both ``{"prompt": "...", "completion": "..."}``.
+Input (JSONL): ``demonstrations`` and ``generations`` rows are both
+``{"prompt": ..., "completion": ...}``, text or, for chat models, TRL's conversational
+messages (the prompt's turns, the reference's assistant turn); generations match their
+demonstration by prompt.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from prefcore import hookimpl
 from prefcore.data import BinaryLabel
 from prefcore.data import Provenance
 from prefcore.engine.self_play import reference_over_generation
+from prefcore.engine.sequences import completion_text
 from prefcore.errors import ConfigError
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
@@ -37,8 +40,13 @@ from prefcore.plugins.feedback._rows import read_rows
 
 NAME = "reference_over_generation"
 
-DEMONSTRATION = "A demonstration row is {'prompt': text, 'completion': the human reference text}."
-GENERATION = "A generation row is {'prompt': text, 'completion': the model's text}, its prompt that of a demonstration."
+DEMONSTRATION = (
+    "A demonstration row is {'prompt': text or messages, 'completion': the human reference, text or an assistant turn}."
+)
+GENERATION = (
+    "A generation row is {'prompt': text or messages, 'completion': the model's text}, its prompt that of a "
+    "demonstration."
+)
 
 
 @dataclass(frozen=True)
@@ -69,15 +77,13 @@ class ReferenceOverGenerationConfig:
             )
 
 
-def _text_row(row: Row, *, blank_completion: bool = False) -> tuple[str, str]:
-    """Prompt and completion text; a model's blank answer is read (the rule then makes no pair from it)."""
+def _text_row(row: Row, *, blank_completion: bool = False) -> tuple[Any, Any]:
+    """Prompt and completion; a model's blank answer is read (the rule then makes no pair from it)."""
     prompt = row.text("prompt")
     if blank_completion and isinstance(row.data.get("completion"), str):
         completion: Any = row.data["completion"]
     else:
         completion = row.text("completion")
-    if not isinstance(prompt, str) or not isinstance(completion, str):
-        raise row.error("must be text; this source compares text prompts and completions.", "prompt")
     return prompt, completion
 
 
@@ -105,7 +111,7 @@ def match_generations(path: Path, demonstrations: list[BinaryLabel]) -> tuple[li
             raise row.error("matches no demonstration's prompt.", "prompt")
         for demonstration in by_prompt[prompt]:
             aligned.append(demonstration)
-            answers.append(completion)
+            answers.append(completion if isinstance(completion, str) else completion_text(completion))
     return aligned, answers
 
 

@@ -1,14 +1,16 @@
-"""Load the policy and its tokenizer: a local checkpoint, or the embedded demo model.
+"""Load the policy and its tokenizer: a local checkpoint, a local GGUF file, or the embedded demo model.
 
-Models load only from a local directory the user names (``local_files_only``): a run
-never downloads weights. LoRA is applied through PEFT when it is installed and asked for,
+Models load only from a local directory or GGUF file the user names (``local_files_only``):
+a run never downloads weights. A GGUF file (llama.cpp's format, e.g. a quantised instruct
+model) is read through transformers and its ``gguf`` package (``pip install prefcore[gguf]``)
+and its dequantised weights are moved into a plain model, so the trained result saves
+with ``save_pretrained`` like any other. LoRA is applied through PEFT when it is installed and asked for,
 also when it targets the LM head (the fused log-prob path merges the adapter on the fly).
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Literal
 
 import torch
 
+from prefcore.atomic import atomic_directory
+from prefcore.engine.chat import resolve_chat_template
 from prefcore.errors import ConfigError
 from prefcore.methods import option
 
@@ -26,10 +30,15 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class ModelConfig:
     """Options of the ``[model]`` section."""
 
-    path: str | None = option(None, doc="local directory of a transformers causal LM and its tokenizer")
+    path: str | None = option(
+        None, doc="local directory of a transformers causal LM and its tokenizer, or a local .gguf file"
+    )
     demo: bool = option(False, doc="build the embedded tiny demo model instead of loading one")
     dtype: Literal["float32", "bfloat16", "float16"] = option("float32", doc="dtype of the loaded weights")
     device: str = option("auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
+    chat_template: str | None = option(
+        None, doc="chat template for conversational data: 'chatml', a Jinja file, or the template text"
+    )
     lora_rank: int = option(0, doc="LoRA rank; 0 trains all weights")
     lora_alpha: float = option(16.0, doc="LoRA scaling numerator")
     lora_dropout: float = option(0.0, doc="LoRA dropout on adapter inputs")
@@ -42,6 +51,8 @@ class ModelConfig:
             raise ValueError('set exactly one of [model] path = "<local dir>" or demo = true.')
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0. Got {self.lora_rank}.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1). Got {self.lora_dropout}.")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,23 +65,72 @@ def load_tokenizer(config: ModelConfig) -> Any:
     if config.demo:
         from prefcore.demo.tokenizer import build_tokenizer
 
-        return build_tokenizer()
-    from transformers import AutoTokenizer
+        tokenizer = build_tokenizer()
+    else:
+        from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(_local_dir(config.path), local_files_only=True)
+        folder, gguf_file = _local_source(config.path)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out; any id works
+    if config.chat_template is not None:
+        tokenizer.chat_template = resolve_chat_template(config.chat_template, tokenizer)
     return tokenizer
 
 
-def _local_dir(path: str | None) -> str:
+def _local_source(path: str | None) -> tuple[str, str | None]:
+    """``(folder, gguf_file)`` for ``from_pretrained``: a save_pretrained folder, or a GGUF file's folder and name."""
+    if path is not None and Path(path).is_file() and Path(path).suffix == ".gguf":
+        return str(Path(path).parent), Path(path).name
     if path is None or not Path(path).is_dir():
         raise ConfigError(
-            f"[model] path {path!r} is not a local directory. prefcore never downloads models: "
-            "point it at a folder written by save_pretrained().",
+            f"[model] path {path!r} is neither a local directory nor a .gguf file. prefcore never downloads "
+            "models: point it at a folder written by save_pretrained() or at a GGUF file.",
             field="model.path",
         )
-    return str(path)
+    return str(path), None
+
+
+def load_causal_lm(path: str | Path, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A causal LM from a local folder or GGUF file; GGUF weights are dequantised into a plain model.
+
+    transformers marks a GGUF-loaded model as quantised and refuses to save it; training
+    needs full-precision weights anyway, so they are copied into a model built from the
+    same config without the quantisation settings.
+    """
+    from transformers import AutoModelForCausalLM
+
+    folder, gguf_file = _local_source(str(path))
+    if gguf_file is None:
+        return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    try:
+        import gguf  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"[model] path {path} is a GGUF file, which needs the 'gguf' package: pip install 'prefcore[gguf]'.",
+            field="model.path",
+        ) from exc
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True, dtype=dtype)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = copy.deepcopy(loaded.generation_config)
+    return model
+
+
+def max_positions(model: torch.nn.Module) -> int | None:
+    """The longest sequence the model's position embeddings cover, if its config says."""
+    config = getattr(model, "config", None)
+    value = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(value) if value else None
+
+
+def usable_max_length(max_length: int, model: torch.nn.Module) -> int:
+    """``[train] max_length`` capped by the model: longer sequences would index past its positions."""
+    limit = max_positions(model)
+    return max_length if limit is None else min(max_length, limit)
 
 
 def load_policy(config: ModelConfig, tokenizer: Any, *, seed: int = 0) -> torch.nn.Module:
@@ -80,11 +140,7 @@ def load_policy(config: ModelConfig, tokenizer: Any, *, seed: int = 0) -> torch.
 
         model = build_tiny_model(tokenizer, seed=seed)
     else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(
-            _local_dir(config.path), local_files_only=True, dtype=_DTYPES[config.dtype]
-        )
+        model = load_causal_lm(config.path, dtype=_DTYPES[config.dtype])
     model.to(dtype=_DTYPES[config.dtype], device=resolve_device(config.device))
     if config.lora_rank > 0:
         model = apply_lora(model, config)
@@ -92,10 +148,8 @@ def load_policy(config: ModelConfig, tokenizer: Any, *, seed: int = 0) -> torch.
 
 
 def load_pretrained(path: str | Path, device: torch.device) -> torch.nn.Module:
-    """A causal LM saved by ``save_pretrained`` (e.g. a warm-start checkpoint)."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True).to(device)
+    """A causal LM saved by ``save_pretrained`` (e.g. a warm-start checkpoint) or a GGUF file, on ``device``."""
+    return load_causal_lm(path).to(device)
 
 
 def apply_lora(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
@@ -123,12 +177,9 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def save_model(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
-    """The final model in safetensors, written to a staging folder and renamed into place."""
-    staging = path.with_name(path.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    """The final model in safetensors, written whole or not at all (``prefcore.atomic.atomic_directory``)."""
     # LoRA: save a merged copy so from_pretrained() loads it; the training policy keeps its adapters.
     model = copy.deepcopy(policy).merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(path, ignore_errors=True)
-    staging.rename(path)
+    with atomic_directory(path) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from prefcore.data import BinaryLabel
+from prefcore.data import Message
 from prefcore.demo.model import build_tiny_model
 from prefcore.demo.tokenizer import build_tokenizer
 from prefcore.engine.generation import generate_completions
@@ -84,7 +85,7 @@ def test_generations_are_sampled_from_a_local_model(tmp_path: Path, write_rows: 
         ({"prompt": "what is the colour of the sea", "completion": "blue"}, "prompt", "matches no demonstration"),
         ({"prompt": "what is the colour of the sky"}, "completion", "is missing"),
         ({"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "x"}]},
-         "prompt", "must be text"),
+         "prompt", "matches no demonstration"),
     ],
 )  # fmt: skip
 def test_malformed_generation_rows(write_rows: WriteRows, row: dict[str, Any], field: str, says: str) -> None:
@@ -114,3 +115,26 @@ def test_invalid_options(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as excinfo:
         ReferenceOverGenerationConfig(demonstrations=Path("d.jsonl"), **options)
     assert excinfo.value.method == "reference_over_generation"
+
+
+def test_conversational_demonstrations_and_generations(write_rows: WriteRows) -> None:
+    """Chat data keeps its messages: the pair's prompt is the conversation, the reference its assistant turn."""
+    user = [{"role": "user", "content": "what is the colour of the sky"}]
+    reference = [{"role": "assistant", "content": "blue"}]
+    demonstrations = write_rows("demos.jsonl", [{"prompt": user, "completion": reference}])
+    generations = write_rows(
+        "generations.jsonl",
+        [
+            {"prompt": user, "completion": "it is green"},
+            {"prompt": user, "completion": [{"role": "assistant", "content": "grey"}]},
+            {"prompt": user, "completion": "blue"},
+        ],
+    )
+    config = ReferenceOverGenerationConfig(demonstrations=demonstrations, generations=generations)
+    pairs = list(ReferenceOverGeneration(config).records())
+    assert [pair.rejected for pair in pairs] == [
+        (Message("assistant", "it is green"),),
+        (Message("assistant", "grey"),),
+    ]
+    assert all(pair.prompt == (Message("user", "what is the colour of the sky"),) for pair in pairs)
+    assert all(pair.chosen == (Message("assistant", "blue"),) for pair in pairs)
