@@ -95,9 +95,15 @@ def test_all_pairs_dropped_reports_no_win_rate(random_llama, make_context) -> No
 
 def test_missing_judge_is_a_clear_error(random_llama, make_context) -> None:
     context = make_context(random_llama(0), reference=random_llama(1))
-    with pytest.raises(EvaluationInputError, match="needs a judge") as excinfo:
+    with pytest.raises(EvaluationInputError, match=r"needs a judge.*\[judge\] section") as excinfo:
         WinRate().evaluate(context)
     assert (excinfo.value.evaluator, excinfo.value.missing) == ("win_rate", "a judge")
+
+
+def test_win_rate_tells_the_run_file_check_that_it_needs_a_judge() -> None:
+    from prefcore.judges import needs_judge
+
+    assert needs_judge(WinRate) and needs_judge(WinRate())
 
 
 def test_missing_reference_is_a_clear_error(random_llama, make_context, good_word_judge) -> None:
