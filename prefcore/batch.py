@@ -38,8 +38,12 @@ class LogProbBatch:
         labels: ``[S]`` bool, True = desirable (unpaired format).
         list_index: ``[L, K]`` sequence indices of each list, best first, -1 = padding (listwise).
         list_ranks: ``[L, K]`` float ranks (1 = best, equal = tie), aligned with ``list_index``.
-        margins: ``[P]`` preference strength of each pair (levels, score gaps), or None.
-        probabilities: ``[P]`` probability that chosen is preferred (soft labels), or None.
+        margins: ``[P]`` preference strength of each pair (levels, score gaps; 0 where the pair's
+            record gives none), or None when no pair has one.
+        probabilities: ``[P]`` probability that chosen is preferred (soft labels: vote shares, judge
+            confidences, a reward model's σ(Δ)); NaN where the pair's record gives none, so an
+            objective can tell "no soft label" from "certain" and apply its own default; None when
+            no pair has one. ``prefcore.plugins.usage._common.pair_probabilities`` fills the NaNs.
         weights: ``[P]`` (pairwise) or ``[S]`` per-example weights, or None.
         scores: ``[S]`` scalar scores of each sequence (e.g. reward), or None.
         mismatched_index: ``[M]`` sequences pairing a prompt with another example's completion

@@ -118,6 +118,47 @@ def pair_logratios(batch: LogProbBatch, objective: str, *, average: bool = False
     return logratios[chosen_index], logratios[rejected_index]
 
 
+def pair_probabilities(batch: LogProbBatch, objective: str, default: float) -> torch.Tensor | None:
+    """``[P]`` probability that chosen is preferred, per pair: the feedback's soft label, else ``default``.
+
+    None when no pair of the batch carries one (then the objective's plain loss applies
+    unchanged). ``batch.probabilities`` holds NaN for pairs whose record gives none; they get
+    ``default`` (1 for a plain choice, or the objective's own smoothing, e.g. cDPO's 1 − ε).
+    """
+    if batch.probabilities is None:
+        return None
+    chosen_index, _ = require_pairs(batch, objective)
+    probabilities = upcast(batch.probabilities.detach())
+    if probabilities.shape != chosen_index.shape:
+        raise ValueError(
+            f"objective {objective!r}: batch.probabilities has shape {tuple(probabilities.shape)}; "
+            f"it needs one entry per pair ({chosen_index.numel()})."
+        )
+    given = ~torch.isnan(probabilities)
+    if not bool(((probabilities[given] >= 0) & (probabilities[given] <= 1)).all()):
+        raise ValueError(
+            f"objective {objective!r}: batch.probabilities must lie in [0, 1] (NaN = not given); "
+            f"got {probabilities[given].min().item():g}..{probabilities[given].max().item():g}."
+        )
+    return torch.where(given, probabilities, torch.full_like(probabilities, default))
+
+
+def pair_margins(batch: LogProbBatch, objective: str) -> torch.Tensor | None:
+    """``[P]`` strength of each pair's preference (0 where the record gives none), or None without margins."""
+    if batch.margins is None:
+        return None
+    chosen_index, _ = require_pairs(batch, objective)
+    margins = upcast(batch.margins.detach())
+    if margins.shape != chosen_index.shape:
+        raise ValueError(
+            f"objective {objective!r}: batch.margins has shape {tuple(margins.shape)}; "
+            f"it needs one entry per pair ({chosen_index.numel()})."
+        )
+    if not bool(torch.isfinite(margins).all()):
+        raise ValueError(f"objective {objective!r}: batch.margins must be finite numbers.")
+    return margins
+
+
 def pair_lengths(batch: LogProbBatch, objective: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Completion-token counts of the chosen and rejected completion of each pair (at least 1)."""
     chosen_index, rejected_index = require_pairs(batch, objective)

@@ -13,11 +13,22 @@ over completion tokens); σ: the logistic function; β: strength of the KL penal
 "chosen ≻ rejected" is 1 − ε instead of 1, so the implicit reward margin stops growing
 at β·h = log((1 − ε)/ε) instead of diverging. Computed by
 ``prefcore.kernels.preference_losses.dpo_loss`` with ``label_smoothing=ε``.
+
+Soft labels (``use_probabilities``, on by default): a pair whose feedback gives the
+probability p that chosen is preferred (annotator vote share, judge confidence, a reward
+model's σ(Δ) after relabelling) trains on that target instead of the assumed 1 − ε,
+
+    loss = −p·log σ(β·h) − (1 − p)·log σ(−β·h)
+
+the per-pair form of the same cross-entropy (Mitchell's ε is the flip probability 1 − p;
+the soft-label Bradley–Terry likelihood of Christiano et al. 2017). Pairs without one keep 1 − ε.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch.nn.functional as F
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
@@ -28,6 +39,8 @@ from prefcore.methods import option
 from prefcore.plugins.usage._common import check_in_range
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import pair_probabilities
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
@@ -38,6 +51,9 @@ from prefcore.plugins.usage._common import reward_metrics
 class CDPOConfig:
     beta: float = option(0.1, doc="β: strength of the KL penalty; implicit reward β·log(π/π_ref)")
     label_smoothing: float = option(0.1, doc="ε in (0, 0.5): the assumed probability that a label is flipped")
+    use_probabilities: bool = option(
+        True, doc="train on a pair's soft label p (target p instead of 1 − ε) when its feedback gives one"
+    )
 
     def __post_init__(self) -> None:
         check_positive("cdpo", "beta", self.beta)
@@ -54,6 +70,16 @@ class CDPO(UsageObjective):
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
+        targets = None
+        if self.config.use_probabilities:
+            targets = pair_probabilities(batch, self.name, default=1.0 - self.config.label_smoothing)
+        if targets is not None:
+            beta = self.config.beta
+            chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+            logits = beta * (chosen_logratios - rejected_logratios)
+            losses = -targets * F.logsigmoid(logits) - (1 - targets) * F.logsigmoid(-logits)
+            loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+            return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
         out = dpo_loss(
             batch.policy_logps,
             batch.mask,

@@ -12,6 +12,12 @@ temperature of the implicit reward; ε: label smoothing, the probability given t
 rejected completion by the target distribution [1 − ε, ε] (must be > 0: log ε).
 The loss is KL(p_θ ‖ p_label) between the policy's two-way softmax p_θ = [σ(h), σ(−h)]
 and the smoothed label, which is mode-seeking where DPO's cross-entropy is mean-seeking.
+
+Soft labels (``use_probabilities``, on by default): EXO's target distribution is the
+feedback's own preference probability (the paper's p_rm, a reward model's σ(Δ) for K = 2),
+so a pair whose feedback gives the probability p that chosen is preferred trains on the
+target [q, 1 − q] with q = p clipped to [ε, 1 − ε] (the log of a 0 target is undefined);
+pairs without one keep [1 − ε, ε].
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from prefcore import hookimpl
@@ -30,6 +37,7 @@ from prefcore.plugins.usage._common import check_in_range
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
 from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import pair_probabilities
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reward_metrics
 
@@ -38,6 +46,9 @@ from prefcore.plugins.usage._common import reward_metrics
 class ExoPairConfig:
     beta: float = option(0.1, doc="inverse temperature β of the implicit reward β·log(π/π_ref)")
     epsilon: float = option(1e-3, doc="label smoothing ε in (0, 0.5]: target probability of the rejected one")
+    use_probabilities: bool = option(
+        True, doc="a pair with a soft label p has the target [p, 1 − p] (clipped to [ε, 1 − ε]) instead of [1 − ε, ε]"
+    )
 
     def __post_init__(self) -> None:
         check_positive("exo_pair", "beta", self.beta)
@@ -56,8 +67,14 @@ class ExoPair(UsageObjective):
         beta, epsilon = self.config.beta, self.config.epsilon
         chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
         logits = beta * (chosen_logratios - rejected_logratios)
-        losses = F.sigmoid(logits) * (F.logsigmoid(logits) - math.log1p(-epsilon)) + F.sigmoid(-logits) * (
-            F.logsigmoid(-logits) - math.log(epsilon)
+        targets = pair_probabilities(batch, self.name, default=1 - epsilon) if self.config.use_probabilities else None
+        if targets is None:
+            log_target, log_reversed = math.log1p(-epsilon), math.log(epsilon)
+        else:
+            targets = targets.clamp(epsilon, 1 - epsilon)
+            log_target, log_reversed = torch.log(targets), torch.log1p(-targets)
+        losses = F.sigmoid(logits) * (F.logsigmoid(logits) - log_target) + F.sigmoid(-logits) * (
+            F.logsigmoid(-logits) - log_reversed
         )
         loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
         return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))

@@ -10,11 +10,22 @@ y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-
 over completion tokens); β: inverse margin, the loss asks for a log-ratio margin of 1/β.
 Pairs that already meet the margin contribute nothing. Computed by
 ``prefcore.kernels.preference_losses.hinge_loss``.
+
+Per-pair margins (``use_margins``, off by default: SLiC-HF's margin is one constant): a
+pair whose feedback gives a strength m (Llama 2's "significantly better" levels, a score
+gap) must clear it too, as in Llama 2's margin loss (Touvron et al. 2023, Eq. 2),
+
+    loss = max(0, 1 + s·m − β·h)
+
+s (``margin_scale``): converts the feedback's units into implicit-reward units. Pairs
+without a margin count as m = 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
@@ -22,8 +33,11 @@ from prefcore.batch import LossOutput
 from prefcore.kernels.preference_losses import hinge_loss
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
+from prefcore.plugins.usage._common import check_non_negative
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import pair_margins
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
@@ -33,9 +47,14 @@ from prefcore.plugins.usage._common import reward_metrics
 @dataclass(frozen=True)
 class HingeConfig:
     beta: float = option(0.1, doc="β: the hinge asks for a log-ratio margin of at least 1/β")
+    use_margins: bool = option(
+        False, doc="a pair with a margin m must clear 1 + margin_scale·m (Llama 2's margin) instead of 1"
+    )
+    margin_scale: float = option(1.0, doc="s >= 0: a pair's margin m adds s·m to the implicit-reward gap it needs")
 
     def __post_init__(self) -> None:
         check_positive("hinge", "beta", self.beta)
+        check_non_negative("hinge", "margin_scale", self.margin_scale)
 
 
 class Hinge(UsageObjective):
@@ -48,6 +67,14 @@ class Hinge(UsageObjective):
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
+        margins = pair_margins(batch, self.name) if self.config.use_margins else None
+        if margins is not None:
+            beta = self.config.beta
+            chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+            gap = beta * (chosen_logratios - rejected_logratios)
+            losses = torch.relu(1 + self.config.margin_scale * margins - gap)
+            loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+            return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
         out = hinge_loss(
             batch.policy_logps,
             batch.mask,

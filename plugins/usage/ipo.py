@@ -11,6 +11,14 @@ averages, as TRL and the IPO authors use); π, π_ref: policy and reference; τ 
 regularisation strength, the margin target is 1/(2τ). DPO's logistic loss keeps pushing
 h up on deterministic preferences, overfitting; regressing h to a finite target does not.
 Computed by ``prefcore.kernels.preference_losses.ipo_loss``.
+
+Soft labels (``use_probabilities``, on by default): IPO's own objective (Eq. 12 of the
+paper) regresses h to τ⁻¹·(p(y_w ≻ y_l) − ½), which hard labels (p = 1) turn into 1/(2τ).
+A pair whose feedback gives the probability p that chosen is preferred therefore trains on
+
+    loss = (h − (p − ½)/τ)²
+
+(p = ½ pulls h to 0; pairs without a soft label keep the target 1/(2τ)).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
+from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import pair_probabilities
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
@@ -34,6 +44,9 @@ from prefcore.plugins.usage._common import reward_metrics
 @dataclass(frozen=True)
 class IPOConfig:
     beta: float = option(0.1, doc="τ: regularisation strength; the per-token log-ratio margin target is 1/(2τ)")
+    use_probabilities: bool = option(
+        True, doc="a pair with a soft label p regresses to (p − 1/2)/τ, IPO's own target, instead of 1/(2τ)"
+    )
 
     def __post_init__(self) -> None:
         check_positive("ipo", "beta", self.beta)
@@ -49,6 +62,14 @@ class IPO(UsageObjective):
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
+        probabilities = pair_probabilities(batch, self.name, default=1.0) if self.config.use_probabilities else None
+        if probabilities is not None:
+            beta = self.config.beta
+            chosen_averages, rejected_averages = pair_logratios(batch, self.name, average=True)
+            losses = (chosen_averages - rejected_averages - (probabilities - 0.5) / beta) ** 2
+            loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
+            chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+            return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
         out = ipo_loss(
             batch.policy_logps,
             batch.mask,

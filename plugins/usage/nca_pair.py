@@ -10,6 +10,14 @@ y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-
 over completion tokens); σ: the logistic function; β: inverse temperature. Unlike DPO,
 which only moves the difference r_w − r_l, NCA scores each completion on its own, so the
 chosen likelihood is pushed up rather than both falling together.
+
+Soft labels (``use_probabilities``, on by default): NCA's targets are the feedback's own
+preference probabilities (the paper's softmax of explicit rewards, σ(Δ) for K = 2), so a pair
+whose feedback gives the probability p that chosen is preferred trains on
+
+    loss = −p·log σ(r_w) − (1 − p)·log σ(r_l) − ½·log σ(−r_w) − ½·log σ(−r_l)
+
+(p = 1, the hard label, is the loss above; pairs without a soft label keep it).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
 from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import pair_probabilities
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reward_metrics
 
@@ -33,6 +42,9 @@ from prefcore.plugins.usage._common import reward_metrics
 @dataclass(frozen=True)
 class NcaPairConfig:
     beta: float = option(0.1, doc="inverse temperature β of the implicit reward β·log(π/π_ref)")
+    use_probabilities: bool = option(
+        True, doc="a pair with a soft label p splits the positive term p : 1 − p between chosen and rejected"
+    )
 
     def __post_init__(self) -> None:
         check_positive("nca_pair", "beta", self.beta)
@@ -50,9 +62,12 @@ class NcaPair(UsageObjective):
         chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
         chosen_rewards = self.config.beta * chosen_logratios
         rejected_rewards = self.config.beta * rejected_logratios
-        losses = (
-            -F.logsigmoid(chosen_rewards) - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
-        )
+        targets = pair_probabilities(batch, self.name, default=1.0) if self.config.use_probabilities else None
+        if targets is None:
+            positive = -F.logsigmoid(chosen_rewards)
+        else:
+            positive = -targets * F.logsigmoid(chosen_rewards) - (1 - targets) * F.logsigmoid(rejected_rewards)
+        losses = positive - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
         loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
         return LossOutput(loss, reward_metrics(chosen_rewards, rejected_rewards))
 

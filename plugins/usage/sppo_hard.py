@@ -10,6 +10,14 @@ y_w, y_l: chosen and rejected completion; π, π_ref: policy and reference (log-
 over completion tokens); β: inverse temperature (η⁻¹ in the paper). The soft version needs
 win probabilities from a preference model; with hard labels it pulls the chosen log-ratio
 up and the rejected one down to fixed targets, not only their difference.
+
+Soft labels (``use_probabilities``, on by default): when the feedback gives the probability
+p that chosen is preferred (a preference model's judgement is exactly what the paper's soft
+version uses), the pair's own estimate of the win probabilities is P(y_w) = p, P(y_l) = 1 − p:
+
+    loss = (log π(y_w|x) − log π_ref(y_w|x) − (p − ½)/β)² + (log π(y_l|x) − log π_ref(y_l|x) + (p − ½)/β)²
+
+(p = 1 gives the hard targets ±1/(2β); pairs without a soft label keep them).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
 from prefcore.plugins.usage._common import item_weights
 from prefcore.plugins.usage._common import pair_logratios
+from prefcore.plugins.usage._common import pair_probabilities
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reward_metrics
 
@@ -31,6 +40,9 @@ from prefcore.plugins.usage._common import reward_metrics
 @dataclass(frozen=True)
 class SppoHardConfig:
     beta: float = option(0.1, doc="inverse temperature β; the log-ratio targets are ±1/(2β)")
+    use_probabilities: bool = option(
+        True, doc="a pair with a soft label p uses the win probabilities p and 1 − p instead of 1 and 0"
+    )
 
     def __post_init__(self) -> None:
         check_positive("sppo_hard", "beta", self.beta)
@@ -48,6 +60,9 @@ class SppoHard(UsageObjective):
         beta = self.config.beta
         chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
         target = 0.5 / beta
+        probabilities = pair_probabilities(batch, self.name, default=1.0) if self.config.use_probabilities else None
+        if probabilities is not None:
+            target = (probabilities - 0.5) / beta
         losses = (chosen_logratios - target) ** 2 + (rejected_logratios + target) ** 2
         loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
         return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))

@@ -228,7 +228,10 @@ class SequenceBatch:
 
 
 def _optional(values: list[float | None], default: float) -> torch.Tensor | None:
-    """A tensor of per-item values, ``default`` where an item has none; None if no item has one."""
+    """A tensor of per-item values, ``default`` where an item has none; None if no item has one.
+
+    ``default`` may be NaN: then "not given" stays distinguishable from every real value.
+    """
     if all(value is None for value in values):
         return None
     return torch.tensor([default if value is None else value for value in values], dtype=torch.float32)
@@ -252,7 +255,9 @@ def collate(
         fields["chosen_index"] = torch.arange(0, 2 * len(items), 2)
         fields["rejected_index"] = torch.arange(1, 2 * len(items), 2)
         fields["margins"] = _optional([item.margin for item in items], 0.0)
-        fields["probabilities"] = _optional([item.probability for item in items], 1.0)
+        # NaN, not 1: for cDPO or robust DPO a pair without a soft label takes the objective's own
+        # default (1 − ε), which a filled-in 1 ("certain") would override in a mixed batch.
+        fields["probabilities"] = _optional([item.probability for item in items], float("nan"))
     elif data_format == "unpaired":
         labels = [bool(item.label) for item in items]
         if all(item.mismatched is not None for item in items):
