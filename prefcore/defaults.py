@@ -10,7 +10,6 @@ The same job as a file: ``examples/demo_dpo.toml``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from collections.abc import Sequence
 from typing import Any
 
 DEMO_USAGE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -22,27 +21,20 @@ DEMO_USAGE_OPTIONS: dict[str, dict[str, Any]] = {
 }
 """Options the demo model needs for an objective, on top of the objective's own defaults."""
 
-DEMO_FEEDBACK_KIND: dict[str, str] = {"listwise": "ranking", "unpaired": "binary"}
-"""The demo feedback ``kind`` that gives an objective its preferred data format (pairs otherwise)."""
 
-
-def with_usage_method(
-    data: Mapping[str, Any], method: str, data_formats: Sequence[str] = ("pairwise",)
-) -> dict[str, Any]:
+def with_usage_method(data: Mapping[str, Any], method: str) -> dict[str, Any]:
     """``data`` with its whole ``[usage]`` section replaced by ``method`` and that method's defaults.
 
     Nothing of the previous objective carries over (DPO's ``beta`` would be wrong for SimPO
     and unknown to SFT). On the demo model the objective gets the demo's options for it
-    (``DEMO_USAGE_OPTIONS``), and the demo feedback gives the format the objective trains on
-    (rankings for listwise, labels for unpaired objectives) unless the file sets ``kind``.
+    (``DEMO_USAGE_OPTIONS``). The feedback is left alone: the engine turns pairs into what
+    each objective trains on (two-item rankings for listwise objectives, desirable and
+    undesirable labels for unpaired ones, the chosen completion for SFT), and the held-out
+    pairs stay pairs for ``preference_accuracy``.
     """
     result = dict(data)
     demo_model = isinstance(data.get("model"), Mapping) and data["model"].get("demo") is True
     result["usage"] = {"method": method, **(DEMO_USAGE_OPTIONS.get(method, {}) if demo_model else {})}
-    feedback = data.get("feedback")
-    kind = DEMO_FEEDBACK_KIND.get(data_formats[0]) if data_formats else None
-    if isinstance(feedback, Mapping) and feedback.get("method") == "demo_rule" and "kind" not in feedback and kind:
-        result["feedback"] = {**feedback, "kind": kind}
     return result
 
 

@@ -5,29 +5,42 @@ unknown name or bad option fails in the first second. A run folder holds ``confi
 ``metrics.csv``, checkpoints, the final model (loadable with
 ``AutoModelForCausalLM.from_pretrained``), ``report.md`` and plots. ``resume=True``
 continues a killed run from its newest checkpoint and reproduces the same metrics.
+
+A run is a library call like any other: its loggers are registered for the run only (two
+runs in one process write to their own folders), a failing logger plugin is reported and
+skipped, and the process's seeds, RNG states and torch thread count are the caller's again
+when it returns. Messages go through ``logging`` (``prefcore.pipeline``, ``prefcore.progress``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import random
 import time
+import warnings
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from typing import Literal
 
 import torch
 
 from prefcore.api import SelectedMethod
-from prefcore.api import resolve_run_config
+from prefcore.atomic import atomic_write_text
 from prefcore.config import RunConfig
 from prefcore.config import build_config
+from prefcore.config import dump_run_config
+from prefcore.data import load_preferences
 from prefcore.data import to_pairs
 from prefcore.engine.batching import build_items
+from prefcore.engine.lifecycle import LifecycleHooks
 from prefcore.engine.models import ModelConfig
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.models import load_policy
@@ -35,8 +48,12 @@ from prefcore.engine.models import load_pretrained
 from prefcore.engine.models import load_tokenizer
 from prefcore.engine.models import resolve_device
 from prefcore.engine.models import save_model
+from prefcore.engine.models import usable_max_length
+from prefcore.engine.progress import StageProgress
 from prefcore.engine.reference import ModelReference
 from prefcore.engine.reference import precompute_reference
+from prefcore.engine.reward_ensemble import COMBINES
+from prefcore.engine.reward_trainer import split_records
 from prefcore.engine.self_play import SelfPlayConfig
 from prefcore.engine.self_play import run_self_play
 from prefcore.engine.trainer import TrainConfig
@@ -45,8 +62,12 @@ from prefcore.engine.trainer import WeightedObjective
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import GenerationSettings
+from prefcore.judges import plan_judge
 from prefcore.methods import option
 from prefcore.registry import Registry
+from prefcore.validation import check_run_config
+
+logger = logging.getLogger("prefcore.pipeline")
 
 
 @dataclass(frozen=True)
@@ -57,7 +78,12 @@ class RunSettings:
     out_dir: str = option("runs", doc="parent folder of run folders when --out is not given")
     seed: int = option(0, doc="seed of data splits, model initialisation and evaluation draws")
     reference: str = option("model", doc="'model' (frozen copy), 'precomputed' (cached sums) or 'none'")
-    heldout_fraction: float = option(0.1, doc="share of feedback records held out for evaluation")
+    heldout_fraction: float = option(
+        0.1, doc="share of feedback records held out for evaluation (whole prompts, one seeded split)"
+    )
+    heldout: str | list[str] | None = option(
+        None, doc="held-out preference file(s) for evaluation instead of a split: all feedback trains"
+    )
     eval_prompts: int = option(64, doc="held-out prompts evaluated per evaluation pass")
     max_new_tokens: int = option(24, doc="generation length at evaluation")
     temperature: float = option(0.7, doc="sampling temperature at evaluation (0 = greedy)")
@@ -66,12 +92,37 @@ class RunSettings:
         False, doc="relabel the training pairs with the trained preference model (feedback → RM → usage)"
     )
     threads: int = option(0, doc="CPU threads for torch; 0 keeps torch's default (1 is fastest for tiny models)")
+    ensemble: Literal["mean", "min", "mean_minus_std"] = option(
+        "mean", doc="how several [[preference_model]] sections' scores combine: mean, min or mean_minus_std"
+    )
+    ensemble_penalty: float = option(0.0, doc="λ of ensemble = 'mean_minus_std' (score = mean − λ·std)")
 
     def __post_init__(self) -> None:
+        for name, low in (("eval_prompts", 1), ("max_new_tokens", 1), ("samples_per_prompt", 1), ("threads", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}. Got {getattr(self, name)}.")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy). Got {self.temperature}.")
         if self.reference not in ("model", "precomputed", "none"):
             raise ValueError(f"reference must be 'model', 'precomputed' or 'none'. Got {self.reference!r}.")
         if not 0 <= self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.")
+        for path in self.heldout_files:
+            if not path.is_file():
+                raise ValueError(f"heldout: no file {str(path)!r}; name an existing preference file.")
+        if self.ensemble not in COMBINES:
+            raise ValueError(f"ensemble must be one of {', '.join(COMBINES)}. Got {self.ensemble!r}.")
+        if not self.ensemble_penalty >= 0:
+            raise ValueError(f"ensemble_penalty must be >= 0. Got {self.ensemble_penalty}.")
+        if self.ensemble_penalty and self.ensemble != "mean_minus_std":
+            raise ValueError("ensemble_penalty applies only to ensemble = 'mean_minus_std'.")
+
+    @property
+    def heldout_files(self) -> list[Path]:
+        """The held-out files named by ``heldout`` (none: the feedback is split)."""
+        if self.heldout is None:
+            return []
+        return [Path(path) for path in ([self.heldout] if isinstance(self.heldout, str) else self.heldout)]
 
 
 @dataclass(frozen=True)
@@ -79,9 +130,26 @@ class WarmStartConfig:
     """Options of the ``[warm_start]`` section: SFT before preference training."""
 
     steps: int = option(0, doc="SFT steps before preference training; 0 skips the warm start")
+    data: str | None = option(
+        None, doc="a file of demonstrations to warm-start on (default: the feedback's demonstrations or chosen)"
+    )
     lr: float = option(1e-3, doc="SFT learning rate")
     batch_size: int = option(16, doc="SFT sequences per step")
     warmup_steps: int = option(0, doc="linear warm-up steps")
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError(
+                f"steps and warmup_steps must be >= 0 (steps = 0 skips the warm start) and batch_size >= 1. "
+                f"Got steps = {self.steps}, warmup_steps = {self.warmup_steps}, batch_size = {self.batch_size}."
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0. Got {self.lr}.")
+        if self.data is not None:
+            if not Path(self.data).is_file():
+                raise ValueError(f"data: no file {self.data!r}; name an existing demonstrations file.")
+            if self.steps == 0:
+                raise ValueError("data names a demonstrations file but steps = 0; set steps to warm start on it.")
 
 
 @dataclass
@@ -112,34 +180,58 @@ def _prepare_run_dir(config: RunConfig, settings: RunSettings, out: str | None, 
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run folder {run_dir} is not empty; pass --resume to continue it or choose another --out.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(snapshot, encoding="utf-8")
-    _write_toml(run_dir / "config.toml", config.to_dict())
+    if not saved.exists():  # on resume it already holds this exact snapshot
+        atomic_write_text(saved, snapshot)
+    atomic_write_text(run_dir / "config.toml", dump_run_config(config))  # `prefcore run` reads it back
     return run_dir
 
 
-def _write_toml(path: Path, data: Mapping[str, Any]) -> None:
-    """A readable copy of the resolved run file (values as TOML literals)."""
+@dataclass(frozen=True)
+class FeedbackData:
+    """The run's feedback, split once: what trains, what is held out, which prompts are evaluated."""
 
-    def literal(value: Any) -> str:
-        return json.dumps(value if not isinstance(value, tuple) else list(value), default=str)
+    train: list[Any]
+    heldout: list[Any]
+    prompts: list[Any]
+    demonstrations: list[Any]
+    heldout_from: str
 
-    lines = []
-    for section, body in data.items():
-        tables = body if isinstance(body, list) else [body]
-        for table in tables:
-            lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
-            lines += [f"{key} = {literal(value)}" for key, value in table.items()]
-            lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    def summary(self) -> dict[str, Any]:
+        """The counts shown in the report and the log."""
+        return {
+            "training records": len(self.train),
+            "held-out records": len(self.heldout),
+            "held out from": self.heldout_from,
+            "evaluation prompts": len(self.prompts),
+        }
 
 
-def _split(records: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    cut = round(len(records) * fraction)
-    heldout = sorted(order[:cut])
-    train = sorted(order[cut:])
-    return [records[i] for i in train], [records[i] for i in heldout]
+def gather_feedback(sources: Sequence[Any], settings: RunSettings) -> FeedbackData:
+    """Every source's records, held out once.
+
+    With ``[run] heldout`` files, every feedback record trains and the files are the held-out
+    records. Otherwise one seeded split (``heldout_fraction``, whole prompts, as the
+    preference-model stage splits) holds records out. The evaluation prompts are those a
+    source reserves (the demo's), else the held-out records' own prompts: never a prompt
+    the policy trained on.
+    """
+    records: list[Any] = []
+    reserved: list[Any] = []
+    demonstrations: list[Any] = []
+    for source in sources:
+        records += list(source.records())
+        reserved += list(source.evaluation_prompts() or [])
+        demonstrations += list(source.demonstrations() or [])
+    files = settings.heldout_files
+    if files:
+        train = records
+        heldout = [record for path in files for record in load_preferences(path)[0]]
+        heldout_from = "file " + ", ".join(str(path) for path in files)
+    else:
+        train, heldout = split_records(records, settings.heldout_fraction, settings.seed)
+        heldout_from = f"split of the feedback (heldout_fraction = {settings.heldout_fraction:g}, seed {settings.seed})"
+    prompts = reserved or [prompt for prompt in dict.fromkeys(map(_prompt_of, heldout)) if prompt is not None]
+    return FeedbackData(train, heldout, prompts[: settings.eval_prompts], demonstrations, heldout_from)
 
 
 def _data_format(objectives: Sequence[SelectedMethod]) -> str:
@@ -157,23 +249,88 @@ def _prompt_of(record: Any) -> Any:
 
 
 class _Hooks:
-    """Fires lifecycle hooks on the registry's plugin manager (loggers are ordinary plugins)."""
+    """Fires lifecycle hooks on the registry's plugin manager (loggers are ordinary plugins).
+
+    The run's own loggers are registered under names of this run folder and unregistered by
+    ``close``, so a second run on the same plugin manager writes to its own folder. Hooks
+    fire implementation by implementation (``LifecycleHooks``): a failing plugin is logged
+    by name and skipped, and the other listeners keep working.
+    """
 
     def __init__(self, registry: Registry, run_dir: Path) -> None:
         from prefcore.engine.lifecycle_loggers import CSVMetricsLogger
         from prefcore.engine.lifecycle_loggers import TensorBoardLogger
 
-        self.hook = registry.plugin_manager.hook
+        self.manager = registry.plugin_manager
         self.run_dir = run_dir
-        manager = registry.plugin_manager
-        for name, plugin in (
-            # On resume the first new row drops every older row at or after its step, so rows
-            # written after the last checkpoint are replaced, not duplicated.
-            ("prefcore.csv_metrics", CSVMetricsLogger(run_dir)),
-            ("prefcore.tensorboard", TensorBoardLogger.if_available(run_dir)),
+        self.lifecycle = LifecycleHooks(self.manager)
+        self.loggers: list[tuple[str, Any]] = []
+        for kind, plugin in (
+            # On resume the first new row of each kind drops the older rows of that kind at or
+            # after its step, so rows written after the last checkpoint are replaced, not duplicated.
+            ("csv_metrics", CSVMetricsLogger(run_dir)),
+            ("tensorboard", TensorBoardLogger.if_available(run_dir)),
         ):
-            if plugin is not None and not manager.has_plugin(name):
-                manager.register(plugin, name=name)
+            if plugin is not None:
+                name = f"prefcore.{kind}[{run_dir}]"
+                self.manager.register(plugin, name=name)
+                self.loggers.append((name, plugin))
+
+    def fire(self, hook_name: str, **kwargs: Any) -> None:
+        self.lifecycle.fire(hook_name, run_dir=self.run_dir, **kwargs)
+
+    def close(self) -> None:
+        """Unregister and close this run's loggers; report plugins that kept failing."""
+        for name, plugin in self.loggers:
+            if self.manager.has_plugin(name):
+                self.manager.unregister(name=name)
+            close = getattr(plugin, "close", None)
+            if callable(close):
+                close()
+        self.loggers.clear()
+        self.lifecycle.summary()
+
+
+@contextlib.contextmanager
+def _caller_state_kept() -> Iterator[None]:
+    """The caller's seeds, RNG states and torch thread count are restored when the run ends.
+
+    A run seeds ``torch`` and ``random`` and may set the thread count (``[run] threads``);
+    a library call must not leave those changed behind the caller's back.
+    """
+    threads = torch.get_num_threads()
+    python_state = random.getstate()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """transformers' own progress bars and warnings stay out of the run's output, then come back.
+
+    The run shows its own progress per stage; loading bars, "generation flags" notes and
+    deprecation warnings raised inside transformers or peft would only bury it.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():  # deprecation notes of transformers and peft internals
+            warnings.filterwarnings("ignore", module=r"(transformers|peft)(\.|$)")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def run_pipeline(
@@ -181,7 +338,12 @@ def run_pipeline(
 ) -> RunResult:
     """Run a whole pipeline described by ``config``; see the module docstring."""
     registry = registry or Registry.from_environment()
-    selected = resolve_run_config(config, registry=registry)
+    with _caller_state_kept(), _transformers_quiet():
+        return _run_pipeline(config, out=out, resume=resume, registry=registry)
+
+
+def _run_pipeline(config: RunConfig, *, out: str | None, resume: bool, registry: Registry) -> RunResult:
+    selected = check_run_config(config, registry=registry).methods  # the whole file, as --dry-run checks it
     settings: RunSettings = _build(RunSettings, config.section("run"), "run")
     model_config: ModelConfig = _build(ModelConfig, config.section("model"), "model")
     train_config: TrainConfig = _build(TrainConfig, config.section("train"), "train")
@@ -193,7 +355,7 @@ def run_pipeline(
     feedback_sources = [entry.method for entry in selected.get("feedback", [])]
     if not feedback_sources:
         raise ConfigError("the run file selects no feedback source: add a [feedback] section.")
-    evaluators = [entry.method for entry in selected.get("evaluation", [])]
+    judge_plan = plan_judge(config, registry=registry, selected=selected)  # [judge]: fails before any work
 
     run_dir = _prepare_run_dir(config, settings, out, resume)
     device = resolve_device(model_config.device)
@@ -203,43 +365,103 @@ def run_pipeline(
     random.seed(settings.seed)
 
     # -- feedback ------------------------------------------------------------------------
-    records: list[Any] = []
-    prompts: list[Any] = []
-    demonstrations: list[Any] = []
-    judge = None
-    for source in feedback_sources:
-        source_records = list(source.records())
-        reserved = source.evaluation_prompts()
-        if reserved is not None:
-            records += source_records
-            prompts += list(reserved)
-        else:
-            train_part, heldout_part = _split(source_records, settings.heldout_fraction, settings.seed)
-            records += train_part
-            prompts += [p for p in dict.fromkeys(map(_prompt_of, heldout_part)) if p is not None]
-        demonstrations += list(source.demonstrations() or [])
-        judge = judge or source.judge()
-    train_records, heldout_records = _split(records, settings.heldout_fraction, settings.seed + 1)
-    prompts = prompts[: settings.eval_prompts]
+    data = gather_feedback(feedback_sources, settings)
+    logger.info(
+        "data: %d training records, %d held-out records (%s), %d evaluation prompts",
+        len(data.train),
+        len(data.heldout),
+        data.heldout_from,
+        len(data.prompts),
+    )
 
     tokenizer = load_tokenizer(model_config)
     policy = load_policy(model_config, tokenizer, seed=settings.seed)
+    # Sequences past the model's position embeddings would be accepted, then garbled.
+    train_config = replace(train_config, max_length=usable_max_length(train_config.max_length, policy))
     checkpoints_exist = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     hooks = _Hooks(registry, run_dir)
-    hooks.hook.prefcore_run_start(run_dir=run_dir, config=config.to_dict())
+    try:
+        return _run_stages(
+            config,
+            selected,
+            settings=settings,
+            model_config=model_config,
+            train_config=train_config,
+            warm_config=warm_config,
+            self_play=self_play,
+            data=data,
+            tokenizer=tokenizer,
+            policy=policy,
+            run_dir=run_dir,
+            device=device,
+            resume=resume,
+            checkpoints_exist=checkpoints_exist,
+            hooks=hooks,
+            registry=registry,
+            judge_plan=judge_plan,
+        )
+    finally:
+        hooks.close()
+
+
+def _run_stages(
+    config: RunConfig,
+    selected: Mapping[str, Sequence[SelectedMethod]],
+    *,
+    settings: RunSettings,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    warm_config: WarmStartConfig,
+    self_play: SelfPlayConfig,
+    data: FeedbackData,
+    tokenizer: Any,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool,
+    checkpoints_exist: bool,
+    hooks: _Hooks,
+    registry: Registry,
+    judge_plan: Any,
+) -> RunResult:
+    """Warm start, preference models, usage objectives, evaluation and the report, in order."""
+    objectives = selected.get("usage", [])
+    feedback_sources = [entry.method for entry in selected.get("feedback", [])]
+    evaluators = [entry.method for entry in selected.get("evaluation", [])]
+    train_records, heldout_records, prompts = data.train, data.heldout, data.prompts
+    demonstrations = data.demonstrations
+    summary = data.summary()
+    hooks.fire("prefcore_run_start", config=config.to_dict())
 
     # -- warm start (SFT) ------------------------------------------------------------------
     if warm_config.steps > 0:
+        if warm_config.data is not None:
+            warm_records, warm_from = load_demonstrations(warm_config.data), f"file {warm_config.data}"
+        elif demonstrations:
+            warm_records, warm_from = demonstrations, "the feedback's demonstrations"
+        else:
+            warm_records, warm_from = train_records, "the training records (chosen completions)"
+        summary["warm-start records"] = f"{len(warm_records)} from {warm_from}"
         policy = _warm_start(
-            policy, tokenizer, demonstrations or train_records, warm_config, train_config, run_dir, device, registry
+            policy, tokenizer, warm_records, warm_config, train_config, run_dir, device, registry, hooks
         )
 
     # -- preference model ------------------------------------------------------------------
     scorer = None
     preference_models = selected.get("preference_model", [])
     if preference_models:
-        scorer = _train_reward_model(
-            preference_models[0].method, train_records, tokenizer, config, model_config, run_dir, device, resume, hooks
+        scorer = _train_reward_models(
+            [entry.method for entry in preference_models],
+            train_records,
+            tokenizer,
+            config,
+            model_config,
+            settings,
+            train_config,
+            run_dir,
+            device,
+            resume,
+            hooks,
         )
         if settings.reward_labels:
             train_records = relabel_pairs(train_records, scorer)
@@ -258,12 +480,13 @@ def run_pipeline(
         evaluators,
         hooks,
         run_dir,
+        progress=train_config.progress,
         policy=policy,
         tokenizer=tokenizer,
         reference=reference_model,
         prompts=prompts,
         preferences=heldout_records,
-        judge=judge,
+        judge=judge_plan.build(feedback_sources, trained_scorer=scorer, device=str(device)),
         scorer=scorer,
         generation=generation,
         generation_prefix=methods[0].generation_prefix(),
@@ -271,7 +494,7 @@ def run_pipeline(
         device=str(device),
         seed=settings.seed,
     )
-    on_step = lambda step, metrics: hooks.hook.prefcore_train_step_end(run_dir=run_dir, step=step, metrics=metrics)
+    on_step = lambda step, metrics: hooks.fire("prefcore_train_step_end", step=step, metrics=metrics)
     if self_play.rounds > 0:
         if not (resume and (run_dir / "round-1").exists()):
             evaluation.run(0)
@@ -304,9 +527,7 @@ def run_pipeline(
             checkpoints_exist=checkpoints_exist,
             evaluation=evaluation,
             on_step=on_step,
-            on_checkpoint=lambda step, path: hooks.hook.prefcore_checkpoint_saved(
-                run_dir=run_dir, step=step, path=path
-            ),
+            on_checkpoint=lambda step, path: hooks.fire("prefcore_checkpoint_saved", step=step, path=path),
         )
     evaluation.run(final_step)
     save_model(policy, tokenizer, run_dir / "model")
@@ -319,23 +540,34 @@ def run_pipeline(
         eval_metrics=evaluation.metrics,
         samples=evaluation.samples,
         title=f"prefcore run: {settings.name}",
+        data=summary,
     )
-    hooks.hook.prefcore_run_end(run_dir=run_dir, metrics=evaluation.metrics)
+    hooks.fire("prefcore_run_end", metrics=evaluation.metrics)
+    logger.info("run folder: %s", run_dir)
     return RunResult(run_dir=run_dir, metrics=evaluation.metrics)
 
 
-def _train_reward_model(
-    objective: Any,
+def _train_reward_models(
+    objectives: Sequence[Any],
     records: Sequence[Any],
     tokenizer: Any,
     config: RunConfig,
     model_config: ModelConfig,
+    settings: RunSettings,
+    train_config: TrainConfig,
     run_dir: Path,
     device: torch.device,
     resume: bool,
     hooks: _Hooks,
 ) -> Any:
-    """Train the selected preference model on the feedback; returns its scorer."""
+    """Train every selected preference model on the feedback; returns the scorer (an ensemble's for several).
+
+    One model trains in ``reward_model/`` and logs ``reward_model/<metric>``. Several
+    ``[[preference_model]]`` sections each train their own network (model k in
+    ``reward_model/<k>-<method>/`` with seed + k, logging ``reward_model/<k>-<method>/<metric>``),
+    and score as one ``RewardEnsemble`` combined by ``[run] ensemble``.
+    """
+    from prefcore.engine.reward_ensemble import RewardEnsemble
     from prefcore.engine.reward_trainer import RewardTrainConfig
     from prefcore.engine.reward_trainer import train_preference_model
 
@@ -343,22 +575,50 @@ def _train_reward_model(
     if "path" not in section and "demo" not in section:  # default: the policy's own backbone
         section.update({"path": model_config.path} if model_config.path else {"demo": True})
     reward_config: RewardTrainConfig = _build(RewardTrainConfig, section, "reward_model")
+    if len(objectives) > 1:
+        _check_ensemble(objectives, settings)
 
-    def on_step(step: int, metrics: Mapping[str, float]) -> None:
-        prefixed = {f"reward_model/{key}": value for key, value in metrics.items()}
-        hooks.hook.prefcore_train_step_end(run_dir=run_dir, step=step, metrics=prefixed)
+    networks = []
+    for index, objective in enumerate(objectives):
+        tag = "" if len(objectives) == 1 else f"{index}-{objective.name}"
+        prefix = "reward_model/" + (f"{tag}/" if tag else "")
+        stage = "preference model" + (f" {index + 1}/{len(objectives)} ({objective.name})" if tag else "")
 
-    network = train_preference_model(
-        records,
-        objective,
-        tokenizer,
-        reward_config,
-        run_dir=run_dir / "reward_model",
-        device=device,
-        on_step=on_step,
-        resume=resume,
-    )
-    return network.scorer()
+        def on_step(step: int, metrics: Mapping[str, float], prefix: str = prefix) -> None:
+            prefixed = {prefix + key: value for key, value in metrics.items()}
+            hooks.fire("prefcore_train_step_end", step=step, metrics=prefixed)
+
+        folder = run_dir / "reward_model" / tag if tag else run_dir / "reward_model"
+        network = train_preference_model(
+            records,
+            objective,
+            tokenizer,
+            replace(reward_config, seed=reward_config.seed + index),
+            run_dir=folder,
+            device=device,
+            on_step=on_step,
+            resume=resume,
+            progress=train_config.progress,
+            stage=stage,
+        )
+        logger.info("%s: trained, saved in %s", stage, folder / "model")
+        networks.append(network)
+    if len(networks) == 1:
+        return networks[0].scorer()
+    return RewardEnsemble(networks, combine=settings.ensemble, penalty=settings.ensemble_penalty).scorer()
+
+
+def _check_ensemble(objectives: Sequence[Any], settings: RunSettings) -> None:
+    """Several preference models must be combinable before any of them trains."""
+    heads = {(objective.num_heads(), tuple(getattr(objective, "aspects", None) or ())) for objective in objectives}
+    if len(heads) > 1:
+        names = ", ".join(f"{objective.name} ({objective.num_heads()} heads)" for objective in objectives)
+        raise ConfigError(
+            f"the [[preference_model]] sections score as one ensemble, so they must share their heads; got {names}. "
+            "Keep models with the same aspects, or run them separately."
+        )
+    if settings.ensemble == "mean_minus_std" and len(objectives) < 2:
+        raise ConfigError("[run] ensemble = 'mean_minus_std' needs at least two [[preference_model]] sections.")
 
 
 def relabel_pairs(records: Sequence[Any], scorer: Any, *, batch_size: int = 64) -> list[Any]:
@@ -394,10 +654,13 @@ def relabel_pairs(records: Sequence[Any], scorer: Any, *, batch_size: int = 64) 
 class _Evaluation:
     """Runs every selected evaluator on one shared context and reports through the hooks."""
 
-    def __init__(self, evaluators: Sequence[Any], hooks: _Hooks, run_dir: Path, **context: Any) -> None:
+    def __init__(
+        self, evaluators: Sequence[Any], hooks: _Hooks, run_dir: Path, *, progress: bool = True, **context: Any
+    ) -> None:
         self.evaluators = evaluators
         self.hooks = hooks
         self.run_dir = run_dir
+        self.progress = progress
         self.context = context
         self.metrics: dict[str, float] = {}
         self.samples: list[Mapping[str, Any]] = []
@@ -408,13 +671,17 @@ class _Evaluation:
         context = EvaluationContext(**self.context)  # a fresh cache: the policy has changed
         metrics: dict[str, float] = {}
         rows: list[Mapping[str, Any]] = []
-        for evaluator in self.evaluators:
-            result = evaluator.evaluate(context)
-            metrics.update({f"{evaluator.name}/{key}": float(value) for key, value in result.metrics.items()})
-            rows += list(result.samples)
+        stage = f"evaluation at step {step}"
+        with StageProgress(stage, len(self.evaluators), enabled=self.progress, unit="evaluator") as bar:
+            for done, evaluator in enumerate(self.evaluators, start=1):
+                result = evaluator.evaluate(context)
+                metrics.update({f"{evaluator.name}/{key}": float(value) for key, value in result.metrics.items()})
+                rows += list(result.samples)
+                bar.update(done)
         context.policy.train()
         self.metrics, self.samples = metrics, rows
-        self.hooks.hook.prefcore_evaluation_end(run_dir=self.run_dir, step=step, metrics=metrics)
+        logger.info("%s: %s", stage, ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
+        self.hooks.fire("prefcore_evaluation_end", step=step, metrics=metrics)
 
 
 def _train_once(
@@ -477,10 +744,16 @@ def _train_once(
         on_evaluate=evaluation.run,
     )
     resumed = resume and checkpoints_exist and trainer.resume()
-    if not resumed:
+    if resumed:
+        logger.info("resumed from step %d", trainer.step)
+    else:
+        if resume:
+            logger.info("resume: no checkpoint of the policy yet; training starts at step 0")
         evaluation.run(0)  # the starting point: the policy still equals the reference
-    trainer.fit()
-    trainer.save()
+    metrics = trainer.fit()
+    if metrics:
+        logger.info("training: %d steps, last loss %.4f", trainer.step, metrics["loss"])
+    trainer.save_final()  # nothing with checkpoint_every = 0
     return trainer.step
 
 
@@ -493,10 +766,15 @@ def _warm_start(
     run_dir: Path,
     device: torch.device,
     registry: Registry,
+    hooks: _Hooks,
 ) -> torch.nn.Module:
-    """SFT on demonstrations, once per run: a finished warm start is reloaded, not retrained."""
+    """SFT on demonstrations, once per run: a finished warm start is reloaded, not retrained.
+
+    Its steps are logged as ``warm_start/<metric>`` (``warm_start/loss``, ``warm_start/nll``).
+    """
     done = run_dir / "warm_start" / "model"
     if done.is_dir():
+        logger.info("warm start: already done, reloaded from %s", done)
         return load_pretrained(done, device)
     sft = registry.create("usage", "sft", {})
     items = build_items(
@@ -524,8 +802,24 @@ def _warm_start(
         run_dir=run_dir,
         device=device,
         checkpoint_tag="warm_start",
+        on_step=lambda step, metrics: hooks.fire(
+            "prefcore_train_step_end", step=step, metrics={f"warm_start/{key}": value for key, value in metrics.items()}
+        ),
+        stage="warm start",
     )
-    trainer.resume()
-    trainer.fit()
+    if trainer.resume():
+        logger.info("warm start: resumed from step %d", trainer.step)
+    metrics = trainer.fit()
+    if metrics:
+        logger.info("warm start: %d steps on %d records, last loss %.4f", trainer.step, len(items), metrics["loss"])
     save_model(policy, tokenizer, done)
     return policy
+
+
+def load_demonstrations(path: str | Path) -> list[Any]:
+    """The records of a ``[warm_start] data`` file; SFT trains on each one's preferred completion.
+
+    Any preference file works (a pair's chosen completion, a positively labelled completion).
+    """
+    records, _ = load_preferences(path)
+    return records

@@ -64,8 +64,8 @@ def load_cli_config(args: argparse.Namespace, registry: Registry | None = None) 
     else:
         data, source = default_run_data(), "<embedded default>"
     if args.method:
-        info = (registry or Registry.from_environment()).info("usage", args.method)
-        data = with_usage_method(data, args.method, info.cls.data_formats)
+        (registry or Registry.from_environment()).info("usage", args.method)  # an unknown name fails here
+        data = with_usage_method(data, args.method)
     return parse_run_config(apply_overrides(data, args.overrides), source=source)
 
 

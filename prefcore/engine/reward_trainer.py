@@ -49,7 +49,8 @@ from prefcore.data.records import error_at
 from prefcore.engine.batching import build_items
 from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import StepCallback
-from prefcore.engine.loop import check_finite
+from prefcore.engine.loop import check_loss
+from prefcore.engine.progress import StageProgress
 from prefcore.engine.reward_model import METADATA_FILE
 from prefcore.engine.reward_model import ImplicitRewardModel
 from prefcore.engine.reward_model import RewardNetwork
@@ -94,8 +95,8 @@ class RewardTrainConfig:
     heldout_fraction: float = option(0.1, doc="share of prompts held out to measure pairwise accuracy")
     eval_every: int = option(0, doc="measure held-out accuracy every N steps; 0 = only at the end")
     eval_batch_size: int = option(32, doc="completions per scoring batch at evaluation")
-    checkpoint_every: int = option(0, doc="save a checkpoint every N steps; 0 = only at the end")
-    keep_checkpoints: int = option(2, doc="how many checkpoints to keep")
+    checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
+    keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
     log_every: int = option(1, doc="report metrics every N steps")
 
     def __post_init__(self) -> None:
@@ -107,6 +108,10 @@ class RewardTrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0. Got {getattr(self, name)}.", field=name)
+        if self.keep_checkpoints < 0:
+            raise ConfigError(
+                f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.", field="keep_checkpoints"
+            )
         if not 0 <= self.heldout_fraction < 1:
             raise ConfigError(
                 f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.", field="heldout_fraction"
@@ -484,6 +489,8 @@ class RewardTrainer(OptimiserLoop):
         evaluate: Callable[[], Mapping[str, float]] | None = None,
         on_step: StepCallback | None = None,
         on_checkpoint: Callable[[int, Path], None] | None = None,
+        progress: bool = False,
+        stage: str = "preference model",
     ) -> None:
         if not items:
             raise ConfigError("there is no training data: the feedback produced no item for this preference model.")
@@ -505,6 +512,8 @@ class RewardTrainer(OptimiserLoop):
         self.device = torch.device(device)
         self.evaluate = evaluate
         self.on_step = on_step
+        self.progress = progress
+        self.stage = stage
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step over ``grad_accum`` micro-batches; returns the step's metrics."""
@@ -519,7 +528,7 @@ class RewardTrainer(OptimiserLoop):
             )
             feedback = feedback.to(self.device)
             output = self.objective.loss(feedback.reward_batch(self.model(feedback.sequences), num_items))
-            check_finite(output.loss, self.step + 1)
+            check_loss(output.loss, self.step + 1, self.objective, inputs="the batch's rewards")
             output.loss.backward()
             share = feedback.num_items / max(num_items, 1)
             for key, value in output.metrics.items():
@@ -532,17 +541,19 @@ class RewardTrainer(OptimiserLoop):
         """Train until ``config.steps``; held-out metrics (``eval/...``) join the step's metrics when measured."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        while self.step < self.config.steps:
-            metrics = self.train_step()
-            metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
-            last = self.step == self.config.steps
-            due = last or (self.config.eval_every and self.step % self.config.eval_every == 0)
-            if due and self.evaluate is not None:
-                metrics.update({f"eval/{key}": float(value) for key, value in self.evaluate().items()})
-            if self.on_step is not None and (self.step % self.config.log_every == 0 or last):
-                self.on_step(self.step, metrics)
-            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-                self.save()
+        with StageProgress(self.stage, self.config.steps, enabled=self.progress, initial=self.step) as bar:
+            while self.step < self.config.steps:
+                metrics = self.train_step()
+                metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
+                last = self.step == self.config.steps
+                due = last or (self.config.eval_every and self.step % self.config.eval_every == 0)
+                if due and self.evaluate is not None:
+                    metrics.update({f"eval/{key}": float(value) for key, value in self.evaluate().items()})
+                if self.on_step is not None and (self.step % self.config.log_every == 0 or last):
+                    self.on_step(self.step, metrics)
+                bar.update(self.step, metrics)
+                if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                    self.save()
         return metrics
 
 
@@ -599,6 +610,8 @@ def train_preference_model(
     on_checkpoint: Callable[[int, Path], None] | None = None,
     model: RewardNetwork | None = None,
     resume: bool = False,
+    progress: bool = False,
+    stage: str = "preference model",
 ) -> RewardNetwork:
     """Train a reward network on feedback records with ``objective``; the pipeline's preference-model stage.
 
@@ -613,6 +626,7 @@ def train_preference_model(
         on_checkpoint: ``on_checkpoint(step, path)`` after each checkpoint.
         model: start from this network instead of building one from ``config``.
         resume: continue from the newest checkpoint; a finished stage (``model/`` written) is loaded, not retrained.
+        progress: show the stage's progress (a bar on a terminal, else log lines) named ``stage``.
     Returns:
         the trained network (also saved in ``run_dir/model``).
     """
@@ -648,10 +662,12 @@ def train_preference_model(
         evaluate=evaluate if heldout_pairs else None,
         on_step=on_step,
         on_checkpoint=on_checkpoint,
+        progress=progress,
+        stage=stage,
     )
     if resume:
         trainer.resume()
     trainer.fit()
-    trainer.save()
+    trainer.save_final()
     network.save(final)
     return network

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from prefcore.data import Message
 from prefcore.data import PairwiseComparison
 from prefcore.engine.batching import build_items
 from prefcore.engine.generation import generate_completions
@@ -52,6 +53,10 @@ class SelfPlayConfig:
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.prompts < 1:
             raise ValueError(f"rounds must be >= 0 and prompts >= 1. Got {self.rounds} and {self.prompts}.")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1. Got {self.max_new_tokens}.")
+        if not 0 <= self.temperature < float("inf"):  # also refuses NaN
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy). Got {self.temperature}.")
 
 
 def reference_over_generation(demonstrations: Sequence[Any], generations: Sequence[str]) -> list[PairwiseComparison]:
@@ -64,11 +69,13 @@ def reference_over_generation(demonstrations: Sequence[Any], generations: Sequen
         human = completion_text(demonstration.completion).strip()
         if not generated.strip() or generated.strip() == human:
             continue
+        # A record is all text or all messages: a chat prompt's answer is an assistant turn.
+        answer = generated if isinstance(demonstration.prompt, str) else (Message("assistant", generated),)
         pairs.append(
             PairwiseComparison(
                 demonstration.prompt,
                 demonstration.completion,
-                generated,
+                answer,
                 source="self_play",
                 provenance=demonstration.provenance,
             )
@@ -132,10 +139,11 @@ def run_self_play(
                 previous, fused=train_config.fused_lm_head, backend=train_config.kernel_backend
             ),
             on_step=None if on_step is None else _shifted(on_step, offset),
+            stage=f"self-play round {round_index}/{config.rounds}",
         )
         trainer.resume()
         trainer.fit()
-        trainer.save()
+        trainer.save_final()
         done.parent.mkdir(parents=True, exist_ok=True)
         save_model(policy, tokenizer, done)
     return policy

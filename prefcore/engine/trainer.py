@@ -10,7 +10,6 @@ objectives train together as a weighted sum; each sees the same log-prob batch.
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -28,6 +27,8 @@ from prefcore.engine.batching import collate
 from prefcore.engine.logprobs import completion_token_logps
 from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import check_finite
+from prefcore.engine.loop import check_loss
+from prefcore.engine.progress import StageProgress
 from prefcore.errors import ConfigError
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
@@ -51,21 +52,23 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", doc="autocast dtype on GPU (CPU runs in fp32)")
     fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
     kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
-    checkpoint_every: int = option(0, doc="save a checkpoint every N steps; 0 = only at the end")
-    keep_checkpoints: int = option(2, doc="how many checkpoints to keep")
+    checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
+    keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
     eval_every: int = option(0, doc="evaluate every N steps; 0 = only before and after training")
     log_every: int = option(1, doc="report metrics every N steps")
-    progress: bool = option(True, doc="show a progress line with loss, margin and accuracy")
+    progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Got {getattr(self, name)}.")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0. Got {self.lr}.")
+        if not self.lr > 0 or self.lr == float("inf"):  # also refuses NaN
+            raise ValueError(f"lr must be a finite number > 0. Got {self.lr}.")
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0. Got {getattr(self, name)}.")
+        if self.keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Trainer(OptimiserLoop):
         on_checkpoint: Callable[[int, Path], None] | None = None,
         on_evaluate: Callable[[int], None] | None = None,
         checkpoint_tag: str = "",
+        stage: str = "training",
     ) -> None:
         if not items:
             raise ConfigError("there is no training data: the feedback produced no usable comparison.")
@@ -126,6 +130,7 @@ class Trainer(OptimiserLoop):
         self.cached_reference = cached_reference if needs_reference else None
         self.on_step = on_step
         self.on_evaluate = on_evaluate
+        self.stage = stage
 
     def _collate(self, indices: list[int]) -> SequenceBatch:
         items = [self.items[index] for index in indices]
@@ -176,10 +181,13 @@ class Trainer(OptimiserLoop):
             share = len(indices) / num_items
             for entry in self.objectives:
                 output = entry.objective.loss(log_prob_batch)
+                check_loss(output.loss, self.step + 1, entry.objective)
                 loss = loss + entry.weight * output.loss
                 prefix = f"{entry.objective.name}/" if len(self.objectives) > 1 else ""
                 for key, value in output.metrics.items():
                     totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
+                if prefix:  # each objective's own (unweighted) loss; micro-batch losses add up to the step's
+                    totals[prefix + "loss"] = totals.get(prefix + "loss", 0.0) + float(output.loss.detach())
             check_finite(loss, self.step + 1)
             loss.backward()
             totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
@@ -190,37 +198,17 @@ class Trainer(OptimiserLoop):
         """Train until ``config.steps``; checkpoints, evaluation and metrics through the callbacks."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        while self.step < self.config.steps:
-            metrics = self.train_step()
-            metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
-            if self.on_step is not None and (self.step % self.config.log_every == 0 or self.step == self.config.steps):
-                self.on_step(self.step, metrics)
-            if self.config.progress:
-                _print_progress(self.step, self.config.steps, metrics)
-            due = self.config.eval_every and self.step % self.config.eval_every == 0
-            if due and self.step < self.config.steps and self.on_evaluate is not None:
-                self.on_evaluate(self.step)
-            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-                self.save()
-        if self.config.progress and sys.stdout.isatty():
-            print()
+        with StageProgress(self.stage, self.config.steps, enabled=self.config.progress, initial=self.step) as bar:
+            while self.step < self.config.steps:
+                metrics = self.train_step()
+                metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
+                last = self.step == self.config.steps
+                if self.on_step is not None and (self.step % self.config.log_every == 0 or last):
+                    self.on_step(self.step, metrics)
+                bar.update(self.step, metrics)
+                due = self.config.eval_every and self.step % self.config.eval_every == 0
+                if due and self.step < self.config.steps and self.on_evaluate is not None:
+                    self.on_evaluate(self.step)
+                if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                    self.save()
         return metrics
-
-
-def _print_progress(step: int, steps: int, metrics: Mapping[str, float]) -> None:
-    interactive = sys.stdout.isatty()
-    if not interactive and step % max(1, steps // 10) and step != steps:
-        return  # logs get ten lines per phase, terminals a live bar
-    shown = [f"loss {metrics['loss']:.4f}"]
-    for key, label in (("rewards/margin", "margin"), ("rewards/accuracy", "acc")):
-        matching = [value for name, value in metrics.items() if name.endswith(key)]
-        if matching:
-            shown.append(f"{label} {matching[0]:.3f}")
-    width = 24
-    filled = int(width * step / steps)
-    bar = "#" * filled + "." * (width - filled)
-    line = f"[{bar}] {step}/{steps}  " + "  ".join(shown)
-    if interactive:
-        print("\r" + line, end="", flush=True)
-    else:
-        print(line, flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
@@ -161,3 +162,48 @@ def test_override_ambiguous_section_needs_a_method_name() -> None:
         apply_overrides(data, ["evaluation.c.samples=3"])
     assert apply_overrides(data, ["evaluation.1.samples=3"])["evaluation"][1] == {"method": "b", "samples": 3}
     assert data["evaluation"][1] == {"method": "b"}  # the input is not modified
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_float_options_must_be_finite(value: float) -> None:
+    with pytest.raises(ConfigError, match="must be a finite number") as excinfo:
+        build_config(Example, {"beta": value}, method="usage objective 'x'")
+    assert excinfo.value.field == "beta"
+    with pytest.raises(ConfigError, match="must be a finite number") as excinfo:
+        build_config(Example, {"weights": {"a": value}}, method="usage objective 'x'")
+    assert excinfo.value.field == "weights.a"
+
+
+def test_a_field_may_allow_infinity_but_never_nan() -> None:
+    assert build_config(BoundedWithDoc, {"limit": float("inf")}, method="m").limit == float("inf")
+    with pytest.raises(ConfigError, match="finite"):
+        build_config(BoundedWithDoc, {"limit": float("nan")}, method="m")
+
+
+@dataclass(frozen=True)
+class BoundedWithDoc:
+    limit: float = field(default=1.0, metadata={"doc": "an upper bound; inf = none", "allow_inf": True})
+
+
+def test_unknown_key_suggests_the_closest_option() -> None:
+    with pytest.raises(ConfigError, match=r"has no option 'betta'\. Did you mean 'beta'\?"):
+        build_config(Example, {"betta": 0.2}, method="usage objective 'x'")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[trian]\nsteps = 1\n", "unknown section [trian]. Did you mean 'train'?"),
+        ("[data]\npath = 'x.jsonl'\n", "unknown section [data]."),
+        ("[[usage]]\nmethod = 'dpo'\nweight = nan\n", "'weight' must be a finite number > 0; got nan"),
+        ("[[usage]]\nmethod = 'dpo'\nweight = inf\n", "'weight' must be a finite number > 0; got inf"),
+        ("[[usage]]\nmethod = 'dpo'\nweight = 0\n", "'weight' must be a finite number > 0; got 0"),
+        ("[[usage]]\nmethod = 'dpo'\n[[usage]]\nmethod = 'sft'\nweight = -1.0\n", "[usage] #2: 'weight' must be"),
+    ],
+)
+def test_sections_and_weights_are_checked(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_run_config(path)
+    assert fragment in str(excinfo.value)
