@@ -93,9 +93,10 @@ EXAMPLE = (
 
 @dataclass(frozen=True)
 class JudgeSection:
-    """The keys of ``[judge]`` for ``prefcore info``; ``rule`` and ``llm`` also take their plugin's options.
+    """The judge of win_rate and samples: P(first completion better). Without [judge]: the feedback source's.
 
-    Not a validator: ``plan_judge`` checks the section against the whole run file.
+    kind = "rule" also takes the options of the plugin it names; kind = "llm" takes those of
+    llm_judge (prefcore info llm_judge) except path, judge_orders and inconsistent.
     """
 
     kind: str = option(doc="'rule', 'preference_model' or 'llm'; no [judge]: the feedback source's own judge")
