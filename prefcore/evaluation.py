@@ -43,7 +43,8 @@ class EvaluationContext:
         tokenizer: the tokenizer both share.
         prompts: held-out prompts (text or message lists).
         preferences: held-out preference records (for accuracy metrics).
-        judge: a pairwise judge (rule, LLM judge, reward model), or None.
+        judge: a pairwise judge (rule, LLM judge, reward model; a run file's ``[judge]``, see
+            ``prefcore.judges``), or None. Evaluators that need one set ``needs_judge = True``.
         scorer: a batched scalar scorer (reward model), or None.
         generation: sampling settings.
         generation_prefix: text the usage objective wants before each prompt when generating.
