@@ -40,7 +40,8 @@ def method_info(name: str, kind: str | None = None, *, registry: Registry | None
     if not found:
         # Suggestions across all kinds: the user did not say which kind they meant.
         every_name = sorted({info.name for info in registry.methods()})
-        raise UnknownMethodError("any", name, every_name, difflib.get_close_matches(name, every_name, n=3))
+        suggestions = difflib.get_close_matches(name, every_name, n=3)
+        raise UnknownMethodError("any", name, every_name, suggestions, registry.broken_plugins(name))
     return found
 
 

@@ -57,8 +57,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(_table(rows, ("name", "kind", "distribution", "version", "summary")))
     else:
         print(f"No {args.kind or ''} methods are installed.".replace("  ", " "))
+    if args.kind is None:
+        _print_plugins_without_methods(registry)
     _print_problems(registry)
     return 0
+
+
+def _print_plugins_without_methods(registry: Registry) -> None:
+    idle = [plugin for plugin in registry.plugins() if plugin.loaded and not plugin.methods and not plugin.errors]
+    if idle:
+        rows = [(p.name, p.provenance.distribution or "-", p.provenance.version or "-") for p in idle]
+        print("\nPlugins that register no method (lifecycle hooks only):")
+        print(_table(rows, ("plugin", "distribution", "version")))
 
 
 def _print_options(config_cls: type) -> None:

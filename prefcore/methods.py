@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from prefcore.evaluation import EvaluationContext
     from prefcore.evaluation import EvaluationResult
     from prefcore.preference import RewardBatch
+    from prefcore.registry import Provenance
 
 KINDS: tuple[str, ...] = ("feedback", "preference_model", "usage", "evaluation")
 """Plugin kinds in pipeline order: feedback → preference model → usage → evaluation."""
@@ -58,6 +59,10 @@ class Method:
     kind: ClassVar[str]
     config_cls: ClassVar[type] = NoOptions
 
+    provenance: Provenance | None = None
+    """The plugin and distribution this instance was created from; ``Registry.create`` sets it,
+    so that an error in the method (a NaN loss, say) can say whose method it is."""
+
     def __init__(self, config: Any | None = None) -> None:
         if config is None:
             config = self.config_cls()
@@ -66,6 +71,16 @@ class Method:
                 f"{self.kind} method {self.name!r} expects a {self.config_cls.__name__}, got {type(config).__name__}."
             )
         self.config = config
+
+    def label(self) -> str:
+        """``usage objective 'dpo'``: how errors name this method."""
+        return f"{KIND_TITLES.get(self.kind, self.kind)} {self.name!r}"
+
+    def origin(self) -> str:
+        """Where this method comes from, for errors: its plugin and distribution, or its module."""
+        if self.provenance is not None:
+            return self.provenance.describe()
+        return f"module {type(self).__module__} (not created through the plugin registry)"
 
     @classmethod
     def summary(cls) -> str:

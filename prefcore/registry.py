@@ -13,9 +13,11 @@ Environment switches:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.metadata
 import os
+import typing
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +27,9 @@ from typing import final
 import pluggy
 
 from prefcore import hookspecs
+from prefcore.config import _coerce as coerce_option  # the same type rules as the options a user gives
 from prefcore.config import build_config
+from prefcore.errors import ConfigError
 from prefcore.errors import DuplicateMethodError
 from prefcore.errors import PluginLoadError
 from prefcore.errors import PluginValidationError
@@ -185,6 +189,26 @@ class MethodInfo:
         return self.cls.summary()
 
 
+@dataclass(frozen=True)
+class PluginInfo:
+    """One plugin the manager knows, with what it registered: methods, or the errors that stopped it.
+
+    A plugin may register no method at all (a logger implementing lifecycle hooks only);
+    it is listed all the same, so that ``prefcore list`` shows everything installed.
+    """
+
+    provenance: Provenance
+    methods: tuple[tuple[str, str], ...]
+    """``(kind, name)`` of each method class its registration hooks returned."""
+    errors: tuple[PrefcoreError, ...]
+    loaded: bool
+    """False when the plugin failed to import or was dropped (see ``errors``)."""
+
+    @property
+    def name(self) -> str:
+        return self.provenance.plugin
+
+
 @final
 class Registry:
     """Methods indexed by ``(kind, name)``, built from a plugin manager's registration hooks."""
@@ -194,6 +218,7 @@ class Registry:
         self.errors: list[PrefcoreError] = list(plugin_manager.load_errors)
         self._methods: dict[tuple[str, str], MethodInfo] = {}
         self._conflicts: dict[tuple[str, str], DuplicateMethodError] = {}
+        self._registered: dict[str, list[tuple[str, str]]] = {}
         for kind in KINDS:
             self._collect(kind)
 
@@ -225,6 +250,7 @@ class Registry:
                 )
                 continue
             for method_cls in classes:
+                self._registered.setdefault(provenance.plugin, []).append((kind, method_cls.name))
                 self._add(MethodInfo(kind, method_cls.name, method_cls, provenance))
 
     def _validated(self, kind: str, returned: Any, provenance: Provenance) -> list[type[Method]]:
@@ -239,12 +265,15 @@ class Registry:
             )
         base = BASE_CLASSES[kind]
         for method_cls in returned:
-            problem = _method_class_problem(method_cls, base)
+            problem, field = _method_class_problem(method_cls, base), None
+            if problem is None:
+                problem, field = _config_defaults_problem(method_cls)
             if problem:
                 raise PluginValidationError(
                     provenance.plugin,
                     f"hook {hook_name!r} returned {method_cls!r}, which {problem}.",
                     distribution=provenance.distribution,
+                    field=field,
                 )
         return list(returned)
 
@@ -284,8 +313,43 @@ class Registry:
         if key not in self._methods:
             available = self.names(kind)
             suggestions = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
-            raise UnknownMethodError(kind, name, available, suggestions)
+            raise UnknownMethodError(kind, name, available, suggestions, self.broken_plugins(name))
         return self._methods[key]
+
+    def broken_plugins(self, name: str | None = None) -> list[PrefcoreError]:
+        """Load and validation errors of plugins that lost methods; those named like ``name`` first.
+
+        A plugin that failed to import cannot say what it would have registered, so when a
+        method is not found every broken plugin may be the one that provides it.
+        """
+        broken = [error for error in self.errors if isinstance(error, (PluginLoadError, PluginValidationError))]
+        if name is None:
+            return broken
+
+        def likely(error: PrefcoreError) -> bool:
+            where = f"{getattr(error, 'plugin', '')} {getattr(error, 'entry_point', '')}".lower()
+            return name.lower() in where
+
+        return sorted(broken, key=lambda error: not likely(error))
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin the manager registered or failed to load, sorted by name, methods or not."""
+        errors: dict[str, list[PrefcoreError]] = {}
+        for error in self.errors:
+            plugin = getattr(error, "plugin", None)
+            if isinstance(error, (PluginLoadError, PluginValidationError)) and plugin is not None:
+                errors.setdefault(plugin, []).append(error)
+        names = {name for name, _ in self.plugin_manager.list_name_plugin() if name is not None}
+        names |= set(self.plugin_manager.provenance) | set(errors)
+        return [
+            PluginInfo(
+                provenance=self._provenance(name),
+                methods=tuple(self._registered.get(name, ())),
+                errors=tuple(errors.get(name, ())),
+                loaded=self.plugin_manager.has_plugin(name),
+            )
+            for name in sorted(names)
+        ]
 
     def find(self, name: str) -> list[MethodInfo]:
         """Every method called ``name``, whatever its kind (for ``prefcore info NAME``)."""
@@ -296,9 +360,11 @@ class Registry:
 
     def create(self, kind: str, name: str, options: Mapping[str, Any] | None = None) -> Method:
         """Instantiate a method with ``options`` validated against its config dataclass."""
-        method_cls = self.get(kind, name)
-        config = build_config(method_cls.config_cls, options or {}, method=f"{KIND_TITLES[kind]} {name!r}")
-        return method_cls(config)
+        info = self.info(kind, name)
+        config = build_config(info.cls.config_cls, options or {}, method=f"{KIND_TITLES[kind]} {name!r}")
+        method = info.cls(config)
+        method.provenance = info.provenance  # errors in the method can then name its plugin
+        return method
 
 
 def _check_kind(kind: str) -> None:
@@ -323,3 +389,31 @@ def _method_class_problem(method_cls: Any, base: type[Method]) -> str | None:
         missing = ", ".join(sorted(method_cls.__abstractmethods__))
         return f"does not implement {missing}"
     return None
+
+
+def _config_defaults_problem(method_cls: type[Method]) -> tuple[str | None, str | None]:
+    """A default of the wrong type would only fail when a user selects the method; catch it now."""
+    config_cls = method_cls.config_cls
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception as exc:  # an annotation naming something the module does not import
+        return f"has a config_cls whose annotations cannot be resolved ({type(exc).__name__}: {exc})", None
+    for field in dataclasses.fields(config_cls):
+        if not field.init:
+            continue
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            try:
+                default = field.default_factory()
+            except Exception as exc:
+                problem = f"has config field {field.name!r} whose default_factory raised {type(exc).__name__}: {exc}"
+                return problem, field.name
+        else:
+            continue
+        try:
+            coerce_option(default, hints.get(field.name, typing.Any), field.name, f"{method_cls.name!r}")
+        except ConfigError as exc:
+            reason = str(exc).rstrip(".")
+            return f"has config field {field.name!r} with a default of the wrong type ({reason})", field.name
+    return None, None

@@ -11,6 +11,7 @@ changes no global backend or figure state of the calling process.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from prefcore.atomic import atomic_write_bytes
 from prefcore.engine.metrics_log import STEP
 from prefcore.engine.metrics_log import read_metrics_csv
 from prefcore.engine.metrics_log import write_text_atomically
@@ -88,7 +90,9 @@ def _moving_average(values: Sequence[float], window: int) -> list[float]:
 
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -3,18 +3,18 @@
 A checkpoint folder ``step-000120/`` holds ``model.safetensors`` (trainable parameters),
 ``optimizer.safetensors`` (every optimizer state tensor), ``rng.safetensors`` (torch RNG
 states) and ``state.json`` (step, optimizer hyper-parameters, scheduler, Python RNG,
-trainer counters). It is written into a temporary sibling folder and renamed into place,
-so a run killed mid-write leaves the previous checkpoint intact and no partial one.
+trainer counters). It is written through ``prefcore.atomic.atomic_directory``: into a hidden
+staging sibling, fsynced, then renamed into place, so a run killed mid-write (or a full disk)
+leaves the previous checkpoint intact and no partial one. Staging folders a kill left behind
+(``.step-*``) are never listed and are removed on the next save or resume.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,15 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save_file
 
+from prefcore.atomic import atomic_directory
+from prefcore.atomic import remove_directory
+from prefcore.atomic import remove_stale_staging
+from prefcore.errors import StorageError
+
 CHECKPOINT_DIR = re.compile(r"^step-(\d+)$")
+# staging folders of a killed save: ours (.step-000120.<token>.tmp) and those of earlier
+# versions, which used tempfile.mkdtemp (.step-000120.<random>)
+_STAGING_DIR = re.compile(r"^\.step-\d+\.")
 
 
 def checkpoint_name(step: int) -> str:
@@ -83,12 +91,19 @@ def save_checkpoint(
     trainer_state: Mapping[str, Any],
     keep_last: int = 2,
 ) -> Path:
-    """Write ``run_dir/checkpoints/step-NNNNNN`` atomically and prune to the ``keep_last`` newest."""
+    """Write ``run_dir/checkpoints/step-NNNNNN`` atomically and prune to the ``keep_last`` newest.
+
+    Raises:
+        StorageError: the checkpoint could not be written (e.g. the disk is full); the
+            previous checkpoints are intact and a resume continues from the newest.
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
+        clean_staging(run_dir)
+    except OSError as exc:
+        raise StorageError(root, exc, what="checkpoint folder") from exc
+    with atomic_directory(final) as staging:
         save_file(trainable_state(model), str(staging / "model.safetensors"))
         optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
         save_file(optimizer_tensors, str(staging / "optimizer.safetensors"))
@@ -105,18 +120,21 @@ def save_checkpoint(
             "trainer": dict(trainer_state),
         }
         (staging / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        for path in staging.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        if final.exists():  # a re-run of the same step replaces its older copy
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_directory(old)  # renamed away first: a kill midway never leaves a half-deleted step-N
     return final
+
+
+def clean_staging(run_dir: Path) -> list[Path]:
+    """Remove the staging folders a killed save left in ``run_dir/checkpoints``; returns them."""
+    root = Path(run_dir) / "checkpoints"
+    removed = remove_stale_staging(root)
+    if root.is_dir():
+        for entry in root.iterdir():
+            if _STAGING_DIR.match(entry.name) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -18,10 +18,15 @@ from typing import Protocol
 import torch
 
 from prefcore.engine.batching import micro_batches
+from prefcore.engine.checkpoint import checkpoint_name
+from prefcore.engine.checkpoint import clean_staging
 from prefcore.engine.checkpoint import list_checkpoints
 from prefcore.engine.checkpoint import load_checkpoint
 from prefcore.engine.checkpoint import save_checkpoint
 from prefcore.errors import ConfigError
+from prefcore.errors import NonFiniteLossError
+from prefcore.errors import ObjectiveError
+from prefcore.methods import Method
 
 
 class LoopConfig(Protocol):
@@ -35,6 +40,7 @@ class LoopConfig(Protocol):
     schedule: str
     max_grad_norm: float
     seed: int
+    checkpoint_every: int
     keep_checkpoints: int
 
 
@@ -84,7 +90,11 @@ class OptimiserLoop:
         self._batches_epoch = -1
 
     def resume(self) -> bool:
-        """Continue from the newest checkpoint in ``run_dir``, if any; True when one was loaded."""
+        """Continue from the newest checkpoint in ``run_dir``, if any; True when one was loaded.
+
+        Staging folders that a kill left behind are removed first; only complete checkpoints count.
+        """
+        clean_staging(self.run_dir)
         checkpoints = list_checkpoints(self.run_dir)
         if not checkpoints:
             return False
@@ -109,6 +119,15 @@ class OptimiserLoop:
         if self.on_checkpoint is not None:
             self.on_checkpoint(self.step, path)
         return path
+
+    def save_final(self) -> Path | None:
+        """Checkpoint the last step, unless checkpoints are off (``checkpoint_every = 0``) or it is saved."""
+        if not self.config.checkpoint_every:
+            return None
+        saved = list_checkpoints(self.run_dir)
+        if saved and saved[-1].name == checkpoint_name(self.step):
+            return saved[-1]
+        return self.save()
 
     def _epoch_batches(self) -> list[list[int]]:
         if self._batches_epoch != self.epoch:
@@ -135,11 +154,47 @@ class OptimiserLoop:
         metrics["lr"] = self.scheduler.get_last_lr()[0]
 
 
-def check_finite(loss: torch.Tensor, step: int) -> None:
-    """Stop at the first non-finite loss, before it reaches the weights."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"the loss became {loss.item()} at step {step}; lower the learning rate or check the data."
+def check_finite(loss: torch.Tensor, step: int, method: Method | None = None) -> None:
+    """Stop at the first non-finite loss, before it reaches the weights; name the method that made it."""
+    if torch.isfinite(loss).all():
+        return
+    value = loss.detach().float().flatten()[0].item() if loss.numel() else float("nan")
+    if method is None:
+        raise FloatingPointError(f"the loss became {value} at step {step}; lower the learning rate or check the data.")
+    raise NonFiniteLossError(
+        method.label(),
+        method.origin(),
+        f"returned a loss of {value}",
+        step=step,
+        hint="Lower the learning rate or check the data; if it recurs on sane data, report it to the "
+        "plugin's authors: the loss must stay finite (use logsigmoid/logsumexp rather than log(sigmoid)).",
+    )
+
+
+def check_loss(loss: Any, step: int, method: Method, *, inputs: str = "batch.policy_logps") -> None:
+    """Check what a plugin's ``loss`` returned before autograd sees it: a finite scalar tensor with a gradient.
+
+    Without this, a plugin bug surfaces as a bare error deep in ``backward()`` ("element 0 of
+    tensors does not require grad") that does not say which of the run's methods caused it.
+    """
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ObjectiveError(
+            method.label(),
+            method.origin(),
+            f"returned {shape} as its loss",
+            step=step,
+            hint="A loss is a scalar tensor (the mean over the batch's comparisons): LossOutput(loss=...).",
+        )
+    check_finite(loss, step, method)
+    if torch.is_grad_enabled() and not loss.requires_grad:
+        raise ObjectiveError(
+            method.label(),
+            method.origin(),
+            "returned a loss without a gradient (requires_grad is False, no grad_fn)",
+            step=step,
+            hint=f"The loss must be computed from {inputs} with torch operations; .item(), float(), "
+            "torch.tensor(...), .detach() or torch.no_grad() cut it off from the model.",
         )
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
+
+from prefcore.atomic import atomic_write_text
 
 STEP = "step"
 
@@ -33,17 +33,8 @@ def _format(value: float) -> str:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a temporary file and a rename: never half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", newline="", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as handle:
-        handle.write(text)
-    try:
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Replace ``path`` with ``text``, never half written (``prefcore.atomic.atomic_write_text``)."""
+    atomic_write_text(path, text)
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from prefcore.atomic import atomic_write_bytes
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.logprobs import completion_token_logps
@@ -87,10 +88,7 @@ def precompute_reference(
         sums.append(reference(SequenceBatch(sequences=padded, data_format="sft")).sum(dim=-1).float().cpu())
     flat = torch.cat(sums) if sums else torch.zeros(0)
     counts = torch.tensor([len(item.all_sequences) for item in items], dtype=torch.long)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = cache_path.with_suffix(".tmp")
-    save_file({"logps": flat, "counts": counts}, str(staging), metadata={"fingerprint": key})
-    staging.replace(cache_path)
+    atomic_write_bytes(cache_path, save({"logps": flat, "counts": counts}, metadata={"fingerprint": key}))
     return _split(flat, counts)
 
 

@@ -16,13 +16,8 @@ tokens training saw, and both save to a folder in safetensors, written atomicall
 from __future__ import annotations
 
 import abc
-import contextlib
 import json
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -37,6 +32,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save_file
 from torch import nn
 
+from prefcore.atomic import atomic_directory
 from prefcore.engine.logprobs import completion_token_logps
 from prefcore.engine.logprobs import sequence_logps
 from prefcore.engine.sequences import PaddedSequences
@@ -172,39 +168,6 @@ def separator_spans(text: str, separator: str) -> list[tuple[int, int]]:
             spans.append((first, first + len(stripped)))
         start += len(piece) + len(separator)
     return spans
-
-
-# ----------------------------------------------------------------------------------------------
-# Atomic folders
-# ----------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a staging folder that replaces ``path`` only once everything is written.
-
-    A process killed while writing leaves the previous folder (or none) and a hidden
-    staging folder, never a half-written model under ``path``.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield staging
-        for file in staging.rglob("*"):
-            if file.is_file():
-                with open(file, "rb") as handle:
-                    os.fsync(handle.fileno())
-        retired = None
-        if final.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-            os.replace(final, retired / final.name)
-        os.replace(staging, final)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _read_metadata(path: Path, kind: str | None = None) -> dict[str, Any]:
