@@ -10,7 +10,11 @@ set decides, and ``format=`` overrides both):
   (``HuggingFaceH4/ultrafeedback_binarized``);
 - binary: ``prompt``/``completion``/``label`` (TRL's unpaired preference format);
 - ranking: ``completions`` + ``ranks``; scores: ``scores`` (+ ``completions`` or
-  ``completion``); critique: ``critique``; feedback: ``items``.
+  ``completion``); critique: ``critique``; feedback: ``items``;
+- demonstration (SFT data, read as ``BinaryLabel(label=True)``, the engine's form of a
+  completion to imitate): TRL's SFT layouts, ``messages`` (conversational: the trailing
+  assistant turns are the completion, the turns before them the prompt) or
+  ``prompt``/``completion`` without a label (standard or conversational).
 
 Fields a format does not define are kept in the record's ``metadata``, never dropped.
 """
@@ -37,6 +41,7 @@ from prefcore.data.records import Provenance
 from prefcore.data.records import Ranking
 from prefcore.data.records import Scores
 from prefcore.data.records import Text
+from prefcore.data.records import check_prompt
 from prefcore.data.records import check_text
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
@@ -58,11 +63,21 @@ NEEDS: Mapping[str, str] = MappingProxyType(
             "A feedback record needs 'prompt' and 'items' (a list of pairwise, ranking, scores, binary or "
             "critique records about that prompt)."
         ),
+        "demonstration": (
+            "A demonstration (SFT) record needs 'messages' (a conversation that ends with the assistant's "
+            "answer) or 'prompt' and 'completion' (strings or message lists)."
+        ),
     }
 )
 """What each format accepts, appended to every 'missing field' error."""
 
 _ANNOTATION_FIELDS = ("annotator_id", "group_id", "source")
+
+DEMONSTRATION = "demonstration"
+"""The format of SFT data: a prompt and a completion to imitate, read as ``BinaryLabel(label=True)``."""
+
+READ_FORMATS: tuple[str, ...] = (*FORMATS, DEMONSTRATION)
+"""What ``format=`` of a reader and a record's ``"type"`` may name."""
 
 DEFAULT_ASPECT = "overall"
 """The aspect a bare number in ``scores`` is filed under (``"scores": [4, 2]``)."""
@@ -70,8 +85,10 @@ DEFAULT_ASPECT = "overall"
 
 def check_format(format: str | None) -> str | None:
     """``format`` if it is ``None`` or a known format name; ``ConfigError`` otherwise."""
-    if format is not None and format not in FORMATS:
-        raise ConfigError(f"Unknown record format {format!r}. Known formats: {', '.join(FORMATS)}.", field="format")
+    if format is not None and format not in READ_FORMATS:
+        raise ConfigError(
+            f"Unknown record format {format!r}. Known formats: {', '.join(READ_FORMATS)}.", field="format"
+        )
     return format
 
 
@@ -89,6 +106,17 @@ def record_from_dict(
     field) and ``line`` are stored in the record's ``provenance`` and named in every
     ``DataError`` raised for it.
     """
+    return read_record(data, format=format, source=source, line=line)[1]
+
+
+def read_record(
+    data: Mapping[str, Any],
+    *,
+    format: str | None = None,
+    source: str | None = None,
+    line: int | None = None,
+) -> tuple[str, PreferenceRecord]:
+    """``record_from_dict``, with the format the record was read as (``"demonstration"`` gives a ``BinaryLabel``)."""
     check_format(format)
     try:
         return _parse_record(data, format, Provenance(source, line))
@@ -100,13 +128,17 @@ def detect_format(data: Mapping[str, Any]) -> str:
     """The format a dict's ``"type"`` field names, or else the one its field set matches."""
     declared = data.get("type")
     if declared is not None:
-        if declared not in FORMATS:
-            raise DataError(f"unknown record format {declared!r}. Known formats: {', '.join(FORMATS)}.", field="type")
+        if declared not in READ_FORMATS:
+            raise DataError(
+                f"unknown record format {declared!r}. Known formats: {', '.join(READ_FORMATS)}.", field="type"
+            )
         return declared
     present = {key for key, value in data.items() if value is not None}
     matches = [name for name, markers in _MARKERS if markers & present]
     if len(matches) == 1:
         return matches[0]
+    if not matches and "completion" in present:
+        return DEMONSTRATION  # TRL's prompt-completion layout: SFT data (a preference label would be 'label')
     if matches:
         raise DataError(
             f"the fields {sorted(present)} fit several formats ({', '.join(matches)}); "
@@ -117,7 +149,8 @@ def detect_format(data: Mapping[str, Any]) -> str:
         "pairwise (prompt, chosen, rejected), binary (prompt, completion, label), "
         "ranking (prompt, completions, ranks), scores (prompt, completions, scores, scale), "
         "critique (prompt, completion, critique), feedback (prompt, items), "
-        f"or a 'type' field naming one of {', '.join(FORMATS)}."
+        "demonstration (messages, or prompt and completion), "
+        f"or a 'type' field naming one of {', '.join(READ_FORMATS)}."
     )
 
 
@@ -131,20 +164,23 @@ _MARKERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("binary", frozenset({"label", "spans"})),
     ("critique", frozenset({"critique", "revision"})),
     ("feedback", frozenset({"items"})),
+    (DEMONSTRATION, frozenset({"messages"})),
 )
 
 
-def _parse_record(data: Any, format: str | None, provenance: Provenance) -> PreferenceRecord:
+def _parse_record(data: Any, format: str | None, provenance: Provenance) -> tuple[str, PreferenceRecord]:
     if not isinstance(data, Mapping):
         raise DataError(f"a record must be a JSON object, got {describe(data)}.")
+    declared = data.get("type")
     if format is None:
         format = detect_format(data)
-    elif data.get("type") not in (None, format):
-        raise DataError(f"says {data['type']!r}, but the format {format!r} was requested.", field="type")
+    elif declared not in (None, format) and not (format == DEMONSTRATION and declared == "binary"):
+        # A demonstration written back by write_jsonl is a binary record labelled true.
+        raise DataError(f"says {declared!r}, but the format {format!r} was requested.", field="type")
     # A null field is an absent one: columnar files hold every column in every row.
     fields = _Fields({key: value for key, value in data.items() if value is not None and key != "type"}, format)
     annotations = {name: fields.take(name) for name in _ANNOTATION_FIELDS}
-    return _PARSERS[format](fields, annotations, provenance)
+    return format, _PARSERS[format](fields, annotations, provenance)
 
 
 class _Fields:
@@ -324,12 +360,74 @@ def _parse_item(raw: Any, prompt: Text, provenance: Provenance, field: str) -> F
             raise DataError(f"an item must be a JSON object, got {describe(raw)}.")
         if raw.get("prompt") is not None and check_text(raw["prompt"], "prompt") != prompt:
             raise DataError("differs from the bundle's prompt; leave it out of items.", field="prompt")
-        item = _parse_record({**raw, "prompt": prompt}, None, provenance)
+        kind, item = _parse_record({**raw, "prompt": prompt}, None, provenance)
     except DataError as error:
         raise nested_error(error, field) from None
+    if kind == DEMONSTRATION:
+        raise DataError(
+            "is a demonstration (a completion without a label); an item of a feedback record is feedback: "
+            "give 'label': true for a desirable completion.",
+            field=field,
+        )
     if not isinstance(item, FEEDBACK_ITEM_TYPES):
         raise DataError("a feedback record cannot hold another feedback record.", field=field)
     return item
+
+
+def _parse_demonstration(fields: _Fields, annotations: dict[str, Any], provenance: Provenance) -> BinaryLabel:
+    """TRL's SFT layouts as the engine's form of a demonstration: a completion labelled desirable."""
+    label = fields.take("label", True)
+    if label is not True:
+        raise DataError(
+            f"must be true or absent in a demonstration (a completion to imitate), got {describe(label)}. "
+            "For unpaired preference labels read the file with format 'binary'.",
+            field="label",
+        )
+    if "messages" in fields:
+        for name in ("prompt", "completion"):
+            if name in fields:
+                raise DataError(
+                    "is given beside 'messages'. A demonstration is either 'messages' (its last assistant "
+                    "turns the completion) or 'prompt' and 'completion'.",
+                    field=name,
+                )
+        prompt, completion = split_messages(fields.take("messages"), "messages")
+    else:
+        prompt, completion = fields.require("prompt"), fields.require("completion")
+    return BinaryLabel(
+        prompt,
+        completion,
+        True,
+        aspect=fields.take("aspect"),
+        spans=fields.take("spans", ()),
+        **_common(fields, annotations, provenance),
+    )
+
+
+def split_messages(value: Any, field: str = "messages") -> tuple[Text, Text]:
+    """A conversation as prompt and completion: the trailing assistant turns answer the turns before them.
+
+    This is TRL's conversational SFT layout: ``[system?, user, assistant, ..., user, assistant]``
+    trains on the last assistant turn(s), given everything before as the prompt.
+    """
+    messages = check_text(value, field)
+    if isinstance(messages, str):
+        raise DataError(f"must be a list of messages, got {describe(value)}.", field=field)
+    start = len(messages)
+    while start > 0 and messages[start - 1].role == "assistant":
+        start -= 1
+    if start == len(messages):
+        raise DataError(
+            f"must end with the assistant's answer, the completion to learn; the last message is "
+            f"{messages[-1].role!r}.",
+            field=f"{field}[{len(messages) - 1}].role",
+        )
+    if start == 0:
+        raise DataError(
+            "holds only assistant messages; the completion needs a prompt before it (a user message).",
+            field=f"{field}[0].role",
+        )
+    return check_prompt(messages[:start], field), messages[start:]
 
 
 _PARSERS: Mapping[str, Callable[[_Fields, dict[str, Any], Provenance], PreferenceRecord]] = MappingProxyType(
@@ -340,5 +438,6 @@ _PARSERS: Mapping[str, Callable[[_Fields, dict[str, Any], Provenance], Preferenc
         "binary": _parse_binary,
         "critique": _parse_critique,
         "feedback": _parse_feedback,
+        DEMONSTRATION: _parse_demonstration,
     }
 )

@@ -57,10 +57,27 @@ class Message:
 
     def __post_init__(self) -> None:
         check_string(self.role, "role")
+        if self.role not in ROLES:
+            raise DataError(
+                f"must be one of {', '.join(ROLES)}, got {self.role!r}.{_role_hint(self.role)}", field="role"
+            )
         check_string(self.content, "content")
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
+
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+"""The roles of chat templates (OpenAI's and Hugging Face's): a tool message holds a tool's output."""
+
+_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant"}
+"""Roles of other conventions (ShareGPT's human/gpt, Gemini's model) and what they are here."""
+
+
+def _role_hint(role: str) -> str:
+    meant = role.strip().lower()
+    meant = _ROLE_ALIASES.get(meant, meant)
+    return f" Did you mean {meant!r}?" if meant in ROLES else ""
 
 
 Conversation: TypeAlias = tuple[Message, ...]
@@ -94,6 +111,46 @@ def check_text(value: Any, field: str) -> Text:
     return tuple(_check_message(item, f"{field}[{index}]") for index, item in enumerate(value))
 
 
+def check_prompt(value: Any, field: str) -> Text:
+    """A prompt: text, or a conversation the model answers next.
+
+    System messages come first; the last message is the user's (or a tool's output): a
+    prompt that ends with the assistant's own message would make the completion a second
+    assistant turn in a row, which no chat template renders as one answer.
+    """
+    text = check_text(value, field)
+    if isinstance(text, str):
+        return text
+    for index, message in enumerate(text):
+        if message.role == "system" and index > 0 and text[index - 1].role != "system":
+            raise DataError(
+                "is a system message after other messages; system messages come first in a prompt.",
+                field=f"{field}[{index}].role",
+            )
+    if text[-1].role not in ("user", "tool"):
+        raise DataError(
+            f"is the last message of a prompt, so it must be the user's (or a tool's output), got "
+            f"{text[-1].role!r}: the completion answers it. Put the assistant's answer in the completion.",
+            field=f"{field}[{len(text) - 1}].role",
+        )
+    return text
+
+
+def check_completion(value: Any, field: str) -> Text:
+    """A completion: text, or a conversation of the assistant's messages only (what the model is trained to say)."""
+    text = check_text(value, field)
+    if isinstance(text, str):
+        return text
+    for index, message in enumerate(text):
+        if message.role != "assistant":
+            raise DataError(
+                f"must be 'assistant' in a completion, got {message.role!r}: a completion is what the model "
+                "says; earlier turns belong in the prompt.",
+                field=f"{field}[{index}].role",
+            )
+    return text
+
+
 def _check_same_kind(prompt: Text, text: Text, field: str) -> None:
     if isinstance(prompt, str) != isinstance(text, str):
         kind = "text" if isinstance(prompt, str) else "a list of messages"
@@ -105,7 +162,7 @@ def _check_completions(prompt: Text, value: Any, field: str, *, minimum: int) ->
     items = check_sequence(value, field, "completions (strings or message lists)")
     if len(items) < minimum:
         raise DataError(f"needs at least {minimum} completions, got {len(items)}.", field=field)
-    completions = tuple(check_text(item, f"{field}[{index}]") for index, item in enumerate(items))
+    completions = tuple(check_completion(item, f"{field}[{index}]") for index, item in enumerate(items))
     seen: dict[Text, int] = {}
     for index, completion in enumerate(completions):
         _check_same_kind(prompt, completion, f"{field}[{index}]")
@@ -236,9 +293,9 @@ class PairwiseComparison(_RecordBase):
     aspect: str | None = None
 
     def _check_feedback(self) -> None:
-        _set(self, "prompt", check_text(self.prompt, "prompt"))
+        _set(self, "prompt", check_prompt(self.prompt, "prompt"))
         for name in ("chosen", "rejected"):
-            _set(self, name, check_text(getattr(self, name), name))
+            _set(self, name, check_completion(getattr(self, name), name))
             _check_same_kind(self.prompt, getattr(self, name), name)
         if self.chosen == self.rejected:
             raise DataError("is identical to 'chosen'; a comparison needs two different completions.", field="rejected")
@@ -288,7 +345,7 @@ class Ranking(_RecordBase):
     ranks: tuple[int, ...]
 
     def _check_feedback(self) -> None:
-        _set(self, "prompt", check_text(self.prompt, "prompt"))
+        _set(self, "prompt", check_prompt(self.prompt, "prompt"))
         _set(self, "completions", _check_completions(self.prompt, self.completions, "completions", minimum=2))
         ranks = check_sequence(self.ranks, "ranks", "positive whole numbers")
         if len(ranks) != len(self.completions):
@@ -334,7 +391,7 @@ class Scores(_RecordBase):
     scale: tuple[float, float]
 
     def _check_feedback(self) -> None:
-        _set(self, "prompt", check_text(self.prompt, "prompt"))
+        _set(self, "prompt", check_prompt(self.prompt, "prompt"))
         _set(self, "completions", _check_completions(self.prompt, self.completions, "completions", minimum=1))
         scale = check_sequence(self.scale, "scale", "two numbers [low, high]")
         if len(scale) != 2:
@@ -453,8 +510,8 @@ class BinaryLabel(_RecordBase):
     spans: tuple[Span, ...] = ()
 
     def _check_feedback(self) -> None:
-        _set(self, "prompt", check_text(self.prompt, "prompt"))
-        _set(self, "completion", check_text(self.completion, "completion"))
+        _set(self, "prompt", check_prompt(self.prompt, "prompt"))
+        _set(self, "completion", check_completion(self.completion, "completion"))
         _check_same_kind(self.prompt, self.completion, "completion")
         check_bool(self.label, "label")
         check_optional_string(self.aspect, "aspect")
@@ -515,12 +572,12 @@ class Critique(_RecordBase):
     revision: Text | None = None
 
     def _check_feedback(self) -> None:
-        _set(self, "prompt", check_text(self.prompt, "prompt"))
-        _set(self, "completion", check_text(self.completion, "completion"))
+        _set(self, "prompt", check_prompt(self.prompt, "prompt"))
+        _set(self, "completion", check_completion(self.completion, "completion"))
         _check_same_kind(self.prompt, self.completion, "completion")
         check_string(self.critique, "critique")
         if self.revision is not None:
-            _set(self, "revision", check_text(self.revision, "revision"))
+            _set(self, "revision", check_completion(self.revision, "revision"))
             _check_same_kind(self.prompt, self.revision, "revision")
             if self.revision == self.completion:
                 raise DataError(
@@ -571,7 +628,7 @@ class FeedbackRecord(_RecordBase):
     items: tuple[FeedbackItem, ...]
 
     def _check_feedback(self) -> None:
-        _set(self, "prompt", check_text(self.prompt, "prompt"))
+        _set(self, "prompt", check_prompt(self.prompt, "prompt"))
         items = check_sequence(self.items, "items", "feedback records")
         if not items:
             raise DataError("must hold at least one feedback record.", field="items")

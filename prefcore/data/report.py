@@ -39,12 +39,14 @@ class LoadReport:
 
     @property
     def ok(self) -> bool:
-        """Whether every record was valid."""
-        return self.skipped == 0
+        """Whether the file holds records and every one was valid."""
+        return self.skipped == 0 and self.valid > 0
 
     def summary(self) -> str:
         """A few lines for people: totals, valid records per format, the first errors."""
         lines = [f"{self.source}: {self.total} records, {self.valid} valid, {self.skipped} invalid."]
+        if self.total == 0:
+            lines.append("The file holds no records: it is empty (only blank lines, an empty list or no rows).")
         if self.counts:
             width = max(len(name) for name in self.counts)
             lines += [f"  {name.ljust(width)}  {count}" for name, count in sorted(self.counts.items())]

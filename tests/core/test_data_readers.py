@@ -179,8 +179,8 @@ def test_invalid_utf8_line_is_reported_and_skippable(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
     path.write_bytes(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "\xff"}\n')
     error = load_error(path)
-    assert (error.line, error.field) == (2, None)
-    assert "not UTF-8" in error.reason
+    assert (error.line, error.field) == (2, "prompt")
+    assert error.reason == "is not UTF-8 text (invalid start byte at byte 12)."
     _, report = load_preferences(path, skip_invalid=True)
     assert (report.valid, report.skipped) == (1, 1)
 

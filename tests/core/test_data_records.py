@@ -40,8 +40,18 @@ def json_round_trip(record: Any) -> Any:
 
 texts = st.text(min_size=1, max_size=12).filter(lambda text: bool(text.strip()))
 names = st.text(alphabet="abcdefghij_", min_size=1, max_size=6)
-messages = st.builds(Message, role=st.sampled_from(["system", "user", "assistant", "tool"]), content=texts)
-conversations = st.lists(messages, min_size=1, max_size=3).map(tuple)
+def messages(*roles: str) -> st.SearchStrategy[Message]:
+    return st.builds(Message, role=st.sampled_from(roles), content=texts)
+
+
+# A prompt: optional system messages first, any turns, and the user's (or a tool's) message last.
+prompt_conversations = st.tuples(
+    st.lists(messages("system"), max_size=1),
+    st.lists(messages("user", "assistant", "tool"), max_size=2),
+    messages("user", "tool"),
+).map(lambda parts: (*parts[0], *parts[1], parts[2]))
+# A completion: what the model says, the assistant's messages only.
+completion_conversations = st.lists(messages("assistant"), min_size=1, max_size=3).map(tuple)
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -62,8 +72,10 @@ annotations = st.fixed_dictionaries(
 )
 
 
-def texts_of(kind: str) -> st.SearchStrategy[Any]:
-    return texts if kind == "text" else conversations
+def texts_of(kind: str, part: str = "completion") -> st.SearchStrategy[Any]:
+    if kind == "text":
+        return texts
+    return prompt_conversations if part == "prompt" else completion_conversations
 
 
 @st.composite
@@ -72,7 +84,7 @@ def pairwise_records(draw: st.DrawFn, prompt: Any = None) -> PairwiseComparison:
     chosen, rejected = draw(st.lists(texts_of(kind), min_size=2, max_size=2, unique=True))
     tie = draw(st.booleans())
     return PairwiseComparison(
-        prompt or draw(texts_of(kind)),
+        prompt or draw(texts_of(kind, "prompt")),
         chosen,
         rejected,
         tie=tie,
@@ -88,7 +100,7 @@ def rankings(draw: st.DrawFn, prompt: Any = None) -> Ranking:
     kind = "text" if isinstance(prompt, str) else "chat" if prompt else draw(st.sampled_from(["text", "chat"]))
     completions = draw(st.lists(texts_of(kind), min_size=2, max_size=4, unique=True))
     ranks = draw(st.lists(st.integers(1, 4), min_size=len(completions), max_size=len(completions)))
-    return Ranking(prompt or draw(texts_of(kind)), completions, ranks, **draw(annotations))
+    return Ranking(prompt or draw(texts_of(kind, "prompt")), completions, ranks, **draw(annotations))
 
 
 @st.composite
@@ -99,7 +111,7 @@ def score_records(draw: st.DrawFn, prompt: Any = None) -> Scores:
     low = draw(st.floats(-100, 100))
     high = low + draw(st.floats(0.5, 100))
     rows = [{aspect: draw(st.floats(low, high)) for aspect in aspects} for _ in completions]
-    return Scores(prompt or draw(texts_of(kind)), completions, rows, (low, high), **draw(annotations))
+    return Scores(prompt or draw(texts_of(kind, "prompt")), completions, rows, (low, high), **draw(annotations))
 
 
 @st.composite
@@ -112,7 +124,7 @@ def binary_labels(draw: st.DrawFn, prompt: Any = None) -> BinaryLabel:
         cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=4)))
         spans = [(cuts[i], cuts[i + 1], draw(st.booleans())) for i in range(0, len(cuts) - 1, 2)]
     return BinaryLabel(
-        prompt or draw(texts_of(kind)),
+        prompt or draw(texts_of(kind, "prompt")),
         completion,
         draw(st.booleans()),
         aspect=draw(st.none() | names),
@@ -126,7 +138,7 @@ def critiques(draw: st.DrawFn, prompt: Any = None) -> Critique:
     kind = "text" if isinstance(prompt, str) else "chat" if prompt else draw(st.sampled_from(["text", "chat"]))
     completion, revision = draw(st.lists(texts_of(kind), min_size=2, max_size=2, unique=True))
     return Critique(
-        prompt or draw(texts_of(kind)),
+        prompt or draw(texts_of(kind, "prompt")),
         completion,
         draw(texts),
         revision=draw(st.none() | st.just(revision)),
@@ -139,7 +151,7 @@ ITEM_STRATEGIES = (pairwise_records, rankings, score_records, binary_labels, cri
 
 @st.composite
 def feedback_records(draw: st.DrawFn) -> FeedbackRecord:
-    prompt = draw(texts | conversations)
+    prompt = draw(texts | prompt_conversations)
     strategies = draw(st.lists(st.sampled_from(ITEM_STRATEGIES), min_size=1, max_size=3))
     return FeedbackRecord(prompt, [draw(strategy(prompt)) for strategy in strategies], **draw(annotations))
 
