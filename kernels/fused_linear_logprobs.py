@@ -146,15 +146,16 @@ def _mm_out_dtype_works(device: torch.device) -> bool:
     """Whether ``torch.addmm(..., out_dtype=float32)`` runs half-precision GEMMs on ``device``.
 
     It exists on CUDA from torch 2.8 and lets cuBLAS add its fp32 product straight into the
-    fp32 accumulator; CPU builds lack it. Probed once per device with a 1x1 GEMM.
+    fp32 accumulator; CPU builds lack it. Probed once per device with a 1x1 GEMM that must
+    add into its output in place (1 + 1·1 = 2), the exact call the backward makes.
     """
     key = (device.type, device.index)
     if key not in _OUT_DTYPE_SUPPORT:
         try:
             probe = torch.ones(1, 1, device=device, dtype=torch.bfloat16)
-            accumulator = torch.zeros(1, 1, device=device, dtype=torch.float32)
+            accumulator = torch.ones(1, 1, device=device, dtype=torch.float32)
             torch.addmm(accumulator, probe, probe, out_dtype=torch.float32, out=accumulator)
-            _OUT_DTYPE_SUPPORT[key] = accumulator.item() == 1.0
+            _OUT_DTYPE_SUPPORT[key] = accumulator.item() == 2.0
         except (RuntimeError, TypeError, NotImplementedError):
             _OUT_DTYPE_SUPPORT[key] = False
     return _OUT_DTYPE_SUPPORT[key]
