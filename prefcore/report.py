@@ -323,6 +323,13 @@ def samples_section(samples: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def data_section(data: Mapping[str, Any]) -> list[str]:
+    """How the feedback was used: records trained on, held out, evaluation prompts, and where they came from."""
+    if not data:
+        return []
+    return ["## Data", "", *markdown_table(("Data", "Value"), list(data.items())), ""]
+
+
 def render_report(
     title: str,
     config: Mapping[str, Any],
@@ -330,6 +337,7 @@ def render_report(
     eval_metrics: Mapping[str, float],
     samples: Sequence[Mapping[str, Any]],
     plots: Sequence[tuple[str, str]],
+    data: Mapping[str, Any] | None = None,
 ) -> str:
     """The text of ``report.md``."""
     lines = [f"# {title}", ""]
@@ -338,6 +346,7 @@ def render_report(
     if listed:
         lines += [f"Files in this folder: {listed}.", ""]
     lines += what_ran(config)
+    lines += data_section(data or {})
     lines += ["## Final evaluation", ""]
     if eval_metrics:
         lines += [*markdown_table(("Metric", "Value"), list(eval_metrics.items())), ""]
@@ -361,6 +370,7 @@ def write_report(
     eval_metrics: Mapping[str, float],
     samples: Sequence[Mapping[str, Any]],
     title: str = "prefcore run",
+    data: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``report.md`` and the plots into ``run_dir``; returns the report's path.
 
@@ -371,11 +381,13 @@ def write_report(
         eval_metrics: the final evaluation metrics, keyed ``<evaluator>/<metric>``.
         samples: sample rows from the evaluators, shown as a table.
         title: the report's heading.
+        data: how the feedback was split (counts of training and held-out records, evaluation
+            prompts, their sources), shown as the "Data" table.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = read_metrics_csv(Path(metrics_csv)) if Path(metrics_csv).exists() else []
     plots = write_plots(run_dir, rows)
     path = run_dir / "report.md"
-    write_text_atomically(path, render_report(title, config, rows, eval_metrics, samples, plots))
+    write_text_atomically(path, render_report(title, config, rows, eval_metrics, samples, plots, data))
     return path

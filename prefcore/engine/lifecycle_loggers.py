@@ -22,7 +22,8 @@ class CSVMetricsLogger:
 
     Arguments:
         run_dir: the run folder; None: whichever folder the hooks name.
-        resume_from_step: on resume, the step the run restarts from (see ``MetricsCSVWriter``).
+        resume_from_step: on resume, the step the run restarts from; None: rows of the interrupted
+            attempt are dropped kind by kind as new rows arrive (see ``MetricsCSVWriter``).
         filename: the CSV file name inside the run folder.
     """
 
@@ -113,8 +114,12 @@ class TensorBoardLogger:
         # Evaluation passes are rare and worth seeing at once; steps flush on the writer's timer.
         self._log(run_dir, "eval", step, metrics).flush()
 
-    @hookimpl
-    def prefcore_run_end(self, run_dir: Path) -> None:
+    def close(self) -> None:
+        """Flush and close every event file (at the end of a run, also of a failed one)."""
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+
+    @hookimpl
+    def prefcore_run_end(self, run_dir: Path) -> None:
+        self.close()

@@ -8,9 +8,13 @@ other's columns empty.
 
 On resume, rows logged after the checkpoint the run restarts from would duplicate the
 steps about to be redone, so they are dropped: either explicitly
-(``resume_from_step=k`` keeps rows with step ≤ k) or, by default, when the first new row
-arrives (rows at or after its step are dropped, since they belong to the interrupted
-attempt).
+(``resume_from_step=k`` keeps rows with step ≤ k) or, by default, kind by kind when the
+first new row of a kind arrives. A row's kind is its set of metric names (a policy step, an
+evaluation pass, a reward-model step, a warm-start step), so each stage keeps its own step
+count: the first new row of a kind drops the existing rows *of that kind* at or after its
+step, since they belong to the interrupted attempt, and leaves every other row alone. A run
+resumed from its final checkpoint therefore keeps that step's training row while its final
+evaluation row is replaced.
 """
 
 from __future__ import annotations
@@ -46,18 +50,25 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
         ]
 
 
+def _kind(row: Mapping[str, float]) -> frozenset[str]:
+    """What a row records (a training step of one stage, an evaluation pass): its metric names."""
+    return frozenset(name for name in row if name != STEP)
+
+
 class MetricsCSVWriter:
     """Appends metric rows to one CSV file with a stable, growing header.
 
     Arguments:
         path: the CSV file (created with its folder if missing).
         resume_from_step: keep existing rows up to and including this step and drop the
-            rest; None: drop existing rows at or after the step of the first new row.
+            rest; None: drop existing rows at or after the step of the first new row of their
+            kind (see the module docstring).
     """
 
     def __init__(self, path: Path, *, resume_from_step: int | None = None) -> None:
         self.path = Path(path)
-        self._pending_truncation = resume_from_step is None
+        self._infer_truncation = resume_from_step is None
+        self._seen_kinds: set[frozenset[str]] = set()
         self.columns: list[str] = [STEP]
         if self.path.exists():
             rows = read_metrics_csv(self.path)
@@ -91,13 +102,12 @@ class MetricsCSVWriter:
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record ``metrics`` of ``step``: an append, or a rewrite if a new metric appears."""
         row = {STEP: float(step), **{name: float(value) for name, value in metrics.items() if name != STEP}}
-        if self._pending_truncation:
-            self._pending_truncation = False
+        kind = _kind(row)
+        if self._infer_truncation and kind not in self._seen_kinds:
+            self._seen_kinds.add(kind)
             existing = self.rows()
-            kept = [old for old in existing if old.get(STEP, -math.inf) < step]
+            kept = [old for old in existing if _kind(old) != kind or old.get(STEP, -math.inf) < step]
             if len(kept) != len(existing):
-                if not kept:  # a fresh run over an old file: its columns go too
-                    self.columns = [STEP]
                 self._rewrite(kept)
         new_columns = [name for name in row if name not in self.columns]
         if new_columns or not self.path.exists():

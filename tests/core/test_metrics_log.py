@@ -67,12 +67,30 @@ def test_without_a_resume_step_the_first_new_row_drops_the_interrupted_tail(tmp_
     assert [row["loss"] for row in resumed.rows()] == [0, 1, 2, 30, 40]
 
 
-def test_a_fresh_run_over_an_old_file_starts_over(tmp_path: Path) -> None:
+def test_inferred_truncation_works_kind_by_kind(tmp_path: Path) -> None:
+    """Each stage keeps its own step count: a reward-model step 2 does not drop policy steps."""
     path = tmp_path / "metrics.csv"
-    old = MetricsCSVWriter(path)
-    old.write(0, {"win_rate": 0.5})
-    old.write(1, {"loss": 2.0})
-    new = MetricsCSVWriter(path)
-    new.write(0, {"win_rate": 0.5})
-    assert new.rows() == [{"step": 0, "win_rate": 0.5}]
-    assert header(path) == ["step", "win_rate"]
+    first = MetricsCSVWriter(path)
+    for step in (1, 2, 3):
+        first.write(step, {"reward_model/loss": float(step)})
+    first.write(0, {"eval/score": 0.5})
+    for step in (1, 2, 3):
+        first.write(step, {"loss": float(step)})
+    first.write(3, {"eval/score": 0.75})
+
+    resumed = MetricsCSVWriter(path)
+    resumed.write(3, {"eval/score": 0.8})  # resumed from the final checkpoint: only the evaluation is redone
+    assert [(row["step"], sorted(row)) for row in resumed.rows()] == [
+        (1, ["reward_model/loss", "step"]),
+        (2, ["reward_model/loss", "step"]),
+        (3, ["reward_model/loss", "step"]),
+        (0, ["eval/score", "step"]),
+        (1, ["loss", "step"]),
+        (2, ["loss", "step"]),
+        (3, ["loss", "step"]),  # the final step's training row survives
+        (3, ["eval/score", "step"]),
+    ]
+    assert resumed.rows()[-1]["eval/score"] == 0.8
+    resumed.write(2, {"loss": 20.0})  # a later kind truncates only its own rows
+    assert [row["loss"] for row in resumed.rows() if "loss" in row] == [1, 20]
+    assert sum("reward_model/loss" in row for row in resumed.rows()) == 3

@@ -112,3 +112,13 @@ def test_metric_formatting(tmp_path: Path, value: float) -> None:
     ).read_text()
     expected = {3.0: "3", 0.123456: "0.1235"}.get(value, "n/a")
     assert f"| x/m | {expected} |" in text
+
+
+def test_the_data_section_reports_the_split(tmp_path: Path) -> None:
+    data = {"training records": 86, "held-out records": 10, "evaluation prompts": 4, "held-out from": "split"}
+    text = write_report(
+        tmp_path, config={}, metrics_csv=tmp_path / "none.csv", eval_metrics={}, samples=[], data=data
+    ).read_text()
+    assert "## Data" in text
+    assert "| training records | 86 |" in text and "| held-out records | 10 |" in text
+    assert "| evaluation prompts | 4 |" in text
