@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("prefcore")
 """Marker for plugin authors: ``@hookimpl def prefcore_register_usage_objectives(): ...``."""
 
-from prefcore.api import create_method  # noqa: E402  (after hookimpl: plugins import it)
+from prefcore.api import check_config  # noqa: E402  (after hookimpl: plugins import it)
+from prefcore.api import create_method  # noqa: E402
 from prefcore.api import get_registry  # noqa: E402
 from prefcore.api import list_methods  # noqa: E402
 from prefcore.api import load_config  # noqa: E402
@@ -19,6 +20,7 @@ from prefcore.api import method_info  # noqa: E402
 
 __all__ = [
     "__version__",
+    "check_config",
     "create_method",
     "get_registry",
     "hookimpl",

@@ -71,3 +71,14 @@ def resolve_run_config(config: RunConfig, *, registry: Registry | None = None) -
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """Read a TOML run file with ``section.key=value`` overrides applied."""
     return load_run_config(path, overrides)
+
+
+def check_config(config: RunConfig, *, registry: Registry | None = None) -> Any:
+    """Check a whole run file as ``prefcore run --dry-run`` and ``run_pipeline`` do.
+
+    Returns a ``prefcore.validation.CheckedRun`` (methods and built engine sections); raises
+    one ``ConfigError`` listing every problem. Imports the engine (torch) to build its sections.
+    """
+    from prefcore.validation import check_run_config
+
+    return check_run_config(config, registry=registry)

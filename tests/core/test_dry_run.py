@@ -133,3 +133,16 @@ def test_the_run_uses_the_same_check(tmp_path: Path) -> None:
 def test_a_good_file_passes_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert dry_run() == 0
     assert "run file OK" in capsys.readouterr().out
+
+
+def test_python_api_checks_the_same_way() -> None:
+    import prefcore
+    from prefcore.config import parse_run_config
+    from prefcore.defaults import default_run_data
+
+    data = default_run_data()
+    data["warm_start"]["steps"] = -5
+    with pytest.raises(ConfigError, match="steps and warmup_steps must be >= 0"):
+        prefcore.check_config(parse_run_config(data))
+    checked = prefcore.check_config(parse_run_config(default_run_data()))
+    assert checked.sections["warm_start"].steps == 800 and checked.data_format == "pairwise"
