@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import pytest
 
+from prefcore import hookimpl
+from prefcore.engine.lifecycle import LifecycleHooks
 from prefcore.engine.lifecycle_loggers import CSVMetricsLogger
 from prefcore.engine.lifecycle_loggers import TensorBoardLogger
 from prefcore.engine.lifecycle_loggers import TensorBoardUnavailableError
@@ -56,3 +59,42 @@ def test_tensorboard_logger_writes_event_files(tmp_path: Path) -> None:
     manager.hook.prefcore_evaluation_end(run_dir=tmp_path, step=1, metrics={"win_rate/win_rate": 0.6})
     manager.hook.prefcore_run_end(run_dir=tmp_path, metrics={})
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+class _Failing:
+    @hookimpl
+    def prefcore_train_step_end(self, step: int) -> None:
+        raise OSError(f"disk full at step {step}")
+
+
+def test_a_failing_hook_implementation_is_named_once_and_the_others_still_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = PrefcorePluginManager()
+    manager.register(CSVMetricsLogger(tmp_path), name="csv")
+    manager.register(_Failing(), name="flaky-logger")  # registered last: pluggy calls it first
+    traced: list[str] = []
+    manager.add_hookcall_monitoring(lambda name, impls, kwargs: traced.append(name), lambda *args: None)
+    hooks = LifecycleHooks(manager)
+    with caplog.at_level(logging.WARNING, logger="prefcore"):
+        for step in (1, 2, 3):
+            hooks.fire("prefcore_train_step_end", run_dir=tmp_path, step=step, metrics={"loss": float(step)})
+        hooks.summary()
+    assert [row["loss"] for row in read_metrics_csv(tmp_path / "metrics.csv")] == [1, 2, 3]
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2
+    assert "'flaky-logger' failed in prefcore_train_step_end (OSError: disk full at step 1)" in messages[0]
+    assert "'flaky-logger' failed 3 times" in messages[1]
+    assert traced.count("prefcore_train_step_end") == 6  # every implementation's call goes through pluggy
+
+
+def test_interrupts_are_not_swallowed(tmp_path: Path) -> None:
+    class Interrupting:
+        @hookimpl
+        def prefcore_run_end(self) -> None:
+            raise KeyboardInterrupt
+
+    manager = PrefcorePluginManager()
+    manager.register(Interrupting(), name="interrupting")
+    with pytest.raises(KeyboardInterrupt):
+        LifecycleHooks(manager).fire("prefcore_run_end", run_dir=tmp_path, metrics={})
