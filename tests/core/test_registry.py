@@ -266,3 +266,17 @@ def test_misspelled_hook_drops_only_that_plugin(make_distribution) -> None:
     assert "unknown hook 'prefcore_register_usage_objective'" in str(error)
     assert not manager.has_plugin("typo")
     assert "good_loss" in Registry(manager).names("usage")
+
+
+def test_created_methods_know_their_plugin(make_distribution) -> None:
+    """Errors raised while a method runs (a NaN loss, say) can then name its plugin and distribution."""
+    make_distribution(
+        "acme-prefs", "0.3.1", {"acme": "acme_prefs_plugin"}, {"acme_prefs_plugin": usage_plugin("acme_loss")}
+    )
+    method = Registry.from_environment(third_party=True).create("usage", "acme_loss")
+    assert method.provenance == Provenance("acme", "acme-prefs", "0.3.1", "acme = acme_prefs_plugin")
+    assert method.label() == "usage objective 'acme_loss'"
+    assert method.origin() == "plugin 'acme' from distribution acme-prefs 0.3.1"
+    direct = _Toy()
+    assert direct.provenance is None
+    assert __name__.rsplit(".", 1)[-1] in direct.origin()
