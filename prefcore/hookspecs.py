@@ -81,6 +81,11 @@ def prefcore_register_evaluators() -> list[type[Evaluator]]:
 
 # -------------------------------------------------------------------------
 # Run lifecycle hooks: notifications for loggers and callbacks, in firing order
+#
+# The pipeline calls each implementation on its own (``prefcore.engine.lifecycle``): an
+# exception in one is logged once with the plugin's name and the hook, and neither stops
+# the run nor keeps the other listeners from being called. KeyboardInterrupt and
+# SystemExit pass through.
 # -------------------------------------------------------------------------
 
 

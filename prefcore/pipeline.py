@@ -38,6 +38,7 @@ from prefcore.config import RunConfig
 from prefcore.config import build_config
 from prefcore.config import dump_run_config
 from prefcore.data import load_preferences
+from prefcore.data import read_demonstrations
 from prefcore.data import to_pairs
 from prefcore.engine.batching import build_items
 from prefcore.engine.lifecycle import LifecycleHooks
@@ -817,9 +818,7 @@ def _warm_start(
 
 
 def load_demonstrations(path: str | Path) -> list[Any]:
-    """The records of a ``[warm_start] data`` file; SFT trains on each one's preferred completion.
-
-    Any preference file works (a pair's chosen completion, a positively labelled completion).
-    """
-    records, _ = load_preferences(path)
+    """The demonstrations of a ``[warm_start] data`` file: TRL's SFT layouts (``messages``,
+    ``prompt``/``completion``) or binary records labelled true (``read_demonstrations``)."""
+    records, _ = read_demonstrations(path)
     return records

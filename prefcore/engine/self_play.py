@@ -13,6 +13,7 @@ so a killed run resumes inside the round it was in.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -39,6 +40,8 @@ from prefcore.engine.trainer import WeightedObjective
 from prefcore.errors import ConfigError
 from prefcore.evaluation import GenerationSettings
 from prefcore.methods import option
+
+logger = logging.getLogger("prefcore.self_play")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,13 @@ def run_self_play(
         )
         answers = generate_completions(previous, tokenizer, [d.prompt for d in drawn], settings, device=str(device))
         pairs = reference_over_generation(drawn, answers)
+        logger.info(
+            "self-play round %d/%d: %d pairs from %d prompts (human answer over the model's)",
+            round_index,
+            config.rounds,
+            len(pairs),
+            len(drawn),
+        )
         items = build_items(
             pairs, "pairwise", tokenizer, max_length=train_config.max_length, truncation=train_config.truncation
         )

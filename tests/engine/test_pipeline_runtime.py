@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import random
 from pathlib import Path
@@ -12,7 +13,6 @@ import torch
 
 from prefcore import hookimpl
 from prefcore.config import parse_run_config
-from prefcore.data import BinaryLabel
 from prefcore.data import PairwiseComparison
 from prefcore.data import write_jsonl
 from prefcore.demo.task import preference_pairs
@@ -260,9 +260,11 @@ def test_stages_log_their_progress_and_losses(
 
 def test_warm_start_trains_on_a_demonstrations_file(pairs_file: Path, tmp_path: Path) -> None:
     demonstrations = tmp_path / "demos.jsonl"
-    write_jsonl(
-        [BinaryLabel(f"say {word}", word, True) for word in ("yes", "no", "maybe", "never")] * 4, demonstrations
-    )
+    lines = [
+        {"messages": [{"role": "user", "content": f"say {word}"}, {"role": "assistant", "content": word}]}
+        for word in ("yes", "no", "maybe", "never")
+    ] + [{"prompt": f"repeat {word}", "completion": word} for word in ("a", "b", "c", "d")]
+    demonstrations.write_text("".join(json.dumps(line) + "\n" for line in lines * 2), encoding="utf-8")
     config = _config(pairs_file, warm_start={"steps": 2, "batch_size": 4, "data": str(demonstrations)})
     run_dir = run_pipeline(parse_run_config(config), out=str(tmp_path / "run")).run_dir
     assert (run_dir / "warm_start" / "model").is_dir()
