@@ -569,6 +569,7 @@ def _train_reward_models(
     and score as one ``RewardEnsemble`` combined by ``[run] ensemble``.
     """
     from prefcore.engine.reward_ensemble import RewardEnsemble
+    from prefcore.engine.reward_ensemble import check_combinable
     from prefcore.engine.reward_trainer import RewardTrainConfig
     from prefcore.engine.reward_trainer import train_preference_model
 
@@ -576,8 +577,7 @@ def _train_reward_models(
     if "path" not in section and "demo" not in section:  # default: the policy's own backbone
         section.update({"path": model_config.path} if model_config.path else {"demo": True})
     reward_config: RewardTrainConfig = _build(RewardTrainConfig, section, "reward_model")
-    if len(objectives) > 1:
-        _check_ensemble(objectives, settings)
+    check_combinable(objectives)
 
     networks = []
     for index, objective in enumerate(objectives):
@@ -607,19 +607,6 @@ def _train_reward_models(
     if len(networks) == 1:
         return networks[0].scorer()
     return RewardEnsemble(networks, combine=settings.ensemble, penalty=settings.ensemble_penalty).scorer()
-
-
-def _check_ensemble(objectives: Sequence[Any], settings: RunSettings) -> None:
-    """Several preference models must be combinable before any of them trains."""
-    heads = {(objective.num_heads(), tuple(getattr(objective, "aspects", None) or ())) for objective in objectives}
-    if len(heads) > 1:
-        names = ", ".join(f"{objective.name} ({objective.num_heads()} heads)" for objective in objectives)
-        raise ConfigError(
-            f"the [[preference_model]] sections score as one ensemble, so they must share their heads; got {names}. "
-            "Keep models with the same aspects, or run them separately."
-        )
-    if settings.ensemble == "mean_minus_std" and len(objectives) < 2:
-        raise ConfigError("[run] ensemble = 'mean_minus_std' needs at least two [[preference_model]] sections.")
 
 
 def relabel_pairs(records: Sequence[Any], scorer: Any, *, batch_size: int = 64) -> list[Any]:

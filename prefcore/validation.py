@@ -145,6 +145,11 @@ def _check_combination(
                 "use reference = 'model' or 'precomputed'.",
                 field="run.reference",
             )
+        preference_models = [entry.method for entry in methods.get("preference_model", [])]
+        if len(preference_models) == len(config.selected("preference_model")):
+            from prefcore.engine.reward_ensemble import check_combinable
+
+            check_combinable(preference_models)  # several score as one ensemble
         if run.reward_labels and not config.selected("preference_model"):
             raise ConfigError(
                 "[run] reward_labels = true relabels pairs with a trained preference model, "

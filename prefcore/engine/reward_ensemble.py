@@ -55,6 +55,18 @@ def combine_scores(scores: torch.Tensor, combine: str, penalty: float = 0.0) -> 
     raise ConfigError(f"combine must be one of {', '.join(COMBINES)}, got {combine!r}.", field="combine")
 
 
+def check_combinable(objectives: Sequence[PreferenceModel]) -> None:
+    """Preference models that are to score as one ensemble must share their heads; checked before training."""
+    heads = {(objective.num_heads(), tuple(getattr(objective, "aspects", None) or ())) for objective in objectives}
+    if len(heads) > 1:
+        names = ", ".join(f"{objective.name} ({objective.num_heads()} heads)" for objective in objectives)
+        raise ConfigError(
+            f"the [[preference_model]] sections score as one ensemble, so they must share their heads; got {names}. "
+            "Keep models with the same aspects, or run them separately.",
+            field="preference_model",
+        )
+
+
 class RewardEnsemble:
     """Members scored on the same completions and combined; the interface of a single reward network.
 

@@ -22,6 +22,7 @@ from prefcore.pipeline import WarmStartConfig
 from prefcore.pipeline import gather_feedback
 from prefcore.pipeline import run_pipeline
 from prefcore.registry import Registry
+from prefcore.validation import check_run_config
 
 
 @pytest.fixture(scope="module")
@@ -323,5 +324,7 @@ def test_preference_models_that_cannot_combine_are_refused_before_training(tmp_p
         "train": {"steps": 1, "progress": False},
     }
     with pytest.raises(ConfigError, match="share their heads"):
+        check_run_config(parse_run_config(config))  # what --dry-run runs
+    with pytest.raises(ConfigError, match="share their heads"):
         run_pipeline(parse_run_config(config), out=str(tmp_path / "run"))
-    assert not (tmp_path / "run" / "reward_model").exists()
+    assert not (tmp_path / "run").exists()
