@@ -183,3 +183,15 @@ def save_model(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
     with atomic_directory(path) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+
+
+def import_model(source: str | Path, out: str | Path) -> Path:
+    """A local checkpoint (folder or GGUF file) copied to ``out`` as a plain ``save_pretrained`` folder.
+
+    Loading a GGUF file dequantises every tensor (seconds); importing once makes later runs
+    load a safetensors folder instead.
+    """
+    out = Path(out)
+    config = ModelConfig(path=str(source))
+    save_model(load_causal_lm(str(source)), load_tokenizer(config), out)
+    return out

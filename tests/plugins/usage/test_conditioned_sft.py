@@ -28,13 +28,19 @@ CHAT_PROMPT = [{"role": "user", "content": "Say hi."}]
 
 
 class CharTokenizer:
-    """One token per character, no chat template (the engine then joins turns as plain text)."""
+    """One token per character; its chat template writes each turn as ``role: content``."""
 
     eos_token_id = 0
-    chat_template = None
+    chat_template = "role: content, one turn per line"
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
         return {"input_ids": [ord(character) for character in text]}
+
+    def apply_chat_template(
+        self, chat: list[dict[str, str]], *, tokenize: bool = False, add_generation_prompt: bool = False
+    ) -> str:
+        text = "".join(f"{turn['role']}: {turn['content']}\n" for turn in chat)
+        return text + ("assistant: " if add_generation_prompt else "")
 
 
 def _objective(registry: Registry, name: str, **options: Any) -> UsageObjective:
