@@ -47,8 +47,10 @@ __all__ = [
     "is_staging_name",
     "remove_directory",
     "remove_stale_staging",
+    "storage_cause",
 ]
 
+_OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)")
 _STAGING = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{8}\.(?P<kind>tmp|old)$")
 # errors a file system gives when it cannot fsync a folder; the data itself is already synced
 _NO_DIRECTORY_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM}
@@ -111,6 +113,27 @@ def _finish_tree(root: Path) -> None:
         fsync_directory(Path(folder))
 
 
+def storage_cause(exc: BaseException) -> OSError | None:
+    """The operating-system error behind ``exc``, if any.
+
+    Writers in other languages do not raise ``OSError``: safetensors (which
+    ``save_pretrained`` uses) raises ``SafetensorError("... I/O error: No space left on
+    device (os error 28)")``, so the errno is read from its message.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while isinstance(current, Exception) and id(current) not in seen:  # never a KeyboardInterrupt
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            return current
+        match = _OS_ERROR_TEXT.search(str(current))
+        if match:
+            code = int(match.group(1))
+            return OSError(code, os.strerror(code))
+        current = current.__cause__  # explicit chaining only: "raise X from the OSError"
+    return None
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -146,14 +169,11 @@ def atomic_file(
             os.fsync(handle.fileno())
         os.replace(temporary, target)
         fsync_directory(target.parent)
-    except StorageError:
+    except BaseException as exc:
         _remove(temporary)
-        raise
-    except OSError as exc:
-        _remove(temporary)
-        raise StorageError(target, exc) from exc
-    except BaseException:
-        _remove(temporary)
+        cause = None if isinstance(exc, StorageError) else storage_cause(exc)
+        if cause is not None:
+            raise StorageError(target, cause) from exc
         raise
 
 
@@ -200,8 +220,9 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
             with contextlib.suppress(OSError):  # put the previous version back
                 os.replace(retired, final)
                 retired = None
-        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
-            raise StorageError(final, exc) from exc
+        cause = None if isinstance(exc, StorageError) else storage_cause(exc)
+        if cause is not None:
+            raise StorageError(final, cause) from exc
         raise
     if retired is not None:
         _remove(retired)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file as real_save_file
 
 from prefcore.atomic import atomic_directory
@@ -159,7 +160,11 @@ def _save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
 
 
 def _fail_on(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``save_file`` writes half of ``name`` and then finds the disk full."""
+    """``save_file`` writes half of ``name`` and then finds the disk full.
+
+    It fails as safetensors does: not with an ``OSError`` but a ``SafetensorError`` whose
+    message carries the errno (checked against the real library with a file-size limit).
+    """
 
     def save_file(tensors, filename, metadata=None):
         if Path(filename).name != name:
@@ -167,7 +172,7 @@ def _fail_on(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
         real_save_file(tensors, filename, metadata=metadata)
         data = Path(filename).read_bytes()
         Path(filename).write_bytes(data[: len(data) // 2])
-        raise _disk_full(filename)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(checkpoint_module, "save_file", save_file)
 
@@ -326,3 +331,50 @@ def test_config_json_is_never_left_half_written(tmp_path: Path) -> None:
     assert str(run_dir / "config.json") in result.stderr
     assert not (run_dir / "config.json").exists()
     assert [entry for entry in os.listdir(run_dir) if entry.startswith(".")] == []
+
+
+_CHECKPOINT_SCRIPT = """
+import os, resource, signal, sys
+import torch
+from prefcore.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from prefcore.errors import StorageError
+
+run_dir = sys.argv[1]
+model = torch.nn.Linear(64, 64)  # 16 kB of weights, 33 kB of optimiser state
+optimizer = torch.optim.AdamW(model.parameters())
+model(torch.randn(2, 64)).sum().backward()
+optimizer.step()
+save = dict(model=model, optimizer=optimizer, scheduler=None, trainer_state={})
+save_checkpoint(run_dir, 1, **save)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (24_000, resource.RLIM_INFINITY))  # the optimiser file cannot fit
+try:
+    save_checkpoint(run_dir, 2, **save)
+except StorageError as error:
+    print("StorageError", error.path, error.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print("listed", *[path.name for path in list_checkpoints(run_dir)])
+print("entries", *sorted(os.listdir(os.path.join(run_dir, "checkpoints"))))
+print("restored", load_checkpoint(list_checkpoints(run_dir)[-1], model=model, optimizer=optimizer, scheduler=None).step)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file-size limits are POSIX")
+def test_a_real_write_failure_in_safetensors_is_a_storage_error(tmp_path: Path) -> None:
+    """The kernel refuses a write inside safetensors' save_file (Rust, no OSError): still a StorageError."""
+    script = tmp_path / "checkpoint_with_small_files.py"
+    script.write_text(textwrap.dedent(_CHECKPOINT_SCRIPT))
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines["StorageError"] == f"{tmp_path / 'run' / 'checkpoints' / 'step-000002'} {errno.EFBIG}"
+    assert lines["listed"] == "step-000001"
+    assert lines["entries"] == "step-000001"
+    assert lines["restored"] == "1"
