@@ -435,9 +435,11 @@ def _run_stages(
     hooks.fire("prefcore_run_start", config=config.to_dict())
 
     # -- warm start (SFT) ------------------------------------------------------------------
+    if warm_config.data is not None:  # the user's demonstrations also serve self-play
+        demonstrations = load_demonstrations(warm_config.data)
     if warm_config.steps > 0:
         if warm_config.data is not None:
-            warm_records, warm_from = load_demonstrations(warm_config.data), f"file {warm_config.data}"
+            warm_records, warm_from = demonstrations, f"file {warm_config.data}"
         elif demonstrations:
             warm_records, warm_from = demonstrations, "the feedback's demonstrations"
         else:

@@ -8,6 +8,7 @@ steps) with the same figures. ``enabled=False`` (``[train] progress = false``) s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -72,6 +73,7 @@ class StageProgress:
         self.unit = unit
         self.started = time.perf_counter()
         self._bar: Any = None
+        self._redirect = contextlib.ExitStack()
         stream = stream if stream is not None else sys.stderr
         if self.enabled and _is_terminal(stream):
             from tqdm.auto import tqdm
@@ -79,6 +81,7 @@ class StageProgress:
             self._bar = tqdm(
                 total=self.total, initial=initial, desc=stage, unit=unit, file=stream, dynamic_ncols=True, leave=True
             )
+            self._redirect.enter_context(_messages_above_the_bar())
         self._every = max(1, self.total // 10)
 
     def update(self, done: int, metrics: Mapping[str, float] | None = None) -> None:
@@ -112,12 +115,33 @@ class StageProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._redirect.close()
 
     def __enter__(self) -> StageProgress:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _messages_above_the_bar() -> contextlib.AbstractContextManager[Any]:
+    """While a bar is drawn, prefcore's console log lines are printed above it instead of through it.
+
+    Only when the ``prefcore`` logger writes to the console itself (the command line sets
+    that up); otherwise its handlers are left exactly as the caller configured them.
+    """
+    prefcore_logger = logging.getLogger("prefcore")
+    console = any(
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and getattr(handler, "stream", None) in (sys.stderr, sys.stdout)
+        for handler in prefcore_logger.handlers
+    )
+    if not console:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[prefcore_logger])
 
 
 def _is_terminal(stream: Any) -> bool:

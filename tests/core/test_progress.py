@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 
 import pytest
 
@@ -61,3 +62,19 @@ def test_progress_off_shows_nothing(caplog: pytest.LogCaptureFixture) -> None:
         for step in range(1, 11):
             bar.update(step, {"loss": 0.5})
     assert stream.getvalue() == "" and not caplog.records
+
+
+def test_console_log_lines_go_above_a_bar_and_handlers_come_back() -> None:
+    stream = _Terminal()
+    prefcore_logger = logging.getLogger("prefcore")
+    handler = logging.StreamHandler(sys.stderr)
+    prefcore_logger.addHandler(handler)
+    try:
+        with StageProgress("training", 3, stream=stream):
+            assert handler not in prefcore_logger.handlers  # replaced by tqdm's writer while the bar is drawn
+        assert handler in prefcore_logger.handlers
+        before = list(prefcore_logger.handlers)
+        with StageProgress("training", 3, stream=io.StringIO()):  # no bar: nothing is touched
+            assert prefcore_logger.handlers == before
+    finally:
+        prefcore_logger.removeHandler(handler)
