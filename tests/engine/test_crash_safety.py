@@ -378,3 +378,30 @@ def test_a_real_write_failure_in_safetensors_is_a_storage_error(tmp_path: Path) 
     assert lines["listed"] == "step-000001"
     assert lines["entries"] == "step-000001"
     assert lines["restored"] == "1"
+
+
+def test_every_file_of_a_run_follows_the_umask(tmp_path: Path, umask: None) -> None:
+    """Model, report, metrics, plots, config and checkpoints: 0644 files and 0755 folders under umask 022."""
+    from prefcore.config import parse_run_config
+    from prefcore.pipeline import run_pipeline
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(preference_pairs(count=24, seed=0), pairs)
+    config = parse_run_config(
+        {
+            "run": {"seed": 1, "heldout_fraction": 0.25, "eval_prompts": 2, "max_new_tokens": 4},
+            "model": {"demo": True},
+            "feedback": {"method": "preference_file", "path": str(pairs)},
+            "usage": {"method": "dpo", "beta": 0.1},
+            "evaluation": [{"method": "preference_accuracy"}],
+            "train": {"steps": 2, "batch_size": 4, "lr": 1e-3, "progress": False, "checkpoint_every": 1},
+        }
+    )
+    run_dir = run_pipeline(config, out=str(tmp_path / "run")).run_dir
+    files = [path for path in run_dir.rglob("*") if path.is_file()]
+    folders = [run_dir, *(path for path in run_dir.rglob("*") if path.is_dir())]
+    assert {"model.safetensors", "report.md", "metrics.csv", "config.json", "state.json"} <= {f.name for f in files}
+    assert any(folder.name.startswith("step-") for folder in folders)
+    assert {str(path.relative_to(run_dir)): oct(_mode(path)) for path in files if _mode(path) != 0o644} == {}
+    assert {str(path.relative_to(run_dir)): oct(_mode(path)) for path in folders if _mode(path) != 0o755} == {}
+    assert not [path for path in run_dir.rglob(".*")], "no staging entry may remain"
