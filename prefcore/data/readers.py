@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from prefcore.atomic import atomic_file
 from prefcore.data._json import TreeError
 from prefcore.data._json import check_tree
 from prefcore.data._json import decode
@@ -143,22 +143,14 @@ def write_jsonl(records: Iterable[PreferenceRecord], path: str | os.PathLike[str
     which then replaces it (``os.replace`` is atomic on one file system), so a reader
     never sees half a file and a failed write leaves an existing file untouched.
     """
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     count = 0
-    try:
-        with open(temporary, "x", encoding="utf-8", newline="\n") as file:
-            for record in records:
-                if not isinstance(record, RECORD_TYPES):
-                    raise TypeError(f"write_jsonl writes prefcore.data records, got {type(record).__name__}.")
-                file.write(json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False))
-                file.write("\n")
-                count += 1
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_file(path, "w", encoding="utf-8", newline="\n") as file:
+        for record in records:
+            if not isinstance(record, RECORD_TYPES):
+                raise TypeError(f"write_jsonl writes prefcore.data records, got {type(record).__name__}.")
+            file.write(json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False))
+            file.write("\n")
+            count += 1
     return count
 
 
