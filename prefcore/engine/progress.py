@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -55,6 +56,9 @@ class StageProgress:
         stream: where the bar goes (stderr); a bar is drawn only when it is a terminal.
     """
 
+    _drawn = 0
+    """Bars drawn now, process-wide: a bar inside another (evaluation during training) is not left behind."""
+
     def __init__(
         self,
         stage: str,
@@ -78,9 +82,20 @@ class StageProgress:
         if self.enabled and _is_terminal(stream):
             from tqdm.auto import tqdm
 
+            # A terminal that reports no size (a bare pty) would hide the bar: assume 100 x 24.
+            sized = min(shutil.get_terminal_size((0, 0))) > 0
             self._bar = tqdm(
-                total=self.total, initial=initial, desc=stage, unit=unit, file=stream, dynamic_ncols=True, leave=True
+                total=self.total,
+                initial=initial,
+                desc=stage,
+                unit=unit,
+                file=stream,
+                dynamic_ncols=sized,
+                ncols=None if sized else 100,
+                nrows=None if sized else 24,
+                leave=not StageProgress._drawn,  # an evaluation inside training disappears when done
             )
+            StageProgress._drawn += 1
             self._redirect.enter_context(_messages_above_the_bar())
         self._every = max(1, self.total // 10)
 
@@ -115,6 +130,7 @@ class StageProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+            StageProgress._drawn -= 1
         self._redirect.close()
 
     def __enter__(self) -> StageProgress:
