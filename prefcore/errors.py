@@ -164,7 +164,7 @@ class ObjectiveError(PrefcoreError, RuntimeError):
         self.origin = origin
         self.problem = problem
         self.step = step
-        super().__init__(f"{method} from {origin} {problem} at step {step}. {hint}")
+        super().__init__(f"{method} ({origin}) {problem} at step {step}. {hint}")
 
 
 class NonFiniteLossError(ObjectiveError, FloatingPointError):
