@@ -80,7 +80,7 @@ def test_stop_ids_cover_eos_generation_config_and_template(chatml_tokenizer):
 def test_conversation_without_template_is_a_clear_error(untemplated_tokenizer):
     with pytest.raises(ConfigError, match="chat_template"):
         tokenize_sequence(untemplated_tokenizer, PROMPT, REPLY, max_length=64, where="pairs.jsonl line 3")
-    with pytest.raises(ConfigError, match="pairs.jsonl line 3"):
+    with pytest.raises(ConfigError, match=r"pairs\.jsonl line 3"):
         prompt_token_ids(untemplated_tokenizer, PROMPT, where="pairs.jsonl line 3")
 
 

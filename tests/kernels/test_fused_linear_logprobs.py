@@ -71,10 +71,10 @@ def _load_peer_file(package: str, relative_path: str) -> types.ModuleType:
     """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{package} is not installed")
+        pytest.fail(f"{package} is not installed: the dev extras install it (pip install -e '.[dev]')")
     path = Path(next(iter(spec.submodule_search_locations))) / relative_path
     if not path.is_file():
-        pytest.skip(f"{package} has no {relative_path} in this version")
+        pytest.fail(f"{package} has no {relative_path} in this version: pin the dev extras' version")
     module_spec = importlib.util.spec_from_file_location(f"_peer_{package}_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -321,7 +321,7 @@ def test_agrees_with_liger_chunked_selective_logprob(backend):
     ppo = _load_peer_file("liger_kernel", "chunked_loss/fused_linear_ppo.py")
     liger_fn = getattr(ppo, "_ChunkedSelectiveLogProbFunction", None)
     if liger_fn is None:
-        pytest.skip("this liger-kernel has no chunked selective log-prob")
+        pytest.fail("this liger-kernel has no chunked selective log-prob: pin the dev extras' version")
     hidden, weight, bias, targets = _inputs((9,), 16, 300, torch.float32)
     targets = torch.randint(0, 300, (9,))  # Liger's helper has no ignore_index
     grad = torch.randn(9)

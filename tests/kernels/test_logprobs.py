@@ -80,10 +80,10 @@ def _load_peer_file(package: str, relative_path: str) -> types.ModuleType:
     """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{package} is not installed")
+        pytest.fail(f"{package} is not installed: the dev extras install it (pip install -e '.[dev]')")
     path = Path(next(iter(spec.submodule_search_locations))) / relative_path
     if not path.is_file():
-        pytest.skip(f"{package} has no {relative_path} in this version")
+        pytest.fail(f"{package} has no {relative_path} in this version: pin the dev extras' version")
     module_spec = importlib.util.spec_from_file_location(f"_peer_{package}_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

@@ -19,6 +19,7 @@ log-probs: the mean of −log p over every chosen token.
 
 from __future__ import annotations
 
+import importlib
 from collections import defaultdict
 from types import MethodType
 from types import SimpleNamespace
@@ -33,10 +34,10 @@ from prefcore.registry import Registry
 from prefcore.testing import assert_matches_reference
 from prefcore.testing import make_random_batch
 
-trl_dpo_trainer = pytest.importorskip("trl.trainer.dpo_trainer")
-trl_kto_trainer = pytest.importorskip("trl.trainer.kto_trainer")
-trl_cpo_trainer = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
-trl_orpo_trainer = pytest.importorskip("trl.experimental.orpo.orpo_trainer")
+trl_dpo_trainer = importlib.import_module("trl.trainer.dpo_trainer")
+trl_kto_trainer = importlib.import_module("trl.trainer.kto_trainer")
+trl_cpo_trainer = importlib.import_module("trl.experimental.cpo.cpo_trainer")
+trl_orpo_trainer = importlib.import_module("trl.experimental.orpo.orpo_trainer")
 
 # fp32 losses through two different reduction orders
 RTOL, ATOL = 1e-5, 1e-6
