@@ -40,6 +40,7 @@ missing ratings and weighs disagreements by the distance between scores, where S
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -62,6 +63,7 @@ from typing import Any
 from typing import TextIO
 
 from prefcore.data.parse import record_from_dict
+from prefcore.data.readers import decode_jsonl_line
 from prefcore.data.readers import load_preferences
 from prefcore.data.records import BinaryLabel
 from prefcore.data.records import Critique
@@ -72,7 +74,8 @@ from prefcore.data.records import Provenance
 from prefcore.data.records import Ranking
 from prefcore.data.records import Scores
 from prefcore.data.records import Text
-from prefcore.data.records import check_text
+from prefcore.data.records import check_completion
+from prefcore.data.records import check_prompt
 from prefcore.data.records import text_to_json
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
@@ -108,26 +111,21 @@ class Item:
 
 
 def jsonl_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    """``(line, object)`` for each non-blank line of a JSONL file; ``DataError`` for anything else."""
+    """``(line, object)`` for each non-blank line of a JSONL file; ``DataError`` for anything else.
+
+    Lines are decoded as the data readers decode them: deep nesting, huge numbers, repeated
+    keys, bytes that are not UTF-8 and lone surrogates are named errors, not crashes.
+    """
     source = os.fspath(path)
     if not Path(source).is_file():
         raise DataError("no such file.", source=source)
     with open(source, "rb") as file:
         for line, raw in enumerate(file, start=1):
-            try:
-                text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(f"is not UTF-8 text ({error.reason}).", source=source, line=line) from None
-            if not text.strip():
+            row = decode_jsonl_line(raw, source, line)
+            if row is None:
                 continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"is not valid JSON: {error.msg} (column {error.colno}). Each line holds one JSON object.",
-                    source=source,
-                    line=line,
-                ) from None
+            if isinstance(row, DataError):
+                raise row
             if not isinstance(row, Mapping):
                 raise DataError(f"must be a JSON object, got {type(row).__name__}.", source=source, line=line)
             yield line, row
@@ -162,11 +160,11 @@ def _plain_item(row: Mapping[str, Any], source: str, line: int) -> tuple[Text, t
         if name not in row and not (name == "completions" and "completion" in row):
             raise fail("is missing.", name)
     try:
-        prompt = check_text(row["prompt"], "prompt")
+        prompt = check_prompt(row["prompt"], "prompt")
         raw = row["completions"] if "completions" in row else [row["completion"]]
         if not isinstance(raw, list):
             raise fail(f"must be a list of completions, got {type(raw).__name__}.", "completions")
-        completions = tuple(check_text(value, f"completions[{index}]") for index, value in enumerate(raw))
+        completions = tuple(check_completion(value, f"completions[{index}]") for index, value in enumerate(raw))
     except DataError as error:
         if error.source is not None:
             raise
@@ -328,9 +326,10 @@ def parse_answer(question: Question, answer: str, config: SessionConfig) -> Any:
     text = answer.strip()
     if question.mode in ("pairwise", "tie"):
         first, second = question.shown
-        if text == str(first):
+        number = _whole_number(text)
+        if number == first:
             return "first"
-        if text == str(second):
+        if number == second:
             return "second"
         if question.mode == "tie" and text.lower() == "t":
             return "tie"
@@ -340,9 +339,12 @@ def parse_answer(question: Question, answer: str, config: SessionConfig) -> Any:
         return _parse_ranking(text, question.shown)
     if question.mode == "likert":
         low, high = config.scale
-        if not re.fullmatch(r"[+-]?\d+", text) or not low <= int(text) <= high:
+        score = _whole_number(text[1:] if text[:1] in ("+", "-") else text)
+        if score is not None and text.startswith("-"):
+            score = -score
+        if score is None or not low <= score <= high:
             raise InvalidAnswer(f"type a whole number from {low} to {high}")
-        return int(text)
+        return score
     if question.mode == "binary":
         if text.lower() in ("y", "yes"):
             return True
@@ -354,6 +356,16 @@ def parse_answer(question: Question, answer: str, config: SessionConfig) -> Any:
     return text
 
 
+def _whole_number(text: str) -> int | None:
+    """The whole number ``text`` spells in decimal digits, or None.
+
+    ``str.isdigit`` is true for '²' and '①', which ``int`` refuses; ``isdecimal`` is true only
+    for digits ``int`` reads (any script's), and the length cap keeps ``int`` far from its
+    4300-digit limit.
+    """
+    return int(text) if text.isdecimal() and len(text) <= 9 else None
+
+
 def _parse_ranking(text: str, shown: tuple[int, ...]) -> dict[int, int]:
     """``"2=1 3"`` → ``{2: 1, 1: 1, 3: 2}``: screen number → rank (1 = best, equal = tie)."""
     numbers = [str(number) for number in sorted(shown)]
@@ -363,13 +375,14 @@ def _parse_ranking(text: str, shown: tuple[int, ...]) -> dict[int, int]:
     ranks: dict[int, int] = {}
     for rank, group in enumerate(groups, start=1):
         for part in group.split("="):
-            if not part.isdigit() or int(part) not in shown:
+            number = _whole_number(part)
+            if number is None or number not in shown:
                 raise InvalidAnswer(
                     f"{part or '='!r} is not a completion number; list every one once, best first, {example}"
                 )
-            if int(part) in ranks:
-                raise InvalidAnswer(f"[{part}] appears twice; list every completion once, best first, {example}")
-            ranks[int(part)] = rank
+            if number in ranks:
+                raise InvalidAnswer(f"[{number}] appears twice; list every completion once, best first, {example}")
+            ranks[number] = rank
     missing = [number for number in sorted(shown) if number not in ranks]
     if missing:
         listed = ", ".join(f"[{number}]" for number in missing)
@@ -499,11 +512,20 @@ class AnnotationLog:
 
 
 class Terminal:
-    """Questions out, answers in, over text streams (a console, a pipe, a test script)."""
+    """Questions out, answers in, over text streams (a console, a pipe, a test script).
+
+    A byte that is not UTF-8 must not end a session, nor cost the answers typed after it:
+    an input stream that can be reconfigured reads such bytes as lone surrogates
+    (``surrogateescape``, also what ``input()`` then uses), and the answer holding them is
+    refused and asked again. Without that, a decode error mid-buffer would drop the lines
+    read with it.
+    """
 
     def __init__(self, stdin: TextIO, stdout: TextIO) -> None:
         self.stdin = stdin
         self.stdout = stdout
+        if isinstance(stdin, io.TextIOWrapper):
+            stdin.reconfigure(errors="surrogateescape")
 
     def show(self, text: str) -> None:
         self.stdout.write(text + "\n")
@@ -595,9 +617,19 @@ def _show_item(terminal: Terminal, item: Item, config: SessionConfig, number: in
 def _ask(terminal: Terminal, question: Question, config: SessionConfig) -> tuple[Any] | str | None:
     """``(value,)`` for an answer, ``QUIT``/``SKIP`` for a command, None at the end of input."""
     while True:
-        answer = terminal.ask(question_text(question, config))
+        try:
+            answer = terminal.ask(question_text(question, config))
+        except UnicodeDecodeError:  # a stream that could not be told to keep undecodable bytes
+            terminal.show("That answer was not UTF-8 text; type it again (s skips this item, q quits).")
+            continue
         if answer is None:
             return None
+        if _SURROGATE.search(answer):
+            terminal.show(
+                f"Invalid answer {answer.strip()!r}: it holds bytes that are not UTF-8 text; "
+                "type it again (s skips this item, q quits)."
+            )
+            continue
         command = answer.strip().lower()
         if command in (QUIT, SKIP):
             return command
@@ -605,6 +637,9 @@ def _ask(terminal: Terminal, question: Question, config: SessionConfig) -> tuple
             return (parse_answer(question, answer, config),)
         except InvalidAnswer as invalid:
             terminal.show(f"Invalid answer {answer.strip()!r}: {invalid} (s skips this item, q quits).")
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 # -- agreement -----------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def check_number(value: Any, field: str) -> float:
         number = float(value)
     except OverflowError:  # an int beyond the float range (about 1.8e308)
         raise DataError(
-            f"must be a finite number, got a whole number of {_digits(value)} digits.", field=field
+            f"is a whole number of {_digits(value)} digits, too large for a number (at most about 1.8e308).",
+            field=field,
         ) from None
     if not math.isfinite(number):
         raise DataError(f"must be a finite number, got {number}.", field=field)
@@ -135,9 +136,11 @@ def check_integer(value: Any, field: str) -> int:
 
 
 def _digits(value: Any) -> int:
-    """How many decimal digits an int has, without converting it to text (limited to 4300 digits)."""
-    bits = int(value).bit_length()
-    return max(1, math.ceil(bits * math.log10(2)))
+    """How many decimal digits an int has (estimated past Python's 4300-digit limit on int-to-text)."""
+    number = abs(int(value))
+    if number.bit_length() <= _INT_TEXT_BITS:
+        return len(str(number))
+    return math.floor(number.bit_length() * math.log10(2)) + 1
 
 
 def check_sequence(value: Any, field: str, what: str) -> tuple[Any, ...]:

@@ -194,11 +194,14 @@ def _read_jsonl(path: Path, source: str) -> Iterator[tuple[int, Any]]:
     """One JSON object per line; blank lines are allowed and skipped."""
     with path.open("rb") as file:
         for line, raw_line in enumerate(file, start=1):
-            yield line, _decode_line(raw_line, source, line)
+            yield line, decode_jsonl_line(raw_line, source, line)
 
 
-def _decode_line(raw_line: bytes, source: str, line: int) -> Any:
-    """The JSON value of one line, ``None`` for a blank line, or the ``DataError`` that names its problem."""
+def decode_jsonl_line(raw_line: bytes, source: str, line: int) -> Any:
+    """The JSON value of one line of a JSONL file, ``None`` for a blank line, or the ``DataError`` naming its problem.
+
+    The value is checked (nesting, number sizes, repeated keys, Unicode) but is not yet a record.
+    """
     encoding = "utf-8-sig" if line == 1 else "utf-8"
     not_utf8 = None
     try:

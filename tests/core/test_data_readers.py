@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from prefcore.cli import main
 from prefcore.data import BinaryLabel
 from prefcore.data import Critique
 from prefcore.data import FeedbackRecord
@@ -18,6 +20,7 @@ from prefcore.data import Provenance
 from prefcore.data import Ranking
 from prefcore.data import Scores
 from prefcore.data import load_preferences
+from prefcore.data import read_demonstrations
 from prefcore.data import validate_file
 from prefcore.data import write_jsonl
 from prefcore.errors import ConfigError
@@ -204,7 +207,7 @@ def test_unknown_format_argument_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as excinfo:
         validate_file(DATA / "trl_standard.jsonl", format="unpaired")
     assert excinfo.value.field == "format"
-    assert "Known formats: pairwise, ranking, scores, binary, critique, feedback" in str(excinfo.value)
+    assert "Known formats: pairwise, ranking, scores, binary, critique, feedback, demonstration" in str(excinfo.value)
 
 
 @pytest.mark.parametrize("name", ["data.csv", "data"])
@@ -323,8 +326,8 @@ def test_unreadable_json_documents_raise_even_in_skip_mode(
 
 
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
-    pyarrow = pytest.importorskip("pyarrow")
-    parquet = pytest.importorskip("pyarrow.parquet")
+    pyarrow = importlib.import_module("pyarrow")
+    parquet = importlib.import_module("pyarrow.parquet")
     parquet.write_table(pyarrow.Table.from_pylist(rows), path)
     return path
 
@@ -358,7 +361,7 @@ def test_parquet_conversational_columns(tmp_path: Path) -> None:
 
 
 def test_corrupt_parquet_file(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
+    importlib.import_module("pyarrow")
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"not a parquet file")
     error = load_error(path)
@@ -403,3 +406,317 @@ def test_write_jsonl_refuses_what_is_not_a_record(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="got dict"):
         write_jsonl([{"prompt": "q"}], tmp_path / "out.jsonl")  # type: ignore[list-item]
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- hostile input: a named error, nothing lost
+
+PAIR = '"prompt": "q", "chosen": "a", "rejected": "b"'
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "words"),
+    [
+        # json.loads raises RecursionError past ~1000 levels; 150 levels decode but are refused too.
+        pytest.param("{" + PAIR + ', "x": ' + nested(100_000) + "}", "x[0][0][0][0][0]...", "100 levels", id="deep"),
+        pytest.param("{" + PAIR + ', "x": ' + nested(150) + "}", "x[0][0][0][0][0]...", "100 levels", id="deep-150"),
+        pytest.param(nested(5000), "[0][0][0][0][0][0]...", "100 levels", id="deep-top-level"),
+        # int() refuses more than 4300 digits (ValueError); float() of 400 digits overflows.
+        pytest.param("{" + PAIR + ', "margin": ' + "9" * 5000 + "}", "margin", "5000 digits", id="int-5000-digits"),
+        pytest.param("{" + PAIR + ', "id": -' + "9" * 5000 + "}", "id", "5000 digits", id="int-5000-digits-meta"),
+        pytest.param("{" + PAIR + ', "margin": ' + "9" * 400 + "}", "margin", "400 digits, too large", id="overflow"),
+        pytest.param(
+            '{"prompt": "q", "completions": ["a", "b"], "ranks": [1, ' + "9" * 400 + "]}",
+            "ranks[1]",
+            "at most 2**53",
+            id="huge-rank",
+        ),
+        pytest.param("{" + PAIR + ', "rejected": "c"}', "rejected", "appears twice", id="duplicate-key"),
+        pytest.param(
+            '{"prompt": "q", "chosen": [{"role": "assistant", "content": "a", "content": "b"}], "rejected": "c"}',
+            "chosen[0].content",
+            "appears twice",
+            id="duplicate-key-nested",
+        ),
+        pytest.param(
+            '{"prompt": "q\\ud800", "chosen": "a", "rejected": "b"}', "prompt", "lone surrogate", id="lone-surrogate"
+        ),
+        pytest.param(
+            '{"prompt": "q", "chosen": "a", "rejected": "b", "note\\udfff": 1}',
+            "note\udfff",
+            "lone surrogate",
+            id="lone-surrogate-in-key",
+        ),
+        pytest.param(
+            '{"prompt": [{"role": "wizard", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}], '
+            '"rejected": [{"role": "assistant", "content": "b"}]}',
+            "prompt[0].role",
+            "must be one of system, user, assistant, tool, got 'wizard'",
+            id="unknown-role",
+        ),
+        pytest.param(
+            '{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "gpt", "content": "a"}], '
+            '"rejected": [{"role": "assistant", "content": "b"}]}',
+            "chosen[0].role",
+            "Did you mean 'assistant'?",
+            id="sharegpt-role",
+        ),
+        pytest.param(
+            '{"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], '
+            '"chosen": [{"role": "assistant", "content": "b"}], "rejected": [{"role": "assistant", "content": "c"}]}',
+            "prompt[1].role",
+            "must be the user's",
+            id="prompt-ends-with-assistant",
+        ),
+        pytest.param(
+            '{"prompt": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}], '
+            '"chosen": [{"role": "assistant", "content": "b"}], "rejected": [{"role": "assistant", "content": "c"}]}',
+            "prompt[1].role",
+            "system messages come first",
+            id="system-after-user",
+        ),
+        pytest.param(
+            '{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}, '
+            '{"role": "user", "content": "thanks"}], "label": true}',
+            "completion[1].role",
+            "must be 'assistant' in a completion",
+            id="completion-with-user-turn",
+        ),
+    ],
+)
+def test_hostile_jsonl_lines_name_file_line_and_field(tmp_path: Path, line: str, field: str, words: str) -> None:
+    path = write_lines(tmp_path / "data.jsonl", [{"prompt": "ok", "chosen": "a", "rejected": "b"}, line])
+    error = load_error(path)
+    assert (error.source, error.line, error.field) == (str(path), 2, field)
+    assert words in error.reason
+    records, report = load_preferences(path, skip_invalid=True)
+    assert records == [PairwiseComparison("ok", "a", "b")] and report.skipped == 1
+
+
+def test_invalid_utf8_in_a_json_document_names_the_record_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_bytes(
+        b'[{"prompt": "q", "chosen": "a", "rejected": "b"},\n {"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}]'
+    )
+    error = load_error(path)
+    assert (error.line, error.field) == (2, "prompt")
+    assert error.reason == "is not UTF-8 text (invalid continuation byte at byte 66)."
+    assert load_preferences(path, skip_invalid=True)[1].skipped == 1
+
+
+def test_invalid_utf8_outside_a_string_names_the_line_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_bytes(b'[\n{"prompt": "q", "chosen": "a", "rejected": "b"}\xff]')
+    error = load_error(path, skip_invalid=True)
+    assert (error.line, error.field) == (2, None)
+    assert "is not UTF-8 text (invalid start byte" in error.reason
+
+
+@pytest.mark.parametrize("container", ["list", "data"])
+@pytest.mark.parametrize(
+    ("record", "field", "words"),
+    [
+        pytest.param('{"prompt": "q", "x": ' + nested(100_000) + "}", "x[0][0][0][0][0]...", "100 levels", id="deep"),
+        pytest.param('{"prompt": "q", "prompt": "r"}', "prompt", "appears twice", id="duplicate-key"),
+        pytest.param('{"prompt": "q", "id": ' + "1" * 4301 + "}", "id", "4301 digits", id="huge-int"),
+    ],
+)
+def test_hostile_json_records_are_named_by_number(
+    tmp_path: Path, container: str, record: str, field: str, words: str
+) -> None:
+    records = "[{" + PAIR + "}, " + record + "]"
+    path = tmp_path / "data.json"
+    path.write_text(records if container == "list" else '{"version": 1, "data": ' + records + "}")
+    error = load_error(path)
+    assert (error.source, error.line, error.field) == (str(path), 2, field)
+    assert words in error.reason
+
+
+def test_a_json_object_with_its_record_list_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text('{"data": [{' + PAIR + '}], "data": [{' + PAIR + "}]}")
+    assert "under 'data' or 'records' (once)" in load_error(path).reason
+
+
+def test_parquet_map_with_a_repeated_key_names_row_and_column(tmp_path: Path) -> None:
+    pyarrow = importlib.import_module("pyarrow")
+    parquet = importlib.import_module("pyarrow.parquet")
+    tags = pyarrow.array(
+        [[("k", 1)], [("k", 1), ("k", 2)], [("j", 3)]], type=pyarrow.map_(pyarrow.string(), pyarrow.int64())
+    )
+    table = pyarrow.table({"prompt": ["q"] * 3, "chosen": ["a"] * 3, "rejected": ["b", "c", "d"], "tags": tags})
+    path = tmp_path / "pairs.parquet"
+    parquet.write_table(table, path)
+    error = load_error(path)
+    assert (error.line, error.field) == (2, "tags")
+    assert "holds the key 'k' more than once" in error.reason
+    records, report = load_preferences(path, skip_invalid=True)
+    assert [(record.rejected, record.metadata) for record in records] == [
+        ("b", {"tags": {"k": 1}}),
+        ("d", {"tags": {"j": 3}}),
+    ]
+    assert report.skipped == 1
+
+
+def test_parquet_invalid_utf8_cell_names_row_and_column(tmp_path: Path) -> None:
+    pyarrow = importlib.import_module("pyarrow")
+    parquet = importlib.import_module("pyarrow.parquet")
+    offsets = pyarrow.py_buffer(bytes([0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]))
+    prompts = pyarrow.Array.from_buffers(pyarrow.string(), 2, [None, offsets, pyarrow.py_buffer(b"q\xff")])
+    path = tmp_path / "pairs.parquet"
+    parquet.write_table(pyarrow.table({"prompt": prompts, "chosen": ["a", "a"], "rejected": ["b", "b"]}), path)
+    error = load_error(path)
+    assert (error.line, error.field) == (2, "prompt")
+    assert "is not UTF-8 text" in error.reason
+
+
+def test_parquet_repeated_column_names_are_refused(tmp_path: Path) -> None:
+    pyarrow = importlib.import_module("pyarrow")
+    parquet = importlib.import_module("pyarrow.parquet")
+    columns = [pyarrow.array(["q"]), pyarrow.array(["a"]), pyarrow.array(["b"]), pyarrow.array(["c"])]
+    path = tmp_path / "pairs.parquet"
+    parquet.write_table(pyarrow.table(columns, names=["prompt", "chosen", "rejected", "rejected"]), path)
+    error = load_error(path, skip_invalid=True)
+    assert (error.line, error.field) == (None, "rejected")
+    assert "several columns named 'rejected'" in error.reason
+
+
+EMPTY_FILES = [
+    pytest.param("data.jsonl", b"", id="empty-jsonl"),
+    pytest.param("data.jsonl", b"\n  \n\r\n", id="blank-lines"),
+    pytest.param("data.json", b"[]", id="empty-json-list"),
+    pytest.param("data.json", b'{"data": []}', id="empty-data-object"),
+]
+
+
+@pytest.mark.parametrize(("name", "content"), EMPTY_FILES)
+def test_a_file_without_records_is_an_error(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    error = load_error(path, skip_invalid=True)
+    assert (error.source, error.line) == (str(path), None)
+    assert error.reason.startswith("holds no records")
+    report = validate_file(path)
+    assert not report.ok and "holds no records" in report.summary()
+
+
+def test_a_parquet_table_without_rows_is_an_error(tmp_path: Path) -> None:
+    path = write_parquet([{"prompt": "q", "chosen": "a", "rejected": "b"}], tmp_path / "data.parquet")
+    parquet = importlib.import_module("pyarrow.parquet")
+    parquet.write_table(parquet.read_table(path).slice(0, 0), path)
+    assert load_error(path).reason.startswith("holds no records")
+
+
+def test_a_file_of_only_invalid_records_is_an_error_even_when_skipping(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "data.jsonl", [{"prompt": "q", "chosen": "a"}, {"prompt": "q", "chosen": "a"}])
+    error = load_error(path, skip_invalid=True)
+    assert error.reason.startswith("has no valid record: all 2 records are invalid. First error:")
+    assert "line 1: field 'rejected'" in error.reason
+
+
+def test_validate_data_exits_non_zero_on_an_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n")
+    assert main(["validate-data", str(path)]) == 1
+    assert "holds no records" in capsys.readouterr().out
+    assert main(["validate-data", str(DATA / "trl_standard.jsonl")]) == 0
+
+
+# ---------------------------------------------------------------- SFT data: TRL's messages and prompt/completion
+
+SKY = Message("user", "What color is the sky?")
+
+
+def test_read_demonstrations_of_trl_messages() -> None:
+    path = DATA / "trl_sft_messages.jsonl"
+    records, report = read_demonstrations(path)
+    assert records == [
+        BinaryLabel((SKY,), (BLUE,), True),
+        BinaryLabel(
+            (
+                Message("system", "Be brief."),
+                Message("user", "Where is the sun?"),
+                Message("assistant", "In the sky."),
+                Message("user", "And at night?"),
+            ),
+            (Message("assistant", "Below the horizon."),),
+            True,
+            metadata={"id": "night"},
+        ),
+    ]
+    assert records[1].provenance == Provenance(str(path), 2)
+    assert report.counts == {"demonstration": 2}
+
+
+def test_read_demonstrations_of_trl_prompt_completion() -> None:
+    records, _ = read_demonstrations(DATA / "trl_sft_prompt_completion.jsonl")
+    assert records == [BinaryLabel("The sky is", " blue.", True), BinaryLabel((SKY,), (BLUE,), True)]
+
+
+def test_the_last_assistant_turns_are_the_completion(tmp_path: Path) -> None:
+    turns = [SKY.to_dict(), {"role": "assistant", "content": "Blue."}, {"role": "assistant", "content": "Mostly."}]
+    [record], _ = read_demonstrations(write_lines(tmp_path / "sft.jsonl", [{"messages": turns}]))
+    assert record.prompt == (SKY,)
+    assert record.completion == (Message("assistant", "Blue."), Message("assistant", "Mostly."))
+
+
+def test_preference_readers_detect_sft_layouts() -> None:
+    records, report = load_preferences(DATA / "trl_sft_messages.jsonl")
+    assert all(isinstance(record, BinaryLabel) and record.label for record in records)
+    assert report.counts == {"demonstration": 2}
+    _, report = load_preferences(DATA / "trl_sft_prompt_completion.jsonl")
+    assert report.counts == {"demonstration": 2}
+    assert validate_file(DATA / "trl_sft_messages.jsonl", format="demonstration").ok
+
+
+def test_demonstrations_written_back_read_again(tmp_path: Path) -> None:
+    records, _ = read_demonstrations(DATA / "trl_sft_messages.jsonl")
+    path = tmp_path / "out.jsonl"
+    write_jsonl(records, path)
+    assert read_demonstrations(path)[0] == records
+
+
+def test_sft_messages_in_parquet(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in (DATA / "trl_sft_messages.jsonl").read_text().splitlines()]
+    rows[0]["id"] = None  # pyarrow takes the columns from the first row; a null cell is an absent field
+    path = write_parquet(rows, tmp_path / "sft.parquet")
+    assert read_demonstrations(path)[0] == read_demonstrations(DATA / "trl_sft_messages.jsonl")[0]
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "words"),
+    [
+        pytest.param(
+            {"messages": [SKY.to_dict()]}, "messages[0].role", "must end with the assistant's answer", id="no-answer"
+        ),
+        pytest.param({"messages": [BLUE.to_dict()]}, "messages[0].role", "only assistant messages", id="no-prompt"),
+        pytest.param({"messages": []}, "messages", "empty list", id="empty"),
+        pytest.param({"messages": "hi"}, "messages", "list of messages", id="text"),
+        pytest.param(
+            {"messages": [SKY.to_dict(), BLUE.to_dict()], "prompt": "q"}, "prompt", "beside 'messages'", id="both"
+        ),
+        pytest.param({"prompt": "q", "completion": "a", "label": False}, "label", "true or absent", id="label-false"),
+        pytest.param(
+            {"completion": "a"}, "prompt", "is missing. A demonstration (SFT) record needs", id="no-prompt-field"
+        ),
+        pytest.param({"prompt": "q", "chosen": "a", "rejected": "b"}, "type", None, id="a-pair"),
+        pytest.param(
+            {"messages": [{"role": "system", "content": "s"}, BLUE.to_dict()]},
+            "messages[0].role",
+            "must be the user's",
+            id="system-then-answer",
+        ),
+    ],
+)
+def test_bad_demonstrations_name_line_and_field(
+    tmp_path: Path, row: dict[str, Any], field: str, words: str | None
+) -> None:
+    path = write_lines(tmp_path / "sft.jsonl", [{"prompt": "q", "completion": "a"}, row])
+    with pytest.raises(DataError) as excinfo:
+        read_demonstrations(path)
+    assert (excinfo.value.line, excinfo.value.field) == (2, field) if words else excinfo.value.line == 2
+    if words:
+        assert words in excinfo.value.reason

@@ -40,6 +40,8 @@ def json_round_trip(record: Any) -> Any:
 
 texts = st.text(min_size=1, max_size=12).filter(lambda text: bool(text.strip()))
 names = st.text(alphabet="abcdefghij_", min_size=1, max_size=6)
+
+
 def messages(*roles: str) -> st.SearchStrategy[Message]:
     return st.builds(Message, role=st.sampled_from(roles), content=texts)
 
@@ -347,7 +349,75 @@ INVALID = [
         "PairwiseComparison",
         id="nested-bundle",
     ),
+    # Built in Python rather than read: the same gate as the readers.
+    pytest.param(lambda: Message("User", "hi"), "role", "Did you mean 'user'?", id="role-capitalised"),
+    pytest.param(lambda: Message("human", "hi"), "role", "Did you mean 'user'?", id="role-sharegpt"),
+    pytest.param(lambda: Message("narrator", "hi"), "role", "system, user, assistant, tool", id="role-unknown"),
+    pytest.param(lambda: Message("user", "h\udce9"), "content", "byte 0xe9, which is not UTF-8", id="surrogate"),
+    pytest.param(lambda: PairwiseComparison("q\ud83d", "a", "b"), "prompt", "lone surrogate", id="half-emoji"),
+    pytest.param(
+        lambda: PairwiseComparison("q", "a", "b", metadata={"k\ud800": 1}), "metadata", "lone surrogate", id="meta-key"
+    ),
+    pytest.param(
+        lambda: PairwiseComparison("q", "a", "b", metadata={"n": 10**5000}),
+        "metadata.n",
+        "5001 digits; JSON text holds at most 4300",
+        id="meta-int-too-long",
+    ),
+    pytest.param(
+        lambda: PairwiseComparison("q", "a", "b", metadata={"x": _nested(150)}),
+        "metadata.x" + "[0]" * 100,
+        "100 levels",
+        id="meta-too-deep",
+    ),
+    pytest.param(
+        lambda: PairwiseComparison("q", "a", "b", margin=10**400), "margin", "too large", id="margin-overflow"
+    ),
+    pytest.param(lambda: Ranking("q", ["a", "b"], [1, 2**60]), "ranks[1]", "at most 2**53", id="rank-too-large"),
+    pytest.param(
+        lambda: PairwiseComparison([BLUE], [BLUE], [GREEN]), "prompt[0].role", "must be the user's", id="prompt-by-bot"
+    ),
+    pytest.param(
+        lambda: PairwiseComparison([USER], [USER, BLUE], [GREEN]),
+        "chosen[0].role",
+        "must be 'assistant' in a completion",
+        id="completion-with-user",
+    ),
+    pytest.param(
+        lambda: Ranking([USER], [[BLUE], [{"role": "tool", "content": "42"}]], [1, 2]),
+        "completions[1][0].role",
+        "must be 'assistant' in a completion",
+        id="completion-by-tool",
+    ),
+    pytest.param(
+        lambda: Critique([USER], [BLUE], "vague", revision=[{"role": "system", "content": "x"}]),
+        "revision[0].role",
+        "must be 'assistant'",
+        id="revision-by-system",
+    ),
+    pytest.param(
+        lambda: BinaryLabel([USER, {"role": "system", "content": "s"}], [BLUE], True),
+        "prompt[1].role",
+        "system messages come first",
+        id="late-system",
+    ),
 ]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_sensible_conversations_are_accepted() -> None:
+    system = Message("system", "Be brief.")
+    tool = Message("tool", '{"temperature": 21}')
+    ask = Message("assistant", "Calling the weather tool.")
+    # Several leading system messages, a tool's output last, several assistant messages in a completion.
+    pair = PairwiseComparison([system, system, USER, ask, tool], [BLUE, GREEN], [GREEN])
+    assert pair.prompt[-1] == tool and len(pair.chosen) == 2
 
 
 @pytest.mark.parametrize(("build", "field", "words"), INVALID)

@@ -8,6 +8,7 @@ or has its input closed part-way, then started again.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import math
@@ -424,7 +425,7 @@ def test_annotate_from_cli_parses_modes_and_scale(tmp_path: Path, write_rows: Wr
 
 
 def test_ctrl_c_in_a_real_terminal(tmp_path: Path, write_rows: WriteRows) -> None:
-    pexpect = pytest.importorskip("pexpect")
+    pexpect = importlib.import_module("pexpect")
     items = write_rows("items.jsonl", PAIRS)
     out = tmp_path / "out.jsonl"
     command = [*("-m", "prefcore.cli", "annotate", str(items), "--out", str(out)), "--annotator", "alice"]
@@ -448,3 +449,113 @@ def test_ctrl_c_in_a_real_terminal(tmp_path: Path, write_rows: WriteRows) -> Non
     child.close()
     assert child.exitstatus == 130
     assert chosen_by_item(out) == {"q0": "bad 0"}
+
+
+# -- answers that are not what they seem -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param("²", id="superscript-two"),  # str.isdigit() is true, int() refuses it
+        pytest.param("①", id="circled-one"),
+        pytest.param("9" * 5000, id="5000-digits"),  # past int()'s 4300-digit limit
+    ],
+)
+@pytest.mark.parametrize(
+    ("mode", "first", "second"),
+    [("pairwise", ["1"], ["2"]), ("ranking", ["1 2"], ["2 1"]), ("likert", ["3", "3"], ["4", "2"])],
+)
+def test_digit_lookalikes_are_asked_again_and_lose_no_answer(
+    tmp_path: Path, write_rows: WriteRows, answer: str, mode: str, first: list[str], second: list[str]
+) -> None:
+    items = write_rows("items.jsonl", PAIRS[:1] + ITEMS[1:])
+    out = tmp_path / "out.jsonl"
+    summary, screen = session(items, out, [*first, answer, *second], modes=(mode,))
+    assert (summary.answered, summary.stopped) == (len(first) + len(second), "done")
+    assert f"Invalid answer {answer!r}" in screen
+    assert len(load_preferences(out)[0]) == len(first) + len(second)
+
+
+def bytes_session(items_path: Path, out: Path, data: bytes, **config: Any) -> tuple[Any, str]:
+    """A session whose input is raw bytes read through a UTF-8 text stream, as a pipe or console gives them."""
+    settings = {"annotator": "alice", "modes": ("pairwise",), "shuffle": False, **config}
+    session_config = SessionConfig(**settings)
+    items = read_items(items_path, min_completions=session_config.min_completions)
+    screen = io.StringIO()
+    terminal = Terminal(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"), screen)
+    with AnnotationLog(out) as log:
+        summary = run_session(items, log, session_config, terminal)
+    return summary, screen.getvalue()
+
+
+def test_a_byte_that_is_not_utf8_is_asked_again_and_the_answers_after_it_are_kept(
+    tmp_path: Path, write_rows: WriteRows
+) -> None:
+    items = write_rows("items.jsonl", PAIRS[:3])
+    out = tmp_path / "out.jsonl"
+    summary, screen = bytes_session(items, out, b"\xff\n1\n\xfe2\n2\n1\n")
+    assert (summary.answered, summary.stopped) == (3, "done")
+    assert screen.count("holds bytes that are not UTF-8 text; type it again") == 2
+    assert chosen_by_item(out) == {"q0": "good 0", "q1": "bad 1", "q2": "good 2"}
+
+
+def test_a_critique_with_bytes_that_are_not_utf8_is_asked_again(tmp_path: Path, write_rows: WriteRows) -> None:
+    items = write_rows("items.jsonl", [{"id": "x", "prompt": "p", "completion": "c"}])
+    out = tmp_path / "out.jsonl"
+    summary, _ = bytes_session(
+        items,
+        out,
+        b"too short \xff!\ntoo short \xe2\x80\x93 needs a reason\n",  # a Latin-1 byte, then UTF-8
+        modes=("critique",),
+    )
+    assert summary.answered == 1
+    [critique] = load_preferences(out)[0]
+    assert critique.critique == "too short – needs a reason"
+
+
+def test_the_command_keeps_going_after_bytes_that_are_not_utf8(tmp_path: Path, write_rows: WriteRows) -> None:
+    items = write_rows("items.jsonl", PAIRS[:2])
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "prefcore.cli", "annotate", str(items), "--out", str(out)]
+    process = subprocess.run(
+        [*command, "--annotator", "alice", "--no-shuffle"],
+        input=b"\xff\n\xc2\xb2\n1\n2\n",
+        capture_output=True,
+        # A UTF-8 locale reads stdin strictly (the C locale would escape the byte on its own).
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8:strict"},
+        timeout=60,
+    )
+    assert process.returncode == 0, process.stderr.decode()
+    assert b"All done: 2 answers" in process.stdout
+    assert chosen_by_item(out) == {"q0": "good 0", "q1": "bad 1"}
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "words"),
+    [
+        pytest.param('{"prompt": "p", "completions": ["a", "b"], "prompt": "q"}', "prompt", "twice", id="repeated-key"),
+        pytest.param(
+            '{"prompt": "p", "completions": ["a", "b"], "x": ' + "[" * 3000 + "]" * 3000 + "}",
+            "x[0][0][0][0][0]...",
+            "levels deep",
+            id="deep",
+        ),
+        pytest.param(
+            '{"prompt": "p", "completions": ["a", "b"], "id": ' + "7" * 5000 + "}", "id", "5000 digits", id="huge-id"
+        ),
+        pytest.param('{"prompt": "p\\udc00", "completions": ["a", "b"]}', "prompt", "lone surrogate", id="surrogate"),
+        pytest.param(
+            '{"prompt": [{"role": "human", "content": "p"}], "completions": [[{"role": "assistant", "content": "a"}]]}',
+            "prompt[0].role",
+            "Did you mean 'user'?",
+            id="sharegpt-role",
+        ),
+    ],
+)
+def test_hostile_item_files_name_line_and_field(write_rows: WriteRows, line: str, field: str, words: str) -> None:
+    items = write_rows("items.jsonl", [PAIRS[0], line])
+    with pytest.raises(DataError) as excinfo:
+        read_items(items)
+    assert (excinfo.value.line, excinfo.value.field) == (2, field)
+    assert words in excinfo.value.reason
