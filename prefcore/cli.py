@@ -1,4 +1,4 @@
-"""The ``prefcore`` command line: list, info, validate-data, annotate and run.
+"""The ``prefcore`` command line: list, info, validate-data, run, import-model and annotate.
 
 Every user error ends in one readable line on stderr and exit status 2 (1 for invalid
 data found by ``validate-data``); tracebacks are for bugs only.
@@ -125,6 +125,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_from_cli(args)
 
 
+def cmd_import_model(args: argparse.Namespace) -> int:
+    from prefcore.engine.models import import_model
+
+    out = import_model(args.source, args.out)
+    print(f"{args.source} -> {out} (load it with AutoModelForCausalLM.from_pretrained or [model] path)")
+    return 0
+
+
 def cmd_annotate(args: argparse.Namespace) -> int:
     from prefcore.annotate import annotate_from_cli
 
@@ -183,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="check the whole run file (every section and option) and print the plan"
     )
     run.set_defaults(func=cmd_run)
+
+    importing = commands.add_parser(
+        "import-model",
+        help="copy a local checkpoint (a GGUF file, dequantised, or a folder) to a save_pretrained folder",
+    )
+    importing.add_argument("source", help="a .gguf file (needs the gguf extra) or a save_pretrained folder")
+    importing.add_argument("out", help="the folder to write (replaced atomically if it exists)")
+    importing.set_defaults(func=cmd_import_model)
 
     annotate = commands.add_parser(
         "annotate", help="annotate completions in the terminal (resumable), or report inter-annotator agreement"
