@@ -19,7 +19,9 @@ from dataclasses import field
 from dataclasses import replace
 from typing import Literal
 
-import torch
+from prefcore.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 DataFormat = Literal["pairwise", "unpaired", "listwise", "sft"]
 DATA_FORMATS: tuple[str, ...] = ("pairwise", "unpaired", "listwise", "sft")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from prefcore.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 @dataclass(frozen=True)

@@ -19,24 +19,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from prefcore import hookimpl
 from prefcore.engine.generation import GeneratedCompletions
 from prefcore.engine.generation import cached_completions
 from prefcore.engine.generation import eval_mode
-from prefcore.engine.logprobs import completion_token_logps
-from prefcore.engine.sequences import TokenizedSequence
-from prefcore.engine.sequences import pad_sequences
-from prefcore.engine.sequences import prompt_token_ids
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationResult
+from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
 from prefcore.plugins.evaluation._common import EvaluationInputError
 from prefcore.plugins.evaluation._common import require_prompts
+
+if TYPE_CHECKING:
+    from prefcore.engine.sequences import TokenizedSequence
+
+torch = lazy_module("torch")
+logprobs = lazy_module("prefcore.engine.logprobs")
+sequences = lazy_module("prefcore.engine.sequences")
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,13 @@ class KLEstimates:
     lengths: torch.Tensor
 
 
-@torch.no_grad()
 def _completion_logps(
-    model: object, sequences: list[TokenizedSequence], pad_token_id: int, device: str
+    model: object, tokenized: list[TokenizedSequence], pad_token_id: int, device: str
 ) -> torch.Tensor:
     """Log-probs of every completion token, flattened row by row, in float64."""
-    padded = pad_sequences(sequences, pad_token_id).to(device)
-    with eval_mode(model):
-        token_logps = completion_token_logps(model, padded)
+    padded = sequences.pad_sequences(tokenized, pad_token_id).to(device)
+    with eval_mode(model), torch.no_grad():
+        token_logps = logprobs.completion_token_logps(model, padded)
     return token_logps[padded.completion_mask].double().cpu()
 
 
@@ -76,7 +78,7 @@ def kl_estimates(context: EvaluationContext, samples: GeneratedCompletions, *, b
     """
     tokenizer = context.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    bare_prompt_ids = [tuple(prompt_token_ids(tokenizer, prompt)) for prompt in samples.prompts]
+    bare_prompt_ids = [tuple(sequences.prompt_token_ids(tokenizer, prompt)) for prompt in samples.prompts]
     k1: list[torch.Tensor] = []
     k3: list[torch.Tensor] = []
     lengths = torch.tensor([len(ids) for ids in samples.completion_ids], dtype=torch.float64)
@@ -84,14 +86,14 @@ def kl_estimates(context: EvaluationContext, samples: GeneratedCompletions, *, b
         rows = range(start, min(start + batch_size, len(samples.completion_ids)))
         policy_logps = _completion_logps(
             context.policy,
-            [TokenizedSequence(samples.prompt_ids[row], samples.completion_ids[row]) for row in rows],
+            [sequences.TokenizedSequence(samples.prompt_ids[row], samples.completion_ids[row]) for row in rows],
             pad_token_id,
             context.device,
         )
         reference_logps = _completion_logps(
             context.reference,
             [
-                TokenizedSequence(bare_prompt_ids[row // samples.num_samples], samples.completion_ids[row])
+                sequences.TokenizedSequence(bare_prompt_ids[row // samples.num_samples], samples.completion_ids[row])
                 for row in rows
             ],
             pad_token_id,

@@ -21,23 +21,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from typing import Any
-
-import torch
 
 from prefcore import hookimpl
 from prefcore.data.records import PairwiseComparison
 from prefcore.engine.generation import eval_mode
-from prefcore.engine.logprobs import sequence_logps
-from prefcore.engine.sequences import PaddedSequences
-from prefcore.engine.sequences import pad_sequences
-from prefcore.engine.sequences import tokenize_sequence
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationResult
+from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
 from prefcore.plugins.evaluation._common import EvaluationInputError
+
+if TYPE_CHECKING:
+    from prefcore.engine.sequences import PaddedSequences
+
+torch = lazy_module("torch")
+logprobs = lazy_module("prefcore.engine.logprobs")
+sequences = lazy_module("prefcore.engine.sequences")
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ class PreferenceAccuracy(Evaluator):
         rejected_rewards: list[torch.Tensor] = []
         for start in range(0, len(pairs), self.config.batch_size):
             batch = pairs[start : start + self.config.batch_size]
-            sequences = [
-                tokenize_sequence(
+            tokenized = [
+                sequences.tokenize_sequence(
                     context.tokenizer,
                     pair.prompt,
                     completion,
@@ -81,7 +84,7 @@ class PreferenceAccuracy(Evaluator):
                 for pair in batch
                 for completion in (pair.chosen, pair.rejected)
             ]
-            padded = pad_sequences(sequences, _pad_token_id(context.tokenizer)).to(context.device)
+            padded = sequences.pad_sequences(tokenized, _pad_token_id(context.tokenizer)).to(context.device)
             rewards = _model_logps(context.policy, padded)
             if context.reference is not None:
                 rewards = context.beta * (rewards - _model_logps(context.reference, padded))
@@ -122,7 +125,7 @@ class PreferenceAccuracy(Evaluator):
 def _model_logps(model: Any, padded: PaddedSequences) -> torch.Tensor:
     """Summed completion log-probs in eval mode (no dropout), in float64 for the differences."""
     with eval_mode(model):
-        return sequence_logps(model, padded).double()
+        return logprobs.sequence_logps(model, padded).double()
 
 
 @hookimpl

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from prefcore import hookimpl
 from prefcore.engine.generation import GeneratedCompletions
 from prefcore.engine.generation import cached_completions
@@ -25,10 +23,13 @@ from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationResult
 from prefcore.evaluation import Scorer
+from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
 from prefcore.plugins.evaluation._common import EvaluationInputError
 from prefcore.plugins.evaluation._common import require_prompts
+
+np = lazy_module("numpy")
 
 
 @dataclass(frozen=True)

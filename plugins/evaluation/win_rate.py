@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 from typing import Literal
 
-import numpy as np
-
 from prefcore import hookimpl
 from prefcore.engine.generation import cached_completions
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationResult
+from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
 from prefcore.plugins.evaluation._common import JUDGE_HINT
@@ -40,6 +39,8 @@ from prefcore.plugins.evaluation._common import EvaluationInputError
 from prefcore.plugins.evaluation._common import Verdict
 from prefcore.plugins.evaluation._common import judged_verdicts
 from prefcore.plugins.evaluation._common import require_prompts
+
+np = lazy_module("numpy")
 
 Disagreement = Literal["average", "tie", "drop"]
 DISAGREEMENTS: tuple[str, ...] = ("average", "tie", "drop")

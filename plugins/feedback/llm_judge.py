@@ -39,18 +39,19 @@ from pathlib import Path
 from typing import Any
 from typing import Literal
 
-import torch
-
 from prefcore import hookimpl
 from prefcore.annotate import Item
 from prefcore.annotate import read_items
 from prefcore.data import Message
 from prefcore.data import PairwiseComparison
 from prefcore.engine.generation import eval_mode
-from prefcore.engine.sequences import prompt_token_ids
 from prefcore.errors import ConfigError
+from prefcore.lazy import lazy_module
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
+
+torch = lazy_module("torch")
+sequences = lazy_module("prefcore.engine.sequences")
 
 NAME = "llm_judge"
 
@@ -191,8 +192,8 @@ class CausalLMLabelProbabilities:
     def query_ids(self, prompt: Any, first: Any, second: Any) -> list[int]:
         text = judge_prompt(self.config, prompt, first, second)
         if self.config.use_chat_template and getattr(self.tokenizer, "chat_template", None):
-            return prompt_token_ids(self.tokenizer, (Message("user", text),))
-        return prompt_token_ids(self.tokenizer, text)
+            return sequences.prompt_token_ids(self.tokenizer, (Message("user", text),))
+        return sequences.prompt_token_ids(self.tokenizer, text)
 
     def __call__(self, queries: Sequence[tuple[Any, Any, Any]]) -> list[float]:
         probabilities: list[float] = []

@@ -30,13 +30,16 @@ from typing import Any
 from prefcore import hookimpl
 from prefcore.data import BinaryLabel
 from prefcore.data import Provenance
-from prefcore.engine.self_play import reference_over_generation
-from prefcore.engine.sequences import completion_text
 from prefcore.errors import ConfigError
+from prefcore.lazy import lazy_module
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
 from prefcore.plugins.feedback._rows import Row
 from prefcore.plugins.feedback._rows import read_rows
+
+# The SPIN engine (torch, transformers) loads when labels are made, not when the plugin registers.
+self_play = lazy_module("prefcore.engine.self_play")
+sequences = lazy_module("prefcore.engine.sequences")
 
 NAME = "reference_over_generation"
 
@@ -111,7 +114,7 @@ def match_generations(path: Path, demonstrations: list[BinaryLabel]) -> tuple[li
             raise row.error("matches no demonstration's prompt.", "prompt")
         for demonstration in by_prompt[prompt]:
             aligned.append(demonstration)
-            answers.append(completion if isinstance(completion, str) else completion_text(completion))
+            answers.append(completion if isinstance(completion, str) else sequences.completion_text(completion))
     return aligned, answers
 
 
@@ -155,7 +158,7 @@ class ReferenceOverGeneration(FeedbackSource):
             aligned, answers = match_generations(self.config.generations, demonstrations)
         else:
             aligned, answers = sample_generations(self.config, demonstrations)
-        yield from reference_over_generation(aligned, answers)
+        yield from self_play.reference_over_generation(aligned, answers)
 
     def demonstrations(self) -> list[Any]:
         return list(read_demonstrations(self.config.demonstrations))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from prefcore.errors import ConfigError
+from prefcore.lazy import lazy_module
 from prefcore.preference import RewardBatch
+
+torch = lazy_module("torch")
 
 # ----------------------------------------------------------------------------------------------
 # Config checks: the error names the objective, the option and the value

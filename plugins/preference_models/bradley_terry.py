@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from prefcore import hookimpl
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
 from prefcore.methods import option
 from prefcore.plugins.preference_models._common import check_non_negative
@@ -33,6 +32,8 @@ from prefcore.plugins.preference_models._common import pair_rewards
 from prefcore.plugins.preference_models._common import reduce_losses
 from prefcore.plugins.preference_models._common import refuse_ties
 from prefcore.preference import RewardBatch
+
+F = lazy_module("torch.nn.functional")
 
 
 @dataclass(frozen=True)

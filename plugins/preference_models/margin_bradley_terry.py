@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from prefcore import hookimpl
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
 from prefcore.methods import option
 from prefcore.plugins.preference_models._common import check_positive
@@ -33,6 +31,9 @@ from prefcore.plugins.preference_models._common import pair_rewards
 from prefcore.plugins.preference_models._common import reduce_losses
 from prefcore.plugins.preference_models._common import refuse_ties
 from prefcore.preference import RewardBatch
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 @dataclass(frozen=True)

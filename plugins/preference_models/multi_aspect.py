@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from prefcore import hookimpl
 from prefcore.batch import LossOutput
-from prefcore.engine.reward_model import ScoringRule
 from prefcore.errors import ConfigError
+from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
 from prefcore.methods import option
 from prefcore.plugins.preference_models._common import check_finite
@@ -35,6 +34,12 @@ from prefcore.plugins.preference_models._common import pair_rewards
 from prefcore.plugins.preference_models._common import reduce_losses
 from prefcore.plugins.preference_models._common import refuse_ties
 from prefcore.preference import RewardBatch
+
+if TYPE_CHECKING:
+    from prefcore.engine.reward_model import ScoringRule
+
+F = lazy_module("torch.nn.functional")
+reward_model = lazy_module("prefcore.engine.reward_model")
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,10 @@ class MultiAspect(PreferenceModel):
         """The trained model's default scoring: Σ_a w_a · r_a."""
         weights = self.config.aspect_weights
         if weights is None:
-            return ScoringRule()
-        return ScoringRule(aspect_weights=tuple(float(weights.get(name, 0.0)) for name in self.config.aspects))
+            return reward_model.ScoringRule()
+        return reward_model.ScoringRule(
+            aspect_weights=tuple(float(weights.get(name, 0.0)) for name in self.config.aspects)
+        )
 
     def loss(self, batch: RewardBatch) -> LossOutput:
         if batch.num_heads != self.num_heads():

@@ -25,22 +25,29 @@ ORM) through the same loss. At scoring time steps are the completion's pieces be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from typing import Literal
-
-import torch
-import torch.nn.functional as F
 
 from prefcore import hookimpl
 from prefcore.batch import LossOutput
-from prefcore.engine.reward_model import STEP_AGGREGATES
-from prefcore.engine.reward_model import ScoringRule
 from prefcore.errors import ConfigError
+from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
 from prefcore.methods import option
 from prefcore.plugins.preference_models._common import item_weights
 from prefcore.plugins.preference_models._common import mean_or_zero
 from prefcore.plugins.preference_models._common import reduce_losses
 from prefcore.preference import RewardBatch
+
+if TYPE_CHECKING:
+    from prefcore.engine.reward_model import ScoringRule
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
+reward_model = lazy_module("prefcore.engine.reward_model")
+
+# prefcore.engine.reward_model.STEP_AGGREGATES, spelled out so the config check loads no torch.
+STEP_AGGREGATES: tuple[str, ...] = ("min", "product")
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class ProcessReward(PreferenceModel):
 
     def scoring_rule(self) -> ScoringRule:
         """The trained model scores a completion by the min or product of its steps' P(correct)."""
-        return ScoringRule(step_aggregate=self.config.aggregate, step_separator=self.config.step_separator)
+        return reward_model.ScoringRule(step_aggregate=self.config.aggregate, step_separator=self.config.step_separator)
 
     def loss(self, batch: RewardBatch) -> LossOutput:
         if batch.step_mask is None or batch.step_rewards is None or batch.step_labels is None:

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from prefcore import hookimpl
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import NoOptions
 from prefcore.methods import PreferenceModel
 from prefcore.plugins.preference_models._common import item_weights
 from prefcore.plugins.preference_models._common import mean_or_zero
 from prefcore.plugins.preference_models._common import reduce_losses
 from prefcore.preference import RewardBatch
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from prefcore import hookimpl
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
 from prefcore.methods import option
 from prefcore.plugins.preference_models._common import check_non_negative
@@ -32,6 +30,9 @@ from prefcore.plugins.preference_models._common import mean_or_zero
 from prefcore.plugins.preference_models._common import pair_metrics
 from prefcore.plugins.preference_models._common import refuse_ties
 from prefcore.preference import RewardBatch
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 @dataclass(frozen=True)

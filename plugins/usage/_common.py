@@ -8,15 +8,13 @@ micro-batches are handled the same way everywhere; token-averaged NLL terms go t
 
 from __future__ import annotations
 
-import torch
-
 from prefcore.batch import LogProbBatch
 from prefcore.data import Message
 from prefcore.data import Text
-from prefcore.kernels.preference_losses import nll_loss
-from prefcore.kernels.preference_losses import sequence_logps
+from prefcore.lazy import lazy_module
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+torch = lazy_module("torch")
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,7 +48,7 @@ def check_in_range(objective: str, name: str, value: float, low: float, high: fl
 
 def upcast(values: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 to fp32 (exponentials and sums lose too much in half precision); fp32/fp64 unchanged."""
-    return values.float() if values.dtype in _LOW_PRECISION else values
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
 
 
 def require_pairs(batch: LogProbBatch, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +79,7 @@ def require_labels(batch: LogProbBatch, objective: str) -> torch.Tensor:
 
 def policy_sequence_logps(batch: LogProbBatch, *, average: bool = False) -> torch.Tensor:
     """``[S]`` summed (or token-averaged) policy log-probs of each completion, in fp32 or fp64."""
-    values, _ = sequence_logps(batch.policy_logps, batch.mask, average=average)
+    values, _ = preference_losses.sequence_logps(batch.policy_logps, batch.mask, average=average)
     return values
 
 
@@ -93,7 +91,7 @@ def reference_sequence_logps(batch: LogProbBatch, objective: str, *, average: bo
             reference = reference / batch.mask.sum(-1).clamp(min=1).to(reference.dtype)
         return reference.detach()
     reference_logps = reference_kwargs(batch, objective)["ref_logps"]
-    values, _ = sequence_logps(reference_logps.detach(), batch.mask, average=average)
+    values, _ = preference_losses.sequence_logps(reference_logps.detach(), batch.mask, average=average)
     return values
 
 
@@ -244,7 +242,7 @@ def nll_shares(
     Returns the ``[P]`` shares (over the step's tokens when ``num_tokens`` is set, see
     ``token_mean_scale``) and this micro-batch's detached token mean, the ``nll`` metric.
     """
-    out = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
+    out = preference_losses.nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
     scale = token_mean_scale(batch, chosen_index, out.losses.dtype)
     shares = out.losses if scale is None else out.losses * scale
     return shares, out.loss.detach()

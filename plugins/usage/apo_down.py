@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
@@ -28,6 +27,8 @@ from prefcore.plugins.usage._common import item_weights
 from prefcore.plugins.usage._common import pair_logratios
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reward_metrics
+
+torch = lazy_module("torch")
 
 
 @dataclass(frozen=True)

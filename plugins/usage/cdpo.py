@@ -28,12 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import dpo_loss
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_in_range
@@ -45,6 +43,9 @@ from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
+
+F = lazy_module("torch.nn.functional")
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class CDPO(UsageObjective):
             losses = -targets * F.logsigmoid(logits) - (1 - targets) * F.logsigmoid(-logits)
             loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
             return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
-        out = dpo_loss(
+        out = preference_losses.dpo_loss(
             batch.policy_logps,
             batch.mask,
             chosen_index,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import dpo_loss
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
@@ -29,6 +29,8 @@ from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
+
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class DPO(UsageObjective):
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        out = dpo_loss(
+        out = preference_losses.dpo_loss(
             batch.policy_logps,
             batch.mask,
             chosen_index,

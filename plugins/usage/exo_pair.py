@@ -25,12 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_in_range
@@ -40,6 +38,9 @@ from prefcore.plugins.usage._common import pair_logratios
 from prefcore.plugins.usage._common import pair_probabilities
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reward_metrics
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import hinge_loss
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_non_negative
@@ -42,6 +40,9 @@ from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
+
+torch = lazy_module("torch")
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Hinge(UsageObjective):
             losses = torch.relu(1 + self.config.margin_scale * margins - gap)
             loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
             return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
-        out = hinge_loss(
+        out = preference_losses.hinge_loss(
             batch.policy_logps,
             batch.mask,
             chosen_index,

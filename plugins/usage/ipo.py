@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import ipo_loss
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
@@ -39,6 +39,8 @@ from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
+
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class IPO(UsageObjective):
             loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
             chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
             return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
-        out = ipo_loss(
+        out = preference_losses.ipo_loss(
             batch.policy_logps,
             batch.mask,
             chosen_index,

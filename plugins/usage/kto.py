@@ -20,13 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import kto_loss
-from prefcore.kernels.preference_losses import sequence_logps
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_non_negative
@@ -38,6 +35,9 @@ from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import reference_sequence_logps
 from prefcore.plugins.usage._common import require_labels
 from prefcore.plugins.usage._common import sequence_weights
+
+torch = lazy_module("torch")
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class KTO(UsageObjective):
             return torch.zeros((), dtype=torch.float32, device=batch.mask.device)
         rows = batch.mismatched_index
         with torch.no_grad():
-            policy, _ = sequence_logps(batch.policy_logps[rows], batch.mask[rows])
+            policy, _ = preference_losses.sequence_logps(batch.policy_logps[rows], batch.mask[rows])
             reference = reference_sequence_logps(batch, self.name)[rows]
             return (policy - reference).mean().clamp(min=0)
 
@@ -79,7 +79,7 @@ class KTO(UsageObjective):
         rows = labelled_mask(batch).nonzero().flatten()
         reference = {name: values[rows] for name, values in reference_kwargs(batch, self.name).items()}
         reference_point = self.reference_point(batch)
-        out = kto_loss(
+        out = preference_losses.kto_loss(
             batch.policy_logps[rows],
             batch.mask[rows],
             labels[rows],

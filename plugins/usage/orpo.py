@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import nll_loss
-from prefcore.kernels.preference_losses import orpo_loss
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
@@ -36,6 +35,8 @@ from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
 from prefcore.plugins.usage._common import token_mean_scale
+
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,14 @@ class ORPO(UsageObjective):
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        out = orpo_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index, beta=self.config.beta)
+        out = preference_losses.orpo_loss(
+            batch.policy_logps, batch.mask, chosen_index, rejected_index, beta=self.config.beta
+        )
         losses = out.losses
         scale = token_mean_scale(batch, chosen_index, losses.dtype)
         if scale is not None:
             # out.losses = NLL share (a micro-batch token mean) + odds-ratio term: rescale only the former
-            nll = nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
+            nll = preference_losses.nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
             losses = losses + (scale - 1) * nll.losses
         loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
         metrics = dict(reward_metrics(out.chosen_rewards, out.rejected_rewards))

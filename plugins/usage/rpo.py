@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import dpo_loss
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_non_negative
@@ -34,6 +34,8 @@ from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reference_kwargs
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
+
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class RPO(UsageObjective):
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        preference = dpo_loss(
+        preference = preference_losses.dpo_loss(
             batch.policy_logps,
             batch.mask,
             chosen_index,

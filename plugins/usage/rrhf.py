@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_non_negative
@@ -34,6 +33,8 @@ from prefcore.plugins.usage._common import mean_or_zero
 from prefcore.plugins.usage._common import policy_sequence_logps
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import require_lists
+
+torch = lazy_module("torch")
 
 
 @dataclass(frozen=True)

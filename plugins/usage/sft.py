@@ -16,16 +16,17 @@ add up to the step's token average exactly, whatever the completion lengths.
 
 from __future__ import annotations
 
-import torch
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import NoOptions
 from prefcore.methods import UsageObjective
 from prefcore.plugins.usage._common import item_weights
 from prefcore.plugins.usage._common import nll_shares
 from prefcore.plugins.usage._common import reduce_losses
+
+torch = lazy_module("torch")
 
 
 class SFT(UsageObjective):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import simpo_loss
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_in_range
@@ -30,6 +30,8 @@ from prefcore.plugins.usage._common import item_weights
 from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import require_pairs
 from prefcore.plugins.usage._common import reward_metrics
+
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class SimPO(UsageObjective):
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        out = simpo_loss(
+        out = preference_losses.simpo_loss(
             batch.policy_logps,
             batch.mask,
             chosen_index,

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
-from prefcore.kernels.preference_losses import sequence_logps
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
 from prefcore.plugins.usage._common import check_positive
@@ -37,6 +35,9 @@ from prefcore.plugins.usage._common import reduce_losses
 from prefcore.plugins.usage._common import reward_metrics
 from prefcore.plugins.usage._common import sequence_weights
 from prefcore.plugins.usage._common import upcast
+
+torch = lazy_module("torch")
+preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 _MIN_ONE_MINUS_P = 1e-5
 
@@ -62,7 +63,7 @@ class Unlikelihood(UsageObjective):
         policy_logps = upcast(batch.policy_logps)
         token_logps = torch.where(batch.mask, policy_logps, torch.zeros_like(policy_logps))
         one_minus_p = (1 - token_logps.exp()).clamp(min=_MIN_ONE_MINUS_P)
-        log_one_minus_p, _ = sequence_logps(torch.log(one_minus_p), batch.mask, average=True)
+        log_one_minus_p, _ = preference_losses.sequence_logps(torch.log(one_minus_p), batch.mask, average=True)
         return -log_one_minus_p
 
     def loss(self, batch: LogProbBatch) -> LossOutput:

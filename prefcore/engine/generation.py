@@ -23,13 +23,17 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
 
-import torch
-from transformers import GenerationConfig
-
 from prefcore.engine.chat import stop_token_ids
-from prefcore.engine.sequences import prompt_token_ids
+from prefcore.lazy import lazy_module
+
+# Evaluators import this module when they register; torch and transformers load on first use.
+torch = lazy_module("torch")
+transformers = lazy_module("transformers")
+sequences = lazy_module("prefcore.engine.sequences")
 
 if TYPE_CHECKING:
+    from transformers import GenerationConfig
+
     from prefcore.evaluation import EvaluationContext
     from prefcore.evaluation import GenerationSettings
 
@@ -98,7 +102,7 @@ def _generation_config(settings: GenerationSettings, pad_token_id: int, stop_ids
         }
     else:
         sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    return GenerationConfig(
+    return transformers.GenerationConfig(
         max_new_tokens=settings.max_new_tokens,
         num_return_sequences=settings.num_samples,
         pad_token_id=pad_token_id,
@@ -161,7 +165,7 @@ def generate(
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     config = _generation_config(settings, pad_token_id, stop_ids)
     device = torch.device(device)
-    all_prompt_ids = [tuple(prompt_token_ids(tokenizer, prompt, prefix=prefix)) for prompt in prompts]
+    all_prompt_ids = [tuple(sequences.prompt_token_ids(tokenizer, prompt, prefix=prefix)) for prompt in prompts]
     completion_ids: list[tuple[int, ...]] = []
     with eval_mode(model), _seeded_rng(settings.seed, device), torch.no_grad():
         for start in range(0, len(all_prompt_ids), batch_size):

@@ -171,11 +171,6 @@ def test_info_documents_every_engine_section(capsys: pytest.CaptureFixture[str])
     assert "[warm_start] (engine section)" in printed and "SFT learning rate" in printed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin modules (plugins/*, prefcore.batch, prefcore.preference, engine.generation) import torch "
-    "at module level; list/info import every plugin to register it. Remove this mark when they import lazily.",
-)
 def test_list_and_info_do_not_import_torch(tmp_path: Path) -> None:
     import subprocess
     import sys
