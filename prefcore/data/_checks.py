@@ -78,7 +78,9 @@ def check_string(value: Any, field: str) -> str:
         raise DataError(f"must be a non-empty string, got {describe(value)}.", field=field)
     if not value.strip():
         raise DataError("must be a non-empty string, got an empty or blank one.", field=field)
-    return check_unicode(value, field)
+    if _SURROGATE.search(value) is not None:  # inline: this runs for every string of every record
+        check_unicode(value, field)
+    return value
 
 
 def check_optional_string(value: Any, field: str) -> str | None:

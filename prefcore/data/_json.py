@@ -11,6 +11,7 @@ bytes that were not UTF-8, decoded with ``surrogateescape``) are found by the sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -48,35 +49,66 @@ class _DuplicateKeys(dict):  # type: ignore[type-arg]
     duplicate: str
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value = dict(pairs)
-    if len(value) == len(pairs):
-        return value
-    seen: set[str] = set()
-    marked = _DuplicateKeys(value)
-    marked.duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-    return marked
+class _Decoder:
+    """One decoding: marks what it cannot take, and remembers whether it marked anything."""
+
+    def __init__(self) -> None:
+        self.marked = False
+        self._json = json.JSONDecoder(object_pairs_hook=self._object, parse_int=self._int)
+
+    def decode(self, text: str) -> Any:
+        return self._json.decode(text)
+
+    def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        value = dict(pairs)
+        if len(value) == len(pairs):
+            return value
+        self.marked = True
+        seen: set[str] = set()
+        marked = _DuplicateKeys(value)
+        marked.duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        return marked
+
+    def _int(self, text: str) -> int | _HugeInt:
+        try:
+            return int(text)
+        except ValueError:
+            self.marked = True
+            return _HugeInt(len(text.lstrip("-")))
 
 
-def _parse_int(text: str) -> int | _HugeInt:
-    try:
-        return int(text)
-    except ValueError:
-        return _HugeInt(len(text.lstrip("-")))
+# A lone surrogate comes from a \uD800-\uDFFF escape or is in the text itself (bytes
+# decoded with surrogateescape); text without either cannot hold one.
+_SURROGATE_SOURCE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_int=_parse_int)
+def decode(text: str) -> tuple[Any, bool]:
+    """The JSON value of ``text``, and whether it may hold a problem for ``check_tree`` to find.
 
-
-def decode(text: str) -> Any:
-    """The JSON value of ``text``; ``json.JSONDecodeError`` for bad syntax, ``TreeError`` when too deep.
-
-    The value may still hold marked problems: pass it (or each record of it) to ``check_tree``.
+    Raises ``json.JSONDecodeError`` for bad syntax and ``TreeError`` when the decoder runs
+    out of stack. The flag is False only when the text cannot hold a lone surrogate, an int
+    too long to read, a repeated key or nesting past ``MAX_DEPTH``; those checks run at C
+    speed, so the Python walk of ``check_tree`` is left for the rare record that needs it.
     """
+    decoder = _Decoder()
     try:
-        return _DECODER.decode(text)
+        value = decoder.decode(text)
     except RecursionError:
         raise TreeError(_deep_path(text), _too_deep()) from None
+    suspect = decoder.marked or _SURROGATE_SOURCE.search(text) is not None or _nesting(text) >= MAX_DEPTH
+    return value, suspect
+
+
+def _nesting(text: str) -> int:
+    """How deeply lists and objects nest in JSON ``text`` (brackets inside strings do not count)."""
+    opened = text.count("[") + text.count("{")
+    if opened < MAX_DEPTH:  # most records: too few brackets to nest that deep
+        return opened
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(itertools.accumulate(map(_NESTING.__getitem__, brackets)), default=0)
 
 
 def check_tree(value: Any) -> None:

@@ -31,6 +31,8 @@ from types import MappingProxyType
 from typing import Any
 
 from prefcore.atomic import atomic_file
+from prefcore.data._checks import MAX_DEPTH
+from prefcore.data._checks import describe
 from prefcore.data._json import TreeError
 from prefcore.data._json import check_tree
 from prefcore.data._json import decode
@@ -213,8 +215,11 @@ def decode_jsonl_line(raw_line: bytes, source: str, line: int) -> Any:
     if not text.strip():
         return None
     try:
-        value = decode(text)
-        check_tree(value)
+        value, suspect = decode(text)
+        if not isinstance(value, dict):
+            return _not_an_object(value, suspect, source, line)
+        if suspect:
+            check_tree(value)
     except json.JSONDecodeError as error:
         return not_utf8 or DataError(
             f"is not valid JSON: {error.msg} (column {error.colno}). Each line of a JSONL file holds one JSON object.",
@@ -242,7 +247,7 @@ def _read_json(path: Path, source: str) -> Iterator[tuple[int, Any]]:
         )
         text = data.decode("utf-8-sig", errors="surrogateescape")
     try:
-        document = decode(text)
+        document, suspect = decode(text)
     except json.JSONDecodeError as error:
         if not_utf8 is not None:
             raise not_utf8 from None
@@ -265,11 +270,20 @@ def _read_json(path: Path, source: str) -> Iterator[tuple[int, Any]]:
         raise DataError(f"a JSON file holds a list of records, got a {type(document).__name__}.", source=source)
     for number, raw in enumerate(document, start=1):
         try:
-            check_tree(raw)
+            if not isinstance(raw, dict):
+                raw = _not_an_object(raw, suspect, source, number)
+            elif suspect:
+                check_tree(raw)
         except TreeError as error:
             reason = not_utf8.reason if not_utf8 is not None and error.surrogate else error.reason
             raw = DataError(reason, source=source, line=number, field=field_name(error.path))
         yield number, raw
+
+
+def _not_an_object(value: Any, suspect: bool, source: str, line: int) -> DataError:
+    """The error for a record that is a list, string or number; shown only if it is harmless to render."""
+    got = f"a {type(value).__name__}" if suspect else describe(value)
+    return DataError(f"a record must be a JSON object, got {got}.", source=source, line=line)
 
 
 def _located(error: TreeError, source: str) -> DataError:
@@ -301,6 +315,8 @@ def _read_parquet(path: Path, source: str) -> Iterator[tuple[int, Any]]:
                 source=source,
                 field=repeated[0],
             )
+        # Strings from Parquet are valid UTF-8 and its maps were checked above; only nesting is left.
+        deep = max((_type_depth(field.type) for field in table.schema_arrow), default=0) >= MAX_DEPTH - 1
         index = 0
         for batch in table.iter_batches(batch_size=1024):
             try:
@@ -309,7 +325,7 @@ def _read_parquet(path: Path, source: str) -> Iterator[tuple[int, Any]]:
                 rows = [_parquet_row(batch, position, source, index + position + 1) for position in range(len(batch))]
             for row in rows:
                 index += 1
-                if not isinstance(row, DataError):
+                if deep and not isinstance(row, DataError):
                     try:
                         check_tree(row)
                     except TreeError as error:
@@ -320,6 +336,18 @@ def _read_parquet(path: Path, source: str) -> Iterator[tuple[int, Any]]:
     except (OSError, ValueError, pyarrow.ArrowException) as error:
         # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError, ArrowNotImplementedError neither.
         raise DataError(f"is not a readable Parquet file: {error}", source=source) from None
+
+
+def _type_depth(arrow_type: Any) -> int:
+    """How deeply lists, structs and maps nest in an Arrow type (0 for a plain value)."""
+    depth, level, types = 0, 0, [arrow_type]
+    while types and level <= MAX_DEPTH:
+        level += 1
+        children = [child.field(i).type for child in types for i in range(child.num_fields)]
+        if children or any(child.num_fields for child in types):
+            depth = level
+        types = children
+    return depth
 
 
 def _parquet_row(batch: Any, position: int, source: str, line: int) -> dict[str, Any] | DataError:

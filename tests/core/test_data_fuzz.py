@@ -40,8 +40,14 @@ FIELDS = [
 ROLES = ["system", "user", "assistant", "tool", "human", "gpt", "", "Assistant"]
 
 # Record-level problems that have no single field to name: the line is not an object, is
-# not JSON, or its fields fit no format (or several).
-WHOLE_RECORD = ("a record must be a JSON object", "is not valid JSON", "cannot tell the record format", "the fields")
+# not JSON (or not text at all), or its fields fit no format (or several).
+WHOLE_RECORD = (
+    "a record must be a JSON object",
+    "is not valid JSON",
+    "is not UTF-8 text",
+    "cannot tell the record format",
+    "the fields",
+)
 
 
 # ---------------------------------------------------------------- JSON text, hostile by construction
