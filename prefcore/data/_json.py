@@ -7,6 +7,9 @@ take (``_HugeInt``, ``_DuplicateKeys``) instead of failing, and ``check_tree`` w
 result without recursion and raises ``TreeError`` with the path of the first problem, so a
 reader can name the record and field. Lone surrogates (from ``\\ud800`` escapes, or from
 bytes that were not UTF-8, decoded with ``surrogateescape``) are found by the same walk.
+The walk costs as much as the decoding, so ``decode`` says when it is needed: only when
+the decoder marked something or a scan of the text at C speed finds a surrogate escape or
+enough brackets to nest too deep.
 """
 
 from __future__ import annotations

@@ -376,6 +376,13 @@ def _parse_item(raw: Any, prompt: Text, provenance: Provenance, field: str) -> F
 
 def _parse_demonstration(fields: _Fields, annotations: dict[str, Any], provenance: Provenance) -> BinaryLabel:
     """TRL's SFT layouts as the engine's form of a demonstration: a completion labelled desirable."""
+    for kind, markers in _MARKERS:
+        found = sorted(name for name in markers if name in fields and kind not in ("binary", DEMONSTRATION))
+        if found:
+            raise DataError(
+                f"belongs to a {kind} record, not to a demonstration. {NEEDS[DEMONSTRATION]}",
+                field=found[0],
+            )
     label = fields.take("label", True)
     if label is not True:
         raise DataError(

@@ -702,7 +702,10 @@ def test_sft_messages_in_parquet(tmp_path: Path) -> None:
         pytest.param(
             {"completion": "a"}, "prompt", "is missing. A demonstration (SFT) record needs", id="no-prompt-field"
         ),
-        pytest.param({"prompt": "q", "chosen": "a", "rejected": "b"}, "type", None, id="a-pair"),
+        pytest.param({"prompt": "q", "chosen": "a", "rejected": "b"}, "chosen", "belongs to a pairwise", id="a-pair"),
+        pytest.param(
+            {"prompt": "q", "completion": "a", "critique": "b"}, "critique", "a critique record", id="critique"
+        ),
         pytest.param(
             {"messages": [{"role": "system", "content": "s"}, BLUE.to_dict()]},
             "messages[0].role",
@@ -711,12 +714,9 @@ def test_sft_messages_in_parquet(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_bad_demonstrations_name_line_and_field(
-    tmp_path: Path, row: dict[str, Any], field: str, words: str | None
-) -> None:
+def test_bad_demonstrations_name_line_and_field(tmp_path: Path, row: dict[str, Any], field: str, words: str) -> None:
     path = write_lines(tmp_path / "sft.jsonl", [{"prompt": "q", "completion": "a"}, row])
     with pytest.raises(DataError) as excinfo:
         read_demonstrations(path)
-    assert (excinfo.value.line, excinfo.value.field) == (2, field) if words else excinfo.value.line == 2
-    if words:
-        assert words in excinfo.value.reason
+    assert (excinfo.value.line, excinfo.value.field) == (2, field)
+    assert words in excinfo.value.reason
