@@ -47,7 +47,11 @@ class LogProbBatch:
             objective can tell "no soft label" from "certain" and apply its own default; None when
             no pair has one. ``prefcore.plugins.usage._common.pair_probabilities`` fills the NaNs.
         weights: ``[P]`` (pairwise) or ``[S]`` per-example weights, or None.
-        scores: ``[S]`` scalar scores of each sequence (e.g. reward), or None.
+        scores: ``[S]`` the feedback's score of each sequence (a rating, a reward model's reward);
+            listwise batches from scored records carry it, and their ``list_ranks`` order the
+            list by it (higher is better, equal scores tie). NaN for sequences whose record gives
+            none (rankings, pairs); None when no sequence has one. Read by PRO
+            (``prefcore.plugins.usage._common.list_scores``).
         mismatched_index: ``[M]`` sequences pairing a prompt with another example's completion
             (KTO's reference point), excluded from ``labels``' loss; or None.
         num_items: how many comparisons the whole optimiser step holds across gradient

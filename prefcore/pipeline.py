@@ -633,7 +633,7 @@ def relabel_pairs(records: Sequence[Any], scorer: Any, *, batch_size: int = 64) 
                     pair,
                     chosen=winner,
                     rejected=loser,
-                    margin=None,
+                    margin=abs(gap),
                     probability=1 / (1 + math.exp(-abs(gap))),
                     source="ai",
                 )

@@ -277,6 +277,27 @@ def list_values(values: torch.Tensor, list_index: torch.Tensor) -> tuple[torch.T
     return torch.where(valid, gathered, torch.zeros_like(gathered)), valid
 
 
+def list_scores(batch: LogProbBatch, objective: str) -> torch.Tensor | None:
+    """``[L, K]`` the feedback's score of each list item, aligned with ``list_index``, or None without scores.
+
+    NaN at padding and where the item's record gives no score (a ranking, a pair), so an
+    objective can fall back to its plain loss for those lists. Detached: scores are data.
+    """
+    if batch.scores is None:
+        return None
+    list_index, _ = require_lists(batch, objective)
+    scores = upcast(batch.scores.detach())
+    if scores.shape != (batch.num_sequences,):
+        raise ValueError(
+            f"objective {objective!r}: batch.scores has shape {tuple(scores.shape)}; "
+            f"it needs one entry per sequence ({batch.num_sequences})."
+        )
+    if bool(torch.isinf(scores).any()):
+        raise ValueError(f"objective {objective!r}: batch.scores must be finite numbers (NaN = not given).")
+    gathered = scores[list_index.clamp(min=0)]
+    return torch.where(list_index >= 0, gathered, torch.full_like(gathered, float("nan")))
+
+
 def plackett_luce_nll(scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """``[L]`` negative log-likelihood of each ranking under Plackett–Luce with the given ``[L, K]`` scores.
 

@@ -14,6 +14,10 @@ smoothing. Sorting matches quantiles of the two margin distributions (the 1-D op
 transport plan), which makes the policy's margins first-order stochastically dominate
 the reference's across the batch rather than pair by pair.
 
+The margins compared are the policy's and the reference's own log-ratio gaps; the
+feedback's margins and soft labels have no place in the sort (the paper defines none), so
+``LogProbBatch.margins`` and ``probabilities`` are not read (ODPO and cDPO use them).
+
 The batch is coupled through the sort: the loss of one pair depends on the others, so
 per-pair weights do not apply (a weighted batch is refused) and a gradient-accumulation
 split gives a different (still valid) estimate than one large batch.

@@ -9,7 +9,9 @@ Reward Model", https://arxiv.org/abs/2305.18290, Appendix A.3, Eq. 20.
 τ: the ranking, τ(1) the best of the K completions y_1..y_K of prompt x; π, π_ref: policy
 and reference (log-probs summed over completion tokens); β: inverse temperature. For
 K = 2 this is the DPO loss. Tied completions share one softmax denominator (Breslow), so
-their order does not matter; the last term (log 1) drops out.
+their order does not matter; the last term (log 1) drops out. The model is of the order
+only: a scored list trains on the ranking its scores give (``LogProbBatch.scores`` is not
+read; PRO is the listwise objective that weighs by score gaps).
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ without tears", https://arxiv.org/abs/2304.05302, Eqs. 1-4.
     L_ft   = −Σ_t log π(y_best,t | x, y_best,<t)
     loss   = w_rank·L_rank + w_ft·L_ft                            (per ranked list)
 
-y_1..y_K: the completions of one prompt; r_i: their reward, here the order of the ranking
-(r_i < r_j when y_i is ranked below y_j; tied completions are not compared); |y|: number
+y_1..y_K: the completions of one prompt; r_i: their reward, used only through its order:
+the ranking (r_i < r_j when y_i is ranked below y_j; tied completions are not compared).
+Scored completions (``Scores`` records) reach the batch ordered by their scores, equal
+scores tied, so RRHF compares them exactly as the paper does by reward; |y|: number
 of completion tokens; λ: length penalty (1 in the paper); y_best: the top-ranked
 completion; π: the policy. Every completion ranked below another must score lower, and
 the best one is imitated.

@@ -1,7 +1,9 @@
 """Feedback records → training items → micro-batches of sequences with their comparison structure.
 
 A training item is one unit of the loss: a pair (chosen, rejected), a ranked list, an
-unpaired labelled completion, or a single SFT completion. Items are grouped into
+unpaired labelled completion, or a single SFT completion. Ranked lists come from rankings,
+from pairs (and critiques with a revision) as lists of two, and from scored completions
+ordered by their score, which they carry on into ``LogProbBatch.scores``. Items are grouped into
 micro-batches by length (padding-aware batching: similar lengths share a batch, and each
 batch is padded only to its own longest sequence), then flattened into sequences with
 index tensors that say how sequences form comparisons.
@@ -9,7 +11,9 @@ index tensors that say how sequences form comparisons.
 
 from __future__ import annotations
 
+import logging
 import random
+from collections import Counter
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,18 +24,27 @@ import torch
 
 from prefcore.batch import target_token_count
 from prefcore.data import BinaryLabel
+from prefcore.data import Critique
 from prefcore.data import FeedbackRecord
 from prefcore.data import PairwiseComparison
 from prefcore.data import Ranking
+from prefcore.data import Scores
+from prefcore.data import Text
+from prefcore.data import critique_to_pairs
 from prefcore.data import pair_to_binary_labels
 from prefcore.data import preference_target
 from prefcore.data import to_pairs
+from prefcore.data.convert import _RELATIVE_TIE_TOLERANCE
+from prefcore.data.convert import _compared_scores
+from prefcore.data.records import error_at
 from prefcore.engine.sequences import PaddedSequences
 from prefcore.engine.sequences import TokenizedSequence
 from prefcore.engine.sequences import Truncation
 from prefcore.engine.sequences import pad_sequences
 from prefcore.engine.sequences import tokenize_sequence
 from prefcore.errors import ConfigError
+
+logger = logging.getLogger("prefcore.batching")
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,7 @@ class TrainingItem:
     sequences: tuple[TokenizedSequence, ...]
     data_format: str
     ranks: tuple[float, ...] | None = None
+    scores: tuple[float, ...] | None = None
     label: bool | None = None
     margin: float | None = None
     probability: float | None = None
@@ -77,18 +91,138 @@ def _unpaired(records: Iterable[Any]) -> list[BinaryLabel]:
     return labels
 
 
-def _rankings(records: Iterable[Any]) -> list[Ranking]:
-    rankings: list[Ranking] = []
+@dataclass(frozen=True)
+class _RankedList:
+    """A prompt's completions with their ranks (1 = best, equal = tie) and, when scored, their scores."""
+
+    record: Any
+    prompt: Text
+    completions: tuple[Text, ...]
+    ranks: tuple[float, ...]
+    scores: tuple[float, ...] | None = None
+
+
+def _ranks_by_score(values: Sequence[float], tolerance: float) -> tuple[float, ...]:
+    """Competition ranks of ``values``, highest first; values within ``tolerance`` of the next higher tie.
+
+    The tolerance is ``scores_to_pairs``' (a tiny fraction of the rating scale), so a weighted
+    or averaged score that differs only by float rounding is a tie in lists as in pairs.
+    """
+    order = sorted(range(len(values)), key=lambda index: -values[index])
+    ranks = [0.0] * len(values)
+    rank = 1
+    for position, index in enumerate(order):
+        if position and values[order[position - 1]] - values[index] > tolerance:
+            rank = position + 1
+        ranks[index] = float(rank)
+    return tuple(ranks)
+
+
+def _scored_list(record: Scores, completions: tuple[Text, ...], values: Sequence[float]) -> _RankedList:
+    tolerance = _RELATIVE_TIE_TOLERANCE * (record.scale[1] - record.scale[0])
+    return _RankedList(record, record.prompt, completions, _ranks_by_score(values, tolerance), tuple(values))
+
+
+class _LeftOut:
+    """Records that form no ranked list, counted by reason, each reason with where it first occurred."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, str] = {}
+
+    def add(self, record: Any, reason: str) -> None:
+        self.counts[reason] += 1
+        self.first.setdefault(reason, _where(record))
+
+    def report(self, kept: int) -> None:
+        if not self.counts:
+            return
+        reasons = "; ".join(
+            f"{count} {reason} (first: {self.first[reason]})" for reason, count in self.counts.most_common()
+        )
+        logger.warning(
+            "listwise data: %d record(s) form no ranked list and are left out, %d list(s) kept: %s",
+            sum(self.counts.values()),
+            kept,
+            reasons,
+        )
+
+
+def _ranked_lists(records: Iterable[Any]) -> list[_RankedList]:
+    """Every ranked list the records give, in order; what gives none is counted and logged, never dropped silently.
+
+    - a ``Ranking`` as it is;
+    - a pair (or a critique's revision over the original) as a list of two; a tie pair
+      orders nothing and is left out;
+    - a ``Scores`` record of two or more completions as a list ordered by score (equal
+      scores tie), its scores kept for the objectives that weigh by them (PRO). A record
+      rating several aspects raises ``DataError`` naming it, as ``to_pairs`` does: which
+      aspect orders the list is the user's choice;
+    - ``Scores`` records of one completion each (a Likert annotation session writes one per
+      answer) are one list per prompt, rating scale, aspect and annotator, in order of
+      first appearance; a completion rated twice in one list raises ``DataError``, and a
+      prompt with a single rated completion is left out;
+    - binary labels and critiques without a revision order nothing and are left out.
+    """
+    lists: list[_RankedList] = []
+    singles: dict[tuple[Any, ...], list[tuple[Scores, float]]] = {}
+    left_out = _LeftOut()
+
+    def add_pair(pair: PairwiseComparison) -> None:
+        if pair.tie:
+            left_out.add(pair, "tie pair(s), which order nothing")
+        else:
+            lists.append(_RankedList(pair, pair.prompt, (pair.chosen, pair.rejected), (1.0, 2.0)))
+
+    def visit(record: Any) -> None:
+        if isinstance(record, FeedbackRecord):
+            for item in record.items:
+                visit(item)
+        elif isinstance(record, Ranking):
+            ranks = tuple(float(rank) for rank in record.ranks)
+            lists.append(_RankedList(record, record.prompt, record.completions, ranks))
+        elif isinstance(record, PairwiseComparison):
+            add_pair(record)
+        elif isinstance(record, Scores):
+            values, _ = _compared_scores(record, None, None)
+            if len(record.completions) >= 2:
+                lists.append(_scored_list(record, record.completions, values))
+            else:
+                key = (record.prompt, record.scale, record.aspects, record.annotator_id)
+                singles.setdefault(key, []).append((record, values[0]))
+        elif isinstance(record, Critique):
+            pairs = critique_to_pairs(record)
+            if not pairs:
+                left_out.add(record, "critique(s) without a revision, which order nothing")
+            for pair in pairs:
+                add_pair(pair)
+        elif isinstance(record, BinaryLabel):
+            left_out.add(record, "binary label(s), which order nothing; use an unpaired objective")
+        else:
+            raise ConfigError(f"{_where(record)}: listwise training cannot use a {type(record).__name__}.")
+
     for record in records:
-        if isinstance(record, Ranking):
-            rankings.append(record)
-        elif isinstance(record, PairwiseComparison) and not record.tie:
-            rankings.append(
-                Ranking(record.prompt, (record.chosen, record.rejected), (1, 2), provenance=record.provenance)
-            )
-        elif isinstance(record, FeedbackRecord):
-            rankings += _rankings(record.items)
-    return rankings
+        visit(record)
+    for group in singles.values():
+        if len(group) < 2:
+            left_out.add(group[0][0], "one-completion score(s) with no other rating of the same prompt")
+            continue
+        seen: dict[Text, Scores] = {}
+        for record, _ in group:
+            completion = record.completions[0]
+            if completion in seen:
+                raise error_at(
+                    record,
+                    f"rates a completion that {_where(seen[completion])} already rates for this prompt, "
+                    f"scale, aspect and annotator; a ranked list holds each completion once. Remove one rating.",
+                    field="completions[0]",
+                )
+            seen[completion] = record
+        first = group[0][0]
+        merged = tuple(record.completions[0] for record, _ in group)
+        lists.append(_scored_list(first, merged, [value for _, value in group]))
+    left_out.report(len(lists))
+    return lists
 
 
 def build_items(
@@ -149,11 +283,12 @@ def build_items(
     if data_format == "listwise":
         return [
             TrainingItem(
-                tuple(tok(ranking, ranking.prompt, completion) for completion in ranking.completions),
+                tuple(tok(ranked.record, ranked.prompt, completion) for completion in ranked.completions),
                 "listwise",
-                ranks=tuple(float(rank) for rank in ranking.ranks),
+                ranks=ranked.ranks,
+                scores=ranked.scores,
             )
-            for ranking in _rankings(records)
+            for ranked in _ranked_lists(records)
         ]
     if data_format == "sft":
         items = []
@@ -204,6 +339,7 @@ class SequenceBatch:
     margins: torch.Tensor | None = None
     probabilities: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
     mismatched_index: torch.Tensor | None = None
     ref_sequence_logps: torch.Tensor | None = None
     num_items: int = 0
@@ -278,6 +414,17 @@ def collate(
             offset += count
         fields["list_index"] = list_index
         fields["list_ranks"] = list_ranks
+        # Per sequence, in sequence order; NaN for the completions of lists that carry no scores
+        # (rankings, pairs), so an objective tells "no score" from any real one.
+        if any(item.scores is not None for item in items):
+            fields["scores"] = torch.tensor(
+                [
+                    value
+                    for item in items
+                    for value in (item.scores if item.scores is not None else [float("nan")] * len(item.sequences))
+                ],
+                dtype=torch.float32,
+            )
     weights = [item.weight for item in items]
     if any(weight != 1.0 for weight in weights):
         fields["weights"] = torch.tensor(weights, dtype=torch.float32)

@@ -158,6 +158,7 @@ class Trainer(OptimiserLoop):
             list_ranks=batch.list_ranks,
             margins=batch.margins,
             probabilities=batch.probabilities,
+            scores=batch.scores,
             weights=batch.weights,
             mismatched_index=batch.mismatched_index,
             num_items=num_items,

@@ -34,6 +34,7 @@ INVALID_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("rpo", {"alpha": -0.5}, "alpha must be >= 0 for objective 'rpo'. Got -0.5."),
     ("exo_pair", {"epsilon": 0.0}, "epsilon must be in (0.0, 0.5] for objective 'exo_pair'. Got 0.0."),
     ("nca_pair", {"beta": 0}, "beta must be > 0 for objective 'nca_pair'. Got 0.0."),
+    ("odpo", {"alpha": -1}, "alpha must be >= 0 for objective 'odpo'. Got -1.0."),
     ("robust_dpo", {"flip_rate": 0.5}, "flip_rate must be in [0.0, 0.5) for objective 'robust_dpo'. Got 0.5."),
     ("bco_pair", {"beta": -3}, "beta must be > 0 for objective 'bco_pair'. Got -3.0."),
     ("sppo_hard", {"beta": 0}, "beta must be > 0 for objective 'sppo_hard'. Got 0.0."),

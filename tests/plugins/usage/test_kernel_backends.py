@@ -50,8 +50,8 @@ def _run(objective: UsageObjective, batch: LogProbBatch) -> tuple[torch.Tensor, 
 
 USAGE_NAMES = [
     "aot", "aot_pair", "apo_down", "apo_zero", "bco_pair", "cdpo", "cpo", "discopop", "dpo", "exo_pair", "fdpo",
-    "hindsight_sft", "hinge", "ipo", "kto", "nca_pair", "orpo", "plackett_luce_dpo", "pro", "reward_conditioned_sft",
-    "robust_dpo", "rpo", "rrhf", "sft", "sigmoid_norm", "simpo", "sppo_hard", "unlikelihood",
+    "hindsight_sft", "hinge", "ipo", "kto", "nca_pair", "odpo", "orpo", "plackett_luce_dpo", "pro",
+    "reward_conditioned_sft", "robust_dpo", "rpo", "rrhf", "sft", "sigmoid_norm", "simpo", "sppo_hard", "unlikelihood",
 ]  # fmt: skip
 
 
