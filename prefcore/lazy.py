@@ -6,12 +6,15 @@ registration hook; importing torch alone takes seconds. A built-in therefore wri
 once, and the real module is imported on the first attribute access (``torch.zeros``), that
 is when a loss is first computed, not when the plugin is registered.
 
-Why a proxy rather than ``importlib.util.LazyLoader`` (what scientific-python's lazy_loader
-uses): LazyLoader puts a half-made module into ``sys.modules`` straight away, so other
-libraries that probe ``"torch" in sys.modules`` (transformers, accelerate) would see torch
-as imported and touch it. The proxy leaves ``sys.modules`` alone until the module is used.
-Every access goes through the real module (nothing is copied), so monkeypatching the real
-module is seen through the proxy, and setting an attribute on the proxy sets it on the module.
+Why a stand-in rather than ``importlib.util.LazyLoader`` (what scientific-python's
+lazy_loader uses): LazyLoader puts a half-made module into ``sys.modules`` straight away, so
+other libraries that probe ``"torch" in sys.modules`` (transformers, accelerate) would see
+torch as imported and touch it. The stand-in leaves ``sys.modules`` alone until it is used.
+On that first use it also rebinds the name in the module that created it (``torch`` in the
+plugin's globals) to the real module, as Mercurial's demandimport does, so a loss computed a
+million times pays for the indirection once. Until then every access goes through the real
+module (nothing is copied): monkeypatching the real module is seen through the stand-in, and
+setting an attribute on the stand-in sets it on the module.
 
 What a lazy module cannot do: be used at import time. Decorators (``@torch.no_grad()``),
 class bodies, default arguments, base classes (``torch.autograd.Function``) and annotations
@@ -28,7 +31,9 @@ Third-party plugins need none of this: a plain ``import torch`` works; it only m
 from __future__ import annotations
 
 import importlib
+import sys
 import types
+from collections.abc import MutableMapping
 from typing import Any
 
 __all__ = ["lazy_module"]
@@ -37,12 +42,21 @@ __all__ = ["lazy_module"]
 class LazyModule(types.ModuleType):
     """Stands for the module ``name`` and imports it on first attribute access."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, namespace: MutableMapping[str, Any] | None = None) -> None:
         super().__init__(name, f"Lazy stand-in for {name!r}; imported on first attribute access.")
+        # Written to __dict__ directly: __setattr__ forwards to the real module.
+        self.__dict__["_lazy_namespace"] = namespace
 
     def _load(self) -> types.ModuleType:
-        # import_module is a dictionary lookup once the module is in sys.modules.
-        return importlib.import_module(self.__name__)
+        module = importlib.import_module(self.__name__)
+        namespace = self.__dict__["_lazy_namespace"]
+        if namespace is not None:
+            # Later lookups of the name in the creating module find the real module directly.
+            for key, value in list(namespace.items()):
+                if value is self:
+                    namespace[key] = module
+            self.__dict__["_lazy_namespace"] = None
+        return module
 
     def __getattr__(self, attribute: str) -> Any:
         # Only called for names not set on the stand-in itself (its __name__, __doc__, __spec__ ...).
@@ -75,6 +89,7 @@ def lazy_module(name: str) -> types.ModuleType:
         name: the absolute module name, as given to ``import``.
     Returns:
         An object that forwards every attribute access to the real module, importing it on
-        the first. An import error (module not installed) surfaces at that first access.
+        the first; then the global of the calling module that holds it is rebound to the
+        real module. An import error (module not installed) surfaces at that first access.
     """
-    return LazyModule(name)
+    return LazyModule(name, sys._getframe(1).f_globals)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from prefcore.lazy import LazyModule
 from prefcore.lazy import lazy_module
 
 
@@ -26,6 +27,29 @@ def test_imports_on_first_attribute_access(tmp_path: Path, monkeypatch: pytest.M
     assert stand_in.add(stand_in.VALUE) == 42
     assert sys.modules["lazy_target_a"].VALUE == 41
     assert "add" in dir(stand_in)
+
+
+def test_first_use_rebinds_the_name_in_the_module_that_made_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first use the plugin's global is the real module: no indirection per access."""
+    _write_module(tmp_path, "lazy_target_d", "VALUE = 7\n", monkeypatch)
+    _write_module(
+        tmp_path,
+        "lazy_user_d",
+        "from prefcore.lazy import lazy_module\n"
+        "target = lazy_module('lazy_target_d')\n"
+        "alias = target\n"
+        "def read():\n"
+        "    return target.VALUE\n",
+        monkeypatch,
+    )
+    import lazy_user_d
+
+    stand_in = lazy_user_d.target
+    assert isinstance(stand_in, LazyModule) and "lazy_target_d" not in sys.modules
+    assert lazy_user_d.read() == 7
+    real = sys.modules["lazy_target_d"]
+    assert lazy_user_d.target is real and lazy_user_d.alias is real
+    assert stand_in.VALUE == 7  # a reference kept elsewhere still works
 
 
 def test_tools_probing_dunders_do_not_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
