@@ -36,7 +36,7 @@ import types
 from collections.abc import MutableMapping
 from typing import Any
 
-__all__ = ["lazy_module"]
+__all__ = ["LazyModule", "lazy_module"]
 
 
 class LazyModule(types.ModuleType):

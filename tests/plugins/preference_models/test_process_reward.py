@@ -66,6 +66,20 @@ def test_scoring_rule_follows_the_config() -> None:
     assert objective.scoring_rule() == ScoringRule(step_aggregate="product", step_separator=" ; ")
 
 
+def test_config_accepts_exactly_the_engines_aggregates() -> None:
+    """The plugin spells the aggregates out (its config check must not import torch): they must agree."""
+    from typing import get_args
+    from typing import get_type_hints
+
+    from prefcore.engine.reward_model import STEP_AGGREGATES
+    from prefcore.plugins.preference_models import process_reward
+
+    assert process_reward.STEP_AGGREGATES == STEP_AGGREGATES
+    assert get_args(get_type_hints(ProcessRewardConfig)["aggregate"]) == STEP_AGGREGATES
+    for aggregate in STEP_AGGREGATES:
+        assert ProcessReward(ProcessRewardConfig(aggregate=aggregate)).scoring_rule().step_aggregate == aggregate
+
+
 def test_batch_without_steps_is_refused() -> None:
     with pytest.raises(ValueError, match="stepwise data"):
         ProcessReward().loss(RewardBatch(torch.zeros(2, 1)))
