@@ -10,11 +10,11 @@ written back and read again, or raises ``DataError``; never another exception.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -217,8 +217,8 @@ def test_json_reader_contract(tmp_path: Path, data: bytes) -> None:
 
 # ---------------------------------------------------------------- Parquet
 
-pyarrow = pytest.importorskip("pyarrow")
-parquet = pytest.importorskip("pyarrow.parquet")
+pyarrow = importlib.import_module("pyarrow")
+parquet = importlib.import_module("pyarrow.parquet")
 
 MESSAGE = pyarrow.struct([("role", pyarrow.string()), ("content", pyarrow.string())])
 SPAN = pyarrow.struct([("start", pyarrow.int64()), ("end", pyarrow.int64())])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_tensorboard_logger_is_skipped_when_tensorboard_is_missing(
 
 
 def test_tensorboard_logger_writes_event_files(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
+    importlib.import_module("tensorboard")
     logger = TensorBoardLogger(tmp_path)
     manager = PrefcorePluginManager()
     manager.register(logger, name="tensorboard")
