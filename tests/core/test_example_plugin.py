@@ -59,7 +59,7 @@ def test_example_methods_are_listed_with_their_distribution(installed_example: d
 def test_example_methods_are_selectable_by_name(installed_example: dict[str, str], tmp_path: Path) -> None:
     run_file = tmp_path / "run.toml"
     run_file.write_text(
-        '[model]\ndemo = true\n\n'
+        "[model]\ndemo = true\n\n"
         '[feedback]\nmethod = "example_shorter_is_better"\n\n'
         '[usage]\nmethod = "example_offset_dpo"\noffset = 1.0\n'
     )
