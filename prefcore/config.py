@@ -41,12 +41,12 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENGINE_SECTIONS: dict[str, str] = {
-    "run": "prefcore.pipeline:RunSettings",
-    "model": "prefcore.engine.models:ModelConfig",
-    "warm_start": "prefcore.pipeline:WarmStartConfig",
-    "reward_model": "prefcore.engine.reward_trainer:RewardTrainConfig",
-    "self_play": "prefcore.engine.self_play:SelfPlayConfig",
-    "train": "prefcore.engine.trainer:TrainConfig",
+    "run": "prefcore.settings:RunSettings",
+    "model": "prefcore.settings:ModelConfig",
+    "warm_start": "prefcore.settings:WarmStartConfig",
+    "reward_model": "prefcore.settings:RewardTrainConfig",
+    "self_play": "prefcore.settings:SelfPlayConfig",
+    "train": "prefcore.settings:TrainConfig",
     # [judge] also takes the options of the plugin it names, so build_config(JudgeSection) cannot
     # check it: prefcore.judges.plan_judge(config, registry=..., selected=...) does, with the whole file.
     "judge": "prefcore.judges:JudgeSection",

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from typing import Literal
 
 import torch
 
@@ -53,7 +52,6 @@ from prefcore.engine.models import usable_max_length
 from prefcore.engine.progress import StageProgress
 from prefcore.engine.reference import ModelReference
 from prefcore.engine.reference import precompute_reference
-from prefcore.engine.reward_ensemble import COMBINES
 from prefcore.engine.reward_trainer import split_records
 from prefcore.engine.self_play import SelfPlayConfig
 from prefcore.engine.self_play import run_self_play
@@ -64,93 +62,12 @@ from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import GenerationSettings
 from prefcore.judges import plan_judge
-from prefcore.methods import option
 from prefcore.registry import Registry
+from prefcore.settings import RunSettings
+from prefcore.settings import WarmStartConfig
 from prefcore.validation import check_run_config
 
 logger = logging.getLogger("prefcore.pipeline")
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Options of the ``[run]`` section."""
-
-    name: str = option("run", doc="a label for the report")
-    out_dir: str = option("runs", doc="parent folder of run folders when --out is not given")
-    seed: int = option(0, doc="seed of data splits, model initialisation and evaluation draws")
-    reference: str = option("model", doc="'model' (frozen copy), 'precomputed' (cached sums) or 'none'")
-    heldout_fraction: float = option(
-        0.1, doc="share of feedback records held out for evaluation (whole prompts, one seeded split)"
-    )
-    heldout: str | list[str] | None = option(
-        None, doc="held-out preference file(s) for evaluation instead of a split: all feedback trains"
-    )
-    eval_prompts: int = option(64, doc="held-out prompts evaluated per evaluation pass")
-    max_new_tokens: int = option(24, doc="generation length at evaluation")
-    temperature: float = option(0.7, doc="sampling temperature at evaluation (0 = greedy)")
-    samples_per_prompt: int = option(1, doc="completions sampled per held-out prompt at evaluation")
-    reward_labels: bool = option(
-        False, doc="relabel the training pairs with the trained preference model (feedback → RM → usage)"
-    )
-    threads: int = option(0, doc="CPU threads for torch; 0 keeps torch's default (1 is fastest for tiny models)")
-    ensemble: Literal["mean", "min", "mean_minus_std"] = option(
-        "mean", doc="how several [[preference_model]] sections' scores combine: mean, min or mean_minus_std"
-    )
-    ensemble_penalty: float = option(0.0, doc="λ of ensemble = 'mean_minus_std' (score = mean − λ·std)")
-
-    def __post_init__(self) -> None:
-        for name, low in (("eval_prompts", 1), ("max_new_tokens", 1), ("samples_per_prompt", 1), ("threads", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}. Got {getattr(self, name)}.")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy). Got {self.temperature}.")
-        if self.reference not in ("model", "precomputed", "none"):
-            raise ValueError(f"reference must be 'model', 'precomputed' or 'none'. Got {self.reference!r}.")
-        if not 0 <= self.heldout_fraction < 1:
-            raise ValueError(f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.")
-        for path in self.heldout_files:
-            if not path.is_file():
-                raise ValueError(f"heldout: no file {str(path)!r}; name an existing preference file.")
-        if self.ensemble not in COMBINES:
-            raise ValueError(f"ensemble must be one of {', '.join(COMBINES)}. Got {self.ensemble!r}.")
-        if not self.ensemble_penalty >= 0:
-            raise ValueError(f"ensemble_penalty must be >= 0. Got {self.ensemble_penalty}.")
-        if self.ensemble_penalty and self.ensemble != "mean_minus_std":
-            raise ValueError("ensemble_penalty applies only to ensemble = 'mean_minus_std'.")
-
-    @property
-    def heldout_files(self) -> list[Path]:
-        """The held-out files named by ``heldout`` (none: the feedback is split)."""
-        if self.heldout is None:
-            return []
-        return [Path(path) for path in ([self.heldout] if isinstance(self.heldout, str) else self.heldout)]
-
-
-@dataclass(frozen=True)
-class WarmStartConfig:
-    """Options of the ``[warm_start]`` section: SFT before preference training."""
-
-    steps: int = option(0, doc="SFT steps before preference training; 0 skips the warm start")
-    data: str | None = option(
-        None, doc="a file of demonstrations to warm-start on (default: the feedback's demonstrations or chosen)"
-    )
-    lr: float = option(1e-3, doc="SFT learning rate")
-    batch_size: int = option(16, doc="SFT sequences per step")
-    warmup_steps: int = option(0, doc="linear warm-up steps")
-
-    def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
-            raise ValueError(
-                f"steps and warmup_steps must be >= 0 (steps = 0 skips the warm start) and batch_size >= 1. "
-                f"Got steps = {self.steps}, warmup_steps = {self.warmup_steps}, batch_size = {self.batch_size}."
-            )
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0. Got {self.lr}.")
-        if self.data is not None:
-            if not Path(self.data).is_file():
-                raise ValueError(f"data: no file {self.data!r}; name an existing demonstrations file.")
-            if self.steps == 0:
-                raise ValueError("data names a demonstrations file but steps = 0; set steps to warm start on it.")
 
 
 @dataclass

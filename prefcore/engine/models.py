@@ -11,48 +11,17 @@ also when it targets the LM head (the fused log-prob path merges the adapter on 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from typing import Literal
 
 import torch
 
 from prefcore.atomic import atomic_directory
 from prefcore.engine.chat import resolve_chat_template
 from prefcore.errors import ConfigError
-from prefcore.methods import option
+from prefcore.settings import ModelConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Options of the ``[model]`` section."""
-
-    path: str | None = option(
-        None, doc="local directory of a transformers causal LM and its tokenizer, or a local .gguf file"
-    )
-    demo: bool = option(False, doc="build the embedded tiny demo model instead of loading one")
-    dtype: Literal["float32", "bfloat16", "float16"] = option("float32", doc="dtype of the loaded weights")
-    device: str = option("auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
-    chat_template: str | None = option(
-        None, doc="chat template for conversational data: 'chatml', a Jinja file, or the template text"
-    )
-    lora_rank: int = option(0, doc="LoRA rank; 0 trains all weights")
-    lora_alpha: float = option(16.0, doc="LoRA scaling numerator")
-    lora_dropout: float = option(0.0, doc="LoRA dropout on adapter inputs")
-    lora_targets: tuple[str, ...] = option(
-        ("q_proj", "k_proj", "v_proj", "o_proj"), doc="module names LoRA adapts; may include 'lm_head'"
-    )
-
-    def __post_init__(self) -> None:
-        if (self.path is None) == (not self.demo):
-            raise ValueError('set exactly one of [model] path = "<local dir>" or demo = true.')
-        if self.lora_rank < 0:
-            raise ValueError(f"lora_rank must be >= 0. Got {self.lora_rank}.")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1). Got {self.lora_dropout}.")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -39,9 +39,10 @@ from prefcore.engine.reward_trainer import train_preference_model
 from prefcore.errors import ConfigError
 from prefcore.evaluation import Scorer
 from prefcore.methods import PreferenceModel
+from prefcore.settings import ENSEMBLE_COMBINES
 
 Combine = Literal["mean", "min", "mean_minus_std"]
-COMBINES: tuple[str, ...] = ("mean", "min", "mean_minus_std")
+COMBINES = ENSEMBLE_COMBINES
 
 
 def combine_scores(scores: torch.Tensor, combine: str, penalty: float = 0.0) -> torch.Tensor:

@@ -26,7 +26,6 @@ micro-batch gradients equal the gradient of the step mean. Checkpoints go throug
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
@@ -67,57 +66,10 @@ from prefcore.engine.sequences import tokenize_sequence
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
 from prefcore.methods import PreferenceModel
-from prefcore.methods import option
 from prefcore.preference import RewardBatch
+from prefcore.settings import RewardTrainConfig
 
 REWARD_DATA_FORMATS: tuple[str, ...] = ("pairwise", "listwise", "unpaired", "stepwise")
-
-
-@dataclass(frozen=True)
-class RewardTrainConfig:
-    """Options of the preference-model training stage."""
-
-    path: str | None = option(None, doc="local folder of the backbone (a causal LM or AutoModel, save_pretrained)")
-    demo: bool = option(False, doc="start from the demo's tiny Llama instead of a local model")
-    steps: int = option(200, doc="optimiser steps")
-    batch_size: int = option(16, doc="items (pairs, lists, labelled completions) per micro-batch")
-    grad_accum: int = option(1, doc="micro-batches per optimiser step")
-    lr: float = option(1e-4, doc="peak learning rate of AdamW")
-    weight_decay: float = option(0.0, doc="AdamW weight decay")
-    warmup_steps: int = option(0, doc="linear warm-up steps")
-    schedule: Literal["cosine", "linear", "constant"] = option("cosine", doc="learning-rate decay after warm-up")
-    max_grad_norm: float = option(1.0, doc="gradient clipping norm; 0 disables clipping")
-    max_length: int = option(512, doc="longest prompt + completion in tokens")
-    truncation: Literal["truncate", "error"] = option("truncate", doc="what to do with over-long records")
-    ties: Literal["skip", "keep"] = option("skip", doc="tie pairs: leave out, or keep (soft_bradley_terry: p = 0.5)")
-    rank_gap_margin: bool = option(False, doc="pairs made from rankings carry the rank gap as their margin")
-    seed: int = option(0, doc="seed of the split, the data order and the heads' initialisation")
-    heldout_fraction: float = option(0.1, doc="share of prompts held out to measure pairwise accuracy")
-    eval_every: int = option(0, doc="measure held-out accuracy every N steps; 0 = only at the end")
-    eval_batch_size: int = option(32, doc="completions per scoring batch at evaluation")
-    checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
-    keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
-    log_every: int = option(1, doc="report metrics every N steps")
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1. Got {getattr(self, name)}.", field=name)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a finite number > 0. Got {self.lr}.", field="lr")
-        for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0. Got {getattr(self, name)}.", field=name)
-        if self.keep_checkpoints < 0:
-            raise ConfigError(
-                f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.", field="keep_checkpoints"
-            )
-        if not 0 <= self.heldout_fraction < 1:
-            raise ConfigError(
-                f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.", field="heldout_fraction"
-            )
-        if self.path is not None and self.demo:
-            raise ConfigError("set path or demo = true, not both.", field="path")
 
 
 # ----------------------------------------------------------------------------------------------

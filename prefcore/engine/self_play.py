@@ -18,7 +18,6 @@ import random
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,27 +38,9 @@ from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
 from prefcore.errors import ConfigError
 from prefcore.evaluation import GenerationSettings
-from prefcore.methods import option
+from prefcore.settings import SelfPlayConfig
 
 logger = logging.getLogger("prefcore.self_play")
-
-
-@dataclass(frozen=True)
-class SelfPlayConfig:
-    """Options of the ``[self_play]`` section."""
-
-    rounds: int = option(0, doc="SPIN rounds; 0 trains once on the feedback records instead")
-    prompts: int = option(512, doc="demonstrations per round whose prompts the policy answers")
-    temperature: float = option(1.0, doc="sampling temperature of the policy's own answers")
-    max_new_tokens: int = option(32, doc="length limit of the policy's own answers")
-
-    def __post_init__(self) -> None:
-        if self.rounds < 0 or self.prompts < 1:
-            raise ValueError(f"rounds must be >= 0 and prompts >= 1. Got {self.rounds} and {self.prompts}.")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1. Got {self.max_new_tokens}.")
-        if not 0 <= self.temperature < float("inf"):  # also refuses NaN
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy). Got {self.temperature}.")
 
 
 def reference_over_generation(demonstrations: Sequence[Any], generations: Sequence[str]) -> list[PairwiseComparison]:

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -31,44 +30,7 @@ from prefcore.engine.loop import check_loss
 from prefcore.engine.progress import StageProgress
 from prefcore.errors import ConfigError
 from prefcore.methods import UsageObjective
-from prefcore.methods import option
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Options of the ``[train]`` section."""
-
-    steps: int = option(100, doc="optimiser steps")
-    batch_size: int = option(8, doc="comparisons per micro-batch")
-    grad_accum: int = option(1, doc="micro-batches per optimiser step")
-    lr: float = option(5e-5, doc="peak learning rate of AdamW")
-    weight_decay: float = option(0.0, doc="AdamW weight decay")
-    warmup_steps: int = option(0, doc="linear warm-up steps")
-    schedule: Literal["cosine", "linear", "constant"] = option("cosine", doc="learning-rate decay after warm-up")
-    max_grad_norm: float = option(1.0, doc="gradient clipping norm; 0 disables clipping")
-    max_length: int = option(512, doc="longest prompt + completion in tokens")
-    truncation: Literal["truncate", "error"] = option("truncate", doc="what to do with over-long records")
-    seed: int = option(0, doc="seed of data order, initialisation and dropout")
-    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", doc="autocast dtype on GPU (CPU runs in fp32)")
-    fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
-    kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
-    checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
-    keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
-    eval_every: int = option(0, doc="evaluate every N steps; 0 = only before and after training")
-    log_every: int = option(1, doc="report metrics every N steps")
-    progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1. Got {getattr(self, name)}.")
-        if not self.lr > 0 or self.lr == float("inf"):  # also refuses NaN
-            raise ValueError(f"lr must be a finite number > 0. Got {self.lr}.")
-        for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0. Got {getattr(self, name)}.")
-        if self.keep_checkpoints < 0:
-            raise ValueError(f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.")
+from prefcore.settings import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -171,14 +171,14 @@ def test_info_documents_every_engine_section(capsys: pytest.CaptureFixture[str])
     assert "[warm_start] (engine section)" in printed and "SFT learning rate" in printed
 
 
-def test_list_and_info_do_not_import_torch(tmp_path: Path) -> None:
+def test_list_and_info_import_no_torch_also_for_engine_sections(tmp_path: Path) -> None:
     import subprocess
     import sys
 
     script = (
         "import sys\n"
         "from prefcore.cli import main\n"
-        "main(['list']); main(['info', 'dpo'])\n"
+        "main(['list']); main(['info', 'dpo']); main(['info', 'train']); main(['info', '--engine'])\n"
         "print(sorted(m for m in ('torch', 'triton', 'transformers') if m in sys.modules))\n"
     )
     done = subprocess.run(

@@ -1,0 +1,243 @@
+"""The options of the engine's run-file sections: ``[run]``, ``[warm_start]``, ``[model]``, ``[train]``,
+``[reward_model]`` and ``[self_play]``.
+
+They live apart from the stages that use them, in a module that imports no torch, so that
+``prefcore info train`` and a dry run read and check them in a fraction of a second. Each
+field carries its one-line doc (``option(..., doc=...)``), which ``prefcore info`` prints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from prefcore.errors import ConfigError
+from prefcore.methods import option
+
+ENSEMBLE_COMBINES: tuple[str, ...] = ("mean", "min", "mean_minus_std")
+"""How several preference models' scores combine (``prefcore.engine.reward_ensemble``)."""
+
+__all__ = [
+    "ENSEMBLE_COMBINES",
+    "ModelConfig",
+    "RewardTrainConfig",
+    "RunSettings",
+    "SelfPlayConfig",
+    "TrainConfig",
+    "WarmStartConfig",
+]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Options of the ``[run]`` section."""
+
+    name: str = option("run", doc="a label for the report")
+    out_dir: str = option("runs", doc="parent folder of run folders when --out is not given")
+    seed: int = option(0, doc="seed of data splits, model initialisation and evaluation draws")
+    reference: str = option("model", doc="'model' (frozen copy), 'precomputed' (cached sums) or 'none'")
+    heldout_fraction: float = option(
+        0.1, doc="share of feedback records held out for evaluation (whole prompts, one seeded split)"
+    )
+    heldout: str | list[str] | None = option(
+        None, doc="held-out preference file(s) for evaluation instead of a split: all feedback trains"
+    )
+    eval_prompts: int = option(64, doc="held-out prompts evaluated per evaluation pass")
+    max_new_tokens: int = option(24, doc="generation length at evaluation")
+    temperature: float = option(0.7, doc="sampling temperature at evaluation (0 = greedy)")
+    samples_per_prompt: int = option(1, doc="completions sampled per held-out prompt at evaluation")
+    reward_labels: bool = option(
+        False, doc="relabel the training pairs with the trained preference model (feedback → RM → usage)"
+    )
+    threads: int = option(0, doc="CPU threads for torch; 0 keeps torch's default (1 is fastest for tiny models)")
+    ensemble: Literal["mean", "min", "mean_minus_std"] = option(
+        "mean", doc="how several [[preference_model]] sections' scores combine: mean, min or mean_minus_std"
+    )
+    ensemble_penalty: float = option(0.0, doc="λ of ensemble = 'mean_minus_std' (score = mean − λ·std)")
+
+    def __post_init__(self) -> None:
+        for name, low in (("eval_prompts", 1), ("max_new_tokens", 1), ("samples_per_prompt", 1), ("threads", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}. Got {getattr(self, name)}.")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy). Got {self.temperature}.")
+        if self.reference not in ("model", "precomputed", "none"):
+            raise ValueError(f"reference must be 'model', 'precomputed' or 'none'. Got {self.reference!r}.")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.")
+        for path in self.heldout_files:
+            if not path.is_file():
+                raise ValueError(f"heldout: no file {str(path)!r}; name an existing preference file.")
+        if self.ensemble not in ENSEMBLE_COMBINES:
+            raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_COMBINES)}. Got {self.ensemble!r}.")
+        if not self.ensemble_penalty >= 0:
+            raise ValueError(f"ensemble_penalty must be >= 0. Got {self.ensemble_penalty}.")
+        if self.ensemble_penalty and self.ensemble != "mean_minus_std":
+            raise ValueError("ensemble_penalty applies only to ensemble = 'mean_minus_std'.")
+
+    @property
+    def heldout_files(self) -> list[Path]:
+        """The held-out files named by ``heldout`` (none: the feedback is split)."""
+        if self.heldout is None:
+            return []
+        return [Path(path) for path in ([self.heldout] if isinstance(self.heldout, str) else self.heldout)]
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """Options of the ``[warm_start]`` section: SFT before preference training."""
+
+    steps: int = option(0, doc="SFT steps before preference training; 0 skips the warm start")
+    data: str | None = option(
+        None, doc="a file of demonstrations to warm-start on (default: the feedback's demonstrations or chosen)"
+    )
+    lr: float = option(1e-3, doc="SFT learning rate")
+    batch_size: int = option(16, doc="SFT sequences per step")
+    warmup_steps: int = option(0, doc="linear warm-up steps")
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError(
+                f"steps and warmup_steps must be >= 0 (steps = 0 skips the warm start) and batch_size >= 1. "
+                f"Got steps = {self.steps}, warmup_steps = {self.warmup_steps}, batch_size = {self.batch_size}."
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0. Got {self.lr}.")
+        if self.data is not None:
+            if not Path(self.data).is_file():
+                raise ValueError(f"data: no file {self.data!r}; name an existing demonstrations file.")
+            if self.steps == 0:
+                raise ValueError("data names a demonstrations file but steps = 0; set steps to warm start on it.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Options of the ``[model]`` section."""
+
+    path: str | None = option(
+        None, doc="local directory of a transformers causal LM and its tokenizer, or a local .gguf file"
+    )
+    demo: bool = option(False, doc="build the embedded tiny demo model instead of loading one")
+    dtype: Literal["float32", "bfloat16", "float16"] = option("float32", doc="dtype of the loaded weights")
+    device: str = option("auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
+    chat_template: str | None = option(
+        None, doc="chat template for conversational data: 'chatml', a Jinja file, or the template text"
+    )
+    lora_rank: int = option(0, doc="LoRA rank; 0 trains all weights")
+    lora_alpha: float = option(16.0, doc="LoRA scaling numerator")
+    lora_dropout: float = option(0.0, doc="LoRA dropout on adapter inputs")
+    lora_targets: tuple[str, ...] = option(
+        ("q_proj", "k_proj", "v_proj", "o_proj"), doc="module names LoRA adapts; may include 'lm_head'"
+    )
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (not self.demo):
+            raise ValueError('set exactly one of [model] path = "<local dir>" or demo = true.')
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0. Got {self.lora_rank}.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1). Got {self.lora_dropout}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of the ``[train]`` section."""
+
+    steps: int = option(100, doc="optimiser steps")
+    batch_size: int = option(8, doc="comparisons per micro-batch")
+    grad_accum: int = option(1, doc="micro-batches per optimiser step")
+    lr: float = option(5e-5, doc="peak learning rate of AdamW")
+    weight_decay: float = option(0.0, doc="AdamW weight decay")
+    warmup_steps: int = option(0, doc="linear warm-up steps")
+    schedule: Literal["cosine", "linear", "constant"] = option("cosine", doc="learning-rate decay after warm-up")
+    max_grad_norm: float = option(1.0, doc="gradient clipping norm; 0 disables clipping")
+    max_length: int = option(512, doc="longest prompt + completion in tokens")
+    truncation: Literal["truncate", "error"] = option("truncate", doc="what to do with over-long records")
+    seed: int = option(0, doc="seed of data order, initialisation and dropout")
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", doc="autocast dtype on GPU (CPU runs in fp32)")
+    fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
+    kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
+    checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
+    keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
+    eval_every: int = option(0, doc="evaluate every N steps; 0 = only before and after training")
+    log_every: int = option(1, doc="report metrics every N steps")
+    progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Got {getattr(self, name)}.")
+        if not self.lr > 0 or self.lr == float("inf"):  # also refuses NaN
+            raise ValueError(f"lr must be a finite number > 0. Got {self.lr}.")
+        for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0. Got {getattr(self, name)}.")
+        if self.keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.")
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    """Options of the preference-model training stage."""
+
+    path: str | None = option(None, doc="local folder of the backbone (a causal LM or AutoModel, save_pretrained)")
+    demo: bool = option(False, doc="start from the demo's tiny Llama instead of a local model")
+    steps: int = option(200, doc="optimiser steps")
+    batch_size: int = option(16, doc="items (pairs, lists, labelled completions) per micro-batch")
+    grad_accum: int = option(1, doc="micro-batches per optimiser step")
+    lr: float = option(1e-4, doc="peak learning rate of AdamW")
+    weight_decay: float = option(0.0, doc="AdamW weight decay")
+    warmup_steps: int = option(0, doc="linear warm-up steps")
+    schedule: Literal["cosine", "linear", "constant"] = option("cosine", doc="learning-rate decay after warm-up")
+    max_grad_norm: float = option(1.0, doc="gradient clipping norm; 0 disables clipping")
+    max_length: int = option(512, doc="longest prompt + completion in tokens")
+    truncation: Literal["truncate", "error"] = option("truncate", doc="what to do with over-long records")
+    ties: Literal["skip", "keep"] = option("skip", doc="tie pairs: leave out, or keep (soft_bradley_terry: p = 0.5)")
+    rank_gap_margin: bool = option(False, doc="pairs made from rankings carry the rank gap as their margin")
+    seed: int = option(0, doc="seed of the split, the data order and the heads' initialisation")
+    heldout_fraction: float = option(0.1, doc="share of prompts held out to measure pairwise accuracy")
+    eval_every: int = option(0, doc="measure held-out accuracy every N steps; 0 = only at the end")
+    eval_batch_size: int = option(32, doc="completions per scoring batch at evaluation")
+    checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
+    keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
+    log_every: int = option(1, doc="report metrics every N steps")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1. Got {getattr(self, name)}.", field=name)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a finite number > 0. Got {self.lr}.", field="lr")
+        for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0. Got {getattr(self, name)}.", field=name)
+        if self.keep_checkpoints < 0:
+            raise ConfigError(
+                f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.", field="keep_checkpoints"
+            )
+        if not 0 <= self.heldout_fraction < 1:
+            raise ConfigError(
+                f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.", field="heldout_fraction"
+            )
+        if self.path is not None and self.demo:
+            raise ConfigError("set path or demo = true, not both.", field="path")
+
+
+@dataclass(frozen=True)
+class SelfPlayConfig:
+    """Options of the ``[self_play]`` section."""
+
+    rounds: int = option(0, doc="SPIN rounds; 0 trains once on the feedback records instead")
+    prompts: int = option(512, doc="demonstrations per round whose prompts the policy answers")
+    temperature: float = option(1.0, doc="sampling temperature of the policy's own answers")
+    max_new_tokens: int = option(32, doc="length limit of the policy's own answers")
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0 or self.prompts < 1:
+            raise ValueError(f"rounds must be >= 0 and prompts >= 1. Got {self.rounds} and {self.prompts}.")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1. Got {self.max_new_tokens}.")
+        if not 0 <= self.temperature < float("inf"):  # also refuses NaN
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy). Got {self.temperature}.")
