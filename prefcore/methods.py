@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import re
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
+
+from prefcore.errors import ConfigError
 
 if TYPE_CHECKING:
     from prefcore.batch import LogProbBatch
@@ -45,6 +48,44 @@ def option(default: Any = dataclasses.MISSING, *, doc: str, **kwargs: Any) -> An
         kwargs: passed to ``dataclasses.field`` (e.g. ``default_factory``).
     """
     return dataclasses.field(default=default, metadata={"doc": doc}, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Option checks for a config's ``__post_init__``: the error names the option, the method and the value
+# ----------------------------------------------------------------------------------------------
+
+
+def check_finite(method: str, name: str, value: float) -> None:
+    """``value`` must be a real, finite number (not a bool, NaN or ±inf), as a run file requires."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(
+            f"{name} must be a finite number for objective {method!r}. Got {value!r}.", method=method, field=name
+        )
+
+
+def check_positive(method: str, name: str, value: float) -> None:
+    """``value`` must be finite and > 0 (a temperature, a scale, β)."""
+    check_finite(method, name, value)
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0 for objective {method!r}. Got {value}.", method=method, field=name)
+
+
+def check_non_negative(method: str, name: str, value: float) -> None:
+    """``value`` must be finite and >= 0 (a coefficient that 0 switches off)."""
+    check_finite(method, name, value)
+    if not value >= 0:
+        raise ConfigError(f"{name} must be >= 0 for objective {method!r}. Got {value}.", method=method, field=name)
+
+
+def check_in_range(method: str, name: str, value: float, low: float, high: float, *, closed: str = "[)") -> None:
+    """``value`` must lie between ``low`` and ``high``; ``closed`` (``[)``, ``[]``, ``()``, ``(]``) names the ends."""
+    above = value >= low if closed[0] == "[" else value > low
+    below = value <= high if closed[1] == "]" else value < high
+    if not (above and below):
+        interval = f"{closed[0]}{low}, {high}{closed[1]}"
+        raise ConfigError(
+            f"{name} must be in {interval} for objective {method!r}. Got {value}.", method=method, field=name
+        )
 
 
 @dataclasses.dataclass(frozen=True)
