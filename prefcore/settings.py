@@ -26,6 +26,7 @@ __all__ = [
     "RunSettings",
     "SelfPlayConfig",
     "TrainConfig",
+    "TrainLoopConfig",
     "WarmStartConfig",
 ]
 
@@ -142,8 +143,13 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Options of the ``[train]`` section."""
+class TrainLoopConfig:
+    """The options every training stage shares: optimiser, schedule, lengths, seed, checkpoints, logging.
+
+    ``[train]`` and ``[reward_model]`` both run ``prefcore.engine.loop.OptimiserLoop``; their common
+    fields live here once, with the policy trainer's defaults, so that the two sections cannot drift
+    apart in name, meaning or validation. A section overrides a default by declaring the field again.
+    """
 
     steps: int = option(100, doc="optimiser steps")
     batch_size: int = option(8, doc="comparisons per micro-batch")
@@ -156,59 +162,16 @@ class TrainConfig:
     max_length: int = option(512, doc="longest prompt + completion in tokens")
     truncation: Literal["truncate", "error"] = option("truncate", doc="what to do with over-long records")
     seed: int = option(0, doc="seed of data order, initialisation and dropout")
-    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", doc="autocast dtype on GPU (CPU runs in fp32)")
-    fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
-    kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
     checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
     keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
     eval_every: int = option(0, doc="evaluate every N steps; 0 = only before and after training")
     log_every: int = option(1, doc="report metrics every N steps")
-    progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1. Got {getattr(self, name)}.")
-        if not self.lr > 0 or self.lr == float("inf"):  # also refuses NaN
-            raise ValueError(f"lr must be a finite number > 0. Got {self.lr}.")
-        for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0. Got {getattr(self, name)}.")
-        if self.keep_checkpoints < 0:
-            raise ValueError(f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.")
-
-
-@dataclass(frozen=True)
-class RewardTrainConfig:
-    """Options of the preference-model training stage."""
-
-    path: str | None = option(None, doc="local folder of the backbone (a causal LM or AutoModel, save_pretrained)")
-    demo: bool = option(False, doc="start from the demo's tiny Llama instead of a local model")
-    steps: int = option(200, doc="optimiser steps")
-    batch_size: int = option(16, doc="items (pairs, lists, labelled completions) per micro-batch")
-    grad_accum: int = option(1, doc="micro-batches per optimiser step")
-    lr: float = option(1e-4, doc="peak learning rate of AdamW")
-    weight_decay: float = option(0.0, doc="AdamW weight decay")
-    warmup_steps: int = option(0, doc="linear warm-up steps")
-    schedule: Literal["cosine", "linear", "constant"] = option("cosine", doc="learning-rate decay after warm-up")
-    max_grad_norm: float = option(1.0, doc="gradient clipping norm; 0 disables clipping")
-    max_length: int = option(512, doc="longest prompt + completion in tokens")
-    truncation: Literal["truncate", "error"] = option("truncate", doc="what to do with over-long records")
-    ties: Literal["skip", "keep"] = option("skip", doc="tie pairs: leave out, or keep (soft_bradley_terry: p = 0.5)")
-    rank_gap_margin: bool = option(False, doc="pairs made from rankings carry the rank gap as their margin")
-    seed: int = option(0, doc="seed of the split, the data order and the heads' initialisation")
-    heldout_fraction: float = option(0.1, doc="share of prompts held out to measure pairwise accuracy")
-    eval_every: int = option(0, doc="measure held-out accuracy every N steps; 0 = only at the end")
-    eval_batch_size: int = option(32, doc="completions per scoring batch at evaluation")
-    checkpoint_every: int = option(0, doc="save a checkpoint every N steps and at the end; 0 = no checkpoint")
-    keep_checkpoints: int = option(2, doc="how many checkpoints to keep; 0 keeps all")
-    log_every: int = option(1, doc="report metrics every N steps")
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1. Got {getattr(self, name)}.", field=name)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if not (self.lr > 0 and math.isfinite(self.lr)):  # also refuses NaN
             raise ConfigError(f"lr must be a finite number > 0. Got {self.lr}.", field="lr")
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "max_grad_norm", "weight_decay"):
             if getattr(self, name) < 0:
@@ -217,6 +180,38 @@ class RewardTrainConfig:
             raise ConfigError(
                 f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.", field="keep_checkpoints"
             )
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainLoopConfig):
+    """Options of the ``[train]`` section."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", doc="autocast dtype on GPU (CPU runs in fp32)")
+    fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
+    kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
+    progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig(TrainLoopConfig):
+    """Options of the preference-model training stage."""
+
+    steps: int = option(200, doc="optimiser steps")
+    batch_size: int = option(16, doc="items (pairs, lists, labelled completions) per micro-batch")
+    lr: float = option(1e-4, doc="peak learning rate of AdamW")
+    seed: int = option(0, doc="seed of the split, the data order and the heads' initialisation")
+    eval_every: int = option(0, doc="measure held-out accuracy every N steps; 0 = only at the end")
+    path: str | None = option(None, doc="local folder of the backbone (a causal LM or AutoModel, save_pretrained)")
+    demo: bool = option(False, doc="start from the demo's tiny Llama instead of a local model")
+    ties: Literal["skip", "keep"] = option("skip", doc="tie pairs: leave out, or keep (soft_bradley_terry: p = 0.5)")
+    rank_gap_margin: bool = option(False, doc="pairs made from rankings carry the rank gap as their margin")
+    heldout_fraction: float = option(0.1, doc="share of prompts held out to measure pairwise accuracy")
+    eval_batch_size: int = option(32, doc="completions per scoring batch at evaluation")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be >= 1. Got {self.eval_batch_size}.", field="eval_batch_size")
         if not 0 <= self.heldout_fraction < 1:
             raise ConfigError(
                 f"heldout_fraction must be in [0, 1). Got {self.heldout_fraction}.", field="heldout_fraction"
