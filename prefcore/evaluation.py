@@ -1,9 +1,19 @@
-"""What an evaluator receives and returns.
+"""The evaluator author's surface: what an evaluator receives, returns and may reuse.
 
 An evaluator gets the trained policy, the reference it started from, a held-out
 dataset and whatever judges or scorers the run has; it returns metrics plus samples.
 Judges and scorers are plain callables so that a rule, an LLM judge or a reward model
 plug in the same way.
+
+The helpers below are what the built-in evaluators use, so a third-party evaluator can
+do the same: read the inputs (``require_prompts``, ``EvaluationInputError``), sample
+completions once per pass (``cached_completions``, ``greedy``), score completions with a
+model (``tokenize_completion``, ``sequence_logps``, ``completion_token_logps``) and ask
+the judge in both orders (``judged_verdicts``, ``Verdict``). Judge verdicts are cached in
+``EvaluationContext.cache`` next to the completions, so ``win_rate`` and ``samples`` show
+the same verdict for the same pair and a costly judge is asked once per order.
+
+This module loads no torch: the scoring helpers import the engine on first use.
 """
 
 from __future__ import annotations
@@ -15,11 +25,70 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from prefcore.engine.generation import GeneratedCompletions
+from prefcore.engine.generation import cached_completions
+from prefcore.engine.generation import eval_mode
+from prefcore.engine.generation import greedy
+from prefcore.engine.generation import prompts_key
+from prefcore.errors import PrefcoreError
+from prefcore.lazy import lazy_module
+
+torch = lazy_module("torch")
+logprobs = lazy_module("prefcore.engine.logprobs")
+sequences = lazy_module("prefcore.engine.sequences")
+
+__all__ = [
+    "DEFAULT_BETA",
+    "JUDGE_HINT",
+    "TIE_TOLERANCE",
+    "EvaluationContext",
+    "EvaluationInputError",
+    "EvaluationResult",
+    "GeneratedCompletions",
+    "GenerationSettings",
+    "Judge",
+    "Scorer",
+    "TokenIds",
+    "Verdict",
+    "cached_completions",
+    "completion_token_logps",
+    "eval_mode",
+    "evaluation_prompts",
+    "greedy",
+    "judged_verdicts",
+    "pad_token_id",
+    "prompt_display",
+    "prompt_token_ids",
+    "require_prompts",
+    "sequence_logps",
+    "tokenize_completion",
+]
+
 Judge = Callable[[Any, str, str], float]
 """``judge(prompt, first, second)`` → probability that ``first`` is better (0.5 = tie)."""
 
 Scorer = Callable[[Sequence[Any], Sequence[str]], Sequence[float]]
 """``scorer(prompts, completions)`` → one scalar score per completion, batched."""
+
+TokenIds = tuple[Sequence[int], Sequence[int]]
+"""``(prompt_ids, completion_ids)`` of one sequence to score."""
+
+DEFAULT_BETA = 0.1
+"""β of implicit-reward metrics when the run's objective declares none (SFT, for example)."""
+
+JUDGE_HINT = (
+    'Add a [judge] section to the run file (kind = "rule", "preference_model" or "llm"; see prefcore.judges), '
+    "or pass judge= to EvaluationContext from Python."
+)
+"""What to tell a user whose evaluator needs a judge the run does not have."""
+
+TIE_TOLERANCE = 1e-9
+"""Verdicts this close to 0.5 are ties (judges return floats)."""
+
+
+# -------------------------------------------------------------------------
+# What an evaluator receives and returns
+# -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -48,9 +117,12 @@ class EvaluationContext:
         scorer: a batched scalar scorer (reward model), or None.
         generation: sampling settings.
         generation_prefix: text the usage objective wants before each prompt when generating.
-        beta: the objective's β, for implicit-reward metrics.
+        beta: β of the implicit reward r = β · (log π − log π_ref), for implicit-reward
+            metrics: the run's objective declares it (``UsageObjective.implicit_reward_beta``);
+            ``DEFAULT_BETA`` when it declares none.
         device: where the models live.
         seed: the seed of random draws (which samples are shown).
+        cache: shared by the evaluators of one pass (completions, verdicts, a ``checker``).
     """
 
     policy: Any
@@ -62,7 +134,7 @@ class EvaluationContext:
     scorer: Scorer | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     generation_prefix: str = ""
-    beta: float = 0.1
+    beta: float = DEFAULT_BETA
     device: str = "cpu"
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
@@ -74,3 +146,207 @@ class EvaluationResult:
 
     metrics: Mapping[str, float]
     samples: Sequence[Mapping[str, Any]] = ()
+
+
+class EvaluationInputError(PrefcoreError, ValueError):
+    """An evaluator was asked to run without an input it cannot do without.
+
+    Attributes:
+        evaluator: the evaluator's name.
+        missing: what it needs (``"a judge"``, ``"held-out prompts"``, ...).
+    """
+
+    def __init__(self, evaluator: str, missing: str, hint: str) -> None:
+        self.evaluator = evaluator
+        self.missing = missing
+        super().__init__(f"Evaluator {evaluator!r} needs {missing}, but the evaluation context has none. {hint}")
+
+
+# -------------------------------------------------------------------------
+# Reading the inputs
+# -------------------------------------------------------------------------
+
+
+def evaluation_prompts(context: EvaluationContext) -> list[Any]:
+    """The held-out prompts, or else the distinct prompts of the held-out preference records."""
+    if context.prompts:
+        return list(context.prompts)
+    seen: dict[Any, None] = {}
+    for record in context.preferences:
+        prompt = getattr(record, "prompt", None)
+        if prompt is not None:
+            seen.setdefault(prompt, None)
+    return list(seen)
+
+
+def require_prompts(context: EvaluationContext, evaluator: str) -> list[Any]:
+    """``evaluation_prompts``, or an ``EvaluationInputError`` naming ``evaluator`` when there are none."""
+    prompts = evaluation_prompts(context)
+    if not prompts:
+        raise EvaluationInputError(
+            evaluator, "held-out prompts", "Give the run an evaluation split (prompts or preference records)."
+        )
+    return prompts
+
+
+def prompt_display(prompt: Any) -> str:
+    """A prompt as one readable string: the text, or its chat turns as ``role: content``."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{message.role}: {message.content}" for message in prompt)
+
+
+# -------------------------------------------------------------------------
+# Scoring completions with a model
+# -------------------------------------------------------------------------
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads scored batches: the tokenizer's pad token, else its EOS."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Any, *, prefix: str = "") -> list[int]:
+    """The ids a model is conditioned on for ``prompt`` (chat template, ``prefix``), as in training."""
+    return sequences.prompt_token_ids(tokenizer, prompt, prefix=prefix)
+
+
+def tokenize_completion(
+    tokenizer: Any,
+    prompt: Any,
+    completion: Any,
+    *,
+    max_length: int,
+    prefix: str = "",
+    where: str = "held-out record",
+) -> TokenIds:
+    """``(prompt_ids, completion_ids)`` of a text or chat completion, tokenised as training does.
+
+    Arguments:
+        tokenizer: the run's tokenizer.
+        prompt, completion: text or chat messages.
+        max_length: prompt + completion tokens; longer prompts are cut from the left.
+        prefix: condition text before the prompt (``context.generation_prefix`` for the policy).
+        where: how errors name the record.
+    """
+    tokenized = sequences.tokenize_sequence(
+        tokenizer, prompt, completion, max_length=max_length, prefix=prefix, where=where
+    )
+    return tokenized.prompt_ids, tokenized.completion_ids
+
+
+def _padded(rows: Sequence[TokenIds], context: EvaluationContext) -> Any:
+    tokenized = [sequences.TokenizedSequence(tuple(prompt), tuple(completion)) for prompt, completion in rows]
+    return sequences.pad_sequences(tokenized, pad_token_id(context.tokenizer)).to(context.device)
+
+
+def sequence_logps(model: Any, rows: Sequence[TokenIds], context: EvaluationContext) -> torch.Tensor:
+    """Summed completion log-probs of each row, ``[S]`` float64 on ``context.device``.
+
+    log π(y | x) = Σ_t log π(y_t | x, y_<t), computed in eval mode (no dropout) without
+    gradients, in one padded batch: pass as many rows as fit in memory at once.
+    """
+    padded = _padded(rows, context)
+    with eval_mode(model):
+        return logprobs.sequence_logps(model, padded).double()
+
+
+def completion_token_logps(model: Any, rows: Sequence[TokenIds], context: EvaluationContext) -> torch.Tensor:
+    """Log-probs of every completion token of every row, row after row, float64 on the CPU.
+
+    Row ``i`` contributes ``len(rows[i][1])`` entries, in order; computed in eval mode
+    without gradients, in one padded batch.
+    """
+    padded = _padded(rows, context)
+    with eval_mode(model), torch.no_grad():
+        token_logps = logprobs.completion_token_logps(model, padded)
+    return token_logps[padded.completion_mask].double().cpu()
+
+
+# -------------------------------------------------------------------------
+# Asking a pairwise judge, position bias controlled
+# -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's view of one policy/reference pair, asked in both orders.
+
+    ``policy_first``: judge(x, policy, reference), the probability the policy is better
+    when shown first. ``reference_first``: judge(x, reference, policy).
+    """
+
+    policy_first: float
+    reference_first: float
+
+    @property
+    def policy_second_score(self) -> float:
+        """The policy's win probability read from the reversed order."""
+        return 1.0 - self.reference_first
+
+    @property
+    def averaged(self) -> float:
+        """p = (judge(x, a, b) + 1 − judge(x, b, a)) / 2: the position bias cancels."""
+        return (self.policy_first + self.policy_second_score) / 2
+
+    @property
+    def consistent(self) -> bool:
+        """Whether both orders give the same verdict (win, tie or loss for the policy)."""
+        return _side(self.policy_first) == _side(self.policy_second_score)
+
+    @property
+    def first_position_preference(self) -> float:
+        """Mean probability given to whichever completion was shown first; 0.5 = unbiased."""
+        return (self.policy_first + self.reference_first) / 2
+
+
+def _side(probability: float) -> int:
+    if abs(probability - 0.5) <= TIE_TOLERANCE:
+        return 0
+    return 1 if probability > 0.5 else -1
+
+
+def _judge_value(value: Any, evaluator: str) -> float:
+    probability = float(value)
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(
+            f"Evaluator {evaluator!r}: the judge returned {probability!r}; a judge returns the probability "
+            f"(0 to 1) that the first completion is better."
+        )
+    return probability
+
+
+def judged_verdicts(
+    context: EvaluationContext,
+    prompts: Sequence[Any],
+    policy: GeneratedCompletions,
+    reference: GeneratedCompletions,
+    rows: Sequence[int],
+    *,
+    evaluator: str,
+) -> dict[int, Verdict]:
+    """Verdicts for the completion ``rows``, asking the judge only about rows not yet judged.
+
+    Arguments:
+        context: supplies the judge and the cache shared with other evaluators.
+        prompts: the prompts both models completed, in the order they were sampled.
+        policy, reference: their completions (``cached_completions``), rows aligned.
+        rows: completion rows to judge (row ``i * num_samples + k`` is sample ``k`` of prompt ``i``).
+        evaluator: the asking evaluator's name, for errors.
+    Returns:
+        row → its ``Verdict``.
+    """
+    if context.judge is None:
+        raise EvaluationInputError(evaluator, "a judge", JUDGE_HINT)
+    key = ("verdicts", prompts_key(prompts), policy.texts, reference.texts)
+    cache: dict[int, Verdict] = context.cache.setdefault(key, {})
+    for row in rows:
+        if row in cache:
+            continue
+        prompt = prompts[row // policy.num_samples]
+        policy_text, reference_text = policy.texts[row], reference.texts[row]
+        cache[row] = Verdict(
+            _judge_value(context.judge(prompt, policy_text, reference_text), evaluator),
+            _judge_value(context.judge(prompt, reference_text, policy_text), evaluator),
+        )
+    return {row: cache[row] for row in rows}

@@ -25,15 +25,15 @@ from typing import Any
 from typing import Literal
 
 from prefcore import hookimpl
-from prefcore.engine.generation import cached_completions
-from prefcore.engine.generation import greedy
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
+from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import cached_completions
+from prefcore.evaluation import evaluation_prompts
+from prefcore.evaluation import greedy
 from prefcore.methods import Evaluator
 from prefcore.methods import option
-from prefcore.plugins.evaluation._common import EvaluationInputError
-from prefcore.plugins.evaluation._common import evaluation_prompts
 
 Match = Literal["exact", "contains"]
 Checker = Callable[[Any, str], Any]

@@ -19,27 +19,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from prefcore import hookimpl
-from prefcore.engine.generation import GeneratedCompletions
-from prefcore.engine.generation import cached_completions
-from prefcore.engine.generation import eval_mode
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
+from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import GeneratedCompletions
+from prefcore.evaluation import cached_completions
+from prefcore.evaluation import completion_token_logps
+from prefcore.evaluation import prompt_token_ids
+from prefcore.evaluation import require_prompts
 from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
-from prefcore.plugins.evaluation._common import EvaluationInputError
-from prefcore.plugins.evaluation._common import require_prompts
-
-if TYPE_CHECKING:
-    from prefcore.engine.sequences import TokenizedSequence
 
 torch = lazy_module("torch")
-logprobs = lazy_module("prefcore.engine.logprobs")
-sequences = lazy_module("prefcore.engine.sequences")
 
 
 @dataclass(frozen=True)
@@ -60,44 +55,25 @@ class KLEstimates:
     lengths: torch.Tensor
 
 
-def _completion_logps(
-    model: object, tokenized: list[TokenizedSequence], pad_token_id: int, device: str
-) -> torch.Tensor:
-    """Log-probs of every completion token, flattened row by row, in float64."""
-    padded = sequences.pad_sequences(tokenized, pad_token_id).to(device)
-    with eval_mode(model), torch.no_grad():
-        token_logps = logprobs.completion_token_logps(model, padded)
-    return token_logps[padded.completion_mask].double().cpu()
-
-
 def kl_estimates(context: EvaluationContext, samples: GeneratedCompletions, *, batch_size: int) -> KLEstimates:
     """k1 and k3 of each sampled completion, on exactly the sampled token ids.
 
     The policy is scored on the prompt it generated from (with the generation prefix),
     the reference on the bare prompt, as each of them is used.
     """
-    tokenizer = context.tokenizer
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    bare_prompt_ids = [tuple(sequences.prompt_token_ids(tokenizer, prompt)) for prompt in samples.prompts]
+    bare_prompt_ids = [tuple(prompt_token_ids(context.tokenizer, prompt)) for prompt in samples.prompts]
     k1: list[torch.Tensor] = []
     k3: list[torch.Tensor] = []
     lengths = torch.tensor([len(ids) for ids in samples.completion_ids], dtype=torch.float64)
     for start in range(0, len(samples.completion_ids), batch_size):
         rows = range(start, min(start + batch_size, len(samples.completion_ids)))
-        policy_logps = _completion_logps(
-            context.policy,
-            [sequences.TokenizedSequence(samples.prompt_ids[row], samples.completion_ids[row]) for row in rows],
-            pad_token_id,
-            context.device,
+        policy_logps = completion_token_logps(
+            context.policy, [(samples.prompt_ids[row], samples.completion_ids[row]) for row in rows], context
         )
-        reference_logps = _completion_logps(
+        reference_logps = completion_token_logps(
             context.reference,
-            [
-                sequences.TokenizedSequence(bare_prompt_ids[row // samples.num_samples], samples.completion_ids[row])
-                for row in rows
-            ],
-            pad_token_id,
-            context.device,
+            [(bare_prompt_ids[row // samples.num_samples], samples.completion_ids[row]) for row in rows],
+            context,
         )
         log_ratio = reference_logps - policy_logps  # r_t, one entry per completion token
         owner = torch.repeat_interleave(torch.arange(len(rows)), lengths[start : start + len(rows)].long())

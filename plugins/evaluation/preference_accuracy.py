@@ -21,26 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from typing import Any
 
 from prefcore import hookimpl
-from prefcore.data.records import PairwiseComparison
-from prefcore.engine.generation import eval_mode
+from prefcore.data import PairwiseComparison
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
+from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import sequence_logps
+from prefcore.evaluation import tokenize_completion
 from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
-from prefcore.plugins.evaluation._common import EvaluationInputError
-
-if TYPE_CHECKING:
-    from prefcore.engine.sequences import PaddedSequences
 
 torch = lazy_module("torch")
-logprobs = lazy_module("prefcore.engine.logprobs")
-sequences = lazy_module("prefcore.engine.sequences")
 
 
 @dataclass(frozen=True)
@@ -52,10 +46,6 @@ class PreferenceAccuracyConfig:
         for name in ("batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1.", method="preference_accuracy", field=name)
-
-
-def _pad_token_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 class PreferenceAccuracy(Evaluator):
@@ -72,8 +62,8 @@ class PreferenceAccuracy(Evaluator):
         rejected_rewards: list[torch.Tensor] = []
         for start in range(0, len(pairs), self.config.batch_size):
             batch = pairs[start : start + self.config.batch_size]
-            tokenized = [
-                sequences.tokenize_sequence(
+            rows = [
+                tokenize_completion(
                     context.tokenizer,
                     pair.prompt,
                     completion,
@@ -84,10 +74,9 @@ class PreferenceAccuracy(Evaluator):
                 for pair in batch
                 for completion in (pair.chosen, pair.rejected)
             ]
-            padded = sequences.pad_sequences(tokenized, _pad_token_id(context.tokenizer)).to(context.device)
-            rewards = _model_logps(context.policy, padded)
+            rewards = sequence_logps(context.policy, rows, context)
             if context.reference is not None:
-                rewards = context.beta * (rewards - _model_logps(context.reference, padded))
+                rewards = context.beta * (rewards - sequence_logps(context.reference, rows, context))
             chosen_rewards.append(rewards[0::2])
             rejected_rewards.append(rewards[1::2])
         return torch.cat(chosen_rewards), torch.cat(rejected_rewards)
@@ -120,12 +109,6 @@ class PreferenceAccuracy(Evaluator):
                 "num_skipped_ties": float(skipped),
             }
         )
-
-
-def _model_logps(model: Any, padded: PaddedSequences) -> torch.Tensor:
-    """Summed completion log-probs in eval mode (no dropout), in float64 for the differences."""
-    with eval_mode(model):
-        return logprobs.sequence_logps(model, padded).double()
 
 
 @hookimpl

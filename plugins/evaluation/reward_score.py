@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefcore import hookimpl
-from prefcore.engine.generation import GeneratedCompletions
-from prefcore.engine.generation import cached_completions
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
+from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import GeneratedCompletions
 from prefcore.evaluation import Scorer
+from prefcore.evaluation import cached_completions
+from prefcore.evaluation import require_prompts
 from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
-from prefcore.plugins.evaluation._common import EvaluationInputError
-from prefcore.plugins.evaluation._common import require_prompts
 
 np = lazy_module("numpy")
 

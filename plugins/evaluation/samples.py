@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefcore import hookimpl
-from prefcore.engine.generation import cached_completions
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import cached_completions
+from prefcore.evaluation import judged_verdicts
+from prefcore.evaluation import prompt_display
+from prefcore.evaluation import require_prompts
 from prefcore.methods import Evaluator
 from prefcore.methods import option
-from prefcore.plugins.evaluation._common import judged_verdicts
-from prefcore.plugins.evaluation._common import prompt_display
-from prefcore.plugins.evaluation._common import require_prompts
 
 
 @dataclass(frozen=True)

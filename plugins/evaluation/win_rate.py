@@ -26,19 +26,19 @@ from typing import ClassVar
 from typing import Literal
 
 from prefcore import hookimpl
-from prefcore.engine.generation import cached_completions
 from prefcore.errors import ConfigError
+from prefcore.evaluation import JUDGE_HINT
+from prefcore.evaluation import TIE_TOLERANCE
 from prefcore.evaluation import EvaluationContext
+from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import Verdict
+from prefcore.evaluation import cached_completions
+from prefcore.evaluation import judged_verdicts
+from prefcore.evaluation import require_prompts
 from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
-from prefcore.plugins.evaluation._common import JUDGE_HINT
-from prefcore.plugins.evaluation._common import TIE_TOLERANCE
-from prefcore.plugins.evaluation._common import EvaluationInputError
-from prefcore.plugins.evaluation._common import Verdict
-from prefcore.plugins.evaluation._common import judged_verdicts
-from prefcore.plugins.evaluation._common import require_prompts
 
 np = lazy_module("numpy")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from prefcore.data.records import PairwiseComparison
+from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import GenerationSettings
-from prefcore.plugins.evaluation._common import EvaluationInputError
 from prefcore.plugins.evaluation.benchmark_accuracy import BenchmarkAccuracy
 from prefcore.plugins.evaluation.benchmark_accuracy import BenchmarkAccuracyConfig
 from prefcore.plugins.evaluation.benchmark_accuracy import answer_matches

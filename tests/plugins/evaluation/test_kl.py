@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from prefcore.engine.generation import cached_completions
+from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import GenerationSettings
-from prefcore.plugins.evaluation._common import EvaluationInputError
+from prefcore.evaluation import cached_completions
 from prefcore.plugins.evaluation.kl import KL
 from prefcore.plugins.evaluation.kl import kl_estimates
 

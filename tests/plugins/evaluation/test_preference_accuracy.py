@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prefcore.data.records import PairwiseComparison
-from prefcore.plugins.evaluation._common import EvaluationInputError
+from prefcore.evaluation import EvaluationInputError
 from prefcore.plugins.evaluation.preference_accuracy import PreferenceAccuracy
 
 PROMPT = "what is the colour of sky"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from prefcore.plugins.evaluation._common import EvaluationInputError
+from prefcore.evaluation import EvaluationInputError
 from prefcore.plugins.evaluation.reward_score import RewardScore
 from prefcore.plugins.evaluation.reward_score import RewardScoreConfig
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from prefcore.engine.generation import cached_completions
+from prefcore.evaluation import cached_completions
 from prefcore.plugins.evaluation.samples import Samples
 from prefcore.plugins.evaluation.samples import SamplesConfig
 from prefcore.plugins.evaluation.samples import draw_indices

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from prefcore.errors import ConfigError
-from prefcore.plugins.evaluation._common import EvaluationInputError
+from prefcore.evaluation import EvaluationInputError
 from prefcore.plugins.evaluation.win_rate import WinRate
 from prefcore.plugins.evaluation.win_rate import WinRateConfig
 
