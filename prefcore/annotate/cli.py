@@ -1,0 +1,54 @@
+"""``prefcore annotate``: the command-line arguments become a session or an agreement report."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+from typing import TextIO
+
+from prefcore.annotate.items import read_items
+from prefcore.annotate.log import AnnotationLog
+from prefcore.annotate.modes import SessionConfig
+from prefcore.annotate.modes import parse_modes
+from prefcore.annotate.report import agreement
+from prefcore.annotate.session import Terminal
+from prefcore.annotate.session import run_session
+from prefcore.errors import ConfigError
+
+__all__ = ["annotate_from_cli"]
+
+
+def annotate_from_cli(args: Any, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """``prefcore annotate``: a session (exit 0; 130 when interrupted) or an agreement report."""
+    stdout = sys.stdout if stdout is None else stdout
+    if args.agreement:
+        if args.items is not None:
+            raise ConfigError("--agreement reads annotation files only; leave out the items file.", field="agreement")
+        stdout.write(agreement(args.agreement).format() + "\n")
+        return 0
+    missing = [
+        flag
+        for flag, value in (("ITEMS", args.items), ("--out", args.out), ("--annotator", args.annotator))
+        if not value
+    ]
+    if missing:
+        raise ConfigError(
+            f"prefcore annotate needs {', '.join(missing)}: prefcore annotate ITEMS.jsonl --out OUT.jsonl "
+            "--annotator ID [--mode pairwise,likert,...], or prefcore annotate --agreement OUT.jsonl.",
+            field="annotate",
+        )
+    config = SessionConfig(
+        annotator=args.annotator,
+        modes=parse_modes(args.mode),
+        scale=tuple(args.scale),
+        aspect=args.aspect,
+        shuffle=not args.no_shuffle,
+        seed=args.seed,
+    )
+    items = read_items(
+        args.items, min_completions=config.min_completions, purpose="comparing them (modes pairwise, tie, ranking)"
+    )
+    terminal = Terminal(sys.stdin if stdin is None else stdin, stdout)
+    with AnnotationLog(args.out) as log:
+        summary = run_session(items, log, config, terminal)
+    return 130 if summary.stopped == "interrupted" else 0
