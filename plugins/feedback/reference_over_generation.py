@@ -31,11 +31,11 @@ from prefcore import hookimpl
 from prefcore.data import BinaryLabel
 from prefcore.data import Provenance
 from prefcore.errors import ConfigError
+from prefcore.feedback import Row
+from prefcore.feedback import read_rows
 from prefcore.lazy import lazy_module
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
-from prefcore.plugins.feedback._rows import Row
-from prefcore.plugins.feedback._rows import read_rows
 
 # The SPIN engine (torch, transformers) loads when labels are made, not when the plugin registers.
 self_play = lazy_module("prefcore.engine.self_play")

@@ -35,10 +35,10 @@ from prefcore.data import FeedbackRecord
 from prefcore.data import PairwiseComparison
 from prefcore.data import record_from_dict
 from prefcore.errors import ConfigError
+from prefcore.feedback import Row
+from prefcore.feedback import read_rows
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
-from prefcore.plugins.feedback._rows import Row
-from prefcore.plugins.feedback._rows import read_rows
 
 NAME = "response_editing"
 EDITS = ("improve", "adversarial")

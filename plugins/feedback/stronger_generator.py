@@ -36,10 +36,10 @@ from prefcore import hookimpl
 from prefcore.data import PairwiseComparison
 from prefcore.data import Text
 from prefcore.errors import ConfigError
+from prefcore.feedback import Row
+from prefcore.feedback import read_rows
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
-from prefcore.plugins.feedback._rows import Row
-from prefcore.plugins.feedback._rows import read_rows
 
 NAME = "stronger_generator"
 

@@ -1,8 +1,20 @@
-"""Rows of the input files of feedback sources, with errors that name the file, line and field.
+"""The feedback-source author's surface: reading the rows of a source's input file.
 
-Not a feedback source (it registers nothing). A source states once what a row of its file
-holds (``accepted``); every error about a row ends with that sentence, so the user reads
-what was wrong and what would be right in one message.
+A feedback source that reads its own JSONL format states once what a row of its file
+holds (``accepted``) and reads each row through ``read_rows``. Every error about a row
+names the file, the line and the field, and ends with that sentence, so the user reads what
+was wrong and what would be right in one message::
+
+    ACCEPTED = "A my_source row is {'prompt': text, 'answers': [text, ...]}."
+
+    def records(self):
+        for row in read_rows(self.config.path, ACCEPTED):
+            prompt = row.text("prompt")
+            answers = row.texts("answers", like=prompt, minimum=2)
+            ...
+
+The base class of a source, ``FeedbackSource``, is in ``prefcore.methods``; the records it
+yields are in ``prefcore.data``.
 """
 
 from __future__ import annotations
@@ -15,15 +27,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefcore.annotate import jsonl_rows
+from prefcore.annotate.items import jsonl_rows
 from prefcore.data.records import Text
 from prefcore.data.records import check_text
 from prefcore.errors import DataError
 
+__all__ = ["Row", "jsonl_rows", "read_rows"]
+
 
 @dataclass(frozen=True)
 class Row:
-    """One JSON object of a JSONL file, read field by field."""
+    """One JSON object of a JSONL file, read field by field.
+
+    Attributes:
+        data: the object as parsed.
+        source: the file it came from.
+        line: its 1-based line number.
+        accepted: the sentence that says what a row holds; it ends every error.
+    """
 
     data: Mapping[str, Any]
     source: str
@@ -31,18 +52,24 @@ class Row:
     accepted: str
 
     def error(self, message: str, field: str | None = None) -> DataError:
+        """A ``DataError`` naming the file, line and ``field``; raise it."""
         return DataError(f"{message} {self.accepted}", source=self.source, line=self.line, field=field)
 
     def has(self, name: str) -> bool:
+        """Whether the field is present and not null."""
         return self.data.get(name) is not None
 
     def require(self, name: str) -> Any:
+        """The field's raw value; an error if it is missing or null."""
         if not self.has(name):
             raise self.error("is missing.", name)
         return self.data[name]
 
     def text(self, name: str, *, like: Text | None = None, value: Any = None) -> Text:
-        """A non-empty string or message list (``value`` instead of the field's own, for list entries)."""
+        """A non-empty string or message list (``value`` instead of the field's own, for list entries).
+
+        ``like``: the text must be of the same form (string or message list), e.g. like the prompt.
+        """
         raw = self.require(name) if value is None else value
         try:
             text = check_text(raw, name)
@@ -68,12 +95,14 @@ class Row:
         return texts
 
     def number(self, name: str, *, value: Any = None) -> float:
+        """A finite real number (not a bool) as a float."""
         raw = self.require(name) if value is None else value
         if isinstance(raw, bool) or not isinstance(raw, numbers.Real) or not math.isfinite(float(raw)):
             raise self.error(f"must be a finite number, got {raw!r}.", name)
         return float(raw)
 
     def string(self, name: str, *, value: Any = None) -> str:
+        """A non-blank string (an identifier, a model name), unlike ``text`` never a message list."""
         raw = self.require(name) if value is None else value
         if not isinstance(raw, str) or not raw.strip():
             raise self.error(f"must be a non-empty string, got {raw!r}.", name)
@@ -87,11 +116,11 @@ class Row:
         """The object ``value`` found at ``name[index]``, read with the same file, line and message."""
         if not isinstance(value, Mapping):
             raise self.error(f"must be an object, got {type(value).__name__}.", f"{name}[{index}]")
-        return _Nested(value, self.source, self.line, self.accepted, f"{name}[{index}]")
+        return _NestedRow(value, self.source, self.line, self.accepted, f"{name}[{index}]")
 
 
 @dataclass(frozen=True)
-class _Nested(Row):
+class _NestedRow(Row):
     """A row inside a row: field names are reported under their parent (``replies[2].score``)."""
 
     prefix: str = ""
@@ -101,7 +130,12 @@ class _Nested(Row):
 
 
 def read_rows(path: str | os.PathLike[str], accepted: str) -> Iterator[Row]:
-    """Each JSON object of a JSONL file as a ``Row``; ``accepted`` ends every error about it."""
+    """Each JSON object of a JSONL file as a ``Row``; ``accepted`` ends every error about it.
+
+    Arguments:
+        path: the JSONL file (blank lines are skipped; a line that is not a JSON object is an error).
+        accepted: one sentence saying what a row of this source holds.
+    """
     source = os.fspath(path)
     for line, data in jsonl_rows(source):
         yield Row(data, source, line, accepted)
