@@ -24,14 +24,14 @@ from prefcore import hookimpl
 from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
+from prefcore.methods import check_non_negative
 from prefcore.methods import option
-from prefcore.plugins.preference_models._common import check_non_negative
-from prefcore.plugins.preference_models._common import item_weights
-from prefcore.plugins.preference_models._common import pair_metrics
-from prefcore.plugins.preference_models._common import pair_rewards
-from prefcore.plugins.preference_models._common import reduce_losses
-from prefcore.plugins.preference_models._common import refuse_ties
 from prefcore.preference import RewardBatch
+from prefcore.preference import item_weights
+from prefcore.preference import pair_metrics
+from prefcore.preference import pair_rewards
+from prefcore.preference import reduce_losses
+from prefcore.preference import refuse_ties
 
 F = lazy_module("torch.nn.functional")
 

@@ -34,10 +34,10 @@ from prefcore.errors import ConfigError
 from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
 from prefcore.methods import option
-from prefcore.plugins.preference_models._common import item_weights
-from prefcore.plugins.preference_models._common import mean_or_zero
-from prefcore.plugins.preference_models._common import reduce_losses
 from prefcore.preference import RewardBatch
+from prefcore.preference import item_weights
+from prefcore.preference import mean_or_zero
+from prefcore.preference import reduce_losses
 
 if TYPE_CHECKING:
     from prefcore.engine.reward_model import ScoringRule

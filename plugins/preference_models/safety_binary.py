@@ -23,13 +23,13 @@ from prefcore import hookimpl
 from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import PreferenceModel
+from prefcore.methods import check_non_negative
 from prefcore.methods import option
-from prefcore.plugins.preference_models._common import check_non_negative
-from prefcore.plugins.preference_models._common import item_weights
-from prefcore.plugins.preference_models._common import mean_or_zero
-from prefcore.plugins.preference_models._common import pair_metrics
-from prefcore.plugins.preference_models._common import refuse_ties
 from prefcore.preference import RewardBatch
+from prefcore.preference import item_weights
+from prefcore.preference import mean_or_zero
+from prefcore.preference import pair_metrics
+from prefcore.preference import refuse_ties
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")

@@ -23,12 +23,12 @@ from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import NoOptions
 from prefcore.methods import PreferenceModel
-from prefcore.plugins.preference_models._common import item_weights
-from prefcore.plugins.preference_models._common import mean_or_zero
-from prefcore.plugins.preference_models._common import pair_metrics
-from prefcore.plugins.preference_models._common import pair_rewards
-from prefcore.plugins.preference_models._common import reduce_losses
 from prefcore.preference import RewardBatch
+from prefcore.preference import item_weights
+from prefcore.preference import mean_or_zero
+from prefcore.preference import pair_metrics
+from prefcore.preference import pair_rewards
+from prefcore.preference import reduce_losses
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
