@@ -8,7 +8,9 @@ field carries its one-line doc (``option(..., doc=...)``), which ``prefcore info
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,8 +21,16 @@ from prefcore.methods import option
 ENSEMBLE_COMBINES: tuple[str, ...] = ("mean", "min", "mean_minus_std")
 """How several preference models' scores combine (``prefcore.engine.reward_ensemble``)."""
 
+DEFAULT_TRAIN_STEPS = 100
+"""``[train] steps`` when the file sets neither steps nor epochs."""
+
+REPORT_TO: tuple[str, ...] = ("csv", "tensorboard", "wandb")
+"""Metric loggers ``[run] report_to`` may name (``prefcore.engine.lifecycle_loggers``); csv is always on."""
+
 __all__ = [
+    "DEFAULT_TRAIN_STEPS",
     "ENSEMBLE_COMBINES",
+    "REPORT_TO",
     "ModelConfig",
     "RewardTrainConfig",
     "RunSettings",
@@ -29,6 +39,14 @@ __all__ = [
     "TrainLoopConfig",
     "WarmStartConfig",
 ]
+
+
+def _installed(package: str) -> bool:
+    """Whether ``package`` can be imported, found without importing it: the check stays fast and torch-free."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:  # in sys.modules without a spec (a stand-in module put there by a test)
+        return sys.modules.get(package) is not None
 
 
 @dataclass(frozen=True)
@@ -53,10 +71,16 @@ class RunSettings:
         False, doc="relabel the training pairs with the trained preference model (feedback → RM → usage)"
     )
     threads: int = option(0, doc="CPU threads for torch; 0 keeps torch's default (1 is fastest for tiny models)")
-    ensemble: Literal["mean", "min", "mean_minus_std"] = option(
-        "mean", doc="how several [[preference_model]] sections' scores combine: mean, min or mean_minus_std"
+    ensemble: Literal["mean", "min", "mean_minus_std", "soup"] = option(
+        "mean",
+        doc="how several [[preference_model]] sections make one reward: their scores' mean, min or "
+        "mean_minus_std, or 'soup' (their weights averaged, each section's weight its share)",
     )
     ensemble_penalty: float = option(0.0, doc="λ of ensemble = 'mean_minus_std' (score = mean − λ·std)")
+    report_to: tuple[str, ...] = option(
+        ("tensorboard",),
+        doc="loggers besides metrics.csv (always written): 'tensorboard' (when installed), 'wandb'; [] = csv only",
+    )
 
     def __post_init__(self) -> None:
         for name, low in (("eval_prompts", 1), ("max_new_tokens", 1), ("samples_per_prompt", 1), ("threads", 0)):
@@ -71,12 +95,17 @@ class RunSettings:
         for path in self.heldout_files:
             if not path.is_file():
                 raise ValueError(f"heldout: no file {str(path)!r}; name an existing preference file.")
-        if self.ensemble not in ENSEMBLE_COMBINES:
-            raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_COMBINES)}. Got {self.ensemble!r}.")
+        if self.ensemble not in (*ENSEMBLE_COMBINES, "soup"):
+            raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_COMBINES)}, soup. Got {self.ensemble!r}.")
         if not self.ensemble_penalty >= 0:
             raise ValueError(f"ensemble_penalty must be >= 0. Got {self.ensemble_penalty}.")
         if self.ensemble_penalty and self.ensemble != "mean_minus_std":
             raise ValueError("ensemble_penalty applies only to ensemble = 'mean_minus_std'.")
+        for logger_name in self.report_to:
+            if logger_name not in REPORT_TO:
+                raise ValueError(f"report_to: unknown logger {logger_name!r}; choose from {', '.join(REPORT_TO)}.")
+        if "wandb" in self.report_to and not _installed("wandb"):
+            raise ValueError("report_to names 'wandb', which needs the wandb package: pip install 'prefcore[wandb]'.")
 
     @property
     def heldout_files(self) -> list[Path]:
@@ -168,7 +197,8 @@ class TrainLoopConfig:
     log_every: int = option(1, doc="report metrics every N steps")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every"):
+        self._check_steps()
+        for name in ("batch_size", "grad_accum", "max_length", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1. Got {getattr(self, name)}.", field=name)
         if not (self.lr > 0 and math.isfinite(self.lr)):  # also refuses NaN
@@ -181,6 +211,11 @@ class TrainLoopConfig:
                 f"keep_checkpoints must be >= 0 (0 keeps all). Got {self.keep_checkpoints}.", field="keep_checkpoints"
             )
 
+    def _check_steps(self) -> None:
+        """A section whose length can come from elsewhere (``[train] epochs``) overrides this."""
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1. Got {self.steps}.", field="steps")
+
 
 @dataclass(frozen=True)
 class TrainConfig(TrainLoopConfig):
@@ -190,6 +225,54 @@ class TrainConfig(TrainLoopConfig):
     fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
     kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
     progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
+    steps: int | None = option(
+        None,
+        doc=f"optimiser steps ({DEFAULT_TRAIN_STEPS} when neither steps nor epochs is set); "
+        "with epochs > 0, 0 or omitted lets the epochs decide, else the first limit reached ends training",
+    )
+    epochs: float = option(
+        0.0, doc="passes over the training items (fractions allowed); 0 = steps decide (one step = grad_accum batches)"
+    )
+    gradient_checkpointing: bool = option(
+        False, doc="recompute activations in the backward pass (less memory, ~30% more compute; non-reentrant)"
+    )
+    max_prompt_length: int = option(
+        0, doc="longest prompt in tokens, cut on prompt_truncation_side before max_length applies; 0 = no own limit"
+    )
+    prompt_truncation_side: Literal["left", "right"] = option(
+        "left", doc="which end of an over-long prompt is dropped; 'left' keeps the text next to the completion"
+    )
+    completion_truncation_side: Literal["left", "right"] = option(
+        "right", doc="which end of a completion is dropped when prompt + completion still exceed max_length"
+    )
+    shuffle: bool = option(
+        True, doc="reshuffle the training items every epoch (seeded by seed); false keeps file order"
+    )
+    group_by_length: bool = option(
+        True, doc="put items of similar length into the same micro-batch (less padding), within windows of 16 batches"
+    )
+
+    def __post_init__(self) -> None:
+        if self.steps is None:  # frozen: the default depends on epochs, so it is filled in here
+            object.__setattr__(self, "steps", 0 if self.epochs > 0 else DEFAULT_TRAIN_STEPS)
+        super().__post_init__()
+        if not (math.isfinite(self.epochs) and self.epochs >= 0):
+            raise ConfigError(
+                f"epochs must be a finite number >= 0 (0 = steps decide). Got {self.epochs}.", field="epochs"
+            )
+        if self.max_prompt_length < 0:
+            raise ConfigError(
+                f"max_prompt_length must be >= 0 (0 = only max_length). Got {self.max_prompt_length}.",
+                field="max_prompt_length",
+            )
+
+    def _check_steps(self) -> None:
+        if self.steps < 0 or (self.steps == 0 and self.epochs == 0):
+            raise ConfigError(
+                f"steps must be >= 1, or 0 with epochs > 0 (the epochs decide). Got steps = {self.steps}, "
+                f"epochs = {self.epochs}.",
+                field="steps",
+            )
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from prefcore.data.convert import _RELATIVE_TIE_TOLERANCE
 from prefcore.data.convert import _compared_scores
 from prefcore.data.records import error_at
 from prefcore.engine.sequences import PaddedSequences
+from prefcore.engine.sequences import Side
 from prefcore.engine.sequences import TokenizedSequence
 from prefcore.engine.sequences import Truncation
 from prefcore.engine.sequences import pad_sequences
@@ -234,10 +235,14 @@ def build_items(
     prefix: str = "",
     truncation: Truncation = "truncate",
     mismatched: bool = False,
+    max_prompt_length: int = 0,
+    prompt_truncation_side: Side = "left",
+    completion_truncation_side: Side = "right",
 ) -> list[TrainingItem]:
     """Convert records into the items an objective of ``data_format`` trains on.
 
-    ``mismatched`` gives each unpaired item a prompt/other-completion sequence (KTO).
+    ``mismatched`` gives each unpaired item a prompt/other-completion sequence (KTO). The
+    length limits and truncation sides are ``tokenize_sequence``'s.
     """
 
     def tok(record: Any, prompt: Any, completion: Any) -> TokenizedSequence:
@@ -249,6 +254,9 @@ def build_items(
             prefix=prefix,
             truncation=truncation,
             where=_where(record),
+            max_prompt_length=max_prompt_length,
+            prompt_truncation_side=prompt_truncation_side,
+            completion_truncation_side=completion_truncation_side,
         )
 
     if data_format == "pairwise":
@@ -304,15 +312,25 @@ def build_items(
 
 
 def micro_batches(
-    items: Sequence[TrainingItem], batch_size: int, *, seed: int, epoch: int, group_by_length: bool = True
+    items: Sequence[TrainingItem],
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    group_by_length: bool = True,
+    shuffle: bool = True,
 ) -> list[list[int]]:
     """Item indices per micro-batch for one epoch: shuffled, then length-grouped.
 
     Length grouping sorts within windows of 16 batches, so batches stay random across the
-    epoch while each holds similar lengths and little padding.
+    epoch while each holds similar lengths and little padding. Without ``shuffle`` every
+    epoch takes the items in their order (grouped by length within each window when asked),
+    and the batches in that order. The order is a function of ``seed`` and ``epoch`` alone,
+    so a resumed run recomputes it and continues at the saved position.
     """
     order = list(range(len(items)))
-    random.Random(seed * 100_003 + epoch).shuffle(order)
+    if shuffle:
+        random.Random(seed * 100_003 + epoch).shuffle(order)
     if group_by_length:
         window = batch_size * 16
         order = [
@@ -321,7 +339,8 @@ def micro_batches(
             for index in sorted(order[start : start + window], key=lambda i: items[i].length)
         ]
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    random.Random(seed * 7_919 + epoch).shuffle(batches)
+    if shuffle:
+        random.Random(seed * 7_919 + epoch).shuffle(batches)
     return batches
 
 

@@ -1,20 +1,33 @@
 """Built-in metric loggers, written as ordinary lifecycle-hook plugins.
 
 They implement ``prefcore_train_step_end`` and ``prefcore_evaluation_end`` like any
-third-party logger would (Weights & Biases, MLflow): the engine only fires hooks and never
-knows who listens. Register an instance on the plugin manager to turn one on.
+third-party logger would (MLflow, ...): the engine only fires hooks and never knows who
+listens. Register an instance on the plugin manager to turn one on; a run registers those
+that ``[run] report_to`` names (``run_loggers``), the CSV file always.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import secrets
 from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prefcore import hookimpl
 from prefcore.engine.metrics_log import MetricsCSVWriter
 from prefcore.errors import PrefcoreError
+
+__all__ = [
+    "CSVMetricsLogger",
+    "TensorBoardLogger",
+    "TensorBoardUnavailableError",
+    "WandbLogger",
+    "WandbUnavailableError",
+    "run_loggers",
+]
 
 
 class CSVMetricsLogger:
@@ -123,3 +136,126 @@ class TensorBoardLogger:
     @hookimpl
     def prefcore_run_end(self, run_dir: Path) -> None:
         self.close()
+
+
+class WandbUnavailableError(PrefcoreError, ImportError):
+    """Weights & Biases logging was asked for but the ``wandb`` package is not installed."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(
+            f"WandbLogger needs the 'wandb' package ({type(cause).__name__}: {cause}). "
+            f"Install it with `pip install 'prefcore[wandb]'`, or drop 'wandb' from [run] report_to."
+        )
+
+
+class WandbLogger:
+    """Logs training metrics as ``train/<name>`` and evaluation metrics as ``eval/<name>`` to Weights & Biases.
+
+    The wandb run starts at the first metric, in ``<run_dir>/wandb``, and ends with the prefcore run.
+    wandb's own environment variables apply: ``WANDB_MODE=offline`` keeps everything on disk
+    (``wandb sync`` uploads it later), ``WANDB_MODE=disabled`` turns logging off,
+    ``WANDB_PROJECT`` (default ``prefcore``) and ``WANDB_ENTITY`` choose where it goes. A
+    failure to reach the server is a failing listener like any other (``LifecycleHooks``):
+    logged once, and the training goes on. A resumed prefcore run continues the same wandb
+    run (its id is kept in ``<run_dir>/wandb_run_id``); steps replayed after the last
+    checkpoint appear twice there, while ``metrics.csv`` keeps one row each.
+
+    Each group has its own step axis (``train/step``, ``eval/step``), so the warm start's
+    steps, the preference model's and the policy's may each start again at 1.
+
+    Arguments:
+        run_dir: the run folder; None: the folder the first hook names.
+        name: the wandb run's display name (``[run] name``).
+        config: what wandb shows as the run's config (the run file).
+        project: the wandb project; None: ``WANDB_PROJECT`` or ``prefcore``.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        *,
+        name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        project: str | None = None,
+    ) -> None:
+        try:
+            self._wandb = importlib.import_module("wandb")
+        except ImportError as exc:
+            raise WandbUnavailableError(exc) from exc
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.name = name
+        self.config = dict(config) if config is not None else None
+        self.project = project
+        self._run: Any = None
+
+    def run(self, run_dir: Path) -> Any:
+        """The wandb run, started (or resumed, with the id kept in the run folder) on first use."""
+        if self._run is None:
+            folder = Path(self.run_dir if self.run_dir is not None else run_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            id_file = folder / "wandb_run_id"
+            run_id = id_file.read_text(encoding="utf-8").strip() if id_file.is_file() else secrets.token_hex(4)
+            id_file.write_text(run_id, encoding="utf-8")
+            run = self._wandb.init(
+                project=self.project or os.environ.get("WANDB_PROJECT") or "prefcore",
+                name=self.name,
+                config=self.config,
+                dir=str(folder),
+                id=run_id,
+                resume="allow",
+            )
+            for group in ("train", "eval"):
+                run.define_metric(f"{group}/step")
+                run.define_metric(f"{group}/*", step_metric=f"{group}/step")
+            self._run = run
+        return self._run
+
+    def _log(self, run_dir: Path, group: str, step: int, metrics: Mapping[str, float]) -> None:
+        values = {f"{group}/{name}": float(value) for name, value in metrics.items()}
+        self.run(run_dir).log({**values, f"{group}/step": step})
+
+    @hookimpl
+    def prefcore_train_step_end(self, run_dir: Path, step: int, metrics: Mapping[str, float]) -> None:
+        self._log(run_dir, "train", step, metrics)
+
+    @hookimpl
+    def prefcore_evaluation_end(self, run_dir: Path, step: int, metrics: Mapping[str, float]) -> None:
+        self._log(run_dir, "eval", step, metrics)
+
+    def close(self) -> None:
+        """Finish the wandb run (at the end of a prefcore run, also of a failed one); safe to call twice."""
+        if self._run is not None:
+            run, self._run = self._run, None
+            run.finish()
+
+    @hookimpl
+    def prefcore_run_end(self, run_dir: Path) -> None:
+        self.close()
+
+
+def run_loggers(
+    run_dir: Path,
+    report_to: Sequence[str] = ("tensorboard",),
+    *,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> list[tuple[str, Any]]:
+    """``(kind, logger)`` for each logger of a run: the CSV file always, then those ``report_to`` names.
+
+    ``tensorboard`` is skipped when the package is missing (the default asks for it
+    wherever it is installed); ``wandb`` raises ``WandbUnavailableError`` then, because
+    only a run file that names it asks for it (``RunSettings`` checks this before the run).
+    """
+    loggers: list[tuple[str, Any]] = [
+        # On resume the first new row of each kind drops the older rows of that kind at or
+        # after its step, so rows written after the last checkpoint are replaced, not duplicated.
+        ("csv_metrics", CSVMetricsLogger(run_dir))
+    ]
+    if "tensorboard" in report_to:
+        tensorboard = TensorBoardLogger.if_available(run_dir)
+        if tensorboard is not None:
+            loggers.append(("tensorboard", tensorboard))
+    if "wandb" in report_to:
+        loggers.append(("wandb", WandbLogger(run_dir, name=name, config=config)))
+    return loggers

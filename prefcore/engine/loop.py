@@ -60,8 +60,22 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: LoopConfig) -> torc
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def epoch_steps(epochs: float, num_items: int, batch_size: int, grad_accum: int) -> int:
+    """Optimiser steps that pass ``epochs`` times over ``num_items`` items (``[train] epochs``).
+
+    An epoch is ``ceil(num_items / batch_size)`` micro-batches and a step ``grad_accum`` of
+    them; a fractional remainder rounds up to a whole step, whose micro-batches may start the
+    next epoch (steps run across epoch boundaries, as they always have).
+    """
+    steps = epochs * math.ceil(num_items / batch_size) / grad_accum
+    return max(1, math.ceil(round(steps, 9)))  # 0.3 epochs of 10 batches is 3 steps, not ceil(3.0000000000000004)
+
+
 class OptimiserLoop:
-    """AdamW over a model's trainable parameters, stepping through seeded micro-batches of items."""
+    """AdamW over a model's trainable parameters, stepping through seeded micro-batches of items.
+
+    ``shuffle`` and ``group_by_length`` set the data order (``micro_batches``).
+    """
 
     def __init__(
         self,
@@ -72,8 +86,12 @@ class OptimiserLoop:
         run_dir: Path,
         on_checkpoint: Callable[[int, Path], None] | None = None,
         what: str = "the model",
+        shuffle: bool = True,
+        group_by_length: bool = True,
     ) -> None:
         self.model = model
+        self.shuffle = shuffle
+        self.group_by_length = group_by_length
         self.items = list(items)
         self.config = config
         self.run_dir = Path(run_dir)
@@ -131,7 +149,14 @@ class OptimiserLoop:
 
     def _epoch_batches(self) -> list[list[int]]:
         if self._batches_epoch != self.epoch:
-            self._batches = micro_batches(self.items, self.config.batch_size, seed=self.config.seed, epoch=self.epoch)
+            self._batches = micro_batches(
+                self.items,
+                self.config.batch_size,
+                seed=self.config.seed,
+                epoch=self.epoch,
+                shuffle=self.shuffle,
+                group_by_length=self.group_by_length,
+            )
             self._batches_epoch = self.epoch
         return self._batches
 

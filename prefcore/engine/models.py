@@ -136,6 +136,27 @@ def apply_lora(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
     return peft.get_peft_model(model, lora)
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass (``[train] gradient_checkpointing``).
+
+    Non-reentrant checkpointing (``use_reentrant=False``) needs no input that requires grad, so
+    it works with frozen embeddings under LoRA and with the fused path, which runs the decoder
+    without the LM head. It takes effect in train mode only: the frozen reference and
+    evaluation run as before.
+    """
+    kwargs = {"use_reentrant": False}
+    if not getattr(model, "supports_gradient_checkpointing", False):  # PEFT forwards attributes to the wrapped model
+        raise ConfigError(
+            f"[train] gradient_checkpointing = true, but {type(model).__name__} does not support gradient "
+            "checkpointing; turn the option off for this model.",
+            field="train.gradient_checkpointing",
+        )
+    if callable(getattr(model, "activation_checkpointing_enable", None)):  # transformers >= 5.2x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen deep copy in eval mode: the reference model."""
     reference = copy.deepcopy(model)
@@ -145,13 +166,26 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return reference
 
 
+ADAPTER_FOLDER = "adapter"
+"""Subfolder of a saved model that holds a LoRA run's adapter in PEFT's format."""
+
+
 def save_model(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
-    """The final model in safetensors, written whole or not at all (``prefcore.atomic.atomic_directory``)."""
+    """The final model in safetensors, written whole or not at all (``prefcore.atomic.atomic_directory``).
+
+    A LoRA policy is saved twice: merged into the weights, so ``from_pretrained(path)`` loads it
+    like any model, and as the adapter alone in ``path/adapter`` (``adapter_config.json`` and
+    ``adapter_model.safetensors``), which ``peft.PeftModel.from_pretrained(base, path / "adapter")``
+    puts back on the base model: megabytes instead of a full copy, and the form vLLM and TRL load.
+    """
+    is_peft = hasattr(policy, "merge_and_unload")
     # LoRA: save a merged copy so from_pretrained() loads it; the training policy keeps its adapters.
-    model = copy.deepcopy(policy).merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
+    model = copy.deepcopy(policy).merge_and_unload() if is_peft else policy
     with atomic_directory(path) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        if is_peft:
+            policy.save_pretrained(Path(staging) / ADAPTER_FOLDER, safe_serialization=True)
 
 
 def import_model(source: str | Path, out: str | Path) -> Path:

@@ -25,6 +25,8 @@ from prefcore.engine.chat import is_conversation
 from prefcore.errors import DataError
 
 Truncation = Literal["error", "truncate"]
+Side = Literal["left", "right"]
+"""Which end of a token sequence truncation drops."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ def prompt_token_ids(tokenizer: Any, prompt: Any, *, prefix: str = "", where: st
     return chat_prompt_ids(tokenizer, prompt, prefix=prefix, where=where)
 
 
+def _keep(ids: list[int], count: int, side: Side) -> list[int]:
+    """The ``count`` tokens that remain when the others are dropped from ``side``."""
+    return ids[len(ids) - count :] if side == "left" else ids[:count]
+
+
 def tokenize_sequence(
     tokenizer: Any,
     prompt: Any,
@@ -69,12 +76,19 @@ def tokenize_sequence(
     prefix: str = "",
     truncation: Truncation = "truncate",
     where: str = "record",
+    max_prompt_length: int = 0,
+    prompt_truncation_side: Side = "left",
+    completion_truncation_side: Side = "right",
 ) -> TokenizedSequence:
-    """Tokenise one prompt/completion pair, enforcing ``max_length``.
+    """Tokenise one prompt/completion pair, enforcing ``max_prompt_length`` and ``max_length``.
 
-    ``truncate`` drops prompt tokens from the left first (the completion carries the
-    loss), then completion tokens from the right; ``error`` refuses over-long records.
-    An empty completion is always an error: it has no token to learn from.
+    ``truncate`` first cuts a prompt longer than ``max_prompt_length`` (0: no limit of its
+    own) to that length; then, while prompt + completion exceed ``max_length``, drops
+    prompt tokens first (the completion carries the loss; one prompt token always stays),
+    then completion tokens. Each is cut on its declared side: by default the prompt's start
+    (``"left"``, keeping the text next to the completion, as TRL does) and the completion's
+    end (``"right"``). ``error`` refuses over-long records instead. An empty completion is
+    always an error: it has no token to learn from.
     """
     text = completion_text(completion)
     if not text.strip():
@@ -94,6 +108,15 @@ def tokenize_sequence(
             source=where,
             field="prompt",
         )
+    if max_prompt_length and len(prompt_ids) > max_prompt_length:
+        if truncation == "error":
+            raise DataError(
+                f"the prompt is {len(prompt_ids)} tokens, over max_prompt_length={max_prompt_length}. Raise "
+                '[train] max_prompt_length or set truncation = "truncate".',
+                source=where,
+                field="prompt",
+            )
+        prompt_ids = _keep(prompt_ids, max_prompt_length, prompt_truncation_side)
     overflow = len(prompt_ids) + len(completion_ids) - max_length
     if overflow > 0:
         if truncation == "error":
@@ -103,9 +126,8 @@ def tokenize_sequence(
                 source=where,
                 field="completion",
             )
-        keep_prompt = max(1, len(prompt_ids) - overflow)
-        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt :]
-        completion_ids = completion_ids[: max_length - len(prompt_ids)]
+        prompt_ids = _keep(prompt_ids, max(1, len(prompt_ids) - overflow), prompt_truncation_side)
+        completion_ids = _keep(completion_ids, max_length - len(prompt_ids), completion_truncation_side)
         if not completion_ids:
             raise DataError(f"no completion token fits in max_length={max_length}.", source=where, field="completion")
     return TokenizedSequence(tuple(prompt_ids), tuple(completion_ids))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,6 +28,8 @@ from prefcore.engine.logprobs import completion_token_logps
 from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import check_finite
 from prefcore.engine.loop import check_loss
+from prefcore.engine.loop import epoch_steps
+from prefcore.engine.models import enable_gradient_checkpointing
 from prefcore.engine.progress import StageProgress
 from prefcore.errors import ConfigError
 from prefcore.methods import UsageObjective
@@ -41,6 +44,18 @@ class WeightedObjective:
 
 ReferenceLogps = Callable[[SequenceBatch], torch.Tensor]
 """Per-token reference log-probs ``[S, L-1]`` of a batch (a frozen model's forward)."""
+
+
+def with_epoch_limit(config: TrainConfig, num_items: int) -> TrainConfig:
+    """``config`` with ``steps`` made concrete for ``[train] epochs``: the scheduler and the loop count steps.
+
+    ``steps = 0`` lets the epochs decide; ``steps`` > 0 as well ends training at the first limit reached.
+    Without epochs the config is returned unchanged.
+    """
+    if config.epochs <= 0:
+        return config
+    limit = epoch_steps(config.epochs, num_items, config.batch_size, config.grad_accum)
+    return replace(config, steps=limit if config.steps == 0 else min(config.steps, limit))
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -76,6 +91,9 @@ class Trainer(OptimiserLoop):
         needs_reference = any(entry.objective.uses_reference() for entry in objectives)
         if needs_reference and reference_logps is None and cached_reference is None:
             raise ConfigError("an objective needs reference log-probs but the run has no reference model.")
+        config = with_epoch_limit(config, len(items))
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(policy)
         super().__init__(
             policy,
             items,
@@ -83,6 +101,8 @@ class Trainer(OptimiserLoop):
             run_dir=Path(run_dir) / checkpoint_tag if checkpoint_tag else Path(run_dir),
             on_checkpoint=on_checkpoint,
             what="the policy",
+            shuffle=config.shuffle,
+            group_by_length=config.group_by_length,
         )
         self.policy = policy
         self.objectives = list(objectives)
