@@ -71,6 +71,8 @@ class PrefcorePluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.provenance: dict[str, Provenance] = {}
         self.load_errors: list[PrefcoreError] = []
+        # Historic: every plugin registered from now on may add hook specifications of its own.
+        self.hook.prefcore_add_hookspecs.call_historic(kwargs={"plugin_manager": self})
 
     def register_plugin(self, plugin: object, provenance: Provenance) -> None:
         """Register ``plugin`` under ``provenance.plugin``, recording its distribution."""
