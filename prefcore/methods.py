@@ -21,6 +21,7 @@ from prefcore.errors import ConfigError
 if TYPE_CHECKING:
     from prefcore.batch import LogProbBatch
     from prefcore.batch import LossOutput
+    from prefcore.engine.reward_model import ScoringRule
     from prefcore.evaluation import EvaluationContext
     from prefcore.evaluation import EvaluationResult
     from prefcore.preference import RewardBatch
@@ -156,17 +157,43 @@ class FeedbackSource(Method, abc.ABC):
 class PreferenceModel(Method, abc.ABC):
     """Learns to score completions from preference feedback (a reward model).
 
-    Class attributes tell the engine what to prepare: ``data_formats`` (``pairwise``,
-    ``listwise``, ``unpaired``, ``stepwise``), preferred first; ``num_heads(config)`` says how
-    many scalar heads the reward network needs (one per aspect).
+    Everything the engine reads from a preference model is declared here, with the default
+    that fits a one-head reward network; override what differs:
+
+    - ``data_formats``: the item layouts the loss accepts (``pairwise``, ``listwise``,
+      ``unpaired``, ``stepwise``), preferred first;
+    - ``aspects``: head names, one head per aspect (a pair's ``aspect`` picks its head), or None;
+    - ``num_heads()``: scalar heads of the reward network (one per aspect, else 1);
+    - ``scoring_rule()``: how the trained network scores new completions, or None for the default;
+    - ``implicit_reward_beta()``: β when the network is a policy's implicit reward
+      β·log(π/π_ref) rather than heads on a backbone, else None;
+    - ``loss(batch)``: the one method every preference model writes.
     """
 
     kind: ClassVar[str] = "preference_model"
     data_formats: ClassVar[tuple[str, ...]] = ("pairwise",)
 
+    @property
+    def aspects(self) -> tuple[str, ...] | None:
+        """Names of the reward heads in order, or None for one unnamed head."""
+        return None
+
     def num_heads(self) -> int:
-        """Scalar reward heads this configured objective trains (1 unless multi-aspect)."""
-        return 1
+        """Scalar reward heads this configured objective trains (one per aspect, else 1)."""
+        aspects = self.aspects
+        return len(aspects) if aspects else 1
+
+    def scoring_rule(self) -> ScoringRule | None:
+        """How the trained network turns its heads into one score (``prefcore.engine.reward_model.ScoringRule``).
+
+        None keeps the network's default: the mean of its heads at the last completion token.
+        """
+        return None
+
+    def implicit_reward_beta(self) -> float | None:
+        """β of an implicit reward β·log(π/π_ref): the engine then trains a policy against a
+        frozen copy (``ImplicitRewardModel``) instead of heads on a backbone. None: heads."""
+        return None
 
     @abc.abstractmethod
     def loss(self, batch: RewardBatch) -> LossOutput:

@@ -18,7 +18,6 @@ tokenizer, beta).scorer()`` plugs into every evaluator that takes a scorer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from prefcore import hookimpl
 from prefcore.batch import LossOutput
@@ -50,8 +49,10 @@ class ImplicitDPO(PreferenceModel):
     name = "implicit_dpo"
     config_cls = ImplicitDPOConfig
     data_formats = ("pairwise",)
-    implicit_reward: ClassVar[bool] = True
-    """The trainer builds an ``ImplicitRewardModel`` (policy + frozen reference, β from the config)."""
+
+    def implicit_reward_beta(self) -> float:
+        """β of the config: the trainer builds an ``ImplicitRewardModel`` (policy + frozen reference)."""
+        return self.config.beta
 
     def loss(self, batch: RewardBatch) -> LossOutput:
         """DPO's loss on rewards that are already β·(log π − log π_ref)."""

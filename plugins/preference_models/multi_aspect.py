@@ -90,9 +90,6 @@ class MultiAspect(PreferenceModel):
         """Head names in order: the trainer maps each pair's ``aspect`` to its head with them."""
         return self.config.aspects
 
-    def num_heads(self) -> int:
-        return len(self.config.aspects)
-
     def scoring_rule(self) -> ScoringRule:
         """The trained model's default scoring: Σ_a w_a · r_a."""
         weights = self.config.aspect_weights

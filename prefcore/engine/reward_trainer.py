@@ -6,10 +6,11 @@ one per unit of the loss (``reward_items``), batched by ``micro_batches`` and co
 ``RewardBatch``; a held-out split by prompt measures pairwise accuracy (``reward_heldout``).
 This module holds the loop and the stage function that composes them.
 
-Optional attributes of an objective, read when present: ``aspects`` (head names; each
-pair's ``aspect`` picks its head), ``scoring_rule()`` (how the trained model scores, a
-``ScoringRule``), ``implicit_reward`` (True: the network is a policy's implicit reward,
-``ImplicitRewardModel``, with β from ``config.beta``).
+What the stage reads from an objective is declared on ``PreferenceModel``, with defaults:
+``aspects`` (head names; each pair's ``aspect`` picks its head), ``num_heads()``,
+``scoring_rule()`` (how the trained model scores, a ``ScoringRule``, or None) and
+``implicit_reward_beta()`` (β when the network is a policy's implicit reward,
+``ImplicitRewardModel``; None for heads on a backbone).
 
 One optimiser step is ``grad_accum`` micro-batches; ``RewardBatch.num_items`` counts the
 units of the whole step (pairs, lists, labelled completions, labelled steps), so summed
@@ -96,7 +97,7 @@ class RewardTrainer(OptimiserLoop):
                 f"the reward network has {model.num_heads}.",
                 method=objective.name,
             )
-        aspects = getattr(objective, "aspects", None)
+        aspects = objective.aspects
         self.aspects = tuple(aspects) if aspects is not None else None
         if self.aspects is not None:
             aspect_indices([item for item in items if item.data_format == "pairwise"], self.aspects)
@@ -164,7 +165,8 @@ def build_network(objective: PreferenceModel, tokenizer: Any, config: RewardTrai
         raise ConfigError(
             "the preference model needs a starting network: set path = '<local dir>' or demo = true.", field="path"
         )
-    if getattr(objective, "implicit_reward", False):
+    beta = objective.implicit_reward_beta()
+    if beta is not None:
         from prefcore.engine.models import frozen_copy
 
         if config.demo:
@@ -175,20 +177,18 @@ def build_network(objective: PreferenceModel, tokenizer: Any, config: RewardTrai
             from prefcore.engine.models import load_pretrained
 
             policy = load_pretrained(str(config.path), torch.device("cpu"))
-        beta = objective.config.beta
         return ImplicitRewardModel(policy, frozen_copy(policy), tokenizer, beta, max_length=config.max_length)
     model = build_reward_model(
         tokenizer,
         path=config.path,
         demo=config.demo,
         num_heads=objective.num_heads(),
-        aspects=getattr(objective, "aspects", None),
+        aspects=objective.aspects,
         seed=config.seed,
         max_length=config.max_length,
     )
-    scoring_rule = getattr(objective, "scoring_rule", None)
-    if callable(scoring_rule):
-        rule = scoring_rule()
+    rule = objective.scoring_rule()
+    if rule is not None:
         model.check_scoring(rule)
         model.scoring = rule
     return model

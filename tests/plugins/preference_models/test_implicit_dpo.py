@@ -73,8 +73,9 @@ def test_implicit_dpo_matches_rafailov_formula_and_the_dpo_objective(beta, pairs
 
 
 def test_the_trainer_builds_an_implicit_reward_network() -> None:
-    assert ImplicitDPO.implicit_reward is True
-    assert ImplicitDPO(ImplicitDPOConfig(beta=0.3)).num_heads() == 1
+    objective = ImplicitDPO(ImplicitDPOConfig(beta=0.3))
+    assert objective.implicit_reward_beta() == 0.3
+    assert objective.num_heads() == 1 and objective.aspects is None and objective.scoring_rule() is None
 
 
 @pytest.mark.parametrize("value", [0.0, -0.1, float("inf")])
