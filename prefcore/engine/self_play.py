@@ -114,7 +114,14 @@ def run_self_play(
             len(drawn),
         )
         items = build_items(
-            pairs, "pairwise", tokenizer, max_length=train_config.max_length, truncation=train_config.truncation
+            pairs,
+            "pairwise",
+            tokenizer,
+            max_length=train_config.max_length,
+            truncation=train_config.truncation,
+            max_prompt_length=train_config.max_prompt_length,
+            prompt_truncation_side=train_config.prompt_truncation_side,
+            completion_truncation_side=train_config.completion_truncation_side,
         )
         offset = (round_index - 1) * train_config.steps
         trainer = Trainer(
