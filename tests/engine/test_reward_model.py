@@ -216,7 +216,7 @@ def test_a_save_that_fails_leaves_the_previous_model(model, tmp_path: Path, monk
     def broken(*args, **kwargs) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("prefcore.engine.reward_model.save_file", broken)
+    monkeypatch.setattr("prefcore.engine.reward_model.storage.save_file", broken)
     with torch.no_grad():
         model.head.weight.add_(1.0)
     with pytest.raises(OSError, match="disk full"):
