@@ -45,13 +45,13 @@ class LogProbBatch:
         probabilities: ``[P]`` probability that chosen is preferred (soft labels: vote shares, judge
             confidences, a reward model's σ(Δ)); NaN where the pair's record gives none, so an
             objective can tell "no soft label" from "certain" and apply its own default; None when
-            no pair has one. ``prefcore.plugins.usage._common.pair_probabilities`` fills the NaNs.
+            no pair has one. ``prefcore.objectives.pair_probabilities`` fills the NaNs.
         weights: ``[P]`` (pairwise) or ``[S]`` per-example weights, or None.
         scores: ``[S]`` the feedback's score of each sequence (a rating, a reward model's reward);
             listwise batches from scored records carry it, and their ``list_ranks`` order the
             list by it (higher is better, equal scores tie). NaN for sequences whose record gives
             none (rankings, pairs); None when no sequence has one. Read by PRO
-            (``prefcore.plugins.usage._common.list_scores``).
+            (``prefcore.objectives.list_scores``).
         mismatched_index: ``[M]`` sequences pairing a prompt with another example's completion
             (KTO's reference point), excluded from ``labels``' loss; or None.
         num_items: how many comparisons the whole optimiser step holds across gradient
@@ -155,7 +155,7 @@ def target_token_count(
 class LossOutput:
     """What an objective returns: a differentiable scalar and detached named metrics.
 
-    ``metrics`` values are 0-d tensors or floats (e.g. ``rewards/margin``, ``rewards/accuracy``);
+    ``metrics`` values are 0-d tensors or floats (e.g. TRL's ``rewards/margins``, ``logps/chosen``);
     the engine averages them over the step and logs them through the lifecycle hooks.
     """
 

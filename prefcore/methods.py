@@ -218,6 +218,15 @@ class UsageObjective(Method, abc.ABC):
         """Whether this configured instance reads reference log-probs."""
         return self.needs_reference
 
+    def implicit_reward_beta(self) -> float | None:
+        """β of the implicit reward β·log(π/π_ref) this configured objective trains and reports, or None.
+
+        Evaluators read it for their reward metrics on held-out pairs. The bases in
+        ``prefcore.objectives`` return ``config.beta``; an objective without an implicit
+        reward (SFT) keeps None.
+        """
+        return None
+
     def transform_records(self, records: list[Any]) -> list[Any]:
         """Rewrite feedback records before tokenisation (e.g. hindsight prefixes); default: unchanged."""
         return records

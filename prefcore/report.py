@@ -115,8 +115,9 @@ def plot_loss(rows: Rows, path: Path) -> Path | None:
 def plot_reward_margin(rows: Rows, path: Path) -> Path | None:
     """Implicit reward margin (and accuracy) on training batches, plus held-out margins."""
     columns = _columns(rows)
-    train_steps, margins = _series(rows, "rewards/margin")
-    heldout = [column for column in matching_columns(columns, "reward_margin") if column != "rewards/margin"]
+    margin_column = "rewards/margins" if "rewards/margins" in columns else "rewards/margin"  # TRL's name first
+    train_steps, margins = _series(rows, margin_column)
+    heldout = [column for column in matching_columns(columns, "reward_margin") if column != margin_column]
     if not train_steps and not heldout:
         return None
     figure, axes = _new_axes("Reward margin (chosen − rejected)", "margin")
@@ -126,7 +127,8 @@ def plot_reward_margin(rows: Rows, path: Path) -> Path | None:
         steps, values = _series(rows, column)
         axes.plot(steps, values, marker="o", linestyle="--", label=f"held out ({column})")
     axes.axhline(0.0, color="grey", linewidth=0.8)
-    accuracy_steps, accuracy = _series(rows, "rewards/accuracy")
+    accuracy_column = "rewards/accuracies" if "rewards/accuracies" in columns else "rewards/accuracy"
+    accuracy_steps, accuracy = _series(rows, accuracy_column)
     if accuracy_steps:
         twin = axes.twinx()
         twin.plot(accuracy_steps, accuracy, color="tab:orange", alpha=0.6, linewidth=0.8, label="train accuracy")

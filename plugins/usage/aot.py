@@ -32,14 +32,15 @@ from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_in_range
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_in_range
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import policy_sequence_logps
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_sequence_logps
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import pair_logp_metrics
+from prefcore.objectives import policy_sequence_logps
+from prefcore.objectives import reduce_losses
+from prefcore.objectives import reference_sequence_logps
+from prefcore.objectives import require_pairs
+from prefcore.objectives import reward_metrics
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -63,6 +64,10 @@ class AOT(UsageObjective):
     data_formats = ("pairwise",)
     needs_reference = True
 
+    def implicit_reward_beta(self) -> float:
+        """β of the rewards it reports, β·log(π/π_ref)."""
+        return self.config.beta
+
     def loss(self, batch: LogProbBatch) -> LossOutput:
         beta, smoothing = self.config.beta, self.config.label_smoothing
         if batch.weights is not None:
@@ -79,7 +84,8 @@ class AOT(UsageObjective):
         losses = -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
         chosen_rewards = beta * (policy[chosen_index] - reference[chosen_index])
         rejected_rewards = beta * (policy[rejected_index] - reference[rejected_index])
-        return LossOutput(reduce_losses(losses, batch), reward_metrics(chosen_rewards, rejected_rewards))
+        metrics = {**reward_metrics(chosen_rewards, rejected_rewards), **pair_logp_metrics(batch, self.name)}
+        return LossOutput(reduce_losses(losses, batch), metrics)
 
 
 @hookimpl

@@ -23,15 +23,12 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_in_range
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_in_range
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -47,29 +44,21 @@ class AOTPairConfig:
         check_in_range("aot_pair", "label_smoothing", self.label_smoothing, 0.0, 0.5, closed="[)")
 
 
-class AOTPair(UsageObjective):
+class AOTPair(PairwiseObjective):
     """AOT (log-ratios): sorted chosen rewards must dominate sorted rejected rewards."""
 
     name = "aot_pair"
     config_cls = AOTPairConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
+    batch_coupled = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta, smoothing = self.config.beta, self.config.label_smoothing
-        if batch.weights is not None:
-            raise ValueError(
-                "objective 'aot_pair' compares sorted rewards across the batch, so per-pair weights do not "
-                "apply; drop the weights or use 'dpo'."
-            )
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        smoothing = self.config.label_smoothing
         chosen_sorted, _ = torch.sort(chosen_logratios)
         rejected_sorted, _ = torch.sort(rejected_logratios)
-        logits = beta * (chosen_sorted - rejected_sorted)
-        losses = -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
-        return LossOutput(
-            reduce_losses(losses, batch), reward_metrics(beta * chosen_logratios, beta * rejected_logratios)
-        )
+        logits = self.config.beta * (chosen_sorted - rejected_sorted)
+        return -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
 
 
 @hookimpl

@@ -18,15 +18,11 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
 
 torch = lazy_module("torch")
 
@@ -39,21 +35,18 @@ class ApoDownConfig:
         check_positive("apo_down", "beta", self.beta)
 
 
-class ApoDown(UsageObjective):
+class ApoDown(PairwiseObjective):
     """APO-down: lower both likelihoods, the rejected one more than the chosen."""
 
     name = "apo_down"
     config_cls = ApoDownConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
         chosen_rewards = self.config.beta * chosen_logratios
         rejected_rewards = self.config.beta * rejected_logratios
-        losses = torch.sigmoid(chosen_rewards) + (1 - torch.sigmoid(chosen_rewards - rejected_rewards))
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(chosen_rewards, rejected_rewards))
+        return torch.sigmoid(chosen_rewards) + (1 - torch.sigmoid(chosen_rewards - rejected_rewards))
 
 
 @hookimpl

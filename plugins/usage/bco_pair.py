@@ -18,16 +18,13 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
 
+torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
 
 
@@ -39,21 +36,18 @@ class BcoPairConfig:
         check_positive("bco_pair", "beta", self.beta)
 
 
-class BcoPair(UsageObjective):
+class BcoPair(PairwiseObjective):
     """BCO (pairwise): logistic classification of chosen vs rejected by implicit reward."""
 
     name = "bco_pair"
     config_cls = BcoPairConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
         chosen_rewards = self.config.beta * chosen_logratios
         rejected_rewards = self.config.beta * rejected_logratios
-        losses = -F.logsigmoid(chosen_rewards) - F.logsigmoid(-rejected_rewards)
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(chosen_rewards, rejected_rewards))
+        return -F.logsigmoid(chosen_rewards) - F.logsigmoid(-rejected_rewards)
 
 
 @hookimpl

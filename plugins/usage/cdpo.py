@@ -30,20 +30,18 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_in_range
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_in_range
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_probabilities
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_kwargs
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairLosses
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_probabilities
+from prefcore.objectives import reference_kwargs
+from prefcore.objectives import require_pairs
 
+torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
@@ -61,26 +59,32 @@ class CDPOConfig:
         check_in_range("cdpo", "label_smoothing", self.label_smoothing, 0.0, 0.5, closed="()")
 
 
-class CDPO(UsageObjective):
+class CDPO(PairwiseObjective):
     """Conservative DPO: DPO with label smoothing against noisy preferences."""
 
     name = "cdpo"
     config_cls = CDPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
+    def targets(self, batch: LogProbBatch) -> torch.Tensor | None:
+        """``[P]`` soft labels p (1 − ε where a pair has none), or None to train every pair on 1 − ε."""
+        if not self.config.use_probabilities:
+            return None
+        return pair_probabilities(batch, self.name, default=1.0 - self.config.label_smoothing)
+
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        logits = self.config.beta * (chosen_logratios - rejected_logratios)
+        targets = self.targets(batch)
+        if targets is None:
+            smoothing = self.config.label_smoothing
+            return -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
+        return -targets * F.logsigmoid(logits) - (1 - targets) * F.logsigmoid(-logits)
+
+    def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses | None:
+        if self.targets(batch) is not None:
+            return None
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        targets = None
-        if self.config.use_probabilities:
-            targets = pair_probabilities(batch, self.name, default=1.0 - self.config.label_smoothing)
-        if targets is not None:
-            beta = self.config.beta
-            chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
-            logits = beta * (chosen_logratios - rejected_logratios)
-            losses = -targets * F.logsigmoid(logits) - (1 - targets) * F.logsigmoid(-logits)
-            loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-            return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
         out = preference_losses.dpo_loss(
             batch.policy_logps,
             batch.mask,
@@ -90,8 +94,7 @@ class CDPO(UsageObjective):
             beta=self.config.beta,
             label_smoothing=self.config.label_smoothing,
         )
-        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
-        return LossOutput(loss, reward_metrics(out.chosen_rewards, out.rejected_rewards))
+        return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
 
 
 @hookimpl

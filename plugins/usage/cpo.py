@@ -23,20 +23,18 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_in_range
+from prefcore.methods import check_non_negative
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_in_range
-from prefcore.plugins.usage._common import check_non_negative
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import nll_shares
-from prefcore.plugins.usage._common import policy_sequence_logps
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import Metrics
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import nll_shares
+from prefcore.objectives import require_pairs
 
+torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
 
 
@@ -52,26 +50,21 @@ class CPOConfig:
         check_non_negative("cpo", "alpha", self.alpha)
 
 
-class CPO(UsageObjective):
+class CPO(PairwiseObjective):
     """CPO: reference-free logistic preference loss plus NLL on the chosen completion."""
 
     name = "cpo"
     config_cls = CPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = False
+    needs_reference = False  # pair_loss gets the policy log-probs log π(y|x)
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta, smoothing = self.config.beta, self.config.label_smoothing
-        chosen_index, rejected_index = require_pairs(batch, self.name)
-        summed = policy_sequence_logps(batch)
-        chosen_logps, rejected_logps = summed[chosen_index], summed[rejected_index]
-        logits = beta * (chosen_logps - rejected_logps)
-        preference_losses = -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
-        nll_losses, nll = nll_shares(batch, chosen_index, rejected_index)
-        losses = preference_losses + self.config.alpha * nll_losses
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        metrics = {**reward_metrics(beta * chosen_logps, beta * rejected_logps), "nll": nll}
-        return LossOutput(loss, metrics)
+    def pair_loss(
+        self, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, batch: LogProbBatch
+    ) -> tuple[torch.Tensor, Metrics]:
+        smoothing = self.config.label_smoothing
+        logits = self.config.beta * (chosen_logps - rejected_logps)
+        preference = -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
+        nll_losses, nll = nll_shares(batch, *require_pairs(batch, self.name))
+        return preference + self.config.alpha * nll_losses, {"nll": nll}
 
 
 @hookimpl

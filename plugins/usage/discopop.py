@@ -19,15 +19,11 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -43,22 +39,18 @@ class DiscoPOPConfig:
         check_positive("discopop", "tau", self.tau)
 
 
-class DiscoPOP(UsageObjective):
+class DiscoPOP(PairwiseObjective):
     """DiscoPOP: logistic loss blended with an exponential loss by the margin's sign."""
 
     name = "discopop"
     config_cls = DiscoPOPConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta = self.config.beta
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
-        logits = beta * (chosen_logratios - rejected_logratios)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        logits = self.config.beta * (chosen_logratios - rejected_logratios)
         mixing = torch.sigmoid(logits / self.config.tau)
-        losses = (1 - mixing) * -F.logsigmoid(logits) + mixing * torch.exp(-logits)
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+        return (1 - mixing) * -F.logsigmoid(logits) + mixing * torch.exp(-logits)
 
 
 @hookimpl

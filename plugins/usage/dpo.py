@@ -19,17 +19,17 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_kwargs
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairLosses
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import reference_kwargs
+from prefcore.objectives import require_pairs
 
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
@@ -41,15 +41,18 @@ class DPOConfig:
         check_positive("dpo", "beta", self.beta)
 
 
-class DPO(UsageObjective):
+class DPO(PairwiseObjective):
     """DPO: logistic (Bradley–Terry) loss on the implicit reward margin."""
 
     name = "dpo"
     config_cls = DPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        return -F.logsigmoid(self.config.beta * (chosen_logratios - rejected_logratios))
+
+    def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses:
         chosen_index, rejected_index = require_pairs(batch, self.name)
         out = preference_losses.dpo_loss(
             batch.policy_logps,
@@ -59,8 +62,7 @@ class DPO(UsageObjective):
             **reference_kwargs(batch, self.name),
             beta=self.config.beta,
         )
-        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
-        return LossOutput(loss, reward_metrics(out.chosen_rewards, out.rejected_rewards))
+        return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
 
 
 @hookimpl

@@ -27,17 +27,13 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_in_range
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_in_range
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_probabilities
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_probabilities
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -56,29 +52,26 @@ class ExoPairConfig:
         check_in_range("exo_pair", "epsilon", self.epsilon, 0.0, 0.5, closed="(]")
 
 
-class ExoPair(UsageObjective):
+class ExoPair(PairwiseObjective):
     """EXO (pairwise): reverse KL from the policy's pair preference to smoothed labels."""
 
     name = "exo_pair"
     config_cls = ExoPairConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta, epsilon = self.config.beta, self.config.epsilon
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
-        logits = beta * (chosen_logratios - rejected_logratios)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        epsilon = self.config.epsilon
+        logits = self.config.beta * (chosen_logratios - rejected_logratios)
         targets = pair_probabilities(batch, self.name, default=1 - epsilon) if self.config.use_probabilities else None
         if targets is None:
             log_target, log_reversed = math.log1p(-epsilon), math.log(epsilon)
         else:
             targets = targets.clamp(epsilon, 1 - epsilon)
             log_target, log_reversed = torch.log(targets), torch.log1p(-targets)
-        losses = F.sigmoid(logits) * (F.logsigmoid(logits) - log_target) + F.sigmoid(-logits) * (
+        return F.sigmoid(logits) * (F.logsigmoid(logits) - log_target) + F.sigmoid(-logits) * (
             F.logsigmoid(-logits) - log_reversed
         )
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
 
 
 @hookimpl

@@ -26,15 +26,12 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_finite
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -85,26 +82,21 @@ class FDPOConfig:
             raise ValueError(
                 f"divergence must be one of {', '.join(F_PRIME)} for objective 'fdpo'. Got {self.divergence!r}."
             )
-        if not math.isfinite(self.alpha):
-            raise ValueError(f"alpha must be a finite number for objective 'fdpo'. Got {self.alpha}.")
+        check_finite("fdpo", "alpha", self.alpha)
 
 
-class FDPO(UsageObjective):
+class FDPO(PairwiseObjective):
     """f-DPO: DPO with the reverse KL replaced by another f-divergence."""
 
     name = "fdpo"
     config_cls = FDPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta, alpha = self.config.beta, self.config.alpha
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        alpha = self.config.alpha
         f_prime = F_PRIME[self.config.divergence]
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
-        logits = beta * (f_prime(chosen_logratios, alpha) - f_prime(rejected_logratios, alpha))
-        losses = -F.logsigmoid(logits)
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+        return -F.logsigmoid(self.config.beta * (f_prime(chosen_logratios, alpha) - f_prime(rejected_logratios, alpha)))
 
 
 @hookimpl

@@ -37,9 +37,9 @@ from prefcore.data import PairwiseComparison
 from prefcore.data import to_pairs
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_template
-from prefcore.plugins.usage._common import conditioned_prompt
-from prefcore.plugins.usage._common import plain_text
+from prefcore.objectives import check_template
+from prefcore.objectives import conditioned_prompt
+from prefcore.objectives import plain_text
 from prefcore.plugins.usage.sft import SFT
 
 

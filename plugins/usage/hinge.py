@@ -27,19 +27,16 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_non_negative
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_non_negative
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_margins
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_kwargs
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairLosses
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_margins
+from prefcore.objectives import reference_kwargs
+from prefcore.objectives import require_pairs
 
 torch = lazy_module("torch")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
@@ -58,24 +55,29 @@ class HingeConfig:
         check_non_negative("hinge", "margin_scale", self.margin_scale)
 
 
-class Hinge(UsageObjective):
+class Hinge(PairwiseObjective):
     """Hinge (SLiC-HF): max(0, 1 − β·margin) on the implicit reward margin."""
 
     name = "hinge"
     config_cls = HingeConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
+    def margins(self, batch: LogProbBatch) -> torch.Tensor | None:
+        """``[P]`` the feedback's margins when ``use_margins`` is on and the batch has them, else None."""
+        return pair_margins(batch, self.name) if self.config.use_margins else None
+
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        gap = self.config.beta * (chosen_logratios - rejected_logratios)
+        margins = self.margins(batch)
+        if margins is None:
+            return torch.relu(1 - gap)
+        return torch.relu(1 + self.config.margin_scale * margins - gap)
+
+    def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses | None:
+        if self.margins(batch) is not None:
+            return None
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        margins = pair_margins(batch, self.name) if self.config.use_margins else None
-        if margins is not None:
-            beta = self.config.beta
-            chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
-            gap = beta * (chosen_logratios - rejected_logratios)
-            losses = torch.relu(1 + self.config.margin_scale * margins - gap)
-            loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-            return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
         out = preference_losses.hinge_loss(
             batch.policy_logps,
             batch.mask,
@@ -84,8 +86,7 @@ class Hinge(UsageObjective):
             **reference_kwargs(batch, self.name),
             beta=self.config.beta,
         )
-        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
-        return LossOutput(loss, reward_metrics(out.chosen_rewards, out.rejected_rewards))
+        return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
 
 
 @hookimpl

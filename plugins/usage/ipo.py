@@ -27,19 +27,17 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_probabilities
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_kwargs
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairLosses
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_probabilities
+from prefcore.objectives import reference_kwargs
+from prefcore.objectives import require_pairs
 
+torch = lazy_module("torch")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
@@ -54,24 +52,29 @@ class IPOConfig:
         check_positive("ipo", "beta", self.beta)
 
 
-class IPO(UsageObjective):
+class IPO(PairwiseObjective):
     """IPO: squared regression of the per-token log-ratio margin to 1/(2τ)."""
 
     name = "ipo"
     config_cls = IPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
+    average_logratios = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
+    def probabilities(self, batch: LogProbBatch) -> torch.Tensor | None:
+        """``[P]`` soft labels p (1 where a pair has none), or None to regress every pair to 1/(2τ)."""
+        return pair_probabilities(batch, self.name, default=1.0) if self.config.use_probabilities else None
+
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        probabilities = self.probabilities(batch)
+        if probabilities is None:
+            return (chosen_logratios - rejected_logratios - 1 / (2 * self.config.beta)) ** 2
+        return (chosen_logratios - rejected_logratios - (probabilities - 0.5) / self.config.beta) ** 2
+
+    def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses | None:
+        if self.probabilities(batch) is not None:
+            return None
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        probabilities = pair_probabilities(batch, self.name, default=1.0) if self.config.use_probabilities else None
-        if probabilities is not None:
-            beta = self.config.beta
-            chosen_averages, rejected_averages = pair_logratios(batch, self.name, average=True)
-            losses = (chosen_averages - rejected_averages - (probabilities - 0.5) / beta) ** 2
-            loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-            chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
-            return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
         out = preference_losses.ipo_loss(
             batch.policy_logps,
             batch.mask,
@@ -80,8 +83,7 @@ class IPO(UsageObjective):
             **reference_kwargs(batch, self.name),
             beta=self.config.beta,
         )
-        loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
-        return LossOutput(loss, reward_metrics(out.chosen_rewards, out.rejected_rewards))
+        return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
 
 
 @hookimpl

@@ -22,19 +22,17 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_non_negative
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_non_negative
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import labelled_mask
-from prefcore.plugins.usage._common import mean_or_zero
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_kwargs
-from prefcore.plugins.usage._common import reference_sequence_logps
-from prefcore.plugins.usage._common import require_labels
-from prefcore.plugins.usage._common import sequence_weights
+from prefcore.objectives import Metrics
+from prefcore.objectives import UnpairedLosses
+from prefcore.objectives import UnpairedObjective
+from prefcore.objectives import reference_kwargs
+from prefcore.objectives import reference_sequence_logps
+from prefcore.objectives import require_labels
 
 torch = lazy_module("torch")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
@@ -56,13 +54,11 @@ class KTOConfig:
             )
 
 
-class KTO(UsageObjective):
+class KTO(UnpairedObjective):
     """KTO: prospect-theoretic loss on unpaired desirable/undesirable completions."""
 
     name = "kto"
     config_cls = KTOConfig
-    data_formats = ("unpaired",)
-    needs_reference = True
 
     def reference_point(self, batch: LogProbBatch) -> torch.Tensor:
         """z0: the mean log-ratio of the mismatched sequences, clamped at 0 and detached; 0 without them."""
@@ -74,9 +70,19 @@ class KTO(UsageObjective):
             reference = reference_sequence_logps(batch, self.name)[rows]
             return (policy - reference).mean().clamp(min=0)
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
+    def sequence_loss(
+        self, logratios: torch.Tensor, labels: torch.Tensor, batch: LogProbBatch
+    ) -> tuple[torch.Tensor, Metrics]:
+        beta, z0 = self.config.beta, self.reference_point(batch)
+        losses = torch.where(
+            labels,
+            self.config.desirable_weight * (1.0 - torch.sigmoid(beta * (logratios - z0))),
+            self.config.undesirable_weight * (1.0 - torch.sigmoid(beta * (z0 - logratios))),
+        )
+        return losses, {"kl": z0.detach().float()}
+
+    def fused_unpaired_loss(self, batch: LogProbBatch, rows: torch.Tensor) -> UnpairedLosses:
         labels = require_labels(batch, self.name)
-        rows = labelled_mask(batch).nonzero().flatten()
         reference = {name: values[rows] for name, values in reference_kwargs(batch, self.name).items()}
         reference_point = self.reference_point(batch)
         out = preference_losses.kto_loss(
@@ -89,16 +95,7 @@ class KTO(UsageObjective):
             undesirable_weight=self.config.undesirable_weight,
             kl_reference_point=reference_point,
         )
-        weights = sequence_weights(batch)
-        loss = reduce_losses(out.losses, batch, None if weights is None else weights[rows])
-        chosen_reward, rejected_reward = mean_or_zero(out.chosen_rewards), mean_or_zero(out.rejected_rewards)
-        metrics = {
-            "rewards/chosen": chosen_reward,
-            "rewards/rejected": rejected_reward,
-            "rewards/margin": chosen_reward - rejected_reward,
-            "kl": reference_point.detach().float(),
-        }
-        return LossOutput(loss, metrics)
+        return UnpairedLosses(out.losses, out.chosen_rewards, out.rejected_rewards, {"kl": reference_point.detach().float()})
 
 
 @hookimpl

@@ -26,17 +26,14 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_probabilities
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_probabilities
 
+torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
 
 
@@ -51,16 +48,15 @@ class NcaPairConfig:
         check_positive("nca_pair", "beta", self.beta)
 
 
-class NcaPair(UsageObjective):
+class NcaPair(PairwiseObjective):
     """NCA (pairwise): noise-contrastive estimation on each completion's implicit reward."""
 
     name = "nca_pair"
     config_cls = NcaPairConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
         chosen_rewards = self.config.beta * chosen_logratios
         rejected_rewards = self.config.beta * rejected_logratios
         targets = pair_probabilities(batch, self.name, default=1.0) if self.config.use_probabilities else None
@@ -68,9 +64,7 @@ class NcaPair(UsageObjective):
             positive = -F.logsigmoid(chosen_rewards)
         else:
             positive = -targets * F.logsigmoid(chosen_rewards) - (1 - targets) * F.logsigmoid(rejected_rewards)
-        losses = positive - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(chosen_rewards, rejected_rewards))
+        return positive - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
 
 
 @hookimpl

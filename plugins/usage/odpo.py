@@ -28,18 +28,15 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_non_negative
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_non_negative
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import mean_or_zero
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_margins
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import Metrics
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import mean_or_zero
+from prefcore.objectives import pair_margins
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -55,25 +52,18 @@ class ODPOConfig:
         check_non_negative("odpo", "alpha", self.alpha)
 
 
-class ODPO(UsageObjective):
+class ODPO(PairwiseObjective):
     """ODPO: DPO whose implicit reward gap must exceed an offset α·log(margin) per pair."""
 
     name = "odpo"
     config_cls = ODPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta = self.config.beta
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> tuple[torch.Tensor, Metrics]:
         offsets = pair_offsets(pair_margins(batch, self.name), self.config.alpha, chosen_logratios)
-        losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios) - offsets)
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        metrics = {
-            **reward_metrics(beta * chosen_logratios, beta * rejected_logratios),
-            "offset": mean_or_zero(offsets),
-        }
-        return LossOutput(loss, metrics)
+        losses = -F.logsigmoid(self.config.beta * (chosen_logratios - rejected_logratios) - offsets)
+        return losses, {"offset": mean_or_zero(offsets)}
 
 
 def pair_offsets(margins: torch.Tensor | None, alpha: float, like: torch.Tensor) -> torch.Tensor:

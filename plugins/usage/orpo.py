@@ -27,14 +27,15 @@ from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import mean_or_zero
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
-from prefcore.plugins.usage._common import token_mean_scale
+from prefcore.objectives import item_weights
+from prefcore.objectives import mean_or_zero
+from prefcore.objectives import pair_logp_metrics
+from prefcore.objectives import reduce_losses
+from prefcore.objectives import require_pairs
+from prefcore.objectives import reward_metrics
+from prefcore.objectives import token_mean_scale
 
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
@@ -55,6 +56,10 @@ class ORPO(UsageObjective):
     data_formats = ("pairwise",)
     needs_reference = False
 
+    def implicit_reward_beta(self) -> float:
+        """β of the rewards it reports, λ, which also scales the β × mean token log-prob rewards."""
+        return self.config.beta
+
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
         out = preference_losses.orpo_loss(
@@ -67,7 +72,7 @@ class ORPO(UsageObjective):
             nll = preference_losses.nll_loss(batch.policy_logps, batch.mask, chosen_index, rejected_index)
             losses = losses + (scale - 1) * nll.losses
         loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        metrics = dict(reward_metrics(out.chosen_rewards, out.rejected_rewards))
+        metrics = {**reward_metrics(out.chosen_rewards, out.rejected_rewards), **pair_logp_metrics(batch, self.name)}
         if out.nll_loss is not None and out.odds_ratio_loss is not None and out.log_odds is not None:
             metrics |= {
                 "nll": out.nll_loss.detach(),

@@ -20,18 +20,16 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import list_reward_metrics
-from prefcore.plugins.usage._common import list_values
-from prefcore.plugins.usage._common import plackett_luce_nll
-from prefcore.plugins.usage._common import policy_sequence_logps
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_sequence_logps
-from prefcore.plugins.usage._common import require_lists
+from prefcore.objectives import ListwiseObjective
+from prefcore.objectives import plackett_luce_nll
+from prefcore.objectives import policy_sequence_logps
+from prefcore.objectives import reference_sequence_logps
+
+torch = lazy_module("torch")
 
 
 @dataclass(frozen=True)
@@ -42,21 +40,21 @@ class PlackettLuceDPOConfig:
         check_positive("plackett_luce_dpo", "beta", self.beta)
 
 
-class PlackettLuceDPO(UsageObjective):
+class PlackettLuceDPO(ListwiseObjective):
     """Listwise DPO: Plackett–Luce likelihood of the ranking under implicit rewards."""
 
     name = "plackett_luce_dpo"
     config_cls = PlackettLuceDPOConfig
-    data_formats = ("listwise",)
     needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        list_index, list_ranks = require_lists(batch, self.name)
+    def sequence_scores(self, batch: LogProbBatch) -> torch.Tensor:
         logratios = policy_sequence_logps(batch) - reference_sequence_logps(batch, self.name)
-        rewards, valid = list_values(self.config.beta * logratios, list_index)
-        losses = plackett_luce_nll(rewards, list_ranks.to(rewards.dtype), valid)
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, list_reward_metrics(rewards, valid))
+        return self.config.beta * logratios
+
+    def list_loss(
+        self, scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        return plackett_luce_nll(scores, ranks, valid)
 
 
 @hookimpl

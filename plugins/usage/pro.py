@@ -35,19 +35,15 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_non_negative
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_non_negative
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import list_reward_metrics
-from prefcore.plugins.usage._common import list_scores
-from prefcore.plugins.usage._common import list_values
-from prefcore.plugins.usage._common import mean_or_zero
-from prefcore.plugins.usage._common import policy_sequence_logps
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import require_lists
+from prefcore.objectives import ListwiseObjective
+from prefcore.objectives import Metrics
+from prefcore.objectives import list_scores
+from prefcore.objectives import mean_or_zero
+from prefcore.objectives import policy_sequence_logps
 
 torch = lazy_module("torch")
 
@@ -63,28 +59,27 @@ class PROConfig:
         check_non_negative("pro", "sft_weight", self.sft_weight)
 
 
-class PRO(UsageObjective):
+class PRO(ListwiseObjective):
     """PRO: each completion wins a softmax over those ranked below it, plus SFT on the best."""
 
     name = "pro"
     config_cls = PROConfig
-    data_formats = ("listwise",)
-    needs_reference = False
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        list_index, list_ranks = require_lists(batch, self.name)
-        scores, valid = list_values(policy_sequence_logps(batch, average=True), list_index)
+    def implicit_reward_beta(self) -> None:
+        """None: the scores it ranks are mean token log-probs, not β-scaled log-ratios."""
+        return None
+
+    def sequence_scores(self, batch: LogProbBatch) -> torch.Tensor:
+        return policy_sequence_logps(batch, average=True)
+
+    def list_loss(
+        self, scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor, batch: LogProbBatch
+    ) -> tuple[torch.Tensor, Metrics]:
         rewards = list_scores(batch, self.name) if self.config.use_scores else None
-        ranking_losses = pro_ranking_losses(scores, list_ranks.to(scores.dtype), valid, rewards)
+        ranking_losses = pro_ranking_losses(scores, ranks, valid, rewards)
         sft_losses = -scores[:, 0]
         losses = ranking_losses + self.config.sft_weight * sft_losses
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        metrics = {
-            **list_reward_metrics(scores, valid),
-            "ranking_loss": mean_or_zero(ranking_losses),
-            "nll": mean_or_zero(sft_losses),
-        }
-        return LossOutput(loss, metrics)
+        return losses, {"ranking_loss": mean_or_zero(ranking_losses), "nll": mean_or_zero(sft_losses)}
 
 
 def pro_ranking_losses(

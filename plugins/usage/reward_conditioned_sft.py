@@ -39,8 +39,8 @@ from prefcore.data import Scores
 from prefcore.data import Text
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_template
-from prefcore.plugins.usage._common import conditioned_prompt
+from prefcore.objectives import check_template
+from prefcore.objectives import conditioned_prompt
 from prefcore.plugins.usage.sft import SFT
 
 

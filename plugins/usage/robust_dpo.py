@@ -26,17 +26,13 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_in_range
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_in_range
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_probabilities
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_probabilities
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -59,18 +55,17 @@ class RobustDPOConfig:
         check_in_range("robust_dpo", "max_flip_rate", self.max_flip_rate, 0.0, 0.5, closed="[)")
 
 
-class RobustDPO(UsageObjective):
+class RobustDPO(PairwiseObjective):
     """Robust DPO: de-biased DPO loss for preference labels flipped with a known rate."""
 
     name = "robust_dpo"
     config_cls = RobustDPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta, flip_rate = self.config.beta, self.config.flip_rate
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
-        logits = beta * (chosen_logratios - rejected_logratios)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        flip_rate = self.config.flip_rate
+        logits = self.config.beta * (chosen_logratios - rejected_logratios)
         probabilities = None
         if self.config.use_probabilities:
             probabilities = pair_probabilities(batch, self.name, default=float("nan"))
@@ -80,9 +75,7 @@ class RobustDPO(UsageObjective):
             logits = torch.where(reversed_, -logits, logits)
             soft_rate = torch.minimum(probabilities, 1 - probabilities).clamp(max=self.config.max_flip_rate)
             flip_rate = torch.where(torch.isnan(probabilities), torch.full_like(soft_rate, flip_rate), soft_rate)
-        losses = (-(1 - flip_rate) * F.logsigmoid(logits) + flip_rate * F.logsigmoid(-logits)) / (1 - 2 * flip_rate)
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+        return (-(1 - flip_rate) * F.logsigmoid(logits) + flip_rate * F.logsigmoid(-logits)) / (1 - 2 * flip_rate)
 
 
 @hookimpl

@@ -22,19 +22,20 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_non_negative
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_non_negative
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import nll_shares
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reference_kwargs
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import Metrics
+from prefcore.objectives import PairLosses
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import nll_shares
+from prefcore.objectives import reference_kwargs
+from prefcore.objectives import require_pairs
 
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
 
@@ -48,15 +49,20 @@ class RPOConfig:
         check_non_negative("rpo", "alpha", self.alpha)
 
 
-class RPO(UsageObjective):
+class RPO(PairwiseObjective):
     """RPO: DPO plus α × NLL of the chosen completions."""
 
     name = "rpo"
     config_cls = RPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> tuple[torch.Tensor, Metrics]:
+        nll_losses, nll = nll_shares(batch, *require_pairs(batch, self.name))
+        dpo_losses = -F.logsigmoid(self.config.beta * (chosen_logratios - rejected_logratios))
+        return dpo_losses + self.config.alpha * nll_losses, {"nll": nll}
+
+    def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses:
         chosen_index, rejected_index = require_pairs(batch, self.name)
         preference = preference_losses.dpo_loss(
             batch.policy_logps,
@@ -68,9 +74,7 @@ class RPO(UsageObjective):
         )
         nll_losses, nll = nll_shares(batch, chosen_index, rejected_index)
         losses = preference.losses + self.config.alpha * nll_losses
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        metrics = {**reward_metrics(preference.chosen_rewards, preference.rejected_rewards), "nll": nll}
-        return LossOutput(loss, metrics)
+        return PairLosses(losses, preference.chosen_rewards, preference.rejected_rewards, {"nll": nll})
 
 
 @hookimpl

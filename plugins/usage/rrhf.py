@@ -26,15 +26,15 @@ from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_non_negative
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_non_negative
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import list_reward_metrics
-from prefcore.plugins.usage._common import list_values
-from prefcore.plugins.usage._common import mean_or_zero
-from prefcore.plugins.usage._common import policy_sequence_logps
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import require_lists
+from prefcore.objectives import item_weights
+from prefcore.objectives import list_reward_metrics
+from prefcore.objectives import list_values
+from prefcore.objectives import mean_or_zero
+from prefcore.objectives import policy_sequence_logps
+from prefcore.objectives import reduce_losses
+from prefcore.objectives import require_lists
 
 torch = lazy_module("torch")
 

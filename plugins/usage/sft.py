@@ -22,9 +22,9 @@ from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import NoOptions
 from prefcore.methods import UsageObjective
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import nll_shares
-from prefcore.plugins.usage._common import reduce_losses
+from prefcore.objectives import item_weights
+from prefcore.objectives import nll_shares
+from prefcore.objectives import reduce_losses
 
 torch = lazy_module("torch")
 

@@ -18,17 +18,14 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_lengths
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_lengths
 
+torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
 
 
@@ -40,21 +37,18 @@ class SigmoidNormConfig:
         check_positive("sigmoid_norm", "beta", self.beta)
 
 
-class SigmoidNorm(UsageObjective):
+class SigmoidNorm(PairwiseObjective):
     """Length-normalised DPO: logistic loss on per-token average log-ratios."""
 
     name = "sigmoid_norm"
     config_cls = SigmoidNormConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        beta = self.config.beta
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
         chosen_lengths, rejected_lengths = pair_lengths(batch, self.name, chosen_logratios.dtype)
-        losses = -F.logsigmoid(beta * (chosen_logratios / chosen_lengths - rejected_logratios / rejected_lengths))
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+        averages = chosen_logratios / chosen_lengths - rejected_logratios / rejected_lengths
+        return -F.logsigmoid(self.config.beta * averages)
 
 
 @hookimpl

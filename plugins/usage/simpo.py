@@ -15,7 +15,6 @@ generates, so training and decoding agree and long answers gain nothing. Compute
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from prefcore import hookimpl
@@ -23,13 +22,15 @@ from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_finite
+from prefcore.methods import check_in_range
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_in_range
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import require_pairs
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import item_weights
+from prefcore.objectives import pair_logp_metrics
+from prefcore.objectives import reduce_losses
+from prefcore.objectives import require_pairs
+from prefcore.objectives import reward_metrics
 
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
 
@@ -42,8 +43,7 @@ class SimPOConfig:
 
     def __post_init__(self) -> None:
         check_positive("simpo", "beta", self.beta)
-        if not math.isfinite(self.gamma):
-            raise ValueError(f"gamma must be a finite number for objective 'simpo'. Got {self.gamma}.")
+        check_finite("simpo", "gamma", self.gamma)
         check_in_range("simpo", "label_smoothing", self.label_smoothing, 0.0, 0.5, closed="[)")
 
 
@@ -54,6 +54,10 @@ class SimPO(UsageObjective):
     config_cls = SimPOConfig
     data_formats = ("pairwise",)
     needs_reference = False
+
+    def implicit_reward_beta(self) -> float:
+        """β of the rewards it reports, β × the mean token log-prob."""
+        return self.config.beta
 
     def loss(self, batch: LogProbBatch) -> LossOutput:
         chosen_index, rejected_index = require_pairs(batch, self.name)
@@ -67,7 +71,8 @@ class SimPO(UsageObjective):
             label_smoothing=self.config.label_smoothing,
         )
         loss = reduce_losses(out.losses, batch, item_weights(batch, out.losses.numel()))
-        return LossOutput(loss, reward_metrics(out.chosen_rewards, out.rejected_rewards))
+        metrics = {**reward_metrics(out.chosen_rewards, out.rejected_rewards), **pair_logp_metrics(batch, self.name)}
+        return LossOutput(loss, metrics)
 
 
 @hookimpl

@@ -26,15 +26,14 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
+from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import pair_logratios
-from prefcore.plugins.usage._common import pair_probabilities
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import pair_probabilities
+
+torch = lazy_module("torch")
 
 
 @dataclass(frozen=True)
@@ -48,24 +47,21 @@ class SppoHardConfig:
         check_positive("sppo_hard", "beta", self.beta)
 
 
-class SppoHard(UsageObjective):
+class SppoHard(PairwiseObjective):
     """SPPO (hard labels): squared regression of log-ratios to ±1/(2β)."""
 
     name = "sppo_hard"
     config_cls = SppoHardConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
         beta = self.config.beta
-        chosen_logratios, rejected_logratios = pair_logratios(batch, self.name)
         target = 0.5 / beta
         probabilities = pair_probabilities(batch, self.name, default=1.0) if self.config.use_probabilities else None
         if probabilities is not None:
             target = (probabilities - 0.5) / beta
-        losses = (chosen_logratios - target) ** 2 + (rejected_logratios + target) ** 2
-        loss = reduce_losses(losses, batch, item_weights(batch, losses.numel()))
-        return LossOutput(loss, reward_metrics(beta * chosen_logratios, beta * rejected_logratios))
+        return (chosen_logratios - target) ** 2 + (rejected_logratios + target) ** 2
 
 
 @hookimpl

@@ -25,16 +25,16 @@ from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
+from prefcore.methods import check_positive
 from prefcore.methods import option
-from prefcore.plugins.usage._common import check_positive
-from prefcore.plugins.usage._common import item_weights
-from prefcore.plugins.usage._common import labelled_mask
-from prefcore.plugins.usage._common import mean_or_zero
-from prefcore.plugins.usage._common import policy_sequence_logps
-from prefcore.plugins.usage._common import reduce_losses
-from prefcore.plugins.usage._common import reward_metrics
-from prefcore.plugins.usage._common import sequence_weights
-from prefcore.plugins.usage._common import upcast
+from prefcore.objectives import item_weights
+from prefcore.objectives import labelled_mask
+from prefcore.objectives import mean_or_zero
+from prefcore.objectives import policy_sequence_logps
+from prefcore.objectives import reduce_losses
+from prefcore.objectives import reward_metrics
+from prefcore.objectives import sequence_weights
+from prefcore.objectives import upcast
 
 torch = lazy_module("torch")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")

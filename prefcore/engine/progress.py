@@ -19,7 +19,13 @@ from typing import TextIO
 
 logger = logging.getLogger("prefcore.progress")
 
-SHOWN: tuple[tuple[str, str], ...] = (("rewards/margin", "margin"), ("rewards/accuracy", "acc"), ("accuracy", "acc"))
+SHOWN: tuple[tuple[str, str], ...] = (
+    ("rewards/margins", "margin"),  # usage objectives, TRL's names
+    ("rewards/accuracies", "acc"),
+    ("rewards/margin", "margin"),  # reward models
+    ("rewards/accuracy", "acc"),
+    ("accuracy", "acc"),
+)
 """Metrics shown next to the loss, as (name suffix, label); the first match per label wins."""
 
 

@@ -118,7 +118,7 @@ def test_weighted_objectives_train_together(pairs_file: Path, tmp_path: Path) ->
     config["usage"] = usage
     run_dir = run_pipeline(parse_run_config(config), out=str(tmp_path / "combo")).run_dir
     row = next(row for row in _rows(run_dir) if row.get("loss"))
-    assert row["dpo/rewards/margin"] != "" and row["sft/nll"] != ""
+    assert row["dpo/rewards/margins"] != "" and row["sft/nll"] != ""
 
 
 def test_lora_including_lm_head_trains_only_adapters(pairs_file: Path, tmp_path: Path) -> None:
