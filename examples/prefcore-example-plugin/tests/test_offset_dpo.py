@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from prefcore_example_plugin import OffsetDPO
-from prefcore_example_plugin import OffsetDPOConfig
+from prefcore_example_plugin.example_offset_dpo import OffsetDPO
+from prefcore_example_plugin.example_offset_dpo import OffsetDPOConfig
 
 from prefcore.batch import LogProbBatch
 from prefcore.testing import check_objective
