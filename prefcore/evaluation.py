@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from typing import TYPE_CHECKING
 from typing import Any
 
 from prefcore.engine.generation import GeneratedCompletions
@@ -32,6 +33,9 @@ from prefcore.engine.generation import greedy
 from prefcore.engine.generation import prompts_key
 from prefcore.errors import PrefcoreError
 from prefcore.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from prefcore.methods import UsageObjective
 
 torch = lazy_module("torch")
 logprobs = lazy_module("prefcore.engine.logprobs")
@@ -53,6 +57,7 @@ __all__ = [
     "cached_completions",
     "completion_token_logps",
     "eval_mode",
+    "evaluation_beta",
     "evaluation_prompts",
     "greedy",
     "judged_verdicts",
@@ -75,6 +80,7 @@ TokenIds = tuple[Sequence[int], Sequence[int]]
 
 DEFAULT_BETA = 0.1
 """β of implicit-reward metrics when the run's objective declares none (SFT, for example)."""
+
 
 JUDGE_HINT = (
     'Add a [judge] section to the run file (kind = "rule", "preference_model" or "llm"; see prefcore.judges), '
@@ -165,6 +171,16 @@ class EvaluationInputError(PrefcoreError, ValueError):
 # -------------------------------------------------------------------------
 # Reading the inputs
 # -------------------------------------------------------------------------
+
+
+def evaluation_beta(objective: UsageObjective) -> float:
+    """The β evaluators scale implicit rewards with: the one ``objective`` declares, else ``DEFAULT_BETA``.
+
+    An objective declares it through ``UsageObjective.implicit_reward_beta()`` (the bases in
+    ``prefcore.objectives`` return ``config.beta``); one without an implicit reward returns None.
+    """
+    beta = objective.implicit_reward_beta()
+    return DEFAULT_BETA if beta is None else float(beta)
 
 
 def evaluation_prompts(context: EvaluationContext) -> list[Any]:

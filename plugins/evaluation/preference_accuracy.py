@@ -6,8 +6,10 @@ https://arxiv.org/abs/2305.18290, section 5):
     r(x, y) = β · (log π(y | x) − log π_ref(y | x))
 
 with log π the summed log-probability of the completion tokens, π_ref the reference and
-β the objective's temperature. Without a reference (reference-free objectives such as
-SimPO or ORPO) the ranking is by r(x, y) = log π(y | x).
+β ``context.beta``: the β the run's objective declares (``implicit_reward_beta()``, read
+by ``prefcore.evaluation.evaluation_beta``), 0.1 for one without an implicit reward (SFT).
+Without a reference (reference-free objectives such as SimPO or ORPO) the ranking is by
+r(x, y) = log π(y | x).
 
 accuracy = share of held-out pairs with r(x, chosen) > r(x, rejected), equal rewards
 counting ½ (a policy identical to its reference scores 0.5, not 0);

@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from prefcore.data.records import PairwiseComparison
+from prefcore.evaluation import DEFAULT_BETA
 from prefcore.evaluation import EvaluationInputError
+from prefcore.evaluation import evaluation_beta
 from prefcore.plugins.evaluation.preference_accuracy import PreferenceAccuracy
+from prefcore.registry import Registry
 
 PROMPT = "what is the colour of sky"
 PAIRS = (
@@ -84,3 +87,13 @@ def test_needs_pairwise_records(random_llama, make_context) -> None:
     with pytest.raises(EvaluationInputError) as excinfo:
         PreferenceAccuracy().evaluate(make_context(random_llama(0)))
     assert excinfo.value.evaluator == "preference_accuracy"
+
+
+def test_beta_is_the_one_the_objective_declares() -> None:
+    registry = Registry.from_environment(third_party=False)
+    for name in registry.names("usage"):
+        objective = registry.create("usage", name)
+        declared = objective.implicit_reward_beta()
+        assert evaluation_beta(objective) == (DEFAULT_BETA if declared is None else declared), name
+    assert evaluation_beta(registry.create("usage", "dpo", {"beta": 0.3})) == 0.3
+    assert registry.create("usage", "sft").implicit_reward_beta() is None  # no implicit reward: the default
