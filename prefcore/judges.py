@@ -127,8 +127,8 @@ def can_judge(source: FeedbackSource | type[FeedbackSource]) -> bool:
 
 
 def needs_judge(evaluator: Evaluator | type[Evaluator]) -> bool:
-    """Whether an evaluator cannot run without a judge (class attribute ``needs_judge = True``)."""
-    return bool(getattr(evaluator, "needs_judge", False))
+    """Whether an evaluator cannot run without a judge (``Evaluator.needs_judge``, declared with default False)."""
+    return evaluator.needs_judge
 
 
 def _sigmoid(value: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
 import math
 import re
 from typing import TYPE_CHECKING
@@ -244,6 +245,9 @@ class Evaluator(Method, abc.ABC):
     """Measures a policy: win rates, preference accuracy, KL, samples."""
 
     kind: ClassVar[str] = "evaluation"
+    needs_judge: ClassVar[bool] = False
+    """True when the evaluator cannot run without the run's pairwise judge (``win_rate``); the run
+    file is then refused before any work unless a judge is configured or the feedback gives one."""
 
     @abc.abstractmethod
     def evaluate(self, context: EvaluationContext) -> EvaluationResult:
@@ -256,3 +260,64 @@ BASE_CLASSES: dict[str, type[Method]] = {
     "usage": UsageObjective,
     "evaluation": Evaluator,
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# The declared protocol of each kind, checked at registration
+# ----------------------------------------------------------------------------------------------
+
+_CHECKED_ELSEWHERE = frozenset({"name", "kind", "config_cls", "provenance"})
+"""Members the registry checks on their own (``name``, ``config_cls``) or sets (``provenance``)."""
+
+
+def declaration_problem(method_cls: type[Method]) -> str | None:
+    """Where ``method_cls`` overrides a member of its base differently from how the engine uses it, or None.
+
+    The bases in this module declare everything the engine reads from a method: methods it
+    calls (``num_heads()``, ``judge()``), properties it reads (``aspects``) and class
+    attributes it reads from the class (``data_formats``, ``needs_reference``,
+    ``needs_judge``). The registry refuses a class that, say, sets ``num_heads = 2`` or
+    ``needs_judge = "yes"`` with this sentence, naming the plugin, instead of the run
+    failing later on a ``TypeError``.
+    """
+    declared: dict[str, tuple[type, Any]] = {}
+    for base in reversed(method_cls.__mro__):  # the closest base's declaration wins
+        if base.__module__ == __name__:
+            for attribute, value in vars(base).items():
+                if not attribute.startswith("_") and attribute not in _CHECKED_ELSEWHERE:
+                    declared[attribute] = (base, value)
+    for attribute, (base, value) in sorted(declared.items()):
+        actual = inspect.getattr_static(method_cls, attribute)
+        if actual is value:
+            continue
+        problem = _member_problem(method_cls, attribute, value, actual)
+        if problem:
+            return f"{problem} (declared by prefcore.{base.__name__}.{attribute})"
+    return None
+
+
+def _member_problem(method_cls: type, attribute: str, declared: Any, actual: Any) -> str | None:
+    if isinstance(declared, property):
+        if inspect.isfunction(actual):
+            return (
+                f"defines {attribute}() as a method, but the engine reads {attribute} as a value: make it a @property"
+            )
+        return None
+    if inspect.isfunction(declared) or isinstance(declared, (classmethod, staticmethod)):
+        if isinstance(actual, property) or not callable(getattr(method_cls, attribute)):
+            return f"sets {attribute} to {_describe(actual)}, but the engine calls {attribute}(): define a method"
+        return None
+    if isinstance(actual, property):
+        return f"makes {attribute} a property, but the engine reads it from the class: set a class attribute"
+    if isinstance(declared, bool):
+        if not isinstance(actual, bool):
+            return f"sets {attribute} to {_describe(actual)}; it must be True or False"
+        return None
+    names = isinstance(actual, tuple) and actual and all(isinstance(item, str) and item for item in actual)
+    if isinstance(declared, tuple) and not names:
+        return f"sets {attribute} to {_describe(actual)}; it must be a non-empty tuple of names, e.g. {declared!r}"
+    return None
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if not isinstance(value, property) else "a property"

@@ -41,6 +41,7 @@ from prefcore.methods import KIND_TITLES
 from prefcore.methods import KINDS
 from prefcore.methods import METHOD_NAME
 from prefcore.methods import Method
+from prefcore.methods import declaration_problem
 
 ENTRY_POINT_GROUP = "prefcore"
 OWN_DISTRIBUTION = "prefcore"
@@ -233,12 +234,19 @@ class Registry:
         return self.plugin_manager.provenance.get(plugin_name, Provenance(plugin=plugin_name))
 
     def _collect(self, kind: str) -> None:
-        caller = getattr(self.plugin_manager.hook, hookspecs.REGISTRATION_HOOKS[kind])
-        for hookimpl in caller.get_hookimpls():
-            provenance = self._provenance(hookimpl.plugin_name)
+        """Call ``kind``'s registration hook once per plugin, through pluggy, and index what each returned.
+
+        One call per implementation (``subset_hook_caller`` leaving out the other plugins)
+        keeps what each plugin returned attributed to it, so a plugin whose hook raises or
+        returns something invalid is dropped alone; calling through pluggy keeps its tracing
+        (``enable_tracing``), call monitoring and hook wrappers seeing every registration.
+        """
+        for plugin_name, result in self._call_each(hookspecs.REGISTRATION_HOOKS[kind]):
+            provenance = self._provenance(plugin_name)
             try:
-                returned = hookimpl.function()
-                classes = self._validated(kind, returned, provenance)
+                if isinstance(result, BaseException):
+                    raise result
+                classes = self._validated(kind, result, provenance)
             except PluginValidationError as exc:
                 self.errors.append(exc)
                 continue
@@ -246,7 +254,7 @@ class Registry:
                 self.errors.append(
                     PluginValidationError(
                         provenance.plugin,
-                        f"hook {caller.name!r} raised {type(exc).__name__}: {exc}",
+                        f"hook {hookspecs.REGISTRATION_HOOKS[kind]!r} raised {type(exc).__name__}: {exc}",
                         distribution=provenance.distribution,
                     )
                 )
@@ -254,6 +262,27 @@ class Registry:
             for method_cls in classes:
                 self._registered.setdefault(provenance.plugin, []).append((kind, method_cls.name))
                 self._add(MethodInfo(kind, method_cls.name, method_cls, provenance))
+
+    def _call_each(self, hook_name: str) -> list[tuple[str, Any]]:
+        """``(plugin name, returned value or the exception it raised)`` for each implementation of ``hook_name``.
+
+        Hook wrappers are not implementations of their own: they wrap every call.
+        """
+        manager = self.plugin_manager
+        implementations = [
+            impl for impl in getattr(manager.hook, hook_name).get_hookimpls() if not (impl.hookwrapper or impl.wrapper)
+        ]
+        results: list[tuple[str, Any]] = []
+        for impl in implementations:
+            others = [other.plugin for other in implementations if other.plugin is not impl.plugin]
+            try:
+                returned = manager.subset_hook_caller(hook_name, others)()
+            except Exception as exc:  # attributed to the plugin by the caller
+                results.append((impl.plugin_name, exc))
+                continue
+            # pluggy leaves a None result out of the list it returns
+            results.append((impl.plugin_name, returned[0] if returned else None))
+        return results
 
     def _validated(self, kind: str, returned: Any, provenance: Provenance) -> list[type[Method]]:
         hook_name = hookspecs.REGISTRATION_HOOKS[kind]
@@ -390,7 +419,7 @@ def _method_class_problem(method_cls: Any, base: type[Method]) -> str | None:
     if getattr(method_cls, "__abstractmethods__", None):
         missing = ", ".join(sorted(method_cls.__abstractmethods__))
         return f"does not implement {missing}"
-    return None
+    return declaration_problem(method_cls)
 
 
 def _config_defaults_problem(method_cls: type[Method]) -> tuple[str | None, str | None]:

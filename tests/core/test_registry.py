@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -234,6 +235,176 @@ def test_a_hook_that_raises_breaks_only_its_plugin() -> None:
     assert error.plugin == "direct0"
     assert "RuntimeError: boom" in str(error)
     assert registry.names("usage") == ["toy"]
+
+
+DECLARATION_PLUGIN = '''
+from prefcore import hookimpl
+from prefcore.methods import Evaluator, FeedbackSource, PreferenceModel
+
+class Model(PreferenceModel):
+    """A preference model."""
+    name = "declared_model"
+    def loss(self, batch):
+        return None
+
+class Source(FeedbackSource):
+    """A feedback source."""
+    name = "declared_source"
+    def records(self):
+        return []
+
+class Judged(Evaluator):
+    """An evaluator."""
+    name = "declared_evaluator"
+    def evaluate(self, context):
+        return None
+
+{body}
+
+@hookimpl
+def {hook}():
+    return [{cls}]
+'''
+
+DECLARATION_CASES = {
+    "heads_as_a_number": (
+        "class Bad(Model):\n    num_heads = 2",
+        "prefcore_register_preference_models",
+        "sets num_heads to 2 (int), but the engine calls num_heads(): define a method "
+        "(declared by prefcore.PreferenceModel.num_heads)",
+    ),
+    "aspects_as_a_method": (
+        "class Bad(Model):\n    def aspects(self):\n        return ('a', 'b')",
+        "prefcore_register_preference_models",
+        "defines aspects() as a method, but the engine reads aspects as a value: make it a @property",
+    ),
+    "formats_as_a_string": (
+        "class Bad(Model):\n    data_formats = 'pairwise'",
+        "prefcore_register_preference_models",
+        "sets data_formats to 'pairwise' (str); it must be a non-empty tuple of names",
+    ),
+    "judge_as_a_value": (
+        "class Bad(Source):\n    judge = None",
+        "prefcore_register_feedback",
+        "sets judge to None (NoneType), but the engine calls judge()",
+    ),
+    "needs_judge_as_a_string": (
+        "class Bad(Judged):\n    needs_judge = 'yes'",
+        "prefcore_register_evaluators",
+        "sets needs_judge to 'yes' (str); it must be True or False (declared by prefcore.Evaluator.needs_judge)",
+    ),
+    "needs_judge_as_a_property": (
+        "class Bad(Judged):\n    @property\n    def needs_judge(self):\n        return True",
+        "prefcore_register_evaluators",
+        "makes needs_judge a property, but the engine reads it from the class",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECLARATION_CASES))
+def test_a_class_that_breaks_its_declared_protocol_is_refused_naming_plugin_and_distribution(
+    make_distribution, case: str
+) -> None:
+    body, hook, problem = DECLARATION_CASES[case]
+    source = DECLARATION_PLUGIN.format(body=body, hook=hook, cls="Bad")
+    make_distribution("declared-dist", "3.1", {"declared": "declared_mod"}, {"declared_mod": source})
+    make_distribution("good-dist", "1.0", {"good": "good_plugin_mod"}, {"good_plugin_mod": usage_plugin("good_loss")})
+    registry = Registry(get_plugin_manager(third_party=True))
+    [error] = registry.errors
+    assert isinstance(error, PluginValidationError)
+    assert (error.plugin, error.distribution) == ("declared", "declared-dist")
+    assert "declared-dist" in str(error)
+    assert problem in str(error)
+    assert "good_loss" in registry.names("usage")
+
+
+def test_classes_that_keep_their_declared_protocol_register() -> None:
+    body = (
+        "class Aspects(Model):\n    name = 'aspects_model'\n    data_formats = ('pairwise', 'listwise')\n"
+        "    @property\n    def aspects(self):\n        return ('a', 'b')\n"
+        "class Needs(Judged):\n    name = 'needs_judge'\n    needs_judge = True"
+    )
+    namespace: dict[str, Any] = {}
+    exec(DECLARATION_PLUGIN.format(body=body, hook="unused", cls=""), namespace)
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def prefcore_register_preference_models():
+            return [namespace["Aspects"], namespace["Model"]]
+
+        @staticmethod
+        @hookimpl
+        def prefcore_register_evaluators():
+            return [namespace["Needs"]]
+
+    registry = _registry_with(Plugin)
+    assert registry.errors == []
+    assert registry.names("preference_model") == ["aspects_model", "declared_model"]
+    assert registry.create("preference_model", "aspects_model").num_heads() == 2
+
+
+def test_registration_calls_go_through_pluggy_tracing_and_wrappers() -> None:
+    """Each plugin's registration hook is called through pluggy, so tracing and wrappers see it."""
+
+    class One:
+        @staticmethod
+        @hookimpl
+        def prefcore_register_usage_objectives():
+            return [_Toy]
+
+    class Crashing:
+        @staticmethod
+        @hookimpl
+        def prefcore_register_usage_objectives():
+            raise RuntimeError("boom")
+
+    seen: list[str] = []
+
+    class Wrapper:
+        @staticmethod
+        @hookimpl(wrapper=True)
+        def prefcore_register_usage_objectives():
+            result = yield
+            seen.append(f"returned {result!r}")
+            return result
+
+    manager = PrefcorePluginManager()
+    manager.register_plugin(One, Provenance(plugin="one"))
+    manager.register_plugin(Crashing, Provenance(plugin="crashing"))
+    manager.register_plugin(Wrapper, Provenance(plugin="wrapper"))
+    traced: list[str] = []
+    manager.trace.root.setwriter(traced.append)
+    undo = manager.enable_tracing()
+    try:
+        registry = Registry(manager)
+    finally:
+        undo()
+
+    assert registry.names("usage") == ["toy"]
+    [error] = registry.errors  # the crash is attributed to its own plugin; the wrapper is no plugin of methods
+    assert error.plugin == "crashing" and "RuntimeError: boom" in str(error)
+    assert seen == [f"returned {[[_Toy]]!r}"]  # the wrapper saw the call that succeeded
+    calls = [line for line in traced if "prefcore_register_usage_objectives" in line]
+    assert len([line for line in calls if "finish" not in line]) == 2  # one traced call per implementation
+
+
+def test_a_wrapper_can_change_what_a_plugin_registers() -> None:
+    class One:
+        @staticmethod
+        @hookimpl
+        def prefcore_register_usage_objectives():
+            return [_Toy]
+
+    class Hide:
+        @staticmethod
+        @hookimpl(wrapper=True)
+        def prefcore_register_usage_objectives():
+            yield
+            return []
+
+    registry = _registry_with(One, Hide)
+    assert registry.names("usage") == [] and registry.errors == []
 
 
 def test_same_class_from_two_modules_is_not_a_conflict() -> None:
