@@ -1,11 +1,11 @@
-"""Checks that plugin authors run in their own tests: precision helpers and the objective parity kit.
+"""The objective parity kit: checks that a usage objective is correct on random batches, without a model.
 
-A usage objective is a function of a ``LogProbBatch``, so everything that can go wrong
-with it can be tested on random tensors, without a model:
-
-- ``make_random_batch(data_format, ...)`` builds a valid random batch of any format;
 - ``assert_matches_reference`` compares loss and gradient w.r.t. ``policy_logps`` with an
   independent reference (TRL's implementation, or the paper's formula in plain torch);
+- ``assert_pair_loss_matches`` compares a ``PairwiseObjective``'s ``pair_loss`` with a
+  reference formula of (chosen log-ratio, rejected log-ratio), pair by pair;
+- ``assert_fused_path_matches`` checks that a base-class objective's fused kernel path
+  (``fused_pair_loss``, ``fused_unpaired_loss``) gives the losses and rewards of its formula;
 - ``assert_gradcheck`` runs ``torch.autograd.gradcheck`` in float64;
 - ``assert_low_precision_close`` checks bf16/fp16 inputs lose no more than their rounding;
 - ``assert_accumulation_invariant`` checks that micro-batches with ``num_items`` and
@@ -13,290 +13,52 @@ with it can be tested on random tensors, without a model:
   token-averaged terms included, with completions of any length);
 - ``assert_padding_invariant`` checks that padding columns and masked values change nothing;
 - ``assert_weights_respected`` checks that ``batch.weights`` scale each comparison's loss;
-- ``check_objective`` runs all of them.
+- ``check_objective`` runs all of them that apply.
 
 Every check raises ``AssertionError`` with a message that names the objective and the check.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import replace
-from types import ModuleType
 
 import torch
 
-from prefcore.batch import DATA_FORMATS
 from prefcore.batch import LogProbBatch
 from prefcore.batch import LossOutput
 from prefcore.methods import UsageObjective
-from prefcore.registry import PrefcorePluginManager
-from prefcore.registry import Provenance
-from prefcore.registry import Registry
+from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import UnpairedObjective
+from prefcore.objectives import labelled_mask
+from prefcore.testing.batches import batch_to
+from prefcore.testing.batches import make_random_batch
+from prefcore.testing.batches import num_comparisons
+from prefcore.testing.batches import split_batch
 
 __all__ = [
+    "PairReferenceFn",
     "ReferenceFn",
     "assert_accumulation_invariant",
+    "assert_fused_path_matches",
     "assert_gradcheck",
     "assert_low_precision_close",
-    "assert_lowprec_close",
     "assert_matches_reference",
     "assert_padding_invariant",
+    "assert_pair_loss_matches",
     "assert_valid_output",
     "assert_weights_respected",
-    "batch_to",
     "check_objective",
-    "make_random_batch",
-    "num_comparisons",
     "objective_label",
-    "split_batch",
 ]
 
 ReferenceFn = Callable[[LogProbBatch], torch.Tensor]
 """An independent implementation of an objective's loss: batch → differentiable scalar."""
 
-_FLOAT_FIELDS = ("policy_logps", "ref_logps", "ref_sequence_logps", "margins", "probabilities", "weights", "scores")
-
-
-def assert_lowprec_close(
-    kernel_out: torch.Tensor,
-    lowprec_ref: torch.Tensor,
-    fp32_ref: torch.Tensor,
-    *,
-    atol: float,
-    factor: float = 2.0,
-    name: str = "output",
-) -> None:
-    """Kernel error vs fp32 must be ≤ ``factor`` × plain torch's own error in the same dtype, + atol.
-
-    Why: in bf16/fp16 the question is not "equal to a reference" but "no worse than what
-    torch itself achieves in that precision", measured against an fp32 ground truth.
-    """
-    truth = fp32_ref.double()
-    kernel_err = (kernel_out.double() - truth).abs().max().item()
-    torch_err = (lowprec_ref.double() - truth).abs().max().item()
-    assert kernel_err <= factor * torch_err + atol, (
-        f"{name}: kernel error {kernel_err:.3e} > {factor} x torch error {torch_err:.3e} + atol {atol:.1e}"
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Random batches
-# ----------------------------------------------------------------------------------------------
-
-
-def make_random_batch(
-    data_format: str,
-    *,
-    num_items: int = 4,
-    max_tokens: int = 7,
-    list_size: int = 4,
-    with_reference: bool = True,
-    reference_per_sequence: bool = False,
-    with_weights: bool = False,
-    with_margins: bool = False,
-    with_scores: bool = False,
-    with_mismatched: bool = False,
-    with_ties: bool = False,
-    equal_lengths: bool = False,
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-) -> LogProbBatch:
-    """A valid random ``LogProbBatch`` of ``data_format`` (``pairwise``, ``unpaired``, ``listwise``, ``sft``).
-
-    Sequences are shuffled so that an objective cannot rely on a layout (chosen at even
-    rows, lists contiguous); each completion is a contiguous run of 1..``max_tokens``
-    tokens after a random prompt offset, the rest masked with log-prob 0.
-
-    Arguments:
-        num_items: comparisons in the batch: pairs, labelled sequences, lists or SFT sequences.
-        max_tokens: longest completion; ``T`` is ``max_tokens + 2`` (room for prompt offsets).
-        list_size: the longest list (listwise); some lists are shorter and padded with -1.
-        with_reference: add ``ref_logps`` (or ``ref_sequence_logps`` with ``reference_per_sequence``).
-        with_weights, with_margins, with_scores: add those optional fields.
-        with_mismatched: add KTO's mismatched sequences (unpaired format).
-        with_ties: give some listwise items equal ranks.
-        equal_lengths: every completion has ``max_tokens`` tokens (for references that
-            normalise over the whole batch's tokens, as TRL's NLL does).
-        dtype: floating dtype of every float field.
-        seed: the batch is a pure function of its arguments and this seed.
-    """
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be one of {', '.join(DATA_FORMATS)}. Got {data_format!r}.")
-    if num_items < 1:
-        raise ValueError(f"num_items must be >= 1. Got {num_items}.")
-    generator = torch.Generator().manual_seed(seed)
-    fields_: dict[str, torch.Tensor | int | None] = {}
-    if data_format == "pairwise":
-        num_sequences = 2 * num_items
-        order = torch.randperm(num_sequences, generator=generator)
-        fields_["chosen_index"] = order[:num_items]
-        fields_["rejected_index"] = order[num_items:]
-        if with_margins:
-            fields_["margins"] = torch.rand(num_items, generator=generator, dtype=dtype) * 2
-        fields_["probabilities"] = None
-    elif data_format == "unpaired":
-        num_labelled = max(num_items, 2)
-        num_mismatched = num_labelled if with_mismatched else 0
-        num_sequences = num_labelled + num_mismatched
-        labels = torch.rand(num_labelled, generator=generator) < 0.5
-        labels[0], labels[1] = True, False  # both kinds are present
-        order = torch.randperm(num_sequences, generator=generator)
-        all_labels = torch.zeros(num_sequences, dtype=torch.bool)
-        all_labels[order[:num_labelled]] = labels
-        fields_["labels"] = all_labels
-        if with_mismatched:
-            fields_["mismatched_index"] = order[num_labelled:].sort().values
-        num_items = num_labelled
-    elif data_format == "listwise":
-        if list_size < 2:
-            raise ValueError(f"list_size must be >= 2. Got {list_size}.")
-        sizes = torch.randint(2, list_size + 1, (num_items,), generator=generator)
-        sizes[0] = list_size  # at least one full list
-        num_sequences = int(sizes.sum())
-        order = torch.randperm(num_sequences, generator=generator)
-        list_index = torch.full((num_items, list_size), -1, dtype=torch.long)
-        list_ranks = torch.full((num_items, list_size), float("inf"), dtype=dtype)
-        offset = 0
-        for row, size in enumerate(sizes.tolist()):
-            list_index[row, :size] = order[offset : offset + size]
-            ranks = torch.arange(1, size + 1, dtype=dtype)
-            if with_ties and size >= 3 and row % 2 == 0:
-                ranks[1] = ranks[2] = 2  # a tie below the best
-            list_ranks[row, :size] = ranks
-            offset += size
-        fields_["list_index"] = list_index
-        fields_["list_ranks"] = list_ranks
-    else:
-        num_sequences = num_items
-
-    width = max_tokens + 2
-    if equal_lengths:
-        lengths = torch.full((num_sequences,), max_tokens)
-    else:
-        lengths = torch.randint(1, max_tokens + 1, (num_sequences,), generator=generator)
-    starts = torch.stack([torch.randint(0, width - int(n) + 1, (1,), generator=generator)[0] for n in lengths])
-    positions = torch.arange(width)
-    mask = (positions >= starts[:, None]) & (positions < (starts + lengths)[:, None])
-    # log-probs of tokens with probability in (0.02, 0.98): finite, away from 0 and 1
-    probabilities = 0.02 + 0.96 * torch.rand(num_sequences, width, generator=generator, dtype=torch.float64)
-    policy_logps = probabilities.log().to(dtype) * mask
-    if with_reference:
-        noise = 0.5 * torch.randn(num_sequences, width, generator=generator, dtype=torch.float64)
-        ref_logps = (policy_logps.double() + noise).clamp(max=-0.01).to(dtype) * mask
-        if reference_per_sequence:
-            fields_["ref_sequence_logps"] = ref_logps.sum(-1)
-        else:
-            fields_["ref_logps"] = ref_logps
-    if with_weights:
-        count = num_items if data_format != "unpaired" else num_sequences
-        fields_["weights"] = 0.25 + torch.rand(count, generator=generator, dtype=dtype)
-    if with_scores:
-        fields_["scores"] = torch.randn(num_sequences, generator=generator, dtype=dtype)
-    return LogProbBatch(policy_logps=policy_logps, mask=mask, **fields_)
-
-
-def num_comparisons(batch: LogProbBatch) -> int:
-    """How many comparisons the batch holds: pairs, labelled sequences, lists or sequences."""
-    if batch.chosen_index is not None:
-        return int(batch.chosen_index.numel())
-    if batch.list_index is not None:
-        return int(batch.list_index.shape[0])
-    if batch.labels is not None:
-        excluded = 0 if batch.mismatched_index is None else int(batch.mismatched_index.numel())
-        return batch.num_sequences - excluded
-    return batch.num_sequences
-
-
-def batch_to(batch: LogProbBatch, dtype: torch.dtype) -> LogProbBatch:
-    """The same batch with every float field cast to ``dtype``."""
-    changes = {
-        name: getattr(batch, name).to(dtype)
-        for name in _FLOAT_FIELDS
-        if getattr(batch, name) is not None and getattr(batch, name).is_floating_point()
-    }
-    return replace(batch, **changes)
-
-
-def split_batch(batch: LogProbBatch, groups: Sequence[Sequence[int]]) -> list[tuple[LogProbBatch, torch.Tensor]]:
-    """Micro-batches holding the comparisons of each group, with ``num_items`` = the whole batch's.
-
-    ``num_tokens`` is the whole batch's ``target_token_count()``, by the rule the engine uses
-    for a step, so token-averaged terms are checked across splits as training runs them.
-    Sequences are re-indexed from 0 in each part. KTO's mismatched sequences (a
-    batch-level reference point, detached) go into every part unchanged.
-
-    Returns:
-        ``(part, sequences)`` per group: ``sequences[i]`` is the row of ``batch`` that row
-        ``i`` of ``part`` came from (to map gradients back).
-    """
-    total = num_comparisons(batch)
-    total_tokens = batch.target_token_count()
-    parts = []
-    for group in groups:
-        items = torch.as_tensor(list(group), dtype=torch.long)
-        changes: dict[str, torch.Tensor | int | None] = {"num_items": total, "num_tokens": total_tokens}
-        if batch.chosen_index is not None and batch.rejected_index is not None:
-            chosen, rejected = batch.chosen_index[items], batch.rejected_index[items]
-            sequences = torch.cat([chosen, rejected])
-            local = torch.arange(len(sequences))
-            changes["chosen_index"], changes["rejected_index"] = local[: len(items)], local[len(items) :]
-            for name in ("margins", "probabilities", "weights"):
-                if getattr(batch, name) is not None:
-                    changes[name] = getattr(batch, name)[items]
-        elif batch.list_index is not None and batch.list_ranks is not None:
-            rows = batch.list_index[items]
-            sequences = rows[rows >= 0]
-            local_rows = torch.full_like(rows, -1)
-            local_rows[rows >= 0] = torch.arange(len(sequences))
-            changes["list_index"], changes["list_ranks"] = local_rows, batch.list_ranks[items]
-            if batch.weights is not None:
-                changes["weights"] = batch.weights[items]
-        elif batch.labels is not None:
-            labelled = _labelled_sequences(batch)
-            own = labelled[items]
-            mismatched = batch.mismatched_index if batch.mismatched_index is not None else own[:0]
-            sequences = torch.cat([own, mismatched])
-            changes["labels"] = batch.labels[sequences]
-            if batch.mismatched_index is not None:
-                changes["mismatched_index"] = torch.arange(len(own), len(sequences))
-            if batch.weights is not None:
-                changes["weights"] = _unpaired_weights_for(batch, sequences)
-        else:
-            sequences = items
-            if batch.weights is not None:
-                changes["weights"] = batch.weights[items]
-        for name in ("policy_logps", "mask", "ref_logps", "ref_sequence_logps", "scores"):
-            if getattr(batch, name) is not None:
-                changes[name] = getattr(batch, name)[sequences]
-        parts.append((replace(batch, **changes), sequences))
-    return parts
-
-
-def _labelled_sequences(batch: LogProbBatch) -> torch.Tensor:
-    keep = torch.ones(batch.num_sequences, dtype=torch.bool)
-    if batch.mismatched_index is not None:
-        keep[batch.mismatched_index] = False
-    return keep.nonzero().flatten()
-
-
-def _unpaired_weights_for(batch: LogProbBatch, sequences: torch.Tensor) -> torch.Tensor:
-    assert batch.weights is not None
-    if batch.weights.numel() == batch.num_sequences:
-        return batch.weights[sequences]
-    # one weight per labelled sequence, in sequence order: rebuild a per-sequence view
-    per_sequence = torch.ones(batch.num_sequences, dtype=batch.weights.dtype)
-    per_sequence[_labelled_sequences(batch)] = batch.weights
-    return per_sequence[sequences]
-
-
-# ----------------------------------------------------------------------------------------------
-# Checks
-# ----------------------------------------------------------------------------------------------
+PairReferenceFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A pairwise loss formula: ``[P]`` chosen and rejected log-ratios → ``[P]`` per-pair losses."""
 
 
 def objective_label(objective: UsageObjective) -> str:
@@ -569,16 +331,122 @@ def assert_padding_invariant(
     assert leaked == 0.0, f"{label}: masked positions receive gradient (max |grad| {leaked:.3e}); apply the mask."
 
 
+def assert_pair_loss_matches(
+    objective: PairwiseObjective,
+    reference_fn: PairReferenceFn,
+    batch: LogProbBatch | None = None,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    reference_name: str | None = None,
+) -> None:
+    """``objective.pair_loss`` equals ``reference_fn(chosen_logratios, rejected_logratios)`` pair by pair.
+
+    The log-ratios are the batch's (per-token averages when the objective declares
+    ``average_logratios``; policy log-probs when it is reference-free), so the check reads
+    like the paper's formula of the two log-ratios. Values and gradients w.r.t. both inputs
+    (random upstream gradient) are compared.
+    """
+    label = objective_label(objective)
+    source = reference_name or getattr(reference_fn, "__name__", "the reference")
+    if batch is None:
+        batch = make_random_batch("pairwise", with_reference=objective.uses_reference())
+    chosen, rejected = objective.pair_inputs(batch, average=objective.average_logratios)
+    upstream = 0.5 + torch.rand(chosen.shape, dtype=chosen.dtype)
+
+    def losses_and_grads(fn: Callable[..., object], with_batch: bool) -> tuple[torch.Tensor, ...]:
+        inputs = (chosen.detach().clone().requires_grad_(True), rejected.detach().clone().requires_grad_(True))
+        out = fn(*inputs, batch) if with_batch else fn(*inputs)
+        losses = out[0] if isinstance(out, tuple) else out
+        assert isinstance(losses, torch.Tensor) and losses.shape == chosen.shape, (
+            f"{label}: {'pair_loss' if with_batch else source} must return one loss per pair, shape "
+            f"{tuple(chosen.shape)}; got {getattr(losses, 'shape', type(losses).__name__)}."
+        )
+        grads = torch.autograd.grad((losses * upstream).sum(), inputs, allow_unused=True)
+        grads = tuple(torch.zeros_like(chosen) if grad is None else grad for grad in grads)
+        return (losses.detach(), *grads)
+
+    got = losses_and_grads(objective.pair_loss, True)
+    expected = losses_and_grads(reference_fn, False)
+    for what, value, want in zip(("per-pair losses", "d/d chosen", "d/d rejected"), got, expected, strict=True):
+        torch.testing.assert_close(
+            value,
+            want.to(value.dtype),
+            rtol=rtol,
+            atol=atol,
+            msg=lambda m, what=what: f"{label}: pair_loss {what} differ from {source}.\n{m}",
+        )
+
+
+def assert_fused_path_matches(
+    objective: UsageObjective, batch: LogProbBatch, *, rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
+    """A base-class objective's fused kernel path gives the losses, rewards and gradients of its formula.
+
+    For a ``PairwiseObjective``, ``fused_pair_loss`` against ``pair_losses`` (``pair_loss``);
+    for an ``UnpairedObjective``, ``fused_unpaired_loss`` against ``unpaired_losses``. Does
+    nothing where the objective offers no fused path for this batch (it returns None).
+    """
+    label = objective_label(objective)
+    policy_logps = batch.policy_logps.detach().clone().requires_grad_(True)
+    live = batch.with_policy_logps(policy_logps)
+    if isinstance(objective, PairwiseObjective):
+        fused = objective.fused_pair_loss(live)
+        if fused is None:
+            return
+        formula = objective.pair_losses(live)
+        pairs = [
+            ("losses", fused.losses, formula.losses),
+            ("chosen rewards", fused.chosen_rewards, formula.chosen_rewards),
+            ("rejected rewards", fused.rejected_rewards, formula.rejected_rewards),
+        ]
+    elif isinstance(objective, UnpairedObjective):
+        rows = labelled_mask(batch).nonzero().flatten()
+        fused_unpaired = objective.fused_unpaired_loss(live, rows)
+        if fused_unpaired is None:
+            return
+        formula_unpaired = objective.unpaired_losses(live, rows)
+        pairs = [
+            ("losses", fused_unpaired.losses, formula_unpaired.losses),
+            ("desirable rewards", fused_unpaired.desirable_rewards, formula_unpaired.desirable_rewards),
+            ("undesirable rewards", fused_unpaired.undesirable_rewards, formula_unpaired.undesirable_rewards),
+        ]
+    else:
+        return
+    for what, got, want in pairs:
+        torch.testing.assert_close(
+            got.detach(),
+            want.detach().to(got.dtype),
+            rtol=rtol,
+            atol=atol,
+            msg=lambda m, what=what: f"{label}: the fused path's {what} differ from the formula's.\n{m}",
+        )
+    upstream = 0.5 + torch.rand(pairs[0][1].shape, dtype=torch.float64)
+    fused_grad, formula_grad = (
+        torch.autograd.grad((losses.double() * upstream).sum(), policy_logps, retain_graph=True, allow_unused=True)[0]
+        for losses in (pairs[0][1], pairs[0][2])
+    )
+    torch.testing.assert_close(
+        torch.zeros_like(policy_logps) if fused_grad is None else fused_grad,
+        torch.zeros_like(policy_logps) if formula_grad is None else formula_grad,
+        rtol=rtol,
+        atol=atol,
+        msg=lambda m: f"{label}: the fused path's gradient w.r.t. policy_logps differs from the formula's.\n{m}",
+    )
+
+
 def check_objective(
     objective: UsageObjective,
     batch: LogProbBatch | Callable[[], LogProbBatch] | None = None,
     reference_fn: ReferenceFn | None = None,
     *,
+    pair_reference: PairReferenceFn | None = None,
     check_gradcheck: bool = True,
     check_low_precision: bool = True,
-    check_accumulation: bool = True,
+    check_accumulation: bool | None = None,
     check_padding: bool = True,
-    check_weights: bool = True,
+    check_weights: bool | None = None,
+    check_fused: bool = True,
     rtol: float = 1e-5,
     atol: float = 1e-6,
 ) -> None:
@@ -588,20 +456,27 @@ def check_objective(
         objective: a configured usage objective.
         batch: a batch, a factory of one, or None for ``make_random_batch`` of each format in
             ``objective.data_formats`` (with reference log-probs when the objective uses them,
-            weights, and KTO's mismatched sequences for the unpaired format).
+            weights unless the objective is batch-coupled, and KTO's mismatched sequences for
+            the unpaired format).
         reference_fn: an independent implementation (loss and gradient compared on the batch
             without its weights, which ``assert_weights_respected`` covers), or None.
-        check_*: switch single checks off, e.g. accumulation for a loss that couples the
-            whole batch (AOT sorts the batch), with the reason in the calling test. The
-            weights check runs when the batch has weights.
+        pair_reference: for a ``PairwiseObjective``, the paper's formula of (chosen log-ratio,
+            rejected log-ratio) → per-pair losses, checked against ``pair_loss``; or None.
+        check_*: switch single checks off, with the reason in the calling test. Accumulation
+            and weights default to on, except for a ``PairwiseObjective`` that declares
+            ``batch_coupled`` (AOT sorts the batch: its pairs interact). The weights check runs
+            when the batch has weights; the fused check where the objective has a fused path.
         rtol, atol: tolerances of the float32 comparisons.
     """
+    coupled = isinstance(objective, PairwiseObjective) and objective.batch_coupled
+    check_accumulation = not coupled if check_accumulation is None else check_accumulation
+    check_weights = not coupled if check_weights is None else check_weights
     if batch is None:
         batches = [
             make_random_batch(
                 data_format,
                 with_reference=objective.uses_reference(),
-                with_weights=True,
+                with_weights=not coupled,
                 with_mismatched=data_format == "unpaired" and objective.uses_reference(),
                 with_ties=data_format == "listwise",
             )
@@ -613,6 +488,12 @@ def check_objective(
         assert_valid_output(objective, one)
         if reference_fn is not None:  # unweighted: the weights check relates weighted to unweighted losses
             assert_matches_reference(objective, replace(one, weights=None), reference_fn, rtol=rtol, atol=atol)
+        if pair_reference is not None:
+            if not isinstance(objective, PairwiseObjective):
+                raise TypeError(f"{objective_label(objective)}: pair_reference needs a PairwiseObjective.")
+            assert_pair_loss_matches(objective, pair_reference, one, rtol=rtol, atol=atol)
+        if check_fused:
+            assert_fused_path_matches(objective, one, rtol=rtol, atol=atol)
         if check_gradcheck:
             assert_gradcheck(objective, one)
         if check_low_precision:
@@ -623,26 +504,3 @@ def check_objective(
             assert_padding_invariant(objective, one, rtol=rtol, atol=atol)
         if check_weights and one.weights is not None:
             assert_weights_respected(objective, one, rtol=rtol, atol=atol)
-
-
-def plugin_modules(package: ModuleType) -> list[ModuleType]:
-    """Every plugin module of a package of plugins (``_``-prefixed helper modules are not plugins)."""
-    return [
-        importlib.import_module(f"{package.__name__}.{info.name}")
-        for info in pkgutil.iter_modules(package.__path__)
-        if not info.name.startswith("_")
-    ]
-
-
-def registry_of(modules: Sequence[ModuleType]) -> Registry:
-    """A fresh registry holding exactly ``modules``, as if each were an installed plugin.
-
-    Tests see the files under test, not whatever happens to be installed; a module that
-    fails validation fails here, with the registry's own error.
-    """
-    manager = PrefcorePluginManager()
-    for module in modules:
-        manager.register_plugin(module, Provenance(plugin=module.__name__.rsplit(".", 1)[-1]))
-    registry = Registry(manager)
-    assert not registry.errors, registry.errors
-    return registry
