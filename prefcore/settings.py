@@ -234,7 +234,7 @@ class TrainConfig(TrainLoopConfig):
         0.0, doc="passes over the training items (fractions allowed); 0 = steps decide (one step = grad_accum batches)"
     )
     gradient_checkpointing: bool = option(
-        False, doc="recompute activations in the backward pass (less memory, ~30% more compute; non-reentrant)"
+        False, doc="recompute each layer's activations in the backward pass: less memory for one more forward pass"
     )
     max_prompt_length: int = option(
         0, doc="longest prompt in tokens, cut on prompt_truncation_side before max_length applies; 0 = no own limit"
