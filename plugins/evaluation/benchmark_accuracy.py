@@ -9,10 +9,12 @@ Two sources of truth, the first that exists wins:
    number or list of accepted answers; each distinct prompt counts once, with the answer
    of its first record.
 
-accuracy = (1 / N) Σ_i correct(x_i, ŷ_i), with ŷ_i the policy's greedy completion. With
-``match = "exact"`` a completion is correct if it equals an accepted answer; with
-``"contains"`` if an accepted answer occurs in it as a whole word or phrase. Greedy
-decoding makes the score a property of the policy, not of a sampling seed.
+    accuracy = (1 / N) Σ_i correct(x_i, ŷ_i)
+
+with x_i the N prompts and ŷ_i the policy's greedy completion. With ``match = "exact"`` a
+completion is correct if it equals an accepted answer; with ``"contains"`` if an accepted
+answer occurs in it as a whole word or phrase. Greedy decoding makes the score a property
+of the policy, not of a sampling seed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Human feedback from a preference data file (JSONL, JSON or Parquet).
 
 The records may be in any format of ``prefcore.data``: pairwise (TRL's
-``prompt``/``chosen``/``rejected``, standard or conversational), unpaired binary labels
+``prompt``/``chosen``/``rejected``, standard or conversational, as specified in
+https://huggingface.co/docs/trl/dataset_formats), unpaired binary labels
 (``prompt``/``completion``/``label``), listwise rankings, numeric scores or critiques.
 Malformed records stop the run with the file, line and field named, unless
 ``skip_invalid`` is set, in which case they are counted in the load report.
