@@ -8,7 +8,8 @@ an Offset", https://arxiv.org/abs/2402.10571, Eq. 6):
 
 π: the policy; π_ref: the frozen reference; y_w, y_l: the chosen and rejected completion;
 log π(y|x): the summed log-probability of the completion's tokens; σ: the logistic function;
-β: the strength of the implicit KL penalty.
+β: the strength of the implicit KL penalty, and the β of the implicit reward β·log(π/π_ref)
+that the metrics and the evaluators report.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from dataclasses import dataclass
 
 from prefcore import hookimpl
 from prefcore.batch import LogProbBatch
-from prefcore.batch import LossOutput
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import check_finite
 from prefcore.methods import check_positive
 from prefcore.methods import option
+from prefcore.objectives import PairwiseObjective
 
+torch = lazy_module("torch")  # torch loads when a loss is first computed
 F = lazy_module("torch.nn.functional")
-kernels = lazy_module("prefcore.kernels.preference_losses")  # Triton on GPU, torch on CPU
 
 
 @dataclass(frozen=True)
@@ -38,31 +39,17 @@ class OffsetDPOConfig:
         check_finite("example_offset_dpo", "offset", self.offset)
 
 
-class OffsetDPO(UsageObjective):
+class OffsetDPO(PairwiseObjective):
     """DPO whose implicit-reward margin must clear a fixed offset Δ."""
 
     name = "example_offset_dpo"
     config_cls = OffsetDPOConfig
-    data_formats = ("pairwise",)
-    needs_reference = True
 
-    def loss(self, batch: LogProbBatch) -> LossOutput:
-        policy, _ = kernels.sequence_logps(batch.policy_logps, batch.mask)
-        if batch.ref_sequence_logps is not None:
-            reference = batch.ref_sequence_logps.to(policy.dtype)
-        else:
-            reference, _ = kernels.sequence_logps(batch.ref_logps, batch.mask)
-        ratio = policy - reference
-        chosen, rejected = ratio[batch.chosen_index], ratio[batch.rejected_index]
-        losses = -F.logsigmoid(self.config.beta * (chosen - rejected) - self.config.offset)
-        if batch.weights is not None:
-            losses = losses * batch.weights.to(losses.dtype)
-        denominator = batch.num_items if batch.num_items is not None else losses.numel()
-        margin = (self.config.beta * (chosen - rejected)).detach()
-        return LossOutput(
-            losses.sum() / denominator,
-            {"rewards/margin": margin.mean(), "rewards/accuracy": (margin > 0).float().mean()},
-        )
+    def pair_loss(
+        self, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, batch: LogProbBatch
+    ) -> torch.Tensor:
+        h = chosen_logratios - rejected_logratios
+        return -F.logsigmoid(self.config.beta * h - self.config.offset)
 
 
 @hookimpl
