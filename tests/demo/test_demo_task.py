@@ -31,10 +31,10 @@ from prefcore.demo.world import category
 from prefcore.demo.world import facts
 from prefcore.demo.world import vocabulary
 from prefcore.errors import ConfigError
-from prefcore.plugins.feedback import rule_demo
-from prefcore.plugins.feedback.rule_demo import DemoRule
-from prefcore.plugins.feedback.rule_demo import DemoRuleConfig
-from prefcore.plugins.feedback.rule_demo import prefcore_register_feedback
+from prefcore.plugins.feedback import demo_rule
+from prefcore.plugins.feedback.demo_rule import DemoRule
+from prefcore.plugins.feedback.demo_rule import DemoRuleConfig
+from prefcore.plugins.feedback.demo_rule import prefcore_register_feedback
 from prefcore.registry import PrefcorePluginManager
 from prefcore.registry import Provenance
 from prefcore.registry import Registry
@@ -217,7 +217,7 @@ def test_feedback_source_yields_rule_records(kind: str, record_type: type) -> No
 def test_feedback_source_registers_and_checks_its_options() -> None:
     assert prefcore_register_feedback() == [DemoRule]
     manager = PrefcorePluginManager()
-    manager.register_plugin(rule_demo, Provenance(plugin="demo_rule"))
+    manager.register_plugin(demo_rule, Provenance(plugin="demo_rule"))
     registry = Registry(manager)
     source = registry.create("feedback", "demo_rule", {"count": 3, "kind": "binary"})
     assert registry.errors == []
