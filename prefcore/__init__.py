@@ -17,6 +17,7 @@ from prefcore.api import get_registry  # noqa: E402
 from prefcore.api import list_methods  # noqa: E402
 from prefcore.api import load_config  # noqa: E402
 from prefcore.api import method_info  # noqa: E402
+from prefcore.api import train  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -28,6 +29,7 @@ __all__ = [
     "load_config",
     "method_info",
     "run_pipeline",
+    "train",
 ]
 
 

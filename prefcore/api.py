@@ -8,17 +8,35 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 from prefcore.config import RunConfig
 from prefcore.config import load_run_config
+from prefcore.config import parse_run_config
 from prefcore.errors import UnknownMethodError
 from prefcore.methods import KINDS
 from prefcore.methods import Method
 from prefcore.registry import MethodInfo
 from prefcore.registry import Registry
+
+if TYPE_CHECKING:
+    from prefcore.stages.report import RunResult
+
+__all__ = [
+    "SelectedMethod",
+    "check_config",
+    "create_method",
+    "get_registry",
+    "list_methods",
+    "load_config",
+    "method_info",
+    "resolve_run_config",
+    "train",
+]
 
 
 def get_registry(*, third_party: bool | None = None) -> Registry:
@@ -82,3 +100,46 @@ def check_config(config: RunConfig, *, registry: Registry | None = None) -> Any:
     from prefcore.validation import check_run_config
 
     return check_run_config(config, registry=registry)
+
+
+def train(
+    config: RunConfig | Mapping[str, Any] | str | Path,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    data: Any = None,
+    heldout: Any = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    registry: Registry | None = None,
+) -> RunResult:
+    """Run the pipeline on a run file, with the model and the data given in memory if you like.
+
+    Arguments:
+        config: a run file's path, its contents as a dict (``{"usage": {"method": "dpo"}, ...}``)
+            or a parsed ``RunConfig``.
+        model, tokenizer: a transformers causal LM and its tokenizer, used instead of
+            ``[model] path``; the model is trained in place (``[model]`` may still set the
+            device, the chat template and LoRA).
+        data: feedback records instead of, or besides, ``[feedback]`` sections: a list of
+            dicts in TRL's layouts (``prompt``/``chosen``/``rejected``, conversational
+            messages, ``prompt``/``completion``/``label``, ``messages``) or prefcore's own, a
+            list of prefcore records, or a ``datasets.Dataset``.
+        heldout: held-out records for evaluation, in the same forms; every record of ``data``
+            then trains (instead of the ``[run] heldout_fraction`` split).
+        out: the run folder (default: ``[run] out_dir``/``name``-timestamp).
+        resume: continue the run in ``out`` from its newest checkpoint.
+        registry: the methods to resolve names with (default: everything installed).
+    Returns:
+        a ``RunResult``: ``model`` (the trained policy), ``tokenizer``, ``metrics`` (the final
+        evaluation) and ``run_dir``.
+    """
+    from prefcore.pipeline import InMemoryInputs
+    from prefcore.pipeline import run_pipeline
+
+    if isinstance(config, (str, Path)):
+        config = load_run_config(config)
+    elif isinstance(config, Mapping):
+        config = parse_run_config(config)
+    inputs = InMemoryInputs.read(model=model, tokenizer=tokenizer, data=data, heldout=heldout)
+    return run_pipeline(config, out=None if out is None else str(out), resume=resume, registry=registry, inputs=inputs)

@@ -8,10 +8,15 @@ the pipeline starts with this same function, a file that passes ``--dry-run`` ca
 later on validation; only its data can.
 
 All problems are reported together, so that one dry run shows everything to fix.
+
+From Python, the model, tokenizer and records can be given in memory (``prefcore.train``);
+``given`` tells the check which, so that a run file without ``[model] path`` or without a
+``[feedback]`` section is complete, and one that names both is refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +32,10 @@ from prefcore.errors import PrefcoreError
 from prefcore.methods import KINDS
 from prefcore.registry import Registry
 
-__all__ = ["CheckedRun", "check_run_config", "reward_model_section", "shared_data_format"]
+__all__ = ["IN_MEMORY", "CheckedRun", "check_run_config", "reward_model_section", "shared_data_format"]
+
+IN_MEMORY: tuple[str, ...] = ("model", "data", "heldout")
+"""What a Python caller may give in memory instead of naming it in the run file."""
 
 
 @dataclass(frozen=True)
@@ -62,16 +70,21 @@ def shared_data_format(objectives: Sequence[SelectedMethod]) -> str:
     raise ConfigError(f"the selected usage objectives share no data format: {names}.", field="usage")
 
 
-def check_run_config(config: RunConfig, *, registry: Registry | None = None) -> CheckedRun:
+def check_run_config(config: RunConfig, *, registry: Registry | None = None, given: Collection[str] = ()) -> CheckedRun:
     """Check the whole run file; raise one ``ConfigError`` listing every problem, or return it built.
 
     Arguments:
         config: the parsed run file (``load_run_config``).
         registry: the methods to resolve names with (default: everything installed).
+        given: what the caller passes in memory, among ``IN_MEMORY``: ``"model"`` (a model and
+            its tokenizer), ``"data"`` (feedback records), ``"heldout"`` (held-out records).
     Returns:
         the method instances per kind and each engine section's config dataclass.
     """
     registry = registry or Registry.from_environment()
+    unknown = sorted(set(given) - set(IN_MEMORY))
+    if unknown:
+        raise ValueError(f"given names {unknown}; it takes {', '.join(IN_MEMORY)}.")
     problems: list[PrefcoreError] = []
     where = f"{config.source}: " if config.source else ""
 
@@ -92,6 +105,8 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None) -> 
             continue  # checked against the whole file below
         values = reward_model_section(config) if name == "reward_model" else config.section(name)
         try:
+            if name == "model" and "model" in given:
+                values = _in_memory_model_section(values)
             sections[name] = build_config(engine_section_config(name), values, method=f"[{name}]")
         except PrefcoreError as exc:
             problems.append(exc)
@@ -106,7 +121,7 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None) -> 
 
     data_format = ""
     try:
-        data_format = _check_combination(config, methods, sections)
+        data_format = _check_combination(config, methods, sections, given)
     except PrefcoreError as exc:
         problems.append(exc)
 
@@ -122,20 +137,50 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None) -> 
     return CheckedRun(config=config, methods=methods, sections=sections, data_format=data_format)
 
 
+def _in_memory_model_section(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``[model]`` beside a model given in memory: it may set the device, the chat template and LoRA only."""
+    clashing = [key for key in ("path", "demo", "dtype") if key in section]
+    if clashing:
+        raise ConfigError(
+            f"a model was given in memory, and [model] also sets {', '.join(clashing)}: the model given is used "
+            "as it is (its own weights and dtype). Drop those keys, or drop the model argument.",
+            field=f"model.{clashing[0]}",
+        )
+    return {**section, "demo": True}  # stands in for the model given, so the other keys are checked
+
+
 def _check_combination(
-    config: RunConfig, methods: Mapping[str, list[SelectedMethod]], sections: Mapping[str, Any]
+    config: RunConfig,
+    methods: Mapping[str, list[SelectedMethod]],
+    sections: Mapping[str, Any],
+    given: Collection[str] = (),
 ) -> str:
     """Checks between sections: what the pipeline needs from the file as a whole."""
     if not config.selected("usage"):
         raise ConfigError('the run file selects no usage objective: add a [usage] section with method = "dpo".')
-    if not config.selected("feedback"):
+    if not config.selected("feedback") and "data" not in given:
         raise ConfigError(
             'the run file selects no feedback source: add a [feedback] section, e.g. method = "demo_rule".'
         )
+    if "model" in given and config.selected("preference_model"):
+        reward = config.section("reward_model")
+        if "path" not in reward and "demo" not in reward:
+            raise ConfigError(
+                "a preference model trains on the policy's backbone by default, but the policy was given in memory: "
+                'name the backbone in [reward_model] path = "<local dir>" (or demo = true).',
+                field="reward_model.path",
+            )
     objectives = methods.get("usage", [])
     if len(objectives) != len(config.selected("usage")):
         return ""  # an objective failed to build; its error is already listed
     data_format = shared_data_format(objectives)
+    train, self_play = sections.get("train"), sections.get("self_play")
+    if train is not None and self_play is not None and train.epochs > 0 and self_play.rounds > 0:
+        raise ConfigError(
+            "[train] epochs counts passes over one set of pairs, but [self_play] makes new pairs each round: "
+            "set [train] steps (the steps of each round) instead of epochs.",
+            field="train.epochs",
+        )
     run = sections.get("run")
     if run is not None:
         needs_reference = [entry.method.name for entry in objectives if entry.method.uses_reference()]
@@ -145,11 +190,12 @@ def _check_combination(
                 "use reference = 'model' or 'precomputed'.",
                 field="run.reference",
             )
-        preference_models = [entry.method for entry in methods.get("preference_model", [])]
-        if len(preference_models) == len(config.selected("preference_model")):
-            from prefcore.engine.reward_ensemble import check_combinable
-
-            check_combinable(preference_models)  # several score as one ensemble
+        if "heldout" in given and run.heldout_files:
+            raise ConfigError(
+                "held-out records were given in memory, and [run] heldout names files too: give one of them.",
+                field="run.heldout",
+            )
+        _check_ensemble(config, methods, run)
         if run.reward_labels and not config.selected("preference_model"):
             raise ConfigError(
                 "[run] reward_labels = true relabels pairs with a trained preference model, "
@@ -157,3 +203,26 @@ def _check_combination(
                 field="run.reward_labels",
             )
     return data_format
+
+
+def _check_ensemble(config: RunConfig, methods: Mapping[str, list[SelectedMethod]], run: Any) -> None:
+    """Several ``[[preference_model]]`` sections make one reward: they must fit ``[run] ensemble``."""
+    from prefcore.engine.reward_ensemble import check_combinable
+    from prefcore.engine.reward_ensemble import check_soup
+
+    specs = config.selected("preference_model")
+    entries = methods.get("preference_model", [])
+    if len(entries) != len(specs):
+        return  # a preference model failed to build; its error is already listed
+    preference_models = [entry.method for entry in entries]
+    check_combinable(preference_models)  # several score as one ensemble
+    if run.ensemble == "soup":
+        check_soup(preference_models)
+        return
+    weighted = [f"{entry.method.name} (weight = {entry.weight:g})" for entry in entries if entry.weight != 1.0]
+    if weighted:
+        raise ConfigError(
+            f"[[preference_model]] {', '.join(weighted)}: a weight is a model's share of a soup, but "
+            f'[run] ensemble = "{run.ensemble}" counts every model alike. Set ensemble = "soup" or drop the weight.',
+            field="preference_model.weight",
+        )

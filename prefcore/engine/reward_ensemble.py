@@ -15,6 +15,11 @@ conservative combination of their scores is harder to exploit:
 ``rewarded_soup`` instead averages the *weights* of models fine-tuned from one
 initialisation (Ramé et al. 2023, "Rewarded soups", https://arxiv.org/abs/2306.04488):
 θ = Σ_i λ_i θ_i with λ_i ≥ 0, Σ λ_i = 1; one network, one forward pass.
+
+From a run file, several ``[[preference_model]]`` sections are combined by ``[run] ensemble``:
+``mean``, ``min`` or ``mean_minus_std`` (with ``ensemble_penalty`` = λ) score as a
+``RewardEnsemble``; ``soup`` interpolates their weights, each section's ``weight`` its share
+(``soup_weights``). ``check_soup`` is the run-file check of a soup's members.
 """
 
 from __future__ import annotations
@@ -44,6 +49,18 @@ from prefcore.settings import ENSEMBLE_COMBINES
 Combine = Literal["mean", "min", "mean_minus_std"]
 COMBINES = ENSEMBLE_COMBINES
 
+__all__ = [
+    "COMBINES",
+    "RewardEnsemble",
+    "bootstrap_sample",
+    "check_combinable",
+    "check_soup",
+    "combine_scores",
+    "rewarded_soup",
+    "soup_weights",
+    "train_reward_ensemble",
+]
+
 
 def combine_scores(scores: torch.Tensor, combine: str, penalty: float = 0.0) -> torch.Tensor:
     """Combine member scores ``[M, ...]`` over the first dimension: mean, min or mean − λ·std."""
@@ -58,7 +75,7 @@ def combine_scores(scores: torch.Tensor, combine: str, penalty: float = 0.0) -> 
 
 def check_combinable(objectives: Sequence[PreferenceModel]) -> None:
     """Preference models that are to score as one ensemble must share their heads; checked before training."""
-    heads = {(objective.num_heads(), tuple(getattr(objective, "aspects", None) or ())) for objective in objectives}
+    heads = {(objective.num_heads(), tuple(objective.aspects or ())) for objective in objectives}
     if len(heads) > 1:
         names = ", ".join(f"{objective.name} ({objective.num_heads()} heads)" for objective in objectives)
         raise ConfigError(
@@ -66,6 +83,47 @@ def check_combinable(objectives: Sequence[PreferenceModel]) -> None:
             "Keep models with the same aspects, or run them separately.",
             field="preference_model",
         )
+
+
+def check_soup(objectives: Sequence[PreferenceModel]) -> None:
+    """Preference models that are to be souped (``[run] ensemble = "soup"``); checked before training.
+
+    A soup needs at least two members, each a network with heads (an implicit reward is a
+    policy, not a reward model), and members that differ: they train on the same feedback
+    from one initialisation, so two identical sections would train the same network twice.
+    """
+    if len(objectives) < 2:
+        raise ConfigError(
+            '[run] ensemble = "soup" interpolates the weights of several preference models, but the run file '
+            f"has {len(objectives)} [[preference_model]] section(s): add more, or drop ensemble.",
+            field="run.ensemble",
+        )
+    implicit = [objective.name for objective in objectives if objective.implicit_reward_beta() is not None]
+    if implicit:
+        raise ConfigError(
+            f'[run] ensemble = "soup" averages reward-model weights, but {", ".join(implicit)} is a policy\'s '
+            'implicit reward, not a reward model: leave it out of the soup or use ensemble = "mean".',
+            field="run.ensemble",
+        )
+    seen: dict[tuple[str, str], int] = {}
+    for index, objective in enumerate(objectives):
+        key = (objective.name, repr(objective.config))
+        if key in seen:
+            raise ConfigError(
+                f'[run] ensemble = "soup": [[preference_model]] #{index + 1} repeats #{seen[key] + 1} '
+                f"({objective.name} with the same options). Soup members train on the same feedback from one "
+                "initialisation, so they must differ in method or options.",
+                field="preference_model",
+            )
+        seen[key] = index
+
+
+def soup_weights(weights: Sequence[float]) -> list[float]:
+    """The ``weight`` of each ``[[preference_model]]`` section as a soup share λ_i (normalised to sum 1)."""
+    total = float(sum(weights))
+    if not (math.isfinite(total) and total > 0 and all(weight >= 0 for weight in weights)):
+        raise ConfigError(f"soup weights must be >= 0 with a positive sum; got {list(weights)}.", field="weight")
+    return [float(weight) / total for weight in weights]
 
 
 class RewardEnsemble:

@@ -17,11 +17,11 @@ from prefcore.data import PairwiseComparison
 from prefcore.data import write_jsonl
 from prefcore.demo.task import preference_pairs
 from prefcore.errors import ConfigError
-from prefcore.pipeline import RunSettings
-from prefcore.pipeline import WarmStartConfig
-from prefcore.pipeline import gather_feedback
 from prefcore.pipeline import run_pipeline
 from prefcore.registry import Registry
+from prefcore.settings import RunSettings
+from prefcore.settings import WarmStartConfig
+from prefcore.stages.feedback import gather_feedback
 from prefcore.validation import check_run_config
 
 

@@ -1,0 +1,59 @@
+"""Stage 7, evaluation: every selected evaluator on one shared context, before, during and after training.
+
+``Evaluation.run(step)`` is called at step 0 (the policy still equals the reference), every
+``[train] eval_every`` steps by the trainer, and at the last step; each pass fires
+``prefcore_evaluation_end`` and keeps its metrics and samples for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+from prefcore.engine.progress import StageProgress
+from prefcore.evaluation import EvaluationContext
+from prefcore.stages.session import RunHooks
+
+__all__ = ["Evaluation"]
+
+logger = logging.getLogger("prefcore.pipeline")
+
+
+class Evaluation:
+    """Runs every selected evaluator on one shared context and reports through the hooks.
+
+    Arguments:
+        evaluators: the run file's evaluation methods.
+        hooks: the run's lifecycle hooks.
+        progress: show a progress bar per pass.
+        context: the fields of ``EvaluationContext`` (policy, reference, prompts, judge, ...);
+            a fresh context per pass, because the policy has changed.
+    """
+
+    def __init__(self, evaluators: Sequence[Any], hooks: RunHooks, *, progress: bool = True, **context: Any) -> None:
+        self.evaluators = evaluators
+        self.hooks = hooks
+        self.progress = progress
+        self.context = context
+        self.metrics: dict[str, float] = {}
+        self.samples: list[Mapping[str, Any]] = []
+
+    def run(self, step: int) -> None:
+        if not self.evaluators:
+            return
+        context = EvaluationContext(**self.context)  # a fresh cache: the policy has changed
+        metrics: dict[str, float] = {}
+        rows: list[Mapping[str, Any]] = []
+        stage = f"evaluation at step {step}"
+        with StageProgress(stage, len(self.evaluators), enabled=self.progress, unit="evaluator") as bar:
+            for done, evaluator in enumerate(self.evaluators, start=1):
+                result = evaluator.evaluate(context)
+                metrics.update({f"{evaluator.name}/{key}": float(value) for key, value in result.metrics.items()})
+                rows += list(result.samples)
+                bar.update(done)
+        context.policy.train()
+        self.metrics, self.samples = metrics, rows
+        logger.info("%s: %s", stage, ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
+        self.hooks.fire("prefcore_evaluation_end", step=step, metrics=metrics)
