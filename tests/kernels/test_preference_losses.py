@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from prefcore.kernels import pairwise_losses
 from prefcore.kernels import preference_losses as pl
 from prefcore.kernels._dispatch import HAS_TRITON
 from prefcore.kernels._dispatch import interpreter_enabled
+from prefcore.kernels._sequence_loss import SequenceLossFunction
 from prefcore.testing import assert_lowprec_close
 
 requires_triton = pytest.mark.skipif(
@@ -645,10 +647,10 @@ def test_argument_errors():
 @requires_triton
 def test_apply_contract():
     # Positional order of SequenceLossFunction.apply: (policy_logps, mask, ref_logps, ref_sequence_logps,
-    # chosen_index, rejected_index, labels, reference_point, loss_id, params, method); 6 outputs.
+    # chosen_index, rejected_index, labels, reference_point, loss table row, params); 6 outputs.
     policy = torch.full((2, 3), -1.0, requires_grad=True)
     mask = torch.ones(2, 3, dtype=torch.uint8)
-    outputs = pl.SequenceLossFunction.apply(
+    outputs = SequenceLossFunction.apply(
         policy,
         mask,
         None,
@@ -657,9 +659,8 @@ def test_apply_contract():
         torch.tensor([1]),
         None,
         None,
-        pl._DPO,
+        pairwise_losses._DPO,
         {"beta": 0.1, "label_smoothing": 0.0},
-        "dpo_loss",
     )
     assert len(outputs) == 6
     assert outputs[0].item() == pytest.approx(math.log(2.0), rel=1e-6)  # h = 0 → log 2
