@@ -28,6 +28,25 @@ if TYPE_CHECKING:
     from prefcore.preference import RewardBatch
     from prefcore.registry import Provenance
 
+__all__ = [
+    "BASE_CLASSES",
+    "KINDS",
+    "KIND_TITLES",
+    "METHOD_NAME",
+    "Evaluator",
+    "FeedbackSource",
+    "Method",
+    "NoOptions",
+    "PreferenceModel",
+    "UsageObjective",
+    "check_finite",
+    "check_in_range",
+    "check_non_negative",
+    "check_positive",
+    "declaration_problem",
+    "option",
+]
+
 KINDS: tuple[str, ...] = ("feedback", "preference_model", "usage", "evaluation")
 """Plugin kinds in pipeline order: feedback → preference model → usage → evaluation."""
 
