@@ -95,7 +95,9 @@ class KTO(UnpairedObjective):
             undesirable_weight=self.config.undesirable_weight,
             kl_reference_point=reference_point,
         )
-        return UnpairedLosses(out.losses, out.chosen_rewards, out.rejected_rewards, {"kl": reference_point.detach().float()})
+        return UnpairedLosses(
+            out.losses, out.chosen_rewards, out.rejected_rewards, {"kl": reference_point.detach().float()}
+        )
 
 
 @hookimpl
