@@ -9,7 +9,7 @@
 # reference's if the loss has one, over its token count if the loss is length-normalised. A pair's
 # loss is a per-pair term of (x_chosen, x_rejected), plus, for ORPO and NLL, its share of the
 # chosen tokens' NLL. DPO, IPO, hinge and SimPO are functions of the margin x_chosen - x_rejected
-# alone; ORPO's term is the log odds ratio of the two means. So a loss is one row of _LOSSES
+# alone; ORPO's term is the log odds ratio of the two means. So a loss is one row of the table
 # below plus its term written twice: in torch (the spec) and in Triton (value and derivative).
 #
 # Kernels: sequence_logps_fwd (sequence_logps.py) for the sums; _pairwise_loss_fwd_kernel, one
@@ -444,7 +444,6 @@ _SHARED_ARGS = """
 
 def _pairwise_loss(
     loss: PairwiseLoss,
-    reference_fn: Callable[..., PreferenceLossOutput],
     policy_logps: torch.Tensor,
     mask: torch.Tensor,
     chosen_index: torch.Tensor,
@@ -454,21 +453,12 @@ def _pairwise_loss(
     backend: str,
     **params: float,
 ) -> PreferenceLossOutput:
-    """Checked inputs → the torch reference (CPU) or the Triton kernels (CUDA): one maths, tested equal."""
+    """Checked inputs → the torch reference (CPU) or the Triton kernels (CUDA): one row, two paths, tested equal."""
     check_tensors(loss, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps)
+    inputs = (policy_logps, mask, chosen_index, rejected_index)
     if not use_triton(policy_logps, backend):
-        return reference_fn(
-            policy_logps,
-            mask,
-            chosen_index,
-            rejected_index,
-            ref_logps=ref_logps,
-            ref_sequence_logps=ref_sequence_logps,
-            **params,
-        )
-    return run_kernels(
-        loss, policy_logps, mask, chosen_index, rejected_index, None, ref_logps, ref_sequence_logps, None, params
-    )
+        return _pairwise_ref(loss, *inputs, ref_logps, ref_sequence_logps, **params)
+    return run_kernels(loss, *inputs, None, ref_logps, ref_sequence_logps, None, params)
 
 
 def dpo_loss(
@@ -495,7 +485,6 @@ def dpo_loss(
     check_label_smoothing(_DPO.method, label_smoothing)
     return _pairwise_loss(
         _DPO,
-        dpo_loss_ref,
         policy_logps,
         mask,
         chosen_index,
@@ -528,16 +517,7 @@ def ipo_loss(
     """
     check_beta(_IPO.method, beta)
     return _pairwise_loss(
-        _IPO,
-        ipo_loss_ref,
-        policy_logps,
-        mask,
-        chosen_index,
-        rejected_index,
-        ref_logps,
-        ref_sequence_logps,
-        backend,
-        beta=beta,
+        _IPO, policy_logps, mask, chosen_index, rejected_index, ref_logps, ref_sequence_logps, backend, beta=beta
     )
 
 
@@ -561,16 +541,7 @@ def hinge_loss(
     """
     check_beta(_HINGE.method, beta)
     return _pairwise_loss(
-        _HINGE,
-        hinge_loss_ref,
-        policy_logps,
-        mask,
-        chosen_index,
-        rejected_index,
-        ref_logps,
-        ref_sequence_logps,
-        backend,
-        beta=beta,
+        _HINGE, policy_logps, mask, chosen_index, rejected_index, ref_logps, ref_sequence_logps, backend, beta=beta
     )
 
 
@@ -603,7 +574,6 @@ def simpo_loss(
         raise ValueError(f"{_SIMPO.method}: gamma must be finite. Got {gamma}.")
     return _pairwise_loss(
         _SIMPO,
-        simpo_loss_ref,
         policy_logps,
         mask,
         chosen_index,
@@ -639,16 +609,7 @@ def orpo_loss(
     """
     check_beta(_ORPO.method, beta)
     return _pairwise_loss(
-        _ORPO,
-        orpo_loss_ref,
-        policy_logps,
-        mask,
-        chosen_index,
-        rejected_index,
-        ref_logps,
-        ref_sequence_logps,
-        backend,
-        beta=beta,
+        _ORPO, policy_logps, mask, chosen_index, rejected_index, ref_logps, ref_sequence_logps, backend, beta=beta
     )
 
 
@@ -672,7 +633,7 @@ def nll_loss(
         are the plain sequence log-likelihoods (NLL has no implicit reward).
     """
     return _pairwise_loss(
-        _NLL, nll_loss_ref, policy_logps, mask, chosen_index, rejected_index, ref_logps, ref_sequence_logps, backend
+        _NLL, policy_logps, mask, chosen_index, rejected_index, ref_logps, ref_sequence_logps, backend
     )
 
 
