@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -51,6 +52,7 @@ __all__ = [
     "UnpairedObjective",
     "check_template",
     "conditioned_prompt",
+    "fused_pair_losses",
     "item_weights",
     "labelled_mask",
     "list_reward_metrics",
@@ -510,6 +512,20 @@ class PairLosses:
     """``[P]`` implicit reward of each rejected completion."""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     """Extra detached scalar metrics (e.g. ``nll``)."""
+
+
+def fused_pair_losses(batch: LogProbBatch, objective: str, kernel: Callable[..., Any], **options: Any) -> PairLosses:
+    """Per-pair losses and rewards from one fused kernel of ``prefcore.kernels.preference_losses``.
+
+    ``kernel`` is e.g. ``preference_losses.dpo_loss``; it reads the batch's pairs, its mask and
+    whichever reference the batch carries (per token or cached sums), and ``options`` are the
+    loss's own (``beta``, ``label_smoothing``, ...).
+    """
+    chosen_index, rejected_index = require_pairs(batch, objective)
+    out = kernel(
+        batch.policy_logps, batch.mask, chosen_index, rejected_index, **reference_kwargs(batch, objective), **options
+    )
+    return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
 
 
 class PairwiseObjective(_Base):

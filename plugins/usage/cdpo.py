@@ -37,9 +37,8 @@ from prefcore.methods import check_positive
 from prefcore.methods import option
 from prefcore.objectives import PairLosses
 from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import fused_pair_losses
 from prefcore.objectives import pair_probabilities
-from prefcore.objectives import reference_kwargs
-from prefcore.objectives import require_pairs
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -84,17 +83,13 @@ class CDPO(PairwiseObjective):
     def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses | None:
         if self.targets(batch) is not None:
             return None
-        chosen_index, rejected_index = require_pairs(batch, self.name)
-        out = preference_losses.dpo_loss(
-            batch.policy_logps,
-            batch.mask,
-            chosen_index,
-            rejected_index,
-            **reference_kwargs(batch, self.name),
+        return fused_pair_losses(
+            batch,
+            self.name,
+            preference_losses.dpo_loss,
             beta=self.config.beta,
             label_smoothing=self.config.label_smoothing,
         )
-        return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
 
 
 @hookimpl

@@ -25,8 +25,7 @@ from prefcore.methods import check_positive
 from prefcore.methods import option
 from prefcore.objectives import PairLosses
 from prefcore.objectives import PairwiseObjective
-from prefcore.objectives import reference_kwargs
-from prefcore.objectives import require_pairs
+from prefcore.objectives import fused_pair_losses
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -53,16 +52,7 @@ class DPO(PairwiseObjective):
         return -F.logsigmoid(self.config.beta * (chosen_logratios - rejected_logratios))
 
     def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses:
-        chosen_index, rejected_index = require_pairs(batch, self.name)
-        out = preference_losses.dpo_loss(
-            batch.policy_logps,
-            batch.mask,
-            chosen_index,
-            rejected_index,
-            **reference_kwargs(batch, self.name),
-            beta=self.config.beta,
-        )
-        return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
+        return fused_pair_losses(batch, self.name, preference_losses.dpo_loss, beta=self.config.beta)
 
 
 @hookimpl

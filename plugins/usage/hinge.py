@@ -34,9 +34,8 @@ from prefcore.methods import check_positive
 from prefcore.methods import option
 from prefcore.objectives import PairLosses
 from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import fused_pair_losses
 from prefcore.objectives import pair_margins
-from prefcore.objectives import reference_kwargs
-from prefcore.objectives import require_pairs
 
 torch = lazy_module("torch")
 preference_losses = lazy_module("prefcore.kernels.preference_losses")
@@ -77,16 +76,7 @@ class Hinge(PairwiseObjective):
     def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses | None:
         if self.margins(batch) is not None:
             return None
-        chosen_index, rejected_index = require_pairs(batch, self.name)
-        out = preference_losses.hinge_loss(
-            batch.policy_logps,
-            batch.mask,
-            chosen_index,
-            rejected_index,
-            **reference_kwargs(batch, self.name),
-            beta=self.config.beta,
-        )
-        return PairLosses(out.losses, out.chosen_rewards, out.rejected_rewards)
+        return fused_pair_losses(batch, self.name, preference_losses.hinge_loss, beta=self.config.beta)
 
 
 @hookimpl

@@ -30,8 +30,8 @@ from prefcore.methods import option
 from prefcore.objectives import Metrics
 from prefcore.objectives import PairLosses
 from prefcore.objectives import PairwiseObjective
+from prefcore.objectives import fused_pair_losses
 from prefcore.objectives import nll_shares
-from prefcore.objectives import reference_kwargs
 from prefcore.objectives import require_pairs
 
 torch = lazy_module("torch")
@@ -63,15 +63,8 @@ class RPO(PairwiseObjective):
         return dpo_losses + self.config.alpha * nll_losses, {"nll": nll}
 
     def fused_pair_loss(self, batch: LogProbBatch) -> PairLosses:
+        preference = fused_pair_losses(batch, self.name, preference_losses.dpo_loss, beta=self.config.beta)
         chosen_index, rejected_index = require_pairs(batch, self.name)
-        preference = preference_losses.dpo_loss(
-            batch.policy_logps,
-            batch.mask,
-            chosen_index,
-            rejected_index,
-            **reference_kwargs(batch, self.name),
-            beta=self.config.beta,
-        )
         nll_losses, nll = nll_shares(batch, chosen_index, rejected_index)
         losses = preference.losses + self.config.alpha * nll_losses
         return PairLosses(losses, preference.chosen_rewards, preference.rejected_rewards, {"nll": nll})
