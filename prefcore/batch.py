@@ -21,6 +21,13 @@ from typing import Literal
 
 from prefcore.lazy import lazy_module
 
+__all__ = [
+    "DATA_FORMATS",
+    "LogProbBatch",
+    "LossOutput",
+    "target_token_count",
+]
+
 torch = lazy_module("torch")
 
 DataFormat = Literal["pairwise", "unpaired", "listwise", "sft"]

@@ -9,6 +9,20 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DuplicateMethodError",
+    "NonFiniteLossError",
+    "ObjectiveError",
+    "PluginLoadError",
+    "PluginValidationError",
+    "PrefcoreError",
+    "StorageError",
+    "UnknownKindError",
+    "UnknownMethodError",
+]
+
 
 class PrefcoreError(Exception):
     """Base class of every error prefcore raises on purpose."""

@@ -26,6 +26,16 @@ from typing import Literal
 from prefcore.engine.chat import stop_token_ids
 from prefcore.lazy import lazy_module
 
+__all__ = [
+    "GeneratedCompletions",
+    "cached_completions",
+    "eval_mode",
+    "generate",
+    "generate_completions",
+    "greedy",
+    "prompts_key",
+]
+
 # Evaluators import this module when they register; torch and transformers load on first use.
 torch = lazy_module("torch")
 transformers = lazy_module("transformers")

@@ -21,6 +21,23 @@ from prefcore.engine.chat import resolve_chat_template
 from prefcore.errors import ConfigError
 from prefcore.settings import ModelConfig
 
+__all__ = [
+    "ADAPTER_FOLDER",
+    "ModelConfig",
+    "apply_lora",
+    "enable_gradient_checkpointing",
+    "frozen_copy",
+    "import_model",
+    "load_causal_lm",
+    "load_policy",
+    "load_pretrained",
+    "load_tokenizer",
+    "max_positions",
+    "resolve_device",
+    "save_model",
+    "usable_max_length",
+]
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

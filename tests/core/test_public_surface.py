@@ -8,8 +8,7 @@ adds what that leaves open:
   private name or from a private module in any spelling (``__future__`` aside);
 - a public name is one its module lists in ``__all__``: a plugin that imports from a prefcore
   module without ``__all__``, or a name missing from it, leans on something nobody declared
-  public. ``UNDECLARED_MODULES`` lists the modules that still lack ``__all__``; the test
-  also fails once one of them gains it, so the list only ever shrinks;
+  public;
 - one name per concept: a built-in plugin's file, entry point and registered method share
   one name (``demo_rule.py`` → ``demo_rule = "prefcore.plugins.feedback.demo_rule"`` →
   ``name = "demo_rule"``).
@@ -30,19 +29,6 @@ from prefcore.registry import Registry
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"
 MODULES = sorted(PLUGINS.rglob("*.py"))
-
-UNDECLARED_MODULES: frozenset[str] = frozenset(
-    {
-        "prefcore.batch",
-        "prefcore.engine.generation",
-        "prefcore.engine.models",
-        "prefcore.errors",
-    }
-)
-"""Known exceptions: prefcore modules that built-in plugins import from but that have no ``__all__`` yet.
-
-Remove a module once it declares ``__all__``; ``test_known_exceptions_are_not_stale`` says when.
-"""
 
 
 def _module_name(path: Path) -> str:
@@ -109,14 +95,9 @@ def _undeclared_imports() -> dict[str, set[str]]:
 
 
 def test_plugins_import_only_names_their_module_declares_public() -> None:
-    undeclared = {module: names for module, names in _undeclared_imports().items() if module not in UNDECLARED_MODULES}
-    assert undeclared == {}, "list these names in their module's __all__ (and document them), or stop importing them"
-
-
-def test_known_exceptions_are_not_stale() -> None:
-    still_undeclared = {module for module, names in _undeclared_imports().items() if "*" in names}
-    stale = sorted(UNDECLARED_MODULES - still_undeclared)
-    assert stale == [], f"remove {stale} from UNDECLARED_MODULES: they declare __all__ now, or no plugin uses them"
+    assert _undeclared_imports() == {}, (
+        "list these names in their module's __all__ (and document them), or stop importing them"
+    )
 
 
 def test_each_builtin_plugin_registers_under_its_own_name() -> None:
