@@ -18,19 +18,22 @@ This module loads no torch: the scoring helpers import the engine on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Protocol
+from typing import runtime_checkable
 
 from prefcore.engine.generation import GeneratedCompletions
 from prefcore.engine.generation import cached_completions
 from prefcore.engine.generation import eval_mode
 from prefcore.engine.generation import greedy
 from prefcore.engine.generation import prompts_key
+from prefcore.errors import ConfigError
 from prefcore.errors import PrefcoreError
 from prefcore.lazy import lazy_module
 
@@ -55,6 +58,8 @@ __all__ = [
     "TokenIds",
     "Verdict",
     "cached_completions",
+    "check_judge",
+    "check_scorer",
     "completion_token_logps",
     "eval_mode",
     "evaluation_beta",
@@ -69,11 +74,54 @@ __all__ = [
     "tokenize_completion",
 ]
 
-Judge = Callable[[Any, str, str], float]
-"""``judge(prompt, first, second)`` → probability that ``first`` is better (0.5 = tie)."""
 
-Scorer = Callable[[Sequence[Any], Sequence[str]], Sequence[float]]
-"""``scorer(prompts, completions)`` → one scalar score per completion, batched."""
+@runtime_checkable
+class Judge(Protocol):
+    """``judge(prompt, first, second)`` → probability that ``first`` is better (0.5 = tie).
+
+    Any callable of that shape is a judge: a rule function, an LLM judge's closure, a
+    reward model's score gap. ``check_judge`` refuses anything else where a run takes one.
+    """
+
+    def __call__(self, prompt: Any, first: str, second: str, /) -> float: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """``scorer(prompts, completions)`` → one scalar score per completion, batched."""
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[str], /) -> Sequence[float]: ...
+
+
+def _accepts(function: Any, count: int) -> bool:
+    try:
+        inspect.signature(function).bind(*range(count))
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins): trust the call
+        return True
+    return True
+
+
+def check_judge(judge: Any, owner: str) -> Judge:
+    """``judge`` if it is callable as ``judge(prompt, first, second)``; a ``ConfigError`` naming ``owner`` if not."""
+    if not (callable(judge) and _accepts(judge, 3)):
+        raise ConfigError(
+            f"{owner} returned {judge!r} as its judge, which is not callable as judge(prompt, first, second) "
+            "-> P(first is better). Return such a callable, or None if it cannot judge."
+        )
+    return judge
+
+
+def check_scorer(scorer: Any, owner: str) -> Scorer:
+    """``scorer`` if it is callable as ``scorer(prompts, completions)``; a ``ConfigError`` naming ``owner`` if not."""
+    if not (callable(scorer) and _accepts(scorer, 2)):
+        raise ConfigError(
+            f"{owner} gave {scorer!r} as its scorer, which is not callable as scorer(prompts, completions) "
+            "-> one score per completion."
+        )
+    return scorer
+
 
 TokenIds = tuple[Sequence[int], Sequence[int]]
 """``(prompt_ids, completion_ids)`` of one sequence to score."""

@@ -49,6 +49,7 @@ from prefcore.errors import ConfigError
 from prefcore.errors import PrefcoreError
 from prefcore.evaluation import Judge
 from prefcore.evaluation import Scorer
+from prefcore.evaluation import check_judge
 from prefcore.methods import Evaluator
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
@@ -197,9 +198,16 @@ class JudgePlan:
         """
         judge: Judge | None
         if self.kind == "feedback":
-            judge = next((j for j in (source.judge() for source in feedback_sources) if j is not None), None)
+            judge = next(
+                (
+                    check_judge(j, f"{source.label()} ({source.origin()})")
+                    for source in feedback_sources
+                    if (j := source.judge()) is not None
+                ),
+                None,
+            )
         elif self.source is not None:
-            judge = self.source.judge()
+            judge = check_judge(self.source.judge(), f"{self.source.label()} ({self.source.origin()})")
         elif self.path == TRAINED:
             if trained_scorer is None:
                 raise ConfigError(
