@@ -62,6 +62,7 @@ def completion_token_logps(
     fused: bool = True,
     backend: str = "auto",
     chunk_size: int | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Log-probs of completion tokens, ``[S, L - 1]`` float32, 0 on prompt and padding.
 
@@ -71,6 +72,8 @@ def completion_token_logps(
         fused: use the fused LM-head kernel when the model allows it.
         backend: kernel backend (``auto``, ``triton``, ``torch``).
         chunk_size: tokens per LM-head tile of the fused kernel.
+        temperature: logits are divided by it before the softmax (online objectives train at
+            the sampling temperature, so the importance ratio compares like with like).
     """
     targets = sequences.input_ids[:, 1:].masked_fill(~sequences.completion_mask, IGNORE_INDEX)
     if fused and supports_fused_head(model):
@@ -82,12 +85,15 @@ def completion_token_logps(
             weight.to(hidden.dtype),
             targets,
             None if bias is None else bias.to(hidden.dtype),
+            temperature=temperature,
             ignore_index=IGNORE_INDEX,
             chunk_size=chunk_size,
             backend=backend,
         )
     logits = model(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).logits
-    return selective_log_softmax(logits[:, :-1], targets, ignore_index=IGNORE_INDEX, backend=backend)
+    return selective_log_softmax(
+        logits[:, :-1], targets, temperature=temperature, ignore_index=IGNORE_INDEX, backend=backend
+    )
 
 
 @torch.no_grad()
