@@ -1,0 +1,38 @@
+"""The rollout engine: sample completions from the policy and recompute their log-probs for training.
+
+* ``backend``: ``GenerationBackend``, the one-method interface a generator implements, and
+  ``TransformersBackend``, the default (transformers' ``generate``);
+* ``sampler``: ``RolloutSettings`` and ``sample_rollouts`` (``prefcore.rollout.Rollouts``);
+* ``tensors``: ``pad_rollouts`` into ``[S, T]`` tensors, ``completion_logps`` (policy, with
+  gradient) and ``rollout_logps`` (reference and old log-probs, without).
+
+Nothing here imports torch or transformers until it is used.
+"""
+
+from __future__ import annotations
+
+from prefcore.engine.rollout.backend import GenerationBackend
+from prefcore.engine.rollout.backend import Sample
+from prefcore.engine.rollout.backend import TransformersBackend
+from prefcore.engine.rollout.backend import logprob_temperature
+from prefcore.engine.rollout.sampler import RolloutSettings
+from prefcore.engine.rollout.sampler import cut_at_stop
+from prefcore.engine.rollout.sampler import sample_rollouts
+from prefcore.engine.rollout.tensors import RolloutTensors
+from prefcore.engine.rollout.tensors import completion_logps
+from prefcore.engine.rollout.tensors import pad_rollouts
+from prefcore.engine.rollout.tensors import rollout_logps
+
+__all__ = [
+    "GenerationBackend",
+    "RolloutSettings",
+    "RolloutTensors",
+    "Sample",
+    "TransformersBackend",
+    "completion_logps",
+    "cut_at_stop",
+    "logprob_temperature",
+    "pad_rollouts",
+    "rollout_logps",
+    "sample_rollouts",
+]

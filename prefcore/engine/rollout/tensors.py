@@ -1,0 +1,176 @@
+"""Rollouts as padded tensors, and their per-token log-probs recomputed on the training path.
+
+Training recomputes each completion token's log-prob under the policy (with gradient),
+under the rollout policy before an update (old log-probs) and under the reference, all
+through ``completion_token_logps``: the same fused LM-head kernel and the same
+right-padded prompt + completion sequences as offline training, at the sampling
+temperature (logits divided by it). The sampler recorded the same quantity while sampling
+(``prefcore.engine.rollout.backend``), so with unchanged weights the two agree up to float
+error and the first importance ratio is 1.
+
+Shapes: ``S`` completions, ``T`` = the longest completion; completion token ``t`` of row
+``s`` sits in column ``t`` of every ``[S, T]`` tensor, whatever its prompt's length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prefcore.engine.rollout.backend import logprob_temperature
+from prefcore.lazy import lazy_module
+from prefcore.rollout import Rollouts
+
+__all__ = ["RolloutTensors", "completion_logps", "pad_rollouts", "rollout_logps"]
+
+torch = lazy_module("torch")
+sequences = lazy_module("prefcore.engine.sequences")
+logprobs = lazy_module("prefcore.engine.logprobs")
+generation = lazy_module("prefcore.engine.generation")
+
+
+@dataclass(frozen=True)
+class RolloutTensors:
+    """Rollouts padded for the model and for an online objective.
+
+    Attributes:
+        sequences: ``PaddedSequences`` of prompt + completion, right-padded (the model's input).
+        completion_ids: ``[S, T]`` long, the completion tokens, ``pad_token_id`` past each end.
+        mask: ``[S, T]`` bool, the completion tokens (up to and including the first stop).
+        sampling_logps: ``[S, T]`` float32, the sampler's log-probs, 0 where masked.
+        truncated: ``[S]`` bool, no stop token within ``max_new_tokens``.
+        group_ids: ``[S]`` long, the prompt index of each completion.
+        temperature: the log-probs' temperature (``Rollouts.temperature``).
+    """
+
+    sequences: Any
+    completion_ids: torch.Tensor
+    mask: torch.Tensor
+    sampling_logps: torch.Tensor
+    truncated: torch.Tensor
+    group_ids: torch.Tensor
+    temperature: float
+
+    @property
+    def num_completions(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def to(self, device: Any) -> RolloutTensors:
+        return RolloutTensors(
+            self.sequences.to(device),
+            self.completion_ids.to(device),
+            self.mask.to(device),
+            self.sampling_logps.to(device),
+            self.truncated.to(device),
+            self.group_ids.to(device),
+            self.temperature,
+        )
+
+    def select(self, rows: Sequence[int] | torch.Tensor) -> RolloutTensors:
+        """The rows ``rows`` (a micro-batch), re-padded to their own longest sequence and completion."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.completion_ids.device)
+        sequence_length = int(self.sequences.attention_mask[index].sum(dim=1).max()) if len(index) else 1
+        width = int(self.mask[index].sum(dim=1).max()) if len(index) else 0
+        padded = self.sequences
+        return RolloutTensors(
+            type(padded)(
+                padded.input_ids[index, :sequence_length],
+                padded.attention_mask[index, :sequence_length],
+                padded.completion_mask[index, : max(sequence_length - 1, 0)],
+            ),
+            self.completion_ids[index, :width],
+            self.mask[index, :width],
+            self.sampling_logps[index, :width],
+            self.truncated[index],
+            self.group_ids[index],
+            self.temperature,
+        )
+
+
+def pad_rollouts(rollouts: Rollouts, pad_token_id: int) -> RolloutTensors:
+    """Pad ``rollouts`` into tensors on the CPU (move them with ``.to(device)``)."""
+    tokenized = [
+        sequences.TokenizedSequence(tuple(prompt), tuple(completion))
+        for prompt, completion in zip(rollouts.prompt_ids, rollouts.completion_ids, strict=True)
+    ]
+    count = rollouts.num_completions
+    width = max((len(ids) for ids in rollouts.completion_ids), default=0)
+    completion_ids = torch.full((count, width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((count, width), dtype=torch.bool)
+    sampling_logps = torch.zeros((count, width), dtype=torch.float32)
+    for row, (ids, logps) in enumerate(zip(rollouts.completion_ids, rollouts.sampling_logps, strict=True)):
+        if ids:
+            completion_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = True
+            sampling_logps[row, : len(ids)] = torch.tensor(logps, dtype=torch.float32)
+    return RolloutTensors(
+        sequences=sequences.pad_sequences(tokenized, pad_token_id),
+        completion_ids=completion_ids,
+        mask=mask,
+        sampling_logps=sampling_logps,
+        truncated=torch.tensor(rollouts.truncated, dtype=torch.bool),
+        group_ids=torch.tensor(rollouts.group_ids, dtype=torch.long),
+        temperature=rollouts.temperature,
+    )
+
+
+def completion_logps(
+    model: Any,
+    tensors: RolloutTensors,
+    *,
+    temperature: float | None = None,
+    fused: bool = True,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``[S, T]`` float32 log-probs of the completion tokens under ``model``, 0 where masked.
+
+    Differentiable when grad is enabled (the policy's ``policy_logps``); the caller picks the
+    model's mode and grad context. Same kernels as offline training (``completion_token_logps``).
+
+    Arguments:
+        model: a transformers causal LM on the tensors' device.
+        tensors: padded rollouts (``pad_rollouts``, or a micro-batch of them via ``select``).
+        temperature: the softmax temperature; default ``tensors.temperature`` (the sampling one).
+            0 stands for greedy and means 1, as the sampler records it.
+        fused: use the fused LM-head kernel when the model allows it, as training does.
+        backend: kernel backend (``auto``, ``triton``, ``torch``).
+    """
+    scale = logprob_temperature(tensors.temperature if temperature is None else temperature)
+    padded = tensors.sequences
+    token_logps = logprobs.completion_token_logps(model, padded, fused=fused, backend=backend, temperature=scale)
+    # Column t of row s is completion token t: its target sits at len(prompt_s) - 1 + t.
+    first = padded.completion_mask.float().argmax(dim=1)
+    columns = first.unsqueeze(1) + torch.arange(tensors.mask.shape[1], device=first.device).unsqueeze(0)
+    columns = columns.clamp(max=token_logps.shape[1] - 1)
+    return token_logps.gather(1, columns).masked_fill(~tensors.mask, 0.0)
+
+
+def rollout_logps(
+    model: Any,
+    tensors: RolloutTensors,
+    *,
+    temperature: float | None = None,
+    fused: bool = True,
+    backend: str = "auto",
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """``completion_logps`` without gradient, in eval mode, ``batch_size`` rows at a time.
+
+    For log-probs that are targets, not trained: the reference's, and the policy's own
+    before a series of updates on the same rollouts (old log-probs). The model's train/eval
+    mode is restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1. Got {batch_size}.")
+    parts = []
+    with generation.eval_mode(model), torch.no_grad():
+        for start in range(0, tensors.num_completions, batch_size):
+            rows = range(start, min(start + batch_size, tensors.num_completions))
+            part = completion_logps(
+                model, tensors.select(list(rows)), temperature=temperature, fused=fused, backend=backend
+            )
+            parts.append(torch.nn.functional.pad(part, (0, tensors.mask.shape[1] - part.shape[1])))
+    if not parts:
+        return torch.zeros(tensors.mask.shape, dtype=torch.float32)
+    return torch.cat(parts)
