@@ -79,10 +79,13 @@ def test_policy_logps_have_gradient_and_match(demo_model: Any, demo_tokenizer: A
     settings = RolloutSettings(samples_per_prompt=2, max_new_tokens=8, temperature=0.7, seed=4)
     rollouts = sample_rollouts(demo_model, demo_tokenizer, PROMPTS, settings)
     tensors = pad_rollouts(rollouts, demo_tokenizer.pad_token_id)
-    micro = tensors.select([5, 0, 3])
-    policy = completion_logps(demo_model, micro)
-    assert policy.requires_grad
-    torch.testing.assert_close(policy.detach(), micro.sampling_logps, atol=ATOL, rtol=0)
+    rows = [5, 0, 3]
+    policy = completion_logps(demo_model, tensors, rows)
+    assert policy.requires_grad and policy.shape == (3, tensors.mask.shape[1])
+    torch.testing.assert_close(policy.detach(), tensors.sampling_logps[rows], atol=ATOL, rtol=0)
+    micro = tensors.select(rows)  # re-padded to the rows' own longest completion
+    assert micro.mask.shape[1] == int(tensors.mask[rows].sum(dim=1).max())
+    torch.testing.assert_close(completion_logps(demo_model, micro).detach(), micro.sampling_logps, atol=ATOL, rtol=0)
     (policy * torch.randn_like(policy)).sum().backward()
     assert demo_model.lm_head.weight.grad is not None
     demo_model.zero_grad(set_to_none=True)

@@ -118,24 +118,31 @@ def pad_rollouts(rollouts: Rollouts, pad_token_id: int) -> RolloutTensors:
 def completion_logps(
     model: Any,
     tensors: RolloutTensors,
+    rows: Sequence[int] | None = None,
     *,
     temperature: float | None = None,
     fused: bool = True,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """``[S, T]`` float32 log-probs of the completion tokens under ``model``, 0 where masked.
+    """``[len(rows), T]`` float32 log-probs of the completion tokens under ``model``, 0 where masked.
 
     Differentiable when grad is enabled (the policy's ``policy_logps``); the caller picks the
     model's mode and grad context. Same kernels as offline training (``completion_token_logps``).
+    The rows are re-padded to their own longest sequence for the forward, and the result
+    padded back to the rollouts' ``T``, so micro-batches line up with ``tensors.mask[rows]``.
 
     Arguments:
         model: a transformers causal LM on the tensors' device.
-        tensors: padded rollouts (``pad_rollouts``, or a micro-batch of them via ``select``).
+        tensors: padded rollouts (``pad_rollouts``).
+        rows: the completions to compute (a micro-batch), in this order; None = all.
         temperature: the softmax temperature; default ``tensors.temperature`` (the sampling one).
             0 stands for greedy and means 1, as the sampler records it.
         fused: use the fused LM-head kernel when the model allows it, as training does.
         backend: kernel backend (``auto``, ``triton``, ``torch``).
     """
+    width = tensors.mask.shape[1]
+    if rows is not None:
+        tensors = tensors.select(rows)
     scale = logprob_temperature(tensors.temperature if temperature is None else temperature)
     padded = tensors.sequences
     token_logps = logprobs.completion_token_logps(model, padded, fused=fused, backend=backend, temperature=scale)
@@ -143,7 +150,8 @@ def completion_logps(
     first = padded.completion_mask.float().argmax(dim=1)
     columns = first.unsqueeze(1) + torch.arange(tensors.mask.shape[1], device=first.device).unsqueeze(0)
     columns = columns.clamp(max=token_logps.shape[1] - 1)
-    return token_logps.gather(1, columns).masked_fill(~tensors.mask, 0.0)
+    logps = token_logps.gather(1, columns).masked_fill(~tensors.mask, 0.0)
+    return torch.nn.functional.pad(logps, (0, width - logps.shape[1]))
 
 
 def rollout_logps(
@@ -155,7 +163,7 @@ def rollout_logps(
     backend: str = "auto",
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """``completion_logps`` without gradient, in eval mode, ``batch_size`` rows at a time.
+    """``[S, T]``: ``completion_logps`` of every row without gradient, in eval mode, ``batch_size`` rows at a time.
 
     For log-probs that are targets, not trained: the reference's, and the policy's own
     before a series of updates on the same rollouts (old log-probs). The model's train/eval
@@ -163,14 +171,19 @@ def rollout_logps(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1. Got {batch_size}.")
-    parts = []
-    with generation.eval_mode(model), torch.no_grad():
-        for start in range(0, tensors.num_completions, batch_size):
-            rows = range(start, min(start + batch_size, tensors.num_completions))
-            part = completion_logps(
-                model, tensors.select(list(rows)), temperature=temperature, fused=fused, backend=backend
-            )
-            parts.append(torch.nn.functional.pad(part, (0, tensors.mask.shape[1] - part.shape[1])))
-    if not parts:
+    count = tensors.num_completions
+    if count == 0:
         return torch.zeros(tensors.mask.shape, dtype=torch.float32)
+    with generation.eval_mode(model), torch.no_grad():
+        parts = [
+            completion_logps(
+                model,
+                tensors,
+                range(start, min(start + batch_size, count)),
+                temperature=temperature,
+                fused=fused,
+                backend=backend,
+            )
+            for start in range(0, count, batch_size)
+        ]
     return torch.cat(parts)
