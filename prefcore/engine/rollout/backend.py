@@ -132,8 +132,10 @@ class TransformersBackend:
     Sampling is fully defined by the arguments: no top-k, repetition penalty or other
     defaults of the model's generation config. Each step's raw logits
     (``output_logits``, before temperature and top-p) give the recorded log-prob
-    ``log softmax(logits / T)[token]``. All batches draw from one forked RNG seeded once,
-    as ``prefcore.engine.generation`` does, so the samples depend on ``batch_size``.
+    ``log softmax(logits / T)[token]``; generate holds them for a whole call
+    (``batch_size · G`` rows × steps × vocabulary), which ``batch_size`` bounds. All batches draw from
+    one forked RNG seeded once, as ``prefcore.engine.generation`` does, so the samples
+    depend on ``batch_size``.
 
     Arguments:
         batch_size: prompts per ``generate`` call (each expanded to ``G`` rows).
@@ -173,8 +175,14 @@ class TransformersBackend:
                     generation_config=config,
                 )
                 new_tokens = output.sequences[:, input_ids.shape[1] :]
-                logits = torch.stack(output.logits, dim=1).float()  # [rows, steps, V], before any processor
-                logps = torch.log_softmax(logits / scale, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+                # One [rows, V] step at a time: no [rows, steps, V] copy next to generate's own.
+                logps = torch.stack(
+                    [
+                        torch.log_softmax(step.float() / scale, dim=-1).gather(-1, new_tokens[:, [index]]).squeeze(-1)
+                        for index, step in enumerate(output.logits)
+                    ],
+                    dim=1,
+                )
                 samples.extend(
                     Sample(tuple(ids), tuple(values))
                     for ids, values in zip(new_tokens.tolist(), logps.tolist(), strict=True)
