@@ -169,6 +169,10 @@ class FeedbackSource(Method, abc.ABC):
         """Held-out prompts this source reserves for evaluation, or None to split its records."""
         return None
 
+    def heldout_records(self) -> Any:
+        """Records of the reserved prompts (e.g. with reference answers), added to the held-out records; or None."""
+        return None
+
     def demonstrations(self) -> Any:
         """Records for an SFT warm start (e.g. demonstrations), or None when the source has none."""
         return None

@@ -1,5 +1,5 @@
 """The options of the engine's run-file sections: ``[run]``, ``[warm_start]``, ``[model]``, ``[train]``,
-``[reward_model]`` and ``[self_play]``.
+``[reward_model]``, ``[self_play]`` and ``[online]``.
 
 They live apart from the stages that use them, in a module that imports no torch, so that
 ``prefcore info train`` and a dry run read and check them in a fraction of a second. Each
@@ -32,6 +32,7 @@ __all__ = [
     "ENSEMBLE_COMBINES",
     "REPORT_TO",
     "ModelConfig",
+    "OnlineConfig",
     "RewardTrainConfig",
     "RunSettings",
     "SelfPlayConfig",
@@ -319,3 +320,55 @@ class SelfPlayConfig:
             raise ValueError(f"max_new_tokens must be >= 1. Got {self.max_new_tokens}.")
         if not 0 <= self.temperature < float("inf"):  # also refuses NaN
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy). Got {self.temperature}.")
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Options of the ``[online]`` section: the rollout loop of an online objective (``data_formats = ("rollout",)``).
+
+    One online step samples ``samples_per_prompt`` completions for each of ``prompts_per_step``
+    training prompts, scores them with the run's ``[[reward]]``, estimates advantages, then makes
+    ``update_epochs`` passes over the rollouts in shuffled minibatches, one optimiser step each.
+    The optimiser, schedule, clipping, seed and checkpoint cadence are ``[train]``'s; ``[train]
+    steps`` counts online steps unless ``steps`` is set here.
+    """
+
+    steps: int = option(0, doc="online steps (sample, score, update); 0 = [train] steps")
+    prompts_per_step: int = option(8, doc="training prompts sampled per online step (seeded, resumable order)")
+    samples_per_prompt: int = option(8, doc="completions per prompt (G): the group advantages are computed in")
+    max_new_tokens: int = option(16, doc="length limit of a completion; one that reaches it is truncated")
+    temperature: float = option(1.0, doc="sampling temperature (> 0); log-probs are taken at the same temperature")
+    top_p: float = option(1.0, doc="nucleus sampling mass in (0, 1]; 1 samples from the whole distribution")
+    update_epochs: int = option(1, doc="passes over each step's rollouts (several policy updates per batch)")
+    minibatch_size: int = option(0, doc="completions per optimiser step; 0 = all of a step's rollouts at once")
+    micro_batch_size: int = option(0, doc="completions per forward pass within a minibatch; 0 = the whole minibatch")
+
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("steps", 0),
+            ("prompts_per_step", 1),
+            ("samples_per_prompt", 1),
+            ("max_new_tokens", 1),
+            ("update_epochs", 1),
+            ("minibatch_size", 0),
+            ("micro_batch_size", 0),
+        ):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}. Got {getattr(self, name)}.", field=name)
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(
+                f"temperature must be a finite number > 0 (log-probs are taken at it). Got {self.temperature}.",
+                field="temperature",
+            )
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1]. Got {self.top_p}.", field="top_p")
+
+    @property
+    def completions_per_step(self) -> int:
+        """``S = prompts_per_step × samples_per_prompt``."""
+        return self.prompts_per_step * self.samples_per_prompt
+
+    def optimiser_steps_per_step(self) -> int:
+        """Optimiser steps one online step makes: ``update_epochs × ceil(S / minibatch_size)``."""
+        size = self.minibatch_size or self.completions_per_step
+        return self.update_epochs * math.ceil(self.completions_per_step / size)

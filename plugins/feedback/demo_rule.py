@@ -14,7 +14,9 @@ Here the rule is ``prefcore.demo.rule.score_reply``:
 The source samples replies of a mediocre speaker to the demo's training prompts (never
 its held-out ones) and labels them with the rule, in the format the objective needs:
 pairs (chosen = higher score, margin = score gap), unpaired desirable/undesirable labels
-(desirable from score 1.5) or rankings of several distinct replies. It also gives the
+(desirable from score 1.5) or rankings of several distinct replies; ``kind = "answers"`` gives
+each training request once with its reference answer (``metadata["answer"]``), the prompts of
+an online objective with a verifiable reward, and holds out the unseen wordings with theirs. It also gives the
 engine what a fixed data file cannot: unjudged replies of the same speaker for the SFT
 warm start (the reference), the held-out prompts, and the rule as a judge of new replies.
 """
@@ -28,19 +30,27 @@ from typing import Any
 
 from prefcore import hookimpl
 from prefcore.demo import task
+from prefcore.demo import world
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
 
-KINDS = ("pairwise", "binary", "ranking")
+KINDS = ("pairwise", "binary", "ranking", "answers")
+CATEGORIES = tuple(item.name for item in world.CATEGORIES)
 
 
 @dataclass(frozen=True)
 class DemoRuleConfig:
     count: int = option(4000, doc="how many feedback records to yield")
-    kind: str = option("pairwise", doc="record format: pairwise, binary (unpaired labels) or ranking")
+    kind: str = option(
+        "pairwise",
+        doc="record format: pairwise, binary (unpaired labels), ranking, or answers (prompts with reference answers)",
+    )
     list_size: int = option(4, doc="replies per ranking (kind = ranking)")
     demonstrations: int = option(8000, doc="unjudged replies for the SFT warm start (0: none)")
     seed: int = option(0, doc="demonstrations use seed, feedback seed + 1; the held-out prompts never change")
+    categories: tuple[str, ...] = option(
+        CATEGORIES, doc="request kinds of the feedback and held-out prompts: colour, sum, opposite, sound"
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -49,6 +59,11 @@ class DemoRuleConfig:
             raise ValueError(f"count must be 1 or more, got {self.count}.")
         if self.demonstrations < 0:
             raise ValueError(f"demonstrations must be 0 or more, got {self.demonstrations}.")
+        unknown = [name for name in self.categories if name not in CATEGORIES]
+        if unknown or not self.categories:
+            raise ValueError(f"categories must name some of {', '.join(CATEGORIES)}; got {list(self.categories)}.")
+        if self.kind != "answers" and tuple(self.categories) != CATEGORIES:
+            raise ValueError('categories selects the requests of kind = "answers"; the other kinds ask every kind.')
         if self.list_size < 2:
             raise ValueError(f"list_size must be 2 or more (a ranking compares replies), got {self.list_size}.")
 
@@ -64,6 +79,8 @@ class DemoRule(FeedbackSource):
         seed = config.seed + 1
         if config.kind == "pairwise":
             yield from task.preference_pairs(config.count, seed)
+        elif config.kind == "answers":
+            yield from task.answer_records(tuple(config.categories))
         elif config.kind == "binary":
             yield from task.binary_labels(config.count, seed)
         else:
@@ -79,7 +96,15 @@ class DemoRule(FeedbackSource):
         return task.judge
 
     def evaluation_prompts(self) -> tuple[str, ...]:
+        if self.config.kind == "answers":
+            return tuple(record.prompt for record in self.heldout_records())
         return task.heldout_prompts()
+
+    def heldout_records(self) -> tuple[Any, ...] | None:
+        """With ``kind = "answers"``: the held-out wordings with their answers (for ``benchmark_accuracy``)."""
+        if self.config.kind != "answers":
+            return None
+        return task.answer_records(tuple(self.config.categories), heldout=True)
 
 
 @hookimpl

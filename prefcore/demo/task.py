@@ -46,6 +46,7 @@ __all__ = [
     "ReplyMix",
     "Request",
     "Split",
+    "answer_records",
     "assess_reply",
     "binary_labels",
     "heldout_prompts",
@@ -124,6 +125,29 @@ def split_requests(heldout_per_fact: int = 1, *, seed: int = SPLIT_SEED) -> Spli
         for index, request in enumerate(fact_requests):
             (heldout if index in chosen else train).append(request)
     return Split(tuple(train), tuple(heldout))
+
+
+def answer_records(categories: tuple[str, ...] | None = None, *, heldout: bool = False) -> tuple[BinaryLabel, ...]:
+    """Requests with their reference answer: the prompts of verifiable-reward training (RLVR) and evaluation.
+
+    One record per request of the training split (or, with ``heldout``, of the held-out split)
+    whose category is among ``categories`` (all when None): the bare answer word as a
+    desirable completion, and ``metadata["answer"]``, which a checker reward and the
+    ``benchmark_accuracy`` evaluator read.
+    """
+    split = split_requests()
+    chosen = split.heldout if heldout else split.train
+    return tuple(
+        BinaryLabel(
+            prompt=request.text,
+            completion=request.fact.answer,
+            label=True,
+            source=SOURCE,
+            metadata={"answer": request.fact.answer, "category": request.fact.category},
+        )
+        for request in chosen
+        if categories is None or request.fact.category in categories
+    )
 
 
 def train_prompts() -> tuple[str, ...]:

@@ -111,10 +111,12 @@ def gather_feedback(
     """
     records: list[Any] = []
     reserved: list[Any] = []
+    reserved_records: list[Any] = []  # a source's own held-out records (the demo's answers), whatever the split
     demonstrations: list[Any] = []
     for source in sources:
         records += list(source.records())
         reserved += list(source.evaluation_prompts() or [])
+        reserved_records += list(getattr(source, "heldout_records", lambda: None)() or [])
         demonstrations += list(source.demonstrations() or [])
     files = settings.heldout_files
     if heldout is not None:
@@ -127,6 +129,7 @@ def gather_feedback(
     else:
         train, heldout_records = split_records(records, settings.heldout_fraction, settings.seed)
         heldout_from = f"split of the feedback (heldout_fraction = {settings.heldout_fraction:g}, seed {settings.seed})"
+    heldout_records += reserved_records
     prompts = reserved or [
         prompt
         for prompt in dict.fromkeys(getattr(record, "prompt", None) for record in heldout_records)

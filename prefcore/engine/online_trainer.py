@@ -1,0 +1,451 @@
+"""The online loop: sample rollouts from the policy, score them, estimate advantages, update.
+
+One online step::
+
+    prompts   ← the next ``prompts_per_step`` training prompts (seeded order, resumable)
+    rollouts  ← G completions of each from the current policy (seed = f(seed, step))
+    rewards   ← the run's combined reward [S] and its named components
+    A         ← the objective's advantage estimator on the rewards (group ids, mask, KL terms)
+    ref       ← reference log-probs (frozen copy, eval mode), when there is a reference
+    repeat update_epochs times, over shuffled minibatches of the S completions:
+        policy log-probs with gradient (micro-batches), RolloutBatch, loss, one optimiser step
+
+Every random draw of a step is a function of ``(seed, step)``: the prompt order of an epoch,
+the sampling seed and the minibatch shuffle. A checkpoint (safetensors, atomic) holds the
+policy, optimiser, scheduler, torch and Python RNG states, the prompt sampler's place and
+the KL controller's state, so a killed run resumes to the same weights as an uninterrupted
+one; a kill during a rollout phase simply redoes that phase from the last checkpoint.
+The optimiser, schedule, clipping and checkpoint round trip are ``OptimiserLoop``'s, shared
+with the offline trainer; its ``step`` counts optimiser steps, ``online_step`` the rollouts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefcore.advantages import estimate_advantages
+from prefcore.advantages import resolve_estimator
+from prefcore.engine.checkpoint import checkpoint_name
+from prefcore.engine.checkpoint import clean_staging
+from prefcore.engine.checkpoint import list_checkpoints
+from prefcore.engine.checkpoint import load_checkpoint
+from prefcore.engine.checkpoint import save_checkpoint
+from prefcore.engine.loop import OptimiserLoop
+from prefcore.engine.loop import check_finite
+from prefcore.engine.loop import check_loss
+from prefcore.engine.progress import StageProgress
+from prefcore.engine.rollout import GenerationBackend
+from prefcore.engine.rollout import RolloutSettings
+from prefcore.engine.rollout import RolloutTensors
+from prefcore.engine.rollout import completion_logps
+from prefcore.engine.rollout import pad_rollouts
+from prefcore.engine.rollout import rollout_logps
+from prefcore.engine.rollout import sample_rollouts
+from prefcore.errors import ConfigError
+from prefcore.kernels.kl import per_token_kl
+from prefcore.rollout import RolloutBatch
+from prefcore.rollout import Rollouts
+from prefcore.settings import OnlineConfig
+from prefcore.settings import TrainConfig
+
+__all__ = ["OnlineTrainer", "PromptSampler", "ScoredRollouts", "rollout_seed"]
+
+
+def rollout_seed(seed: int, step: int) -> int:
+    """The sampling seed of online step ``step`` (counted from 0): a pure function, so a resume redraws it."""
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**31 - 1)
+
+
+class PromptSampler:
+    """Draws prompt indices in a seeded order, epoch after epoch; ``state`` is its whole place.
+
+    Each epoch is a permutation seeded by ``(seed, epoch)``; a draw that runs past the end of
+    an epoch continues in the next, so every step gets exactly ``count`` prompts.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        if size < 1:
+            raise ConfigError("there are no training prompts for the online objective.")
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+
+    def _order(self, epoch: int) -> list[int]:
+        order = list(range(self.size))
+        random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        return order
+
+    def draw(self, count: int) -> list[int]:
+        drawn: list[int] = []
+        while len(drawn) < count:
+            if self.position >= self.size:
+                self.epoch, self.position = self.epoch + 1, 0
+            take = min(count - len(drawn), self.size - self.position)
+            drawn += self._order(self.epoch)[self.position : self.position + take]
+            self.position += take
+        return drawn
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+@dataclass(frozen=True)
+class ScoredRollouts:
+    """A rollout phase's outcome as per-token tensors (``[S, T]``) and per-completion ones (``[S]``)."""
+
+    rollouts: Rollouts
+    tensors: RolloutTensors
+    ref_logps: torch.Tensor | None
+    rewards: torch.Tensor
+    components: Mapping[str, torch.Tensor]
+    advantages: torch.Tensor
+    extras: Mapping[str, Any]
+
+
+RewardFn = Callable[[Rollouts, Sequence[Mapping[str, Any]]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
+"""``reward(rollouts, metadata) -> (total [S], components)``; ``metadata[i]`` belongs to prompt ``i``."""
+
+
+def _takes_option(estimator: Any, name: str) -> bool:
+    """Whether the advantage estimator accepts keyword ``name`` (``kl`` for REINFORCE++'s per-token penalty)."""
+    parameters = inspect.signature(resolve_estimator(estimator)).parameters.values()
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    count = int(mask.sum())
+    return float((values * mask).sum() / count) if count else 0.0
+
+
+class OnlineTrainer(OptimiserLoop):
+    """Runs online steps of one online objective (see the module docstring).
+
+    Arguments:
+        policy: the model to train (in place).
+        objective: an online usage objective (``loss(RolloutBatch)``, ``uses_reference()``).
+        prompts: the training prompts, once each.
+        metadata: per prompt, what a reward reads (``{"answer": ...}`` for a checker).
+        config: ``[train]`` (optimiser, schedule, seed, checkpoint/eval/log cadence in online steps).
+        online: ``[online]``.
+        tokenizer: the policy's tokenizer (prompt ids, stop ids, decoding).
+        reward: the combined reward (``RewardFn``).
+        reference: the frozen reference model, or None (no KL metric then).
+        backend: the rollout engine's generation backend (default: transformers' ``generate``).
+        prefix: condition text before each prompt, as the objective trains it.
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        objective: Any,
+        prompts: Sequence[Any],
+        metadata: Sequence[Mapping[str, Any]],
+        config: TrainConfig,
+        online: OnlineConfig,
+        *,
+        tokenizer: Any,
+        reward: RewardFn,
+        run_dir: Path,
+        device: torch.device,
+        reference: torch.nn.Module | None = None,
+        backend: GenerationBackend | None = None,
+        prefix: str = "",
+        on_step: Callable[[int, Mapping[str, float]], None] | None = None,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
+        on_evaluate: Callable[[int], None] | None = None,
+        stage: str = "online training",
+    ) -> None:
+        if len(prompts) != len(metadata):
+            raise ValueError(f"{len(prompts)} prompts but {len(metadata)} metadata entries.")
+        if objective.uses_reference() and reference is None:
+            raise ConfigError(f"{objective.name} needs reference log-probs but the run has no reference model.")
+        self.online = online
+        self.online_steps = online.steps or config.steps
+        total = self.online_steps * online.optimiser_steps_per_step()
+        super().__init__(
+            policy,
+            list(prompts),
+            replace(config, steps=total),
+            run_dir=run_dir,
+            on_checkpoint=on_checkpoint,
+            what="the policy",
+            shuffle=False,
+            group_by_length=False,
+        )
+        self.train_config = config
+        self.policy = policy
+        self.objective = objective
+        self.prompts = list(prompts)
+        self.metadata = list(metadata)
+        self.tokenizer = tokenizer
+        self.reward = reward
+        self.device = device
+        self.reference = reference
+        self.backend = backend
+        self.prefix = prefix
+        self.settings = RolloutSettings(
+            samples_per_prompt=online.samples_per_prompt,
+            max_new_tokens=online.max_new_tokens,
+            temperature=online.temperature,
+            top_p=online.top_p,
+            seed=config.seed,
+        )
+        self.on_step = on_step
+        self.on_evaluate = on_evaluate
+        self.stage = stage
+        self.sampler = PromptSampler(len(self.prompts), config.seed)
+        self.online_step = 0
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"online_step": self.online_step, "sampler": self.sampler.state()}
+        state["optimiser_step"] = self.step
+        state_dict = getattr(self.objective, "state_dict", None)
+        if callable(state_dict):  # the KL controller's β
+            state["objective"] = dict(state_dict())
+        return state
+
+    def save(self) -> Path:
+        """``checkpoints/step-N`` named by the online step (atomic; see ``prefcore.engine.checkpoint``)."""
+        path = save_checkpoint(
+            self.run_dir,
+            self.online_step,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            trainer_state=self._state(),
+            keep_last=self.config.keep_checkpoints,
+        )
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.online_step, path)
+        return path
+
+    def save_final(self) -> Path | None:
+        if not self.config.checkpoint_every:
+            return None
+        saved = list_checkpoints(self.run_dir)
+        if saved and saved[-1].name == checkpoint_name(self.online_step):
+            return saved[-1]
+        return self.save()
+
+    def resume(self) -> bool:
+        """Continue from the newest complete checkpoint, if any; True when one was loaded."""
+        clean_staging(self.run_dir)
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            return False
+        restored = load_checkpoint(
+            checkpoints[-1], model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+        )
+        state = restored.trainer
+        self.online_step = int(state["online_step"])
+        self.step = int(state["optimiser_step"])
+        self.sampler.load(state["sampler"])
+        if "objective" in state:
+            self.objective.load_state_dict(state["objective"])
+        return True
+
+    # -- one online step --------------------------------------------------------------------
+    def _sample(self, prompts: Sequence[Any], settings: RolloutSettings) -> Rollouts:
+        seed = rollout_seed(self.train_config.seed, self.online_step)
+        return sample_rollouts(
+            self.policy, self.tokenizer, prompts, settings, backend=self.backend, prefix=self.prefix, seed=seed
+        )
+
+    def _logps(self, model: torch.nn.Module, tensors: RolloutTensors) -> torch.Tensor:
+        """Per-token log-probs ``[S, T]`` without gradient (the reference's), on the training path."""
+        config = self.train_config
+        return rollout_logps(model, tensors, fused=config.fused_lm_head, backend=config.kernel_backend)
+
+    def rollout_phase(self, indices: Sequence[int]) -> ScoredRollouts:
+        """Sample, score and estimate advantages for the prompts at ``indices`` (no gradient)."""
+        prompts = [self.prompts[index] for index in indices]
+        rollouts = self._sample(prompts, self.settings)
+        tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
+        ref_logps = None if self.reference is None else self._logps(self.reference, tensors)
+        metadata = [self.metadata[index] for index in indices]
+        rewards, components = self.reward(rollouts, metadata)
+        rewards = rewards.detach().float().to(self.device)
+        options = dict(self.objective.estimator_options())
+        extras: dict[str, Any] = {}
+        penalty = self.objective.reward_kl()
+        if penalty is not None:  # the KL leash in the reward: per token if the estimator takes it, else summed
+            estimator = "k3" if penalty.estimator == "k3+" else penalty.estimator  # k3+ differs only in gradient
+            kl = per_token_kl(tensors.sampling_logps, ref_logps, tensors.mask, estimator=estimator)
+            if _takes_option(self.objective.estimator(), "kl"):
+                options.update(kl=kl, kl_coef=penalty.beta)
+            else:
+                rewards = rewards - penalty.beta * kl.sum(-1)
+        if self.objective.estimator() == "remax":  # ReMax: the greedy completion's reward is the baseline
+            greedy = self._sample(prompts, replace(self.settings, temperature=0.0, top_p=1.0, samples_per_prompt=1))
+            baselines, _ = self.reward(greedy, metadata)
+            options["baselines"] = (
+                baselines.detach().float().to(self.device).repeat_interleave(rollouts.samples_per_prompt)
+            )
+            extras["baseline"] = options["baselines"]
+        result = estimate_advantages(self.objective.estimator(), rewards, tensors.group_ids, tensors.mask, **options)
+        return ScoredRollouts(
+            rollouts,
+            tensors,
+            ref_logps,
+            rewards,
+            {name: value.detach().float() for name, value in components.items()},
+            result.advantages.detach().float(),
+            extras,
+        )
+
+    def _minibatches(self, count: int, epoch: int) -> list[list[int]]:
+        order = list(range(count))
+        random.Random(rollout_seed(self.train_config.seed, self.online_step) * 31 + epoch).shuffle(order)
+        size = self.online.minibatch_size or count
+        return [order[start : start + size] for start in range(0, count, size)]
+
+    def _rows(self, scored: ScoredRollouts, rows: list[int], num_tokens: int, num_sequences: int) -> RolloutBatch:
+        index = torch.tensor(rows, dtype=torch.long)
+        config = self.train_config
+        tensors = scored.tensors
+        policy_logps = completion_logps(
+            self.policy, tensors, rows, fused=config.fused_lm_head, backend=config.kernel_backend
+        )
+        on = policy_logps.device
+        rows_shape = scored.rewards.shape
+        extras = {
+            name: value[index].to(on) if isinstance(value, torch.Tensor) and value.shape[:1] == rows_shape else value
+            for name, value in scored.extras.items()
+        }
+        return RolloutBatch(
+            policy_logps=policy_logps,
+            mask=tensors.mask[index].to(on),
+            sampling_logps=tensors.sampling_logps[index].to(on),
+            advantages=scored.advantages[index].to(on),
+            rewards=scored.rewards[index].to(on),
+            group_ids=tensors.group_ids[index].to(on),
+            truncated=tensors.truncated[index].to(on),
+            ref_logps=None if scored.ref_logps is None else scored.ref_logps[index].to(on),
+            num_tokens=num_tokens,
+            num_sequences=num_sequences,
+            max_completion_length=self.online.max_new_tokens,
+            extras=extras,
+        )
+
+    def _loss_mask(self, scored: ScoredRollouts) -> torch.Tensor:
+        """The objective's loss tokens of every completion (``mask`` less what it leaves out)."""
+        tensors = scored.tensors
+        whole = RolloutBatch(
+            policy_logps=tensors.sampling_logps,
+            mask=tensors.mask,
+            sampling_logps=tensors.sampling_logps,
+            advantages=scored.advantages,
+            rewards=scored.rewards,
+            group_ids=tensors.group_ids,
+            truncated=tensors.truncated,
+        )
+        return self.objective.loss_mask(whole)
+
+    def update_phase(self, scored: ScoredRollouts) -> dict[str, float]:
+        """``update_epochs`` passes of minibatch optimiser steps; returns the mean of their metrics."""
+        totals: dict[str, float] = {}
+        updates = 0
+        micro = self.online.micro_batch_size
+        loss_mask = self._loss_mask(scored)
+        for epoch in range(self.online.update_epochs):
+            for minibatch in self._minibatches(scored.rewards.shape[0], epoch):
+                self.policy.train()
+                self.optimizer.zero_grad(set_to_none=True)
+                num_tokens = int(loss_mask[minibatch].sum())  # the tokens that carry the loss, all micro-batches
+                step: dict[str, float] = {}
+                size = micro or len(minibatch)
+                for start in range(0, len(minibatch), size):
+                    rows = minibatch[start : start + size]
+                    batch = self._rows(scored, rows, num_tokens, len(minibatch))
+                    output = self.objective.loss(batch)
+                    check_loss(output.loss, self.step + 1, self.objective)
+                    output.loss.backward()
+                    share = len(rows) / len(minibatch)
+                    step["loss"] = step.get("loss", 0.0) + float(output.loss.detach())
+                    for key, value in output.metrics.items():
+                        value = value.detach() if isinstance(value, torch.Tensor) else value
+                        step[key] = step.get(key, 0.0) + share * float(value)
+                self.apply_update(step)
+                updates += 1
+                for key, value in step.items():
+                    totals[key] = totals.get(key, 0.0) + value
+        return {key: value / updates for key, value in totals.items()}
+
+    def rollout_metrics(self, scored: ScoredRollouts) -> dict[str, float]:
+        """Reward (total and per component), advantages, KL to the reference, entropy, length, truncation."""
+        rewards, mask, sampling_logps = scored.rewards, scored.tensors.mask.float(), scored.tensors.sampling_logps
+        rollouts = scored.rollouts
+        metrics: dict[str, float] = {
+            "reward/mean": float(rewards.mean()),
+            "reward/std": float(rewards.std(unbiased=False)),
+        }
+        for name, values in scored.components.items():
+            metrics[f"reward/{name}"] = float(values.mean())
+        sequence_advantage = (scored.advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        metrics["advantages/mean"] = float(sequence_advantage.mean())
+        metrics["advantages/std"] = float(sequence_advantage.std(unbiased=False))
+        metrics["advantages/abs_max"] = float(sequence_advantage.abs().max())
+        groups = rewards.view(-1, rollouts.samples_per_prompt)
+        zero_std = (groups.max(dim=1).values == groups.min(dim=1).values).float()
+        metrics["zero_std_groups"] = float(zero_std.sum())
+        metrics["zero_std_fraction"] = float(zero_std.mean())
+        if scored.ref_logps is not None:
+            log_ratio = (sampling_logps - scored.ref_logps) * mask  # log π_θ/π_ref on π_θ's samples
+            metrics["kl/k1"] = _mean(log_ratio, mask)
+            metrics["kl/k3"] = _mean((torch.exp(-log_ratio) - 1 + log_ratio) * mask, mask)
+        # −log π of the sampled tokens: an unbiased per-token estimate of the sampling entropy, for free
+        metrics["entropy"] = _mean(-sampling_logps, mask)
+        lengths = mask.sum(-1)
+        metrics["completion_length"] = float(lengths.mean())
+        metrics["truncated_fraction"] = sum(rollouts.truncated) / len(rollouts.truncated)
+        return metrics
+
+    def train_step(self) -> dict[str, float]:
+        """One online step: rollouts, scores, advantages, updates; returns the step's metrics."""
+        started = time.perf_counter()
+        indices = self.sampler.draw(self.online.prompts_per_step)
+        scored = self.rollout_phase(indices)
+        rollout_s = time.perf_counter() - started
+        metrics = self.rollout_metrics(scored)
+        metrics.update(self.update_phase(scored))
+        if "kl/k1" in metrics:  # an adaptive β follows the observed per-token KL (a fixed one stays)
+            self.objective.update_kl(metrics["kl/k1"], self.online.completions_per_step)
+        metrics["time/rollout_s"] = round(rollout_s, 3)
+        metrics["time/step_s"] = round(time.perf_counter() - started, 3)
+        check_finite(torch.tensor(metrics["loss"]), self.step)
+        self.online_step += 1
+        return metrics
+
+    def fit(self) -> dict[str, float]:
+        """Run until ``online_steps``; checkpoints, evaluation and metrics through the callbacks."""
+        metrics: dict[str, float] = {}
+        config = self.train_config
+        with StageProgress(self.stage, self.online_steps, enabled=config.progress, initial=self.online_step) as bar:
+            while self.online_step < self.online_steps:
+                metrics = self.train_step()
+                step = self.online_step
+                last = step == self.online_steps
+                if self.on_step is not None and (step % config.log_every == 0 or last):
+                    self.on_step(step, metrics)
+                bar.update(step, metrics)
+                if config.eval_every and step % config.eval_every == 0 and not last and self.on_evaluate:
+                    self.on_evaluate(step)
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                    self.save()
+        return metrics
