@@ -165,6 +165,13 @@ class FeedbackSource(Method, abc.ABC):
         label new completions (rules, AI judges, reward models); None for fixed data."""
         return None
 
+    def scorer(self) -> Any:
+        """A pointwise reward ``scorer(prompts, completions) -> one float per completion`` if this
+        source can score new completions on its own (rules, checkers, reward models); None for
+        fixed data. A scorer that also takes the keyword ``answers`` receives each completion's
+        reference answer(s). Online rewards use it (``[[reward]] kind = "rule"``, ``prefcore.rewards``)."""
+        return None
+
     def evaluation_prompts(self) -> Any:
         """Held-out prompts this source reserves for evaluation, or None to split its records."""
         return None

@@ -22,6 +22,12 @@ first group, if it has one). A completion without an answer counts as wrong, or 
 out with ``unanswered = "skip"``. Prompts whose completions are all right or all wrong
 make no pair; ``output = "binary"`` labels each completion right/wrong instead (KTO-style).
 
+As a reward (``prefcore.rewards``, ``[[reward]] kind = "verifiable"``) the same check scores
+each new completion on its own: ``scorer()`` returns ``reward(prompts, completions, *,
+answers)`` = ``correct_reward`` where the answer checks out, ``wrong_reward`` where it does
+not, ``unanswered_reward`` where no answer can be extracted; ``answers`` holds each
+completion's reference answer(s), as the ``answer`` field below. No ``path`` is needed then.
+
 Input (JSONL)::
 
     {"prompt": "...", "completions": ["...", "..."], "answer": "42"}
@@ -34,7 +40,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -54,6 +62,9 @@ NAME = "verifiable_answers"
 MODES = ("exact", "numeric", "regex")
 EXTRACTORS = ("auto", "whole", "last_line", "last_number", "boxed")
 
+Fail = Callable[[str, str], Exception]
+"""Makes the error for a malformed reference answer from (message, field)."""
+
 ACCEPTED = (
     "A verifiable_answers row is {'prompt': text, 'completions': [text, ...], 'answer': the reference "
     "(a string or number, or a list of them)}."
@@ -71,7 +82,7 @@ def _fail(message: str, field: str) -> ConfigError:
 
 @dataclass(frozen=True)
 class VerifiableAnswersConfig:
-    path: Path = option(doc="JSONL of {prompt, completions, answer} rows")
+    path: Path | None = option(None, doc="JSONL of {prompt, completions, answer} rows; none: a reward only")
     mode: Literal["exact", "numeric", "regex"] = option("exact", doc="how an answer is checked: exact, numeric, regex")
     extract: str = option("auto", doc="auto, whole, last_line, last_number, boxed, or a regex (last match)")
     tolerance: float = option(1e-6, doc="numeric mode: absolute tolerance")
@@ -79,6 +90,9 @@ class VerifiableAnswersConfig:
     case_sensitive: bool = option(False, doc="exact and regex modes: compare case-sensitively")
     unanswered: Literal["wrong", "skip"] = option("wrong", doc="completions without an answer: wrong, or skip them")
     output: Literal["pairs", "binary"] = option("pairs", doc="'pairs': right beats wrong; 'binary': right/wrong labels")
+    correct_reward: float = option(1.0, doc="as a reward: the score of a completion whose answer checks out")
+    wrong_reward: float = option(0.0, doc="as a reward: the score of a completion whose answer is wrong")
+    unanswered_reward: float = option(0.0, doc="as a reward: the score of a completion without an extractable answer")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -97,6 +111,10 @@ class VerifiableAnswersConfig:
             raise _fail(f"unanswered must be 'wrong' or 'skip', got {self.unanswered!r}.", "unanswered")
         if self.output not in ("pairs", "binary"):
             raise _fail(f"output must be 'pairs' or 'binary', got {self.output!r}.", "output")
+        for name in ("correct_reward", "wrong_reward", "unanswered_reward"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise _fail(f"{name} must be a finite number, got {value!r}.", name)
 
 
 def _last(pattern: re.Pattern[str], text: str) -> str | None:
@@ -148,35 +166,48 @@ def _normalise(text: str, case_sensitive: bool) -> str:
     return text if case_sensitive else text.casefold()
 
 
+def reference_answers(config: VerifiableAnswersConfig, raw: Any, fail: Fail) -> list[Any]:
+    """The reference answers of one prompt, parsed for ``config.mode``.
+
+    ``raw`` is a string or a number, or a list of them (any one is right); ``fail(message,
+    field)`` makes the error for a malformed one (a row's ``DataError``, or a reward's).
+    """
+    references = raw if isinstance(raw, list) else [raw]
+    if not references:
+        raise fail("is an empty list; give at least one reference answer.", "answer")
+    return [
+        _reference(config, reference, "answer" if not isinstance(raw, list) else f"answer[{index}]", fail)
+        for index, reference in enumerate(references)
+    ]
+
+
+def _reference(config: VerifiableAnswersConfig, reference: Any, field: str, fail: Fail) -> Any:
+    mode = config.mode
+    if isinstance(reference, bool) or not isinstance(reference, (str, int, float)):
+        raise fail(f"must be a string or a number, got {reference!r}.", field)
+    if mode == "numeric":
+        value = float(reference) if not isinstance(reference, str) else parse_number(reference)
+        if value is None or not math.isfinite(value):
+            raise fail(f"is not a number ({reference!r}), which numeric mode needs.", field)
+        return value
+    if mode == "regex":
+        try:
+            return re.compile(str(reference), 0 if config.case_sensitive else re.IGNORECASE)
+        except re.error as error:
+            raise fail(f"is not a valid regular expression for regex mode: {error}.", field) from None
+    return _normalise(str(reference), config.case_sensitive)
+
+
 class Checker:
     """Whether an extracted answer matches one of a row's reference answers."""
 
-    def __init__(self, config: VerifiableAnswersConfig, row: Row) -> None:
+    def __init__(self, config: VerifiableAnswersConfig, row: Row | None = None, *, answer: Any = None) -> None:
+        """The references of ``row`` (its ``answer`` field), or ``answer`` itself when no row is given."""
         self.config = config
-        raw = row.require("answer")
-        references = raw if isinstance(raw, list) else [raw]
-        if not references:
-            raise row.error("is an empty list; give at least one reference answer.", "answer")
-        self.references: list[Any] = []
-        for index, reference in enumerate(references):
-            field = "answer" if not isinstance(raw, list) else f"answer[{index}]"
-            self.references.append(self._reference(row, reference, field))
-
-    def _reference(self, row: Row, reference: Any, field: str) -> Any:
-        mode = self.config.mode
-        if isinstance(reference, bool) or not isinstance(reference, (str, int, float)):
-            raise row.error(f"must be a string or a number, got {reference!r}.", field)
-        if mode == "numeric":
-            value = float(reference) if not isinstance(reference, str) else parse_number(reference)
-            if value is None or not math.isfinite(value):
-                raise row.error(f"is not a number ({reference!r}), which numeric mode needs.", field)
-            return value
-        if mode == "regex":
-            try:
-                return re.compile(str(reference), 0 if self.config.case_sensitive else re.IGNORECASE)
-            except re.error as error:
-                raise row.error(f"is not a valid regular expression for regex mode: {error}.", field) from None
-        return _normalise(str(reference), self.config.case_sensitive)
+        if row is not None:
+            self.references = reference_answers(config, row.require("answer"), row.error)
+        else:
+            self.references = reference_answers(config, answer, _reference_error(answer))
 
     def correct(self, answer: str) -> bool:
         config = self.config
@@ -190,6 +221,52 @@ class Checker:
         return _normalise(answer, config.case_sensitive) in self.references
 
 
+def _reference_error(raw: Any) -> Fail:
+    def fail(message: str, field: str) -> Exception:
+        return ValueError(f"reference answer {raw!r}: {field} {message}")
+
+    return fail
+
+
+class AnswerReward:
+    """The checker as a pointwise reward: ``reward(prompts, completions, *, answers) -> scores``.
+
+    ``answers[i]`` is the reference of completion ``i`` (a string or number, or a list of
+    them); a completion without one is refused, naming its index.
+    """
+
+    def __init__(self, config: VerifiableAnswersConfig) -> None:
+        self.config = config
+
+    def score(self, completion: str, answer: Any) -> float:
+        """``correct_reward``, ``wrong_reward`` or ``unanswered_reward`` of one completion."""
+        config = self.config
+        extracted = extract_answer(completion, config.extract, config.mode)
+        if extracted is None:
+            return float(config.unanswered_reward)
+        right = Checker(config, answer=answer).correct(extracted)
+        return float(config.correct_reward if right else config.wrong_reward)
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[str], /, *, answers: Sequence[Any] | None = None
+    ) -> list[float]:
+        if answers is None:
+            raise ValueError(
+                "a verifiable_answers reward needs each completion's reference answer: give the prompts "
+                "metadata with an 'answer'."
+            )
+        if len(answers) != len(completions):
+            raise ValueError(f"got {len(answers)} reference answers for {len(completions)} completions.")
+        scores = []
+        for index, (completion, answer) in enumerate(zip(completions, answers, strict=True)):
+            if answer is None:
+                raise ValueError(f"completion {index} has no reference answer to check against.")
+            if not isinstance(completion, str):
+                raise ValueError(f"completion {index} is not text: answers are extracted from text completions.")
+            scores.append(self.score(completion, answer))
+        return scores
+
+
 class VerifiableAnswers(FeedbackSource):
     """Rule feedback: completions whose final answer checks out beat those whose answer does not."""
 
@@ -198,6 +275,12 @@ class VerifiableAnswers(FeedbackSource):
 
     def records(self) -> Iterator[Any]:
         config = self.config
+        if config.path is None:
+            raise _fail(
+                "feedback source 'verifiable_answers' has no completions to check: set path = \"<rows.jsonl>\" "
+                '(without a path it is a reward only: [[reward]] kind = "verifiable").',
+                "path",
+            )
         for row in read_rows(config.path, ACCEPTED):
             prompt = row.text("prompt")
             completions = row.texts("completions", like=prompt)
@@ -223,6 +306,10 @@ class VerifiableAnswers(FeedbackSource):
                 yield PairwiseComparison(
                     prompt, chosen, rejected, metadata={"answers": [chosen_answer, rejected_answer]}, **common
                 )
+
+    def scorer(self) -> AnswerReward:
+        """The check as a reward of each new completion against its reference answer."""
+        return AnswerReward(self.config)
 
 
 @hookimpl
