@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,10 @@ class DemoRule(FeedbackSource):
 
     def judge(self) -> Callable[[str, str, str], float]:
         return task.judge
+
+    def scorer(self) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
+        """The rule's score of each reply: an online reward, or the gold score beside a learned one."""
+        return lambda prompts, replies: [task.score_reply(p, r) for p, r in zip(prompts, replies, strict=True)]
 
     def evaluation_prompts(self) -> tuple[str, ...]:
         if self.config.kind == "answers":

@@ -358,3 +358,18 @@ def test_weight_zero_components_are_logged_but_not_summed(registry: Registry) ->
     scores = build_reward(plan)(["q", "q"], ["#### 3", "#### 4"], ["3", "3"])
     assert scores.total.tolist() == [1.0, 0.0]
     assert scores.components["exact_too"].tolist() == [1.0, 0.0]
+
+
+def test_the_demo_rule_is_a_reward_equal_to_its_score(registry: Registry) -> None:
+    from prefcore.demo.rule import score_reply
+
+    prompts = ["what colour is the sky ?"] * 3
+    replies = ["blue", "red", "please , it is blue , thank you"]
+    plan = plan_rewards(
+        [{"kind": "rule", "method": "demo_rule", "count": 4, "weight": 0.0}, {"kind": "verifiable"}], registry
+    )
+    scores = build_reward(plan)(prompts, replies, ["blue"] * 3)
+    assert scores.components["demo_rule"].tolist() == pytest.approx(
+        [score_reply(p, r) for p, r in zip(prompts, replies, strict=True)]
+    )
+    assert scores.total.tolist() == scores.components["verifiable"].tolist()  # weight 0: logged, not summed
