@@ -105,7 +105,8 @@ REWARD_KINDS: tuple[str, ...] = ("preference_model", "ensemble", "implicit_dpo",
 TRAINED = "trained"
 ENSEMBLE_COMBINES: tuple[str, ...] = ("mean", "min", "mean_minus_std")
 VERIFIABLE_PLUGIN = "verifiable_answers"
-RESERVED_NAMES = ("total", "total_std")
+RESERVED_NAMES = ("mean", "std")
+"""Component names the total's metrics use (``reward/mean``, ``reward/std``)."""
 REWARD_METADATA = "reward_model.json"
 REWARD_FOLDER_KINDS = ("reward_model", "implicit_reward_model")
 COMMON_KEYS = ("kind", "name", "weight")
@@ -507,10 +508,10 @@ class RewardScores(NamedTuple):
     components: Mapping[str, torch.Tensor]
 
     def metrics(self) -> dict[str, float]:
-        """``reward/<name>``: each component's mean; ``reward/total`` and ``reward/total_std`` of the sum."""
+        """``reward/<name>``: each component's mean; ``reward/mean`` and ``reward/std`` of the total."""
         metrics = {f"reward/{name}": float(scores.mean()) for name, scores in self.components.items()}
-        metrics["reward/total"] = float(self.total.mean())
-        metrics["reward/total_std"] = float(self.total.std(correction=0))
+        metrics["reward/mean"] = float(self.total.mean())
+        metrics["reward/std"] = float(self.total.std(correction=0))
         return metrics
 
 

@@ -211,8 +211,8 @@ def test_components_combine_with_weights_and_are_logged_by_name() -> None:
     assert scores.total.tolist() == pytest.approx(by_hand)
     metrics = scores.metrics()
     assert metrics["reward/length"] == pytest.approx(7 / 3) and metrics["reward/gold"] == 10.0
-    assert metrics["reward/total"] == pytest.approx(sum(by_hand) / 3)
-    assert set(metrics) == {"reward/length", "reward/right", "reward/gold", "reward/total", "reward/total_std"}
+    assert metrics["reward/mean"] == pytest.approx(sum(by_hand) / 3)
+    assert set(metrics) == {"reward/length", "reward/right", "reward/gold", "reward/mean", "reward/std"}
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -329,7 +329,7 @@ def test_implicit_dpo_reward_is_beta_times_the_log_ratio(registry: Registry, llm
         ([{"kind": "verifiable", "path": "rows.jsonl"}], "takes no 'path'"),
         ([{"kind": "verifiable", "mode": "fuzzy"}], "option 'mode' must be one of"),
         ([{"kind": "verifiable"}, {"kind": "verifiable"}], "both named 'verifiable'"),
-        ([{"kind": "verifiable", "name": "total"}], "name must be lowercase"),
+        ([{"kind": "verifiable", "name": "mean"}], "name must be lowercase"),
         ([{"kind": "verifiable", "weight": math.nan}], "weight must be a finite number"),
         ([{"kind": "verifiable", "weight": 0}], "every [[reward]] has weight 0"),
     ],
