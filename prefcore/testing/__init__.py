@@ -9,6 +9,8 @@ with it can be tested on random tensors, without a model:
   ``assert_pair_loss_matches`` for a ``PairwiseObjective``'s formula,
   ``assert_fused_path_matches``, gradcheck, low precision, accumulation, padding, weights)
   and ``check_objective``, which runs every one that applies;
+- ``prefcore.testing.online``: the same checks for an online objective on a ``RolloutBatch``
+  (``make_random_rollout_batch``, ``split_rollout_batch``, ``check_online_objective``);
 - ``prefcore.testing.precision``: ``assert_lowprec_close`` for kernel tests;
 - ``prefcore.testing.plugins``: ``registry_of(modules)``, a registry of exactly the plugin
   modules under test.
@@ -20,8 +22,15 @@ from __future__ import annotations
 
 from prefcore.testing.batches import batch_to
 from prefcore.testing.batches import make_random_batch
+from prefcore.testing.batches import make_random_rollout_batch
 from prefcore.testing.batches import num_comparisons
+from prefcore.testing.batches import rollout_batch_to
 from prefcore.testing.batches import split_batch
+from prefcore.testing.batches import split_rollout_batch
+from prefcore.testing.online import assert_online_accumulation_invariant
+from prefcore.testing.online import assert_online_gradcheck
+from prefcore.testing.online import assert_online_padding_invariant
+from prefcore.testing.online import check_online_objective
 from prefcore.testing.parity import PairReferenceFn
 from prefcore.testing.parity import ReferenceFn
 from prefcore.testing.parity import assert_accumulation_invariant
@@ -48,16 +57,23 @@ __all__ = [
     "assert_low_precision_close",
     "assert_lowprec_close",
     "assert_matches_reference",
+    "assert_online_accumulation_invariant",
+    "assert_online_gradcheck",
+    "assert_online_padding_invariant",
     "assert_padding_invariant",
     "assert_pair_loss_matches",
     "assert_valid_output",
     "assert_weights_respected",
     "batch_to",
     "check_objective",
+    "check_online_objective",
     "make_random_batch",
+    "make_random_rollout_batch",
     "num_comparisons",
     "objective_label",
     "plugin_modules",
     "registry_of",
+    "rollout_batch_to",
     "split_batch",
+    "split_rollout_batch",
 ]

@@ -2,7 +2,9 @@
 
 An objective is a function of a batch, so its tests need batches of every format without
 a model: ``make_random_batch`` builds one, ``split_batch`` cuts it into micro-batches the
-way gradient accumulation does, ``batch_to`` casts it to another dtype.
+way gradient accumulation does, ``batch_to`` casts it to another dtype. Online objectives
+train on a ``RolloutBatch``: ``make_random_rollout_batch``, ``split_rollout_batch`` and
+``rollout_batch_to`` do the same for it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,17 @@ import torch
 
 from prefcore.batch import DATA_FORMATS
 from prefcore.batch import LogProbBatch
+from prefcore.rollout import RolloutBatch
 
-__all__ = ["batch_to", "make_random_batch", "num_comparisons", "split_batch"]
+__all__ = [
+    "batch_to",
+    "make_random_batch",
+    "make_random_rollout_batch",
+    "num_comparisons",
+    "rollout_batch_to",
+    "split_batch",
+    "split_rollout_batch",
+]
 
 _FLOAT_FIELDS = ("policy_logps", "ref_logps", "ref_sequence_logps", "margins", "probabilities", "weights", "scores")
 
@@ -223,3 +234,116 @@ def _unpaired_weights_for(batch: LogProbBatch, sequences: torch.Tensor) -> torch
     per_sequence = torch.ones(batch.num_sequences, dtype=batch.weights.dtype)
     per_sequence[_labelled_sequences(batch)] = batch.weights
     return per_sequence[sequences]
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollout batches (online objectives)
+# ----------------------------------------------------------------------------------------------
+
+_ROLLOUT_FLOAT_FIELDS = ("policy_logps", "sampling_logps", "advantages", "rewards", "ref_logps")
+
+
+def make_random_rollout_batch(
+    *,
+    num_prompts: int = 3,
+    samples_per_prompt: int = 4,
+    max_tokens: int = 7,
+    with_reference: bool = True,
+    with_truncated: bool = True,
+    per_token_advantages: bool = False,
+    off_policy: float = 0.3,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> RolloutBatch:
+    """A valid random ``RolloutBatch``: ``num_prompts`` × ``samples_per_prompt`` completions, prompt-major.
+
+    Completions start at position 0 (the engine right-pads completions) and run 1..``max_tokens``
+    tokens; truncated ones fill all ``max_tokens`` positions. Advantages are group-normalised
+    rewards broadcast over each completion, or with ``per_token_advantages`` a different value
+    per token (a return-to-go). The sampling log-probs differ from the policy's by noise of
+    scale ``off_policy``, so some ratios fall outside a 0.2 clip range.
+
+    Arguments:
+        with_reference: add ``ref_logps``.
+        with_truncated: mark some completions truncated (at least one, never all).
+        dtype: floating dtype of every float field.
+        seed: the batch is a pure function of its arguments and this seed.
+    """
+    if num_prompts < 1 or samples_per_prompt < 1:
+        raise ValueError(f"num_prompts and samples_per_prompt must be >= 1. Got {num_prompts}, {samples_per_prompt}.")
+    generator = torch.Generator().manual_seed(seed)
+    count = num_prompts * samples_per_prompt
+    truncated = torch.rand(count, generator=generator) < 0.3 if with_truncated else torch.zeros(count, dtype=torch.bool)
+    if with_truncated and count > 1:
+        truncated[0], truncated[-1] = True, False
+    lengths = torch.randint(1, max_tokens, (count,), generator=generator)
+    lengths = torch.where(truncated, torch.full_like(lengths, max_tokens), lengths)
+    mask = torch.arange(max_tokens) < lengths[:, None]
+    probabilities = 0.02 + 0.96 * torch.rand(count, max_tokens, generator=generator, dtype=torch.float64)
+    policy_logps = probabilities.log() * mask
+    noise = off_policy * torch.randn(count, max_tokens, generator=generator, dtype=torch.float64)
+    sampling_logps = (policy_logps + noise).clamp(max=-0.01) * mask
+    group_ids = torch.arange(num_prompts).repeat_interleave(samples_per_prompt)
+    rewards = torch.randn(count, generator=generator, dtype=torch.float64)
+    grouped = rewards.view(num_prompts, samples_per_prompt)
+    centred = grouped - grouped.mean(-1, keepdim=True)
+    scale = grouped.std(-1, keepdim=True) if samples_per_prompt > 1 else torch.ones_like(centred)
+    sequence_advantages = (centred / (scale + 1e-4)).flatten()
+    advantages = sequence_advantages[:, None].expand(count, max_tokens).clone()
+    if per_token_advantages:
+        advantages = advantages + 0.5 * torch.randn(count, max_tokens, generator=generator, dtype=torch.float64)
+    advantages = advantages * mask
+    ref_logps = None
+    if with_reference:
+        reference_noise = 0.5 * torch.randn(count, max_tokens, generator=generator, dtype=torch.float64)
+        ref_logps = ((policy_logps + reference_noise).clamp(max=-0.01) * mask).to(dtype)
+    return RolloutBatch(
+        policy_logps=policy_logps.to(dtype),
+        mask=mask,
+        sampling_logps=sampling_logps.to(dtype),
+        advantages=advantages.to(dtype),
+        rewards=rewards.to(dtype),
+        group_ids=group_ids,
+        truncated=truncated,
+        ref_logps=ref_logps,
+        max_completion_length=max_tokens,
+    )
+
+
+def rollout_batch_to(batch: RolloutBatch, dtype: torch.dtype) -> RolloutBatch:
+    """The same rollout batch with every float field cast to ``dtype``."""
+    changes = {
+        name: getattr(batch, name).to(dtype) for name in _ROLLOUT_FLOAT_FIELDS if getattr(batch, name) is not None
+    }
+    return replace(batch, **changes)
+
+
+def split_rollout_batch(
+    batch: RolloutBatch, groups: Sequence[Sequence[int]], *, loss_mask: torch.Tensor | None = None
+) -> list[RolloutBatch]:
+    """Micro-batches holding the completions of each group, with the step's ``num_tokens`` and ``num_sequences``.
+
+    ``num_tokens`` counts ``loss_mask`` (the objective's ``loss_mask(batch)``, which may leave
+    truncated completions out) over the whole batch, or ``batch.mask`` when not given, as the
+    engine counts a step.
+    """
+    mask = batch.mask if loss_mask is None else loss_mask
+    changes_all: dict[str, int] = {"num_tokens": int(mask.sum()), "num_sequences": batch.num_completions}
+    parts = []
+    for group in groups:
+        rows = torch.as_tensor(list(group), dtype=torch.long)
+        changes: dict[str, object] = dict(changes_all)
+        for name in (
+            "policy_logps",
+            "mask",
+            "sampling_logps",
+            "advantages",
+            "rewards",
+            "group_ids",
+            "truncated",
+            "ref_logps",
+        ):
+            if getattr(batch, name) is not None:
+                changes[name] = getattr(batch, name)[rows]
+        parts.append(replace(batch, **changes))
+    return parts
