@@ -29,9 +29,11 @@ from prefcore.engine.trainer import TrainConfig
 from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
 from prefcore.registry import Registry
+from prefcore.rollout import ROLLOUT_FORMAT
 
 REGISTRY = Registry.from_environment(third_party=False)
-OBJECTIVES = REGISTRY.names("usage")
+# online objectives train on rollouts, not on the offline pairs this file trains on
+OBJECTIVES = [info.name for info in REGISTRY.methods("usage") if ROLLOUT_FORMAT not in info.cls.data_formats]
 STEPS = 30
 OPTIONS = {
     # The demo's word-level tokenizer only knows its own words: condition with words it has,

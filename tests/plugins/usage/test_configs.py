@@ -53,6 +53,18 @@ INVALID_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("reward_conditioned_sft", {"levels": ["a", "a"]}, "levels must be at least two distinct non-empty strings"),
     ("reward_conditioned_sft", {"condition_template": "<good>"}, "condition_template must contain {level}"),
     ("reward_conditioned_sft", {"aspect": ""}, "aspect must be None or a non-empty name"),
+    # online objectives (prefcore.online_objectives checks the options they share)
+    ("grpo", {"kl_estimator": "k4"}, "kl_estimator must be one of k1, k2, k3, k3+ for objective 'grpo'"),
+    ("grpo", {"kl_location": "advantage"}, "kl_location must be one of loss, reward, none"),
+    ("grpo", {"aggregation": "mean"}, "aggregation must be one of token_mean, sequence_mean, dr_grpo, token_sum"),
+    ("grpo", {"kl_target": 0.1}, "kl_target needs beta > 0"),
+    ("grpo", {"dual_clip": 1.0}, "dual_clip must be > 1 for objective 'grpo'. Got 1.0."),
+    ("grpo", {"epsilon": 1.0}, "epsilon must be in (0.0, 1.0) for objective 'grpo'. Got 1.0."),
+    ("gspo", {"epsilon_high": 0}, "epsilon_high must be > 0 for objective 'gspo'. Got 0.0."),
+    ("rloo", {"beta": -1}, "beta must be >= 0 for objective 'rloo'. Got -1.0."),
+    ("reinforce_pp", {"log_ratio_clamp": 0}, "log_ratio_clamp must be > 0 for objective 'reinforce_pp'. Got 0.0."),
+    ("reinforce", {"kl_horizon": 0}, "kl_horizon must be > 0 for objective 'reinforce'. Got 0.0."),
+    ("remax", {"aggregation": "sum"}, "aggregation must be one of token_mean, sequence_mean, dr_grpo, token_sum"),
 ]
 
 

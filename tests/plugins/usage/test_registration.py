@@ -11,6 +11,7 @@ from types import ModuleType
 from prefcore.batch import DATA_FORMATS
 from prefcore.methods import UsageObjective
 from prefcore.registry import Registry
+from prefcore.rollout import ROLLOUT_FORMAT
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,7 +50,8 @@ def test_declared_attributes_are_valid(usage_registry: Registry) -> None:
     for info in usage_registry.methods("usage"):
         cls = info.cls
         assert issubclass(cls, UsageObjective)
-        assert cls.data_formats and set(cls.data_formats) <= set(DATA_FORMATS), info.name
+        # offline objectives train on a LogProbBatch layout, online ones on rollouts (prefcore.rollout)
+        assert cls.data_formats and set(cls.data_formats) <= {*DATA_FORMATS, ROLLOUT_FORMAT}, info.name
         assert cls().uses_reference() is cls.needs_reference, info.name
         assert info.summary, f"{info.name}: the class docstring's first line is the listing summary"
 
