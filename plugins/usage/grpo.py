@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefcore import hookimpl
+from prefcore.advantages import SCALES
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
@@ -40,12 +41,12 @@ from prefcore.rollout import RolloutBatch
 
 torch = lazy_module("torch")
 
-SCALES = ("group", "batch", "none")
-
 
 @dataclass(frozen=True)
 class GRPOConfig(ClippedOnlineConfig):
-    scale_rewards: str = option("group", doc="divide advantages by the reward std of the group, the batch, or none")
+    scale_rewards: str = option(
+        "group", doc="GRPO estimator's scale: divide by the reward std of the group, the batch, or none (Dr. GRPO)"
+    )
 
     def __post_init__(self) -> None:
         check_online_options("grpo", self)
@@ -62,7 +63,7 @@ class GRPO(TokenObjective):
     needs_reference = False
 
     def estimator_options(self) -> dict[str, Any]:
-        return {"scale_rewards": self.config.scale_rewards}
+        return {"scale": self.config.scale_rewards}
 
     def token_loss(self, batch: RolloutBatch, mask: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, Any]]:
         config = self.config

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefcore import hookimpl
+from prefcore.advantages import SCALES
 from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
 from prefcore.methods import option
@@ -44,12 +45,14 @@ class GSPOConfig(ClippedOnlineConfig):
     epsilon: float = option(3e-4, doc="ε_low: the sequence ratio is clipped below at 1 − ε (the paper's 3e-4)")
     epsilon_high: float | None = option(4e-4, doc="ε_high: clipped above at 1 + ε_high (the paper's 4e-4)")
     aggregation: str = option("sequence_mean", doc="sequence_mean (the paper's), token_mean, dr_grpo or token_sum")
-    scale_rewards: str = option("group", doc="divide advantages by the reward std of the group, the batch, or none")
+    scale_rewards: str = option(
+        "group", doc="GRPO estimator's scale: divide by the reward std of the group, the batch, or none (Dr. GRPO)"
+    )
 
     def __post_init__(self) -> None:
         check_online_options("gspo", self)
         check_clip_options("gspo", self)
-        check_choice("gspo", "scale_rewards", self.scale_rewards, ("group", "batch", "none"))
+        check_choice("gspo", "scale_rewards", self.scale_rewards, SCALES)
 
 
 class GSPO(TokenObjective):
@@ -61,7 +64,7 @@ class GSPO(TokenObjective):
     needs_reference = False
 
     def estimator_options(self) -> dict[str, Any]:
-        return {"scale_rewards": self.config.scale_rewards}
+        return {"scale": self.config.scale_rewards}
 
     def token_loss(self, batch: RolloutBatch, mask: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, Any]]:
         config = self.config

@@ -49,7 +49,7 @@ class Reinforce(TokenObjective):
 
     name = "reinforce"
     config_cls = ReinforceConfig
-    advantage_estimator = "batch_mean"
+    advantage_estimator = "reinforce"
     needs_reference = False
 
     def token_loss(self, batch: RolloutBatch, mask: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, Any]]:

@@ -61,7 +61,7 @@ class RLOO(OnlineObjective):
 
     name = "rloo"
     config_cls = RLOOConfig
-    advantage_estimator = "leave_one_out"
+    advantage_estimator = "rloo"
     needs_reference = True
 
     def loss(self, batch: RolloutBatch) -> LossOutput:  # type: ignore[override]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import prefcore.plugins.usage as usage_package
+from prefcore.advantages import ADVANTAGE_ESTIMATORS
 from prefcore.online_objectives import AGGREGATIONS
 from prefcore.online_objectives import KL_ESTIMATORS
 from prefcore.online_objectives import AdaptiveKLController
@@ -32,7 +33,6 @@ from prefcore.testing import registry_of
 
 REGISTRY = registry_of(plugin_modules(usage_package))
 ONLINE = [info.name for info in REGISTRY.methods("usage") if ROLLOUT_FORMAT in info.cls.data_formats]
-ADVANTAGE_ESTIMATORS = {"group", "leave_one_out", "batch_mean", "reinforce_pp", "reinforce_pp_baseline", "remax"}
 
 
 def _fields(name: str) -> set[str]:
@@ -130,7 +130,7 @@ def test_dual_clip_bounds_the_loss_of_negative_advantages() -> None:
 
 
 def test_grpo_passes_its_reward_scaling_to_the_estimator() -> None:
-    assert REGISTRY.create("usage", "grpo", {"scale_rewards": "none"}).estimator_options() == {"scale_rewards": "none"}
+    assert REGISTRY.create("usage", "grpo", {"scale_rewards": "none"}).estimator_options() == {"scale": "none"}
 
 
 def test_adaptive_beta_is_the_objectives_beta_and_checkpoints() -> None:
