@@ -59,6 +59,14 @@ file (and ``prefcore list``) does not import torch.
 """
 
 
+TABLE_ARRAY_SECTIONS: dict[str, str] = {"reward": "prefcore.rewards:plan_rewards"}
+"""Engine sections written as arrays of tables (``[[reward]]``): name -> the "module:function" that checks them.
+
+Each entry is a table of its own kind's keys, so no single config dataclass describes them; the
+function checks the list with the whole file (``prefcore.validation``).
+"""
+
+
 def engine_section_config(name: str) -> type:
     """The config dataclass of engine section ``name`` (imports its module)."""
     module, _, attribute = ENGINE_SECTIONS[name].partition(":")
@@ -241,7 +249,7 @@ class RunConfig:
     """A parsed run file: the methods selected per kind, plus the engine sections."""
 
     methods: Mapping[str, tuple[MethodSpec, ...]]
-    settings: Mapping[str, Mapping[str, Any]]
+    settings: Mapping[str, Any]  # a table per engine section; a list of tables per TABLE_ARRAY_SECTIONS entry
     source: str | None = None
 
     def selected(self, kind: str) -> tuple[MethodSpec, ...]:
@@ -252,7 +260,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_run_config`` reads back (written into each run folder)."""
-        data: dict[str, Any] = {name: dict(values) for name, values in self.settings.items()}
+        data: dict[str, Any] = {
+            name: dict(values) if isinstance(values, Mapping) else [dict(table) for table in values]
+            for name, values in self.settings.items()
+        }
         for kind, specs in self.methods.items():
             tables = [{"method": spec.name, "weight": spec.weight, **spec.options} for spec in specs]
             data[kind] = tables[0] if len(tables) == 1 else tables
@@ -328,8 +339,13 @@ def parse_run_config(data: Mapping[str, Any], *, source: str | None = None) -> R
             if not isinstance(body, Mapping):
                 raise ConfigError(f"{where}section [{section}] must be a table.", field=section)
             settings[section] = dict(body)
+        elif section in TABLE_ARRAY_SECTIONS:
+            tables = body if isinstance(body, list) else [body]
+            if not all(isinstance(table, Mapping) for table in tables):
+                raise ConfigError(f"{where}[[{section}]] entries must be tables.", field=section)
+            settings[section] = [dict(table) for table in tables]
         else:
-            known = (*KINDS, *ENGINE_SECTIONS)
+            known = (*KINDS, *ENGINE_SECTIONS, *TABLE_ARRAY_SECTIONS)
             raise ConfigError(
                 f"{where}unknown section [{section}].{did_you_mean(section, known)} "
                 f"Accepted sections: {', '.join(known)}.",

@@ -226,6 +226,9 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
         self_play=sections["self_play"],
         demonstrations=warm.demonstrations,
         evaluation=evaluation,
+        online=sections["online"],
+        rewards=sections.get("reward"),
+        trained_scorer=scorer,
     )
     evaluation.run(trained.final_step)
     return write_outputs(run, warm.policy, tokenizer, evaluation, summary)

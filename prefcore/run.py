@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ def describe_plan(config: RunConfig) -> str:
             weight = f" weight={spec.weight:g}" if len(specs) > 1 else ""
             lines.append(f"  {kind}: {spec.name}{weight}" + (f" ({options})" if options else ""))
     for section, values in config.settings.items():
-        lines.append(f"  [{section}] " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+        for table in [values] if isinstance(values, Mapping) else values:  # [[reward]]: one line per entry
+            label = f"[{section}]" if isinstance(values, Mapping) else f"[[{section}]]"
+            lines.append(f"  {label} " + ", ".join(f"{k}={v!r}" for k, v in table.items()))
     return "\n".join(lines)
 
 

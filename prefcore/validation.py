@@ -119,6 +119,12 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None, giv
         except PrefcoreError as exc:
             problems.append(exc)
 
+    if methods_resolved:
+        try:  # [[reward]] and [online] feed an online objective; the rewards are planned here, loaded later
+            sections["reward"] = _plan_online(config, methods, sections, registry)
+        except PrefcoreError as exc:
+            problems.append(exc)
+
     data_format = ""
     try:
         data_format = _check_combination(config, methods, sections, given)
@@ -203,6 +209,47 @@ def _check_combination(
                 field="run.reward_labels",
             )
     return data_format
+
+
+def _plan_online(
+    config: RunConfig, methods: Mapping[str, list[SelectedMethod]], sections: Mapping[str, Any], registry: Registry
+) -> Any:
+    """The checked ``[[reward]]`` plan of an online objective (data format "rollout"), or None without one.
+
+    An online objective trains alone (its loop samples, scores and updates; no offline objective
+    shares its batches), needs at least one reward (``plan_rewards(required_by=...)``) and no
+    self-play rounds; ``[[reward]]`` and ``[online]`` without an online objective are refused
+    rather than silently ignored.
+    """
+    from prefcore.rollout import ROLLOUT_FORMAT
+
+    objectives = methods.get("usage", [])
+    online = [entry.method for entry in objectives if ROLLOUT_FORMAT in entry.method.data_formats]
+    if not online:
+        stray = [label for name, label in (("reward", "[[reward]]"), ("online", "[online]")) if name in config.settings]
+        if stray:
+            raise ConfigError(
+                f"{' and '.join(stray)} configure online training, but no selected usage objective trains online "
+                '(data format "rollout"): select one, e.g. [usage] method = "grpo", or drop them.',
+                field=stray[0].strip("[]"),
+            )
+        return None
+    if len(objectives) > 1:
+        names = ", ".join(entry.method.name for entry in objectives)
+        raise ConfigError(
+            f"an online objective trains alone, but [usage] selects {names}: keep {online[0].name} only.",
+            field="usage",
+        )
+    self_play = sections.get("self_play")
+    if self_play is not None and self_play.rounds > 0:
+        raise ConfigError(
+            f"{online[0].name} samples its own completions every step; [self_play] rounds apply to offline "
+            "objectives: drop [self_play].",
+            field="self_play.rounds",
+        )
+    from prefcore.rewards import plan_rewards
+
+    return plan_rewards(config, registry, required_by=online[0].name)
 
 
 def _check_ensemble(config: RunConfig, methods: Mapping[str, list[SelectedMethod]], run: Any) -> None:

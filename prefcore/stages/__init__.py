@@ -10,6 +10,7 @@ result naming what it produced, so that data flows forward:
 - ``preference_models``: reward networks, one, an ensemble or a soup (``PreferenceModels``);
 - ``relabel``: the training pairs re-judged by the reward model (records);
 - ``training``: the usage objectives train the policy (``Trained``);
+- ``online``: an online objective trains on the policy's own samples, scored by ``[[reward]]``;
 - ``evaluate``: the evaluators before, during and after training (``Evaluation``);
 - ``report``: the final model and ``report.md`` (``RunResult``).
 """
@@ -21,6 +22,7 @@ from prefcore.stages.feedback import FeedbackData
 from prefcore.stages.feedback import InMemoryFeedback
 from prefcore.stages.feedback import gather_feedback
 from prefcore.stages.feedback import records_from_rows
+from prefcore.stages.online import train_online
 from prefcore.stages.policy import Policy
 from prefcore.stages.policy import start_policy
 from prefcore.stages.preference_models import PreferenceModels
@@ -57,6 +59,7 @@ __all__ = [
     "records_from_rows",
     "relabel_pairs",
     "start_policy",
+    "train_online",
     "train_policy",
     "train_preference_models",
     "transformers_quiet",

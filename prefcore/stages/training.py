@@ -2,6 +2,8 @@
 
 Once on the feedback records (``[train]``), or in ``[self_play] rounds`` of SPIN, where each
 round's policy answers the demonstrations' prompts and becomes the next round's reference.
+An online objective (data format "rollout") trains on its own samples instead
+(``prefcore.stages.online``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from prefcore.engine.reference import precompute_reference
 from prefcore.engine.self_play import run_self_play
 from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
+from prefcore.rollout import ROLLOUT_FORMAT
+from prefcore.settings import OnlineConfig
 from prefcore.settings import SelfPlayConfig
 from prefcore.settings import TrainConfig
 from prefcore.stages.evaluate import Evaluation
@@ -50,8 +54,33 @@ def train_policy(
     self_play: SelfPlayConfig,
     demonstrations: Sequence[Any],
     evaluation: Evaluation,
+    online: OnlineConfig | None = None,
+    rewards: Any = None,
+    trained_scorer: Any = None,
 ) -> Trained:
-    """Train the objectives, as one weighted sum, once or in self-play rounds; evaluates at step 0 first."""
+    """Train the objectives, as one weighted sum, once or in self-play rounds; evaluates at step 0 first.
+
+    With an online objective (``data_format == "rollout"``) the online loop trains it instead, on
+    the records' prompts, scored by ``rewards`` (the checked ``[[reward]]`` plan; ``trained_scorer``
+    is this run's preference model, for ``path = "trained"``) with the ``[online]`` settings.
+    """
+    if data_format == ROLLOUT_FORMAT:
+        from prefcore.stages.online import train_online  # loads the reward and rollout machinery only when used
+
+        step = train_online(
+            run,
+            policy,
+            tokenizer,
+            records,
+            objectives[0].method,
+            reference=reference,
+            train_config=train_config,
+            online=online or OnlineConfig(),
+            rewards=rewards,
+            trained_scorer=trained_scorer,
+            evaluation=evaluation,
+        )
+        return Trained(step)
     weighted = [WeightedObjective(entry.method, entry.weight) for entry in objectives]
     on_step = run.hooks.step_reporter()
     if self_play.rounds > 0:
