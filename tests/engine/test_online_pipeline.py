@@ -20,6 +20,8 @@ from prefcore.config import parse_run_config
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.errors import ConfigError
 from prefcore.pipeline import run_pipeline
+from prefcore.registry import Registry
+from prefcore.rollout import ROLLOUT_FORMAT
 from prefcore.validation import check_run_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_rlvr.toml"
@@ -125,6 +127,34 @@ def test_a_killed_online_run_resumes_to_the_same_weights(tmp_path: Path, monkeyp
     got = load_file(str(resumed.run_dir / "model" / "model.safetensors"))
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+
+
+def _online_objectives() -> list[str]:
+    registry = Registry.from_environment()
+    names = registry.names("usage")
+    return [name for name in names if ROLLOUT_FORMAT in registry.create("usage", name, {}).data_formats]
+
+
+@pytest.mark.parametrize("name", _online_objectives())
+def test_every_online_objective_trains_from_a_run_file(name: str, tmp_path: Path) -> None:
+    """Each registered online objective through the whole loop, with β·KL in its default place."""
+    data = _small(usage={"method": name, "beta": 0.05}, train={"checkpoint_every": 0, "steps": 2})
+    result = run_pipeline(parse_run_config(data), out=str(tmp_path / name))
+    rows = [row for row in _rows(result.run_dir) if row.get("reward/mean")]
+    assert len(rows) == 2 and all(float(row["kl/k1"]) == float(row["kl/k1"]) for row in rows)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"method": "rloo", "beta": 0.05, "kl_location": "reward", "kl_estimator": "k1"},  # summed into R
+        {"method": "reinforce_pp", "beta": 0.05, "kl_location": "reward", "kl_estimator": "k1"},  # per token
+        {"method": "grpo", "beta": 0.04, "kl_target": 0.1},  # adaptive β, checkpointed
+    ],
+)
+def test_kl_in_the_reward_and_an_adaptive_beta_run(usage: dict[str, Any], tmp_path: Path) -> None:
+    result = run_pipeline(parse_run_config(_small(usage=usage)), out=str(tmp_path / "run"))
+    assert (result.run_dir / "checkpoints" / "step-000004").is_dir()
 
 
 # -- the RLVR demo -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from prefcore.engine.checkpoint import list_checkpoints
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import PromptSampler
+from prefcore.online_objectives import KLPenalty
 from prefcore.rollout import RolloutBatch
 from prefcore.rollout import Rollouts
 from prefcore.settings import OnlineConfig
@@ -161,8 +162,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
     assert second.objective.beta == straight.objective.beta
 
 
-def test_a_kill_during_a_rollout_phase_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
-    straight = _trainer(tmp_path / "straight", steps=3)
+@pytest.mark.parametrize("phase", ["rollout", "update"])
+def test_a_kill_mid_step_resumes_from_the_last_checkpoint(phase: str, tmp_path: Path) -> None:
+    """A kill while step 3's rollouts are scored, or during its updates: the resumed run ends with the same weights."""
+    straight = _trainer(tmp_path / "straight", steps=3, minibatch_size=6)
     straight.fit()
 
     calls = {"count": 0}
@@ -173,14 +176,45 @@ def test_a_kill_during_a_rollout_phase_resumes_from_the_last_checkpoint(tmp_path
             raise KeyboardInterrupt
         return exact_reward(rollouts, metadata)
 
-    killed = _trainer(tmp_path / "killed", steps=3, checkpoint_every=1, reward=dying_reward)
+    killed = _trainer(
+        tmp_path / "killed",
+        steps=3,
+        checkpoint_every=1,
+        minibatch_size=6,
+        reward=dying_reward if phase == "rollout" else exact_reward,
+    )
+    if phase == "update":
+        real_loss = killed.objective.loss
+
+        def dying_loss(batch: RolloutBatch) -> LossOutput:
+            if killed.online_step == 2 and killed.step == 5:  # step 3's first update is applied, its second is not
+                raise KeyboardInterrupt
+            return real_loss(batch)
+
+        killed.objective.loss = dying_loss
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
-    resumed = _trainer(tmp_path / "killed", steps=3, checkpoint_every=1)
+    resumed = _trainer(tmp_path / "killed", steps=3, checkpoint_every=1, minibatch_size=6)
     assert resumed.resume() and resumed.online_step == 2
     resumed.fit()
     for name, value in _weights(straight).items():
         torch.testing.assert_close(_weights(resumed)[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_a_kl_penalty_in_the_reward_is_summed_into_it_when_the_estimator_takes_no_per_token_kl(
+    tmp_path: Path,
+) -> None:
+    trainer = _trainer(tmp_path)
+    with torch.no_grad():  # a reference that differs from the policy, so the KL is not 0
+        for parameter in trainer.reference.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    plain = trainer.rollout_phase([0, 1, 2])
+    trainer.objective.reward_kl = lambda: KLPenalty(beta=0.5, estimator="k1")
+    penalised = trainer.rollout_phase([0, 1, 2])  # the same seed: the same rollouts
+    tensors = penalised.tensors
+    k1 = ((tensors.sampling_logps - penalised.ref_logps) * tensors.mask).sum(-1)
+    assert penalised.rollouts.texts == plain.rollouts.texts
+    torch.testing.assert_close(penalised.rewards, plain.rewards - 0.5 * k1)
 
 
 def test_prompt_sampler_is_seeded_covers_each_epoch_and_resumes() -> None:
