@@ -159,8 +159,39 @@ def plot_win_rate(rows: Rows, path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def plot_online(rows: Rows, path: Path) -> Path | None:
+    """An online run's curves side by side: reward (total and components), KL to the reference,
+    entropy and completion length, held-out accuracy; a proxy reward rising while a gold
+    component (weight 0) falls and the KL grows is over-optimisation, visible at a glance."""
+    columns = _columns(rows)
+    if "reward/mean" not in columns:
+        return None
+    figure = Figure(figsize=(10.0, 6.4), dpi=100)
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(2, 2, sharex=True)
+    series = (
+        (panels[0][0], "Reward", [c for c in columns if c.startswith("reward/") and c != "reward/std"]),
+        (panels[0][1], "KL to the reference (per token)", [c for c in ("kl/k1", "kl/k3") if c in columns]),
+        (panels[1][0], "Entropy and completion length", [c for c in ("entropy", "completion_length") if c in columns]),
+        (panels[1][1], "Held-out accuracy", matching_columns(columns, "accuracy")),
+    )
+    for axes, title, names in series:
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        for name in names:
+            steps, values = _series(rows, name)
+            if steps:
+                axes.plot(steps, values, marker="o" if len(steps) < 12 else None, label=name)
+        if names:
+            axes.legend(fontsize="small")
+    for axes in panels[1]:
+        axes.set_xlabel("step")
+    return _save(figure, path)
+
+
 PLOTS = (
     ("loss.png", "Training loss", plot_loss),
+    ("online.png", "Online training: reward, KL, entropy, length, accuracy", plot_online),
     ("reward_margin.png", "Reward margin", plot_reward_margin),
     ("win_rate.png", "Win rate", plot_win_rate),
 )

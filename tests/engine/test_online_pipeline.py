@@ -104,6 +104,7 @@ def test_an_online_run_logs_per_step_metrics_and_evaluates_before_and_after(tmp_
         assert all(row[key] != "" for row in rows), key
     assert set(_accuracy(result.run_dir)) == {0, 4}
     assert (result.run_dir / "model" / "model.safetensors").is_file()
+    assert (result.run_dir / "online.png").is_file()  # reward, KL, entropy, length and accuracy curves
 
 
 def test_a_killed_online_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
