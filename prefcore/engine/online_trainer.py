@@ -316,7 +316,7 @@ class OnlineTrainer(OptimiserLoop):
         return [order[start : start + size] for start in range(0, count, size)]
 
     def _rows(self, scored: ScoredRollouts, rows: list[int], num_tokens: int, num_sequences: int) -> RolloutBatch:
-        index = torch.tensor(rows, dtype=torch.long)
+        index = torch.tensor(rows, dtype=torch.long, device=scored.advantages.device)
         config = self.train_config
         tensors = scored.tensors
         policy_logps = completion_logps(
