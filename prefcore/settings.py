@@ -32,7 +32,7 @@ __all__ = [
     "ENSEMBLE_COMBINES",
     "REPORT_TO",
     "ModelConfig",
-    "OnlineConfig",
+    "OnlineLoopConfig",
     "RewardTrainConfig",
     "RunSettings",
     "SelfPlayConfig",
@@ -323,7 +323,7 @@ class SelfPlayConfig:
 
 
 @dataclass(frozen=True)
-class OnlineConfig:
+class OnlineLoopConfig:
     """Options of the ``[online]`` section: the rollout loop of an online objective (``data_formats = ("rollout",)``).
 
     One online step samples ``samples_per_prompt`` completions for each of ``prompts_per_step``

@@ -56,7 +56,7 @@ from prefcore.errors import ConfigError
 from prefcore.kernels.kl import per_token_kl
 from prefcore.rollout import RolloutBatch
 from prefcore.rollout import Rollouts
-from prefcore.settings import OnlineConfig
+from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 
 __all__ = ["OnlineTrainer", "PromptSampler", "ScoredRollouts", "rollout_seed"]
@@ -156,7 +156,7 @@ class OnlineTrainer(OptimiserLoop):
         prompts: Sequence[Any],
         metadata: Sequence[Mapping[str, Any]],
         config: TrainConfig,
-        online: OnlineConfig,
+        online: OnlineLoopConfig,
         *,
         tokenizer: Any,
         reward: RewardFn,

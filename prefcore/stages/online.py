@@ -22,7 +22,7 @@ from prefcore.rewards import CombinedReward
 from prefcore.rewards import RewardPlan
 from prefcore.rewards import build_reward
 from prefcore.rollout import Rollouts
-from prefcore.settings import OnlineConfig
+from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 from prefcore.stages.evaluate import Evaluation
 from prefcore.stages.session import RunContext
@@ -79,7 +79,7 @@ def train_online(
     *,
     reference: torch.nn.Module,
     train_config: TrainConfig,
-    online: OnlineConfig,
+    online: OnlineLoopConfig,
     rewards: RewardPlan,
     trained_scorer: Any,
     evaluation: Evaluation,

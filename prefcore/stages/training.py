@@ -23,7 +23,7 @@ from prefcore.engine.self_play import run_self_play
 from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
 from prefcore.rollout import ROLLOUT_FORMAT
-from prefcore.settings import OnlineConfig
+from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import SelfPlayConfig
 from prefcore.settings import TrainConfig
 from prefcore.stages.evaluate import Evaluation
@@ -54,7 +54,7 @@ def train_policy(
     self_play: SelfPlayConfig,
     demonstrations: Sequence[Any],
     evaluation: Evaluation,
-    online: OnlineConfig | None = None,
+    online: OnlineLoopConfig | None = None,
     rewards: Any = None,
     trained_scorer: Any = None,
 ) -> Trained:
@@ -75,7 +75,7 @@ def train_policy(
             objectives[0].method,
             reference=reference,
             train_config=train_config,
-            online=online or OnlineConfig(),
+            online=online or OnlineLoopConfig(),
             rewards=rewards,
             trained_scorer=trained_scorer,
             evaluation=evaluation,

@@ -26,7 +26,7 @@ from prefcore.engine.online_trainer import PromptSampler
 from prefcore.online_objectives import KLPenalty
 from prefcore.rollout import RolloutBatch
 from prefcore.rollout import Rollouts
-from prefcore.settings import OnlineConfig
+from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 
 
@@ -96,7 +96,7 @@ def _trainer(run_dir: Path, *, steps: int = 4, checkpoint_every: int = 0, reward
         [record.prompt for record in RECORDS],
         [record.metadata for record in RECORDS],
         config,
-        OnlineConfig(**settings),
+        OnlineLoopConfig(**settings),
         tokenizer=tokenizer,
         reward=reward,
         run_dir=run_dir,
