@@ -189,6 +189,69 @@ def plot_online(rows: Rows, path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def gold_columns(config: Mapping[str, Any] | None) -> list[str]:
+    """``reward/<name>`` of each weight-0 ``[[reward]]`` entry: scores logged beside the optimised reward.
+
+    A component's name is its ``name``, else its plugin (``kind = "rule"``) or its kind, as
+    ``prefcore.rewards.plan_rewards`` names it.
+    """
+    entries = (config or {}).get("reward") or []
+    if isinstance(entries, Mapping):
+        entries = [entries]
+    columns = []
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("weight", 1.0) == 0:
+            kind = entry.get("kind")
+            name = entry.get("name") or (entry.get("method") if kind == "rule" else kind)
+            columns.append(f"reward/{name}")
+    return columns
+
+
+def plot_overoptimisation(rows: Rows, path: Path, gold: Sequence[str]) -> Path | None:
+    """The optimised (proxy) reward, the gold scores (weight 0, never optimised) and the KL, stacked on one step axis.
+
+    Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization" (https://arxiv.org/abs/2210.10760):
+    as the policy moves away from the reference (KL up), the proxy keeps rising while the gold
+    score peaks and falls. A dotted line marks where each gold score's moving average peaks.
+    """
+    columns = _columns(rows)
+    gold = [column for column in gold if column in columns]
+    if "reward/mean" not in columns or not gold:
+        return None
+    figure = Figure(figsize=(7.2, 7.6), dpi=100)
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(3, 1, sharex=True)
+    optimised = [c for c in columns if c.startswith("reward/") and c not in (*gold, "reward/mean", "reward/std")]
+    label = optimised[0] if len(optimised) == 1 else "reward/mean"  # one optimised component is the total
+    series = (
+        (panels[0], "Proxy reward (optimised)", [("reward/mean", label)]),
+        (panels[1], "Gold score (weight 0: logged, not optimised)", [(column, column) for column in gold]),
+        (panels[2], "KL to the reference (per token)", [(c, c) for c in ("kl/k1", "kl/k3") if c in columns]),
+    )
+    for axes, title, names in series:
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        for column, name in names:
+            steps, values = _series(rows, column)
+            window = max(1, len(values) // 12)  # per-step rewards are noisy: a moving average shows the trend
+            if window > 1:
+                line = axes.plot(steps, values, alpha=0.3, linewidth=0.8)[0]
+                smooth = _moving_average(values, window)
+                axes.plot(steps, smooth, color=line.get_color(), label=f"{name} (mean of {window} steps)")
+                if column in gold:
+                    best = steps[max(range(len(smooth)), key=smooth.__getitem__)]
+                    for panel in panels:
+                        panel.axvline(best, color="grey", linestyle=":", linewidth=1.0)
+            elif steps:
+                axes.plot(steps, values, marker="o" if len(steps) < 12 else None, label=name)
+        if names:
+            axes.legend(fontsize="small")
+    panels[2].set_xlabel("step")
+    return _save(figure, path)
+
+
+OVEROPTIMISATION = ("overoptimisation.png", "Proxy reward, gold score and KL (over-optimisation)")
+
 PLOTS = (
     ("loss.png", "Training loss", plot_loss),
     ("online.png", "Online training: reward, KL, entropy, length, accuracy", plot_online),
@@ -197,12 +260,18 @@ PLOTS = (
 )
 
 
-def write_plots(run_dir: Path, rows: Rows) -> list[tuple[str, str]]:
-    """Every plot whose columns exist, as ``(file name, caption)`` of the files written."""
+def write_plots(run_dir: Path, rows: Rows, config: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """Every plot whose columns exist, as ``(file name, caption)`` of the files written.
+
+    ``config`` (the run configuration) names the gold scores of the over-optimisation plot.
+    """
     written = []
     for filename, caption, plot in PLOTS:
         if plot(rows, run_dir / filename) is not None:
             written.append((filename, caption))
+    filename, caption = OVEROPTIMISATION
+    if plot_overoptimisation(rows, run_dir / filename, gold_columns(config)) is not None:
+        written.append((filename, caption))
     return written
 
 
@@ -420,7 +489,7 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = read_metrics_csv(Path(metrics_csv)) if Path(metrics_csv).exists() else []
-    plots = write_plots(run_dir, rows)
+    plots = write_plots(run_dir, rows, config)
     path = run_dir / "report.md"
     write_text_atomically(path, render_report(title, config, rows, eval_metrics, samples, plots, data))
     return path

@@ -342,8 +342,24 @@ class OnlineLoopConfig:
     update_epochs: int = option(1, doc="passes over each step's rollouts (several policy updates per batch)")
     minibatch_size: int = option(0, doc="completions per optimiser step; 0 = all of a step's rollouts at once")
     micro_batch_size: int = option(0, doc="completions per forward pass within a minibatch; 0 = the whole minibatch")
+    dynamic_sampling: bool = option(
+        False,
+        doc="DAPO: drop prompts whose samples all got the same reward and sample more prompts until the step "
+        "has prompts_per_step groups",
+    )
+    max_sampling_rounds: int = option(
+        4,
+        doc="with dynamic_sampling: extra sampling rounds per step at most; then the step trains on the groups "
+        "kept (on the first round's, if none was)",
+    )
 
     def __post_init__(self) -> None:
+        if self.dynamic_sampling and self.samples_per_prompt < 2:
+            raise ConfigError(
+                "dynamic_sampling keeps prompts whose samples got different rewards, so it needs "
+                f"samples_per_prompt >= 2. Got {self.samples_per_prompt}.",
+                field="dynamic_sampling",
+            )
         for name, low in (
             ("steps", 0),
             ("prompts_per_step", 1),
@@ -352,6 +368,7 @@ class OnlineLoopConfig:
             ("update_epochs", 1),
             ("minibatch_size", 0),
             ("micro_batch_size", 0),
+            ("max_sampling_rounds", 0),
         ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be >= {low}. Got {getattr(self, name)}.", field=name)

@@ -10,8 +10,16 @@ One online step::
     repeat update_epochs times, over shuffled minibatches of the S completions:
         policy log-probs with gradient (micro-batches), RolloutBatch, loss, one optimiser step
 
+With ``[online] dynamic_sampling`` (DAPO, Yu et al. 2025, https://arxiv.org/abs/2503.14476,
+§3.2; verl's ``filter_groups``), the rollout phase drops each prompt whose completions all got
+the same reward (no group-relative signal) and samples as many new prompts as were dropped,
+round after round, until the step has ``prompts_per_step`` groups or ``max_sampling_rounds``
+extra rounds are spent; the step then trains on the groups kept (on the first round's, if
+none was). The extra prompts come from the same seeded order, so later steps start further on.
+
 Every random draw of a step is a function of ``(seed, step)``: the prompt order of an epoch,
-the sampling seed and the minibatch shuffle. A checkpoint (safetensors, atomic) holds the
+the sampling seed (of each dynamic-sampling round: ``(seed, step, round)``) and the
+minibatch shuffle. A checkpoint (safetensors, atomic) holds the
 policy, optimiser, scheduler, torch and Python RNG states, the prompt sampler's place and
 the KL controller's state, so a killed run resumes to the same weights as an uninterrupted
 one; a kill during a rollout phase simply redoes that phase from the last checkpoint.
@@ -28,12 +36,14 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from prefcore.advantages import dynamic_sampling_filter
 from prefcore.advantages import estimate_advantages
 from prefcore.advantages import resolve_estimator
 from prefcore.engine.checkpoint import checkpoint_name
@@ -59,12 +69,46 @@ from prefcore.rollout import Rollouts
 from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 
-__all__ = ["OnlineTrainer", "PromptSampler", "ScoredRollouts", "rollout_seed"]
+__all__ = ["OnlineTrainer", "PromptSampler", "ScoredRollouts", "rollout_seed", "select_groups"]
 
 
-def rollout_seed(seed: int, step: int) -> int:
-    """The sampling seed of online step ``step`` (counted from 0): a pure function, so a resume redraws it."""
-    return (seed * 1_000_003 + step * 7_919 + 17) % (2**31 - 1)
+def rollout_seed(seed: int, step: int, attempt: int = 0) -> int:
+    """The sampling seed of online step ``step`` (counted from 0) and its dynamic-sampling round ``attempt``.
+
+    A pure function, so a resume redraws it; round 0 is the step's only round without
+    dynamic sampling.
+    """
+    first = (seed * 1_000_003 + step * 7_919 + 17) % (2**31 - 1)
+    return first if attempt == 0 else (first * 48_271 + attempt * 104_729) % (2**31 - 1)
+
+
+def select_groups(parts: Sequence[tuple[Rollouts, Sequence[int]]]) -> Rollouts:
+    """One ``Rollouts`` of the chosen groups of several samplings, prompt-major, group ids renumbered 0..K−1.
+
+    ``parts``: each sampling with the group ids (prompt positions) to keep from it, in order.
+    """
+    fields: dict[str, list[Any]] = {
+        name: [] for name in ("prompt_ids", "completion_ids", "texts", "sampling_logps", "truncated")
+    }
+    prompts: list[Any] = []
+    first = parts[0][0]
+    for rollouts, groups in parts:
+        if rollouts.samples_per_prompt != first.samples_per_prompt or rollouts.temperature != first.temperature:
+            raise ValueError("rollouts to merge must share samples_per_prompt and temperature.")
+        size = rollouts.samples_per_prompt
+        for group in groups:
+            prompts.append(rollouts.prompts[group])
+            rows = range(group * size, (group + 1) * size)
+            for name, values in fields.items():
+                values.extend(getattr(rollouts, name)[row] for row in rows)
+    size = first.samples_per_prompt
+    return Rollouts(
+        prompts=tuple(prompts),
+        group_ids=tuple(index // size for index in range(len(prompts) * size)),
+        samples_per_prompt=size,
+        temperature=first.temperature,
+        **{name: tuple(values) for name, values in fields.items()},
+    )
 
 
 class PromptSampler:
@@ -106,7 +150,11 @@ class PromptSampler:
 
 @dataclass(frozen=True)
 class ScoredRollouts:
-    """A rollout phase's outcome as per-token tensors (``[S, T]``) and per-completion ones (``[S]``)."""
+    """A rollout phase's outcome as per-token tensors (``[S, T]``) and per-completion ones (``[S]``).
+
+    ``extras`` reach the objective (``RolloutBatch.extras``); ``metrics`` are the phase's own
+    counts (dynamic sampling's), logged with the step.
+    """
 
     rollouts: Rollouts
     tensors: RolloutTensors
@@ -115,6 +163,7 @@ class ScoredRollouts:
     components: Mapping[str, torch.Tensor]
     advantages: torch.Tensor
     extras: Mapping[str, Any]
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 RewardFn = Callable[[Rollouts, Sequence[Mapping[str, Any]]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
@@ -261,8 +310,8 @@ class OnlineTrainer(OptimiserLoop):
         return True
 
     # -- one online step --------------------------------------------------------------------
-    def _sample(self, prompts: Sequence[Any], settings: RolloutSettings) -> Rollouts:
-        seed = rollout_seed(self.train_config.seed, self.online_step)
+    def _sample(self, prompts: Sequence[Any], settings: RolloutSettings, attempt: int = 0) -> Rollouts:
+        seed = rollout_seed(self.train_config.seed, self.online_step, attempt)
         return sample_rollouts(
             self.policy, self.tokenizer, prompts, settings, backend=self.backend, prefix=self.prefix, seed=seed
         )
@@ -272,17 +321,74 @@ class OnlineTrainer(OptimiserLoop):
         config = self.train_config
         return rollout_logps(model, tensors, fused=config.fused_lm_head, backend=config.kernel_backend)
 
+    def _sample_and_score(
+        self, indices: Sequence[int], attempt: int = 0
+    ) -> tuple[Rollouts, torch.Tensor, Mapping[str, torch.Tensor]]:
+        rollouts = self._sample([self.prompts[index] for index in indices], self.settings, attempt)
+        rewards, components = self.reward(rollouts, [self.metadata[index] for index in indices])
+        return rollouts, rewards.detach().float(), {name: value.detach().float() for name, value in components.items()}
+
+    def _dynamic_sampling(
+        self, indices: Sequence[int]
+    ) -> tuple[list[int], Rollouts, torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
+        """DAPO's dynamic sampling: keep non-constant groups, sample more prompts until the step is full."""
+        wanted = len(indices)
+        parts: list[tuple[Rollouts, list[int]]] = []
+        kept: list[int] = []
+        rewards: list[torch.Tensor] = []
+        components: dict[str, list[torch.Tensor]] = {}
+        sampled, dropped, total = 0, 0, 0.0
+        first: tuple[Rollouts, torch.Tensor, Mapping[str, torch.Tensor]] | None = None
+        attempt, drawn = 0, list(indices)
+        while True:
+            rollouts, scores, parts_scores = self._sample_and_score(drawn, attempt)
+            first = first or (rollouts, scores, parts_scores)
+            groups = dynamic_sampling_filter(scores, torch.tensor(rollouts.group_ids)).kept_groups
+            size = rollouts.samples_per_prompt
+            rows = [row for group in groups for row in range(group * size, (group + 1) * size)]
+            parts.append((rollouts, list(groups)))
+            kept += [drawn[group] for group in groups]
+            rewards.append(scores[rows])
+            for name, values in parts_scores.items():
+                components.setdefault(name, []).append(values[rows])
+            sampled += len(drawn)
+            dropped += len(drawn) - len(groups)
+            total += float(scores.sum())
+            missing = wanted - len(kept)
+            if missing == 0 or attempt == self.online.max_sampling_rounds:
+                break
+            attempt, drawn = attempt + 1, self.sampler.draw(missing)
+        metrics = {
+            "dynamic_sampling/rounds": float(attempt + 1),
+            "dynamic_sampling/sampled_prompts": float(sampled),
+            "dynamic_sampling/dropped_groups": float(dropped),
+            "dynamic_sampling/kept_groups": float(len(kept)),
+            "dynamic_sampling/sampled_reward_mean": total / (sampled * self.online.samples_per_prompt),
+        }
+        if not kept:  # nothing to learn from within the cap: the first round, as without the filter
+            rollouts, scores, parts_scores = first
+            return list(indices), rollouts, scores, dict(parts_scores), metrics
+        merged = {name: torch.cat(values) for name, values in components.items()}
+        return kept, select_groups(parts), torch.cat(rewards), merged, metrics
+
     def rollout_phase(self, indices: Sequence[int]) -> ScoredRollouts:
-        """Sample, score and estimate advantages for the prompts at ``indices`` (no gradient)."""
+        """Sample, score and estimate advantages for the prompts at ``indices`` (no gradient).
+
+        With dynamic sampling, dropped prompts are replaced by the sampler's next ones; the
+        result holds the prompts trained on, and ``metrics`` its counts.
+        """
+        extras: dict[str, Any] = {}
+        counts: dict[str, float] = {}
+        if self.online.dynamic_sampling:
+            indices, rollouts, rewards, components, counts = self._dynamic_sampling(indices)
+        else:
+            rollouts, rewards, components = self._sample_and_score(indices)
         prompts = [self.prompts[index] for index in indices]
-        rollouts = self._sample(prompts, self.settings)
+        metadata = [self.metadata[index] for index in indices]
         tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
         ref_logps = None if self.reference is None else self._logps(self.reference, tensors)
-        metadata = [self.metadata[index] for index in indices]
-        rewards, components = self.reward(rollouts, metadata)
-        rewards = rewards.detach().float().to(self.device)
+        rewards = rewards.to(self.device)
         options = dict(self.objective.estimator_options())
-        extras: dict[str, Any] = {}
         penalty = self.objective.reward_kl()
         if penalty is not None:  # the KL leash in the reward: per token if the estimator takes it, else summed
             estimator = "k3" if penalty.estimator == "k3+" else penalty.estimator  # k3+ differs only in gradient
@@ -304,9 +410,10 @@ class OnlineTrainer(OptimiserLoop):
             tensors,
             ref_logps,
             rewards,
-            {name: value.detach().float() for name, value in components.items()},
+            components,
             result.advantages.detach().float(),
             extras,
+            counts,
         )
 
     def _minibatches(self, count: int, epoch: int) -> list[list[int]]:
@@ -414,6 +521,7 @@ class OnlineTrainer(OptimiserLoop):
         lengths = mask.sum(-1)
         metrics["completion_length"] = float(lengths.mean())
         metrics["truncated_fraction"] = sum(rollouts.truncated) / len(rollouts.truncated)
+        metrics.update(scored.metrics)
         return metrics
 
     def train_step(self) -> dict[str, float]:

@@ -79,6 +79,7 @@ def tokenize_sequence(
     max_prompt_length: int = 0,
     prompt_truncation_side: Side = "left",
     completion_truncation_side: Side = "right",
+    allow_empty: bool = False,
 ) -> TokenizedSequence:
     """Tokenise one prompt/completion pair, enforcing ``max_prompt_length`` and ``max_length``.
 
@@ -88,10 +89,11 @@ def tokenize_sequence(
     then completion tokens. Each is cut on its declared side: by default the prompt's start
     (``"left"``, keeping the text next to the completion, as TRL does) and the completion's
     end (``"right"``). ``error`` refuses over-long records instead. An empty completion is
-    always an error: it has no token to learn from.
+    an error (it has no token to learn from) unless ``allow_empty``: a reward model scores a
+    sampled reply that stopped at once, as the prompt and the end-of-sequence token.
     """
     text = completion_text(completion)
-    if not text.strip():
+    if not text.strip() and not allow_empty:
         raise DataError("the completion is empty; there is nothing to train on.", source=where, field="completion")
     if is_conversation(prompt) or is_conversation(completion):
         chat_prompt = (Message("user", prompt),) if isinstance(prompt, str) else prompt

@@ -23,6 +23,7 @@ from prefcore.engine.checkpoint import list_checkpoints
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import PromptSampler
+from prefcore.engine.online_trainer import rollout_seed
 from prefcore.online_objectives import KLPenalty
 from prefcore.rollout import RolloutBatch
 from prefcore.rollout import Rollouts
@@ -228,3 +229,108 @@ def test_prompt_sampler_is_seeded_covers_each_epoch_and_resumes() -> None:
     assert again.draw(4) == rest
     assert PromptSampler(5, seed=1).draw(6) == first
     assert PromptSampler(5, seed=2).draw(5) != first[:5]
+
+
+# -- dynamic sampling (DAPO) ---------------------------------------------------------------------
+
+PROMPT_INDEX = {record.prompt: index for index, record in enumerate(RECORDS)}
+
+
+def _flat_on_even_prompts(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, dict]:
+    """Fixed rewards: every sample of an even-numbered prompt gets 1; an odd one's samples get 0, 1, 2, ..."""
+    size = rollouts.samples_per_prompt
+    values = [
+        1.0 if PROMPT_INDEX[rollouts.prompt_of(row)] % 2 == 0 else float(row % size)
+        for row in range(rollouts.num_completions)
+    ]
+    rewards = torch.tensor(values)
+    return rewards, {"fixed": rewards}
+
+
+def _expected_draws(count: int, per_step: int, rounds: int, keep: Any) -> tuple[list[int], list[int], int]:
+    """What dynamic sampling should train on, replayed with a fresh sampler: (kept, sampled, rounds used)."""
+    sampler = PromptSampler(count, seed=3)
+    drawn = sampler.draw(per_step)
+    kept: list[int] = []
+    sampled: list[int] = []
+    used = 0
+    while True:
+        sampled += drawn
+        kept += [index for index in drawn if keep(index)]
+        used += 1
+        if len(kept) == per_step or used == rounds + 1:
+            return kept, sampled, used
+        drawn = sampler.draw(per_step - len(kept))
+
+
+def test_dynamic_sampling_keeps_groups_whose_rewards_differ_and_refills_the_step(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, reward=_flat_on_even_prompts, dynamic_sampling=True, max_sampling_rounds=8)
+    kept, sampled, rounds = _expected_draws(len(RECORDS), 3, 8, lambda index: index % 2 == 1)
+    assert len(kept) == 3 and rounds > 1  # some even prompts were drawn, dropped and replaced
+    scored = trainer.rollout_phase(trainer.sampler.draw(3))
+    assert list(scored.rollouts.prompts) == [RECORDS[index].prompt for index in kept]
+    assert scored.rollouts.group_ids == tuple(row // 4 for row in range(12))
+    assert scored.rewards.tolist() == [0.0, 1.0, 2.0, 3.0] * 3
+    assert scored.components["fixed"].tolist() == scored.rewards.tolist()
+    assert scored.tensors.mask.shape[0] == 12 and scored.ref_logps is not None
+    assert dict(scored.metrics) == {
+        "dynamic_sampling/rounds": float(rounds),
+        "dynamic_sampling/sampled_prompts": float(len(sampled)),
+        "dynamic_sampling/dropped_groups": float(len(sampled) - 3),
+        "dynamic_sampling/kept_groups": 3.0,
+        "dynamic_sampling/sampled_reward_mean": pytest.approx(
+            sum(1.0 if index % 2 == 0 else 1.5 for index in sampled) / len(sampled)
+        ),
+    }
+    assert trainer.sampler.position == len(sampled)  # the extra prompts came from the seeded order
+
+
+def test_dynamic_sampling_stops_after_its_rounds_and_trains_on_what_it_kept(tmp_path: Path) -> None:
+    def flat(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, dict]:
+        return torch.ones(rollouts.num_completions), {}
+
+    trainer = _trainer(tmp_path, reward=flat, dynamic_sampling=True, max_sampling_rounds=2)
+    indices = trainer.sampler.draw(3)
+    scored = trainer.rollout_phase(indices)  # every group constant: 3 rounds, nothing kept
+    assert scored.metrics["dynamic_sampling/rounds"] == 3.0
+    assert scored.metrics["dynamic_sampling/sampled_prompts"] == 9.0
+    assert scored.metrics["dynamic_sampling/kept_groups"] == 0.0
+    assert list(scored.rollouts.prompts) == [RECORDS[index].prompt for index in indices]  # the first round's
+    assert not scored.advantages.any()
+
+    odd = _trainer(tmp_path / "odd", reward=_flat_on_even_prompts, dynamic_sampling=True, max_sampling_rounds=0)
+    drawn = odd.sampler.draw(3)
+    scored = odd.rollout_phase(drawn)  # no extra round: the odd prompts of the first draw only
+    assert list(scored.rollouts.prompts) == [RECORDS[index].prompt for index in drawn if index % 2 == 1]
+
+
+def test_an_online_run_with_dynamic_sampling_trains_only_on_groups_with_signal(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, steps=3, reward=_flat_on_even_prompts, dynamic_sampling=True)
+    seen: list[Mapping[str, float]] = []
+    trainer.on_step = lambda step, metrics: seen.append(dict(metrics))
+    trainer.fit()
+    assert len(seen) == 3
+    for metrics in seen:
+        assert metrics["zero_std_groups"] == 0 and metrics["dynamic_sampling/kept_groups"] == 3
+        assert metrics["reward/mean"] == pytest.approx(1.5)  # only the odd prompts' 0, 1, 2, 3
+    assert sum(metrics["dynamic_sampling/dropped_groups"] for metrics in seen) > 0
+
+
+def test_dynamic_sampling_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    options = {"reward": _flat_on_even_prompts, "dynamic_sampling": True, "minibatch_size": 6}
+    straight = _trainer(tmp_path / "straight", steps=4, **options)
+    straight.fit()
+    first = _trainer(tmp_path / "resumed", steps=4, checkpoint_every=2, **options)
+    first.online_steps = 2
+    first.fit()
+    second = _trainer(tmp_path / "resumed", steps=4, checkpoint_every=2, **options)
+    assert second.resume() and second.sampler.state() != PromptSampler(len(RECORDS), seed=3).state()
+    second.fit()
+    assert second.sampler.state() == straight.sampler.state()
+    for name, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(second)[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_the_sampling_seed_of_a_round_is_a_function_of_seed_step_and_round() -> None:
+    seeds = {rollout_seed(3, step, attempt) for step in range(4) for attempt in range(4)}
+    assert len(seeds) == 16 and rollout_seed(3, 2) == rollout_seed(3, 2, 0)

@@ -136,7 +136,10 @@ class RewardNetworkBase(nn.Module, abc.ABC):
         return next(self.parameters()).device
 
     def tokenize(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[TokenizedSequence]:
-        """Prompt + completion ids exactly as training tokenises them (over-long prompts cut from the left)."""
+        """Prompt + completion ids exactly as training tokenises them (over-long prompts cut from the left).
+
+        An empty completion is scored as the prompt followed by the end-of-sequence token.
+        """
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts for {len(completions)} completions; give one per completion.")
         return [
@@ -148,6 +151,7 @@ class RewardNetworkBase(nn.Module, abc.ABC):
                 prefix=self.prefix,
                 truncation="truncate",
                 where=f"completion {index}",
+                allow_empty=True,  # a sampled reply may stop at once; it is scored, not trained on
             )
             for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True))
         ]
