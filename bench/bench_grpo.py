@@ -421,6 +421,11 @@ def _child(task: str, settings: Settings) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _median(values: Sequence[Any]) -> Any:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
 def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f}"
 
@@ -430,7 +435,8 @@ def table(results: dict[str, dict[str, Any]], settings: Settings) -> str:
     lines = [
         f"{settings.prompts} prompts × {settings.group} completions × ≤ {settings.max_new_tokens} new tokens; "
         f"Llama {settings.layers} layers × {settings.hidden} wide (MLP {settings.intermediate}); "
-        f"{settings.threads} thread(s); median of {settings.steps} steps after {settings.warmup} warm-up; "
+        f"{settings.threads} thread(s); median of {settings.steps} steps after {settings.warmup} warm-up "
+        f"in each of {len(results['ratios']['wall'])} alternating runs per tool; "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {datetime.date.today()}",
         "",
         "| tool | wall/step (s) | rollout (s) | update (s) | rollout tok/s | update tok/s | "
@@ -449,7 +455,8 @@ def table(results: dict[str, dict[str, Any]], settings: Settings) -> str:
         "",
         f"speed-up (TRL wall / prefcore wall): {theirs['wall_s'] / ours['wall_s']:.2f}x "
         f"(rollout {theirs['rollout_s'] / ours['rollout_s']:.2f}x, "
-        f"update {theirs['update_s'] / ours['update_s']:.2f}x)",
+        f"update {theirs['update_s'] / ours['update_s']:.2f}x); "
+        f"per repeat: {', '.join(f'{ratio:.2f}x' for ratio in results['ratios']['wall'])}",
     ]
     if "parity" in results:
         p = results["parity"]
@@ -470,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the extra LiveBytes step")
     parser.add_argument("--no-parity", action="store_true", help="skip the loss comparison")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each tool (median)")
     parser.add_argument("--output", type=Path, help="also write the table here")
     parser.add_argument("--child", nargs=2, metavar=("TASK", "SETTINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -482,9 +490,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(**(asdict(settings) | {k: v for k, v in overrides.items() if v is not None}))
     if args.no_memory:
         settings = Settings(**(asdict(settings) | {"memory": False}))
-    tasks = ["prefcore", "trl"] + ([] if args.no_parity else ["parity"])
     run = (lambda task: measure(task, settings)) if args.dry_run else (lambda task: _child(task, settings))
-    results = {task: run(task) for task in tasks}
+    # The tools alternate, so a load change on a shared machine reaches both alike; each figure is the median
+    # over the repeats of each child's median.
+    repeats: dict[str, list[dict[str, Any]]] = {"prefcore": [], "trl": []}
+    for _ in range(1 if args.dry_run else args.repeats):
+        for task in repeats:
+            repeats[task].append(run(task))
+    results: dict[str, dict[str, Any]] = {
+        task: {key: _median([r[key] for r in runs]) for key in runs[0]} for task, runs in repeats.items()
+    }
+    results["ratios"] = {"wall": [t["wall_s"] / p["wall_s"] for p, t in zip(*repeats.values(), strict=True)]}
+    if not args.no_parity:
+        results["parity"] = run("parity")
     text = table(results, settings)
     print(text)
     if args.output:
