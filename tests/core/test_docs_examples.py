@@ -27,7 +27,10 @@ from prefcore.methods import KINDS
 from prefcore.preference import RewardBatch
 from prefcore.registry import Registry
 from prefcore.registry import get_plugin_manager
+from prefcore.rollout import ROLLOUT_FORMAT
 from prefcore.testing import check_objective
+from prefcore.testing import check_online_objective
+from prefcore.testing import make_random_rollout_batch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,13 +108,17 @@ def registry(make_distribution: MakeDistribution) -> Registry:
 
 
 def _page_methods(registry: Registry) -> dict[str, str]:
-    """Kind → name of each method the page's plugin registered."""
+    """Kind → name of each method the page's plugin registered; the online objective is kind ``online``."""
     found = [info for info in registry.methods() if info.provenance.distribution == DISTRIBUTION]
-    return {info.kind: info.name for info in found}
+    methods: dict[str, str] = {}
+    for info in found:
+        online = info.kind == "usage" and ROLLOUT_FORMAT in registry.create("usage", info.name).data_formats
+        methods["online" if online else info.kind] = info.name
+    return methods
 
 
 def test_the_page_shows_one_method_of_each_kind(registry: Registry) -> None:
-    assert sorted(_page_methods(registry)) == sorted(KINDS)
+    assert sorted(_page_methods(registry)) == sorted((*KINDS, "online"))
 
 
 def test_feedback_source_yields_records_and_judges(registry: Registry) -> None:
@@ -139,6 +146,11 @@ def test_preference_model_loss_trains_the_rewards(registry: Registry) -> None:
 def test_usage_objective_passes_the_parity_kit(registry: Registry) -> None:
     objective = registry.create("usage", _page_methods(registry)["usage"])
     check_objective(objective)
+
+
+def test_online_objective_passes_the_online_kit(registry: Registry) -> None:
+    objective = registry.create("usage", _page_methods(registry)["online"])
+    check_online_objective(objective, make_random_rollout_batch(seed=1))
 
 
 def test_evaluator_runs_on_the_demo_model(registry: Registry) -> None:

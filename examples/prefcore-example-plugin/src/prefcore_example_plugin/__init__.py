@@ -6,7 +6,8 @@ Each module is one method, registered under the module's name through its own en
 - ``example_shorter_is_better`` (feedback source): of two completions the shorter is preferred;
 - ``example_hinge_reward`` (preference model): the pairwise ranking hinge max(0, m − (r_c − r_r));
 - ``example_offset_dpo`` (usage objective): DPO whose margin must clear a fixed offset Δ;
-- ``example_length_ratio`` (evaluator): mean policy completion length over the reference's.
+- ``example_length_ratio`` (evaluator): mean policy completion length over the reference's;
+- ``example_median_baseline`` (online usage objective): REINFORCE with the group's median reward as baseline.
 
 prefcore's ``docs/writing-a-plugin.md`` shows these files verbatim, and prefcore's tests run them.
 """
