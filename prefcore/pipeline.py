@@ -229,6 +229,7 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
         online=sections["online"],
         rewards=sections.get("reward"),
         trained_scorer=scorer,
+        loop=sections["loop"],
     )
     evaluation.run(trained.final_step)
     return write_outputs(run, warm.policy, tokenizer, evaluation, summary)

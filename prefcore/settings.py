@@ -1,5 +1,5 @@
 """The options of the engine's run-file sections: ``[run]``, ``[warm_start]``, ``[model]``, ``[train]``,
-``[reward_model]``, ``[self_play]`` and ``[online]``.
+``[reward_model]``, ``[self_play]``, ``[online]`` and ``[loop]``.
 
 They live apart from the stages that use them, in a module that imports no torch, so that
 ``prefcore info train`` and a dry run read and check them in a fraction of a second. Each
@@ -27,10 +27,15 @@ DEFAULT_TRAIN_STEPS = 100
 REPORT_TO: tuple[str, ...] = ("csv", "tensorboard", "wandb")
 """Metric loggers ``[run] report_to`` may name (``prefcore.engine.lifecycle_loggers``); csv is always on."""
 
+LOOP_KINDS: tuple[str, ...] = ("online_dpo", "best_of_n")
+"""``[loop] kind`` values (``prefcore.engine.online_loops``); "none" (the default) runs no loop."""
+
 __all__ = [
     "DEFAULT_TRAIN_STEPS",
     "ENSEMBLE_COMBINES",
+    "LOOP_KINDS",
     "REPORT_TO",
+    "LoopConfig",
     "ModelConfig",
     "OnlineLoopConfig",
     "RewardTrainConfig",
@@ -389,3 +394,41 @@ class OnlineLoopConfig:
         """Optimiser steps one online step makes: ``update_epochs × ceil(S / minibatch_size)``."""
         size = self.minibatch_size or self.completions_per_step
         return self.update_epochs * math.ceil(self.completions_per_step / size)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Options of the ``[loop]`` section: sample from the policy, rank by ``[[reward]]``, train offline objectives.
+
+    ``kind = "online_dpo"``: every online step's samples become (best, worst) pairs per prompt for
+    the pairwise ``[usage]`` objectives. ``kind = "best_of_n"``: ``iterations`` rounds of n samples
+    per prompt, the kept ones fine-tuned on with ``sft`` (RAFT, ReST). Sampling (n =
+    ``samples_per_prompt``, length, temperature, top_p) is ``[online]``'s; ``[train] steps`` counts
+    online steps (online_dpo) or each iteration's SFT steps (best_of_n).
+    """
+
+    kind: Literal["none", "online_dpo", "best_of_n"] = option(
+        "none", doc="'online_dpo' (pairs from ranked samples) or 'best_of_n' (keep the best, SFT, iterate)"
+    )
+    iterations: int = option(3, doc="best_of_n: rounds of sample → keep → fine-tune")
+    prompts: int = option(0, doc="best_of_n: training prompts sampled per iteration (seeded); 0 = all")
+    keep: Literal["best", "threshold", "top_fraction"] = option(
+        "best", doc="best_of_n: the best sample per prompt (RAFT), all with reward >= threshold, or the top fraction"
+    )
+    threshold: float = option(0.0, doc="best_of_n, keep = 'threshold': the lowest reward kept")
+    top_fraction: float = option(0.25, doc="best_of_n, keep = 'top_fraction': share of an iteration's samples kept")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", *LOOP_KINDS):
+            raise ConfigError(f"kind must be one of none, {', '.join(LOOP_KINDS)}. Got {self.kind!r}.", field="kind")
+        if self.iterations < 1 or self.prompts < 0:
+            raise ConfigError(
+                f"iterations must be >= 1 and prompts >= 0 (0 = all). Got {self.iterations} and {self.prompts}.",
+                field="iterations" if self.iterations < 1 else "prompts",
+            )
+        if self.keep not in ("best", "threshold", "top_fraction"):
+            raise ConfigError(f"keep must be best, threshold or top_fraction. Got {self.keep!r}.", field="keep")
+        if not math.isfinite(self.threshold):
+            raise ConfigError(f"threshold must be a finite number. Got {self.threshold}.", field="threshold")
+        if not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"top_fraction must be in (0, 1]. Got {self.top_fraction}.", field="top_fraction")

@@ -225,6 +225,11 @@ def _plan_online(
 
     objectives = methods.get("usage", [])
     online = [entry.method for entry in objectives if ROLLOUT_FORMAT in entry.method.data_formats]
+    loop = sections.get("loop")
+    if loop is not None and loop.kind != "none":
+        return _plan_loop(config, objectives, online, sections, registry)
+    if loop is None and "loop" in config.settings:
+        return None  # [loop] failed to build; its error is already listed
     if not online:
         stray = [label for name, label in (("reward", "[[reward]]"), ("online", "[online]")) if name in config.settings]
         if stray:
@@ -250,6 +255,74 @@ def _plan_online(
     from prefcore.rewards import plan_rewards
 
     return plan_rewards(config, registry, required_by=online[0].name)
+
+
+_LOOP_FORMAT = {"online_dpo": "pairwise", "best_of_n": "sft"}
+_LOOP_ONLY_KEYS = {
+    "online_dpo": ("iterations", "prompts", "keep", "threshold", "top_fraction"),
+    "best_of_n": (),
+}
+_ONLINE_KEYS_UNUSED = {
+    "online_dpo": ("minibatch_size",),
+    "best_of_n": ("steps", "prompts_per_step", "update_epochs", "minibatch_size", "micro_batch_size"),
+}
+
+
+def _plan_loop(
+    config: RunConfig,
+    objectives: Sequence[SelectedMethod],
+    online: Sequence[Any],
+    sections: Mapping[str, Any],
+    registry: Registry,
+) -> Any:
+    """``[loop]``: offline objectives on the policy's ranked samples (``prefcore.engine.online_loops``).
+
+    The objectives must take the loop's items (pairs for online_dpo, single completions for
+    best_of_n), no online objective or self-play may run beside it, ``[train] epochs`` does not
+    apply (the data is new every step or iteration), keys of the other kind and ``[online]`` keys
+    the loop does not read are refused rather than ignored, and ``[[reward]]`` is required.
+    """
+    kind = sections["loop"].kind
+    label = f'[loop] kind = "{kind}"'
+    if online:
+        raise ConfigError(
+            f"{label} trains offline objectives on ranked samples, but {online[0].name} trains online by itself: "
+            "drop [loop], or select a pairwise objective (online_dpo) or sft (best_of_n).",
+            field="loop.kind",
+        )
+    wanted = _LOOP_FORMAT[kind]
+    refused = [entry.method.name for entry in objectives if wanted not in entry.method.data_formats]
+    if refused:
+        example = 'method = "dpo"' if kind == "online_dpo" else 'method = "sft"'
+        raise ConfigError(
+            f"{label} trains on {wanted} items, which usage objective(s) {', '.join(refused)} do not take: "
+            f"select one that does, e.g. [usage] {example}.",
+            field="usage",
+        )
+    stray = [key for key in _LOOP_ONLY_KEYS[kind] if key in config.section("loop")]
+    stray += [f"online.{key}" for key in _ONLINE_KEYS_UNUSED[kind] if key in config.section("online")]
+    if stray:
+        raise ConfigError(
+            f"{label} does not use {', '.join(stray)}: drop {'it' if len(stray) == 1 else 'them'}.",
+            field=stray[0] if stray[0].startswith("online.") else f"loop.{stray[0]}",
+        )
+    if kind == "online_dpo" and sections["online"].samples_per_prompt < 2:
+        raise ConfigError(
+            f"{label} ranks several samples per prompt: set [online] samples_per_prompt >= 2 (2 in the paper).",
+            field="online.samples_per_prompt",
+        )
+    self_play, train = sections.get("self_play"), sections.get("train")
+    if self_play is not None and self_play.rounds > 0:
+        raise ConfigError(f"{label} and [self_play] rounds are two loops: keep one.", field="self_play.rounds")
+    if train is not None and train.epochs > 0:
+        raise ConfigError(
+            f"{label} samples new data every {'step' if kind == 'online_dpo' else 'iteration'}, so [train] epochs "
+            "does not apply: set [train] steps.",
+            field="train.epochs",
+        )
+    from prefcore.rewards import plan_rewards
+
+    return plan_rewards(config, registry, required_by=objectives[0].method.name)
 
 
 def _check_ensemble(config: RunConfig, methods: Mapping[str, list[SelectedMethod]], run: Any) -> None:

@@ -3,7 +3,8 @@
 Once on the feedback records (``[train]``), or in ``[self_play] rounds`` of SPIN, where each
 round's policy answers the demonstrations' prompts and becomes the next round's reference.
 An online objective (data format "rollout") trains on its own samples instead
-(``prefcore.stages.online``).
+(``prefcore.stages.online``), and a ``[loop]`` trains the offline objectives on the policy's
+ranked samples (``prefcore.stages.loops``: online DPO, best-of-n).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prefcore.engine.self_play import run_self_play
 from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
 from prefcore.rollout import ROLLOUT_FORMAT
+from prefcore.settings import LoopConfig
 from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import SelfPlayConfig
 from prefcore.settings import TrainConfig
@@ -57,6 +59,7 @@ def train_policy(
     online: OnlineLoopConfig | None = None,
     rewards: Any = None,
     trained_scorer: Any = None,
+    loop: LoopConfig | None = None,
 ) -> Trained:
     """Train the objectives, as one weighted sum, once or in self-play rounds; evaluates at step 0 first.
 
@@ -76,6 +79,24 @@ def train_policy(
             reference=reference,
             train_config=train_config,
             online=online or OnlineLoopConfig(),
+            rewards=rewards,
+            trained_scorer=trained_scorer,
+            evaluation=evaluation,
+        )
+        return Trained(step)
+    if loop is not None and loop.kind != "none":
+        from prefcore.stages.loops import train_in_loop  # loads the reward and rollout machinery only when used
+
+        step = train_in_loop(
+            run,
+            policy,
+            tokenizer,
+            records,
+            objectives,
+            reference=reference,
+            train_config=train_config,
+            online=online or OnlineLoopConfig(),
+            loop=loop,
             rewards=rewards,
             trained_scorer=trained_scorer,
             evaluation=evaluation,

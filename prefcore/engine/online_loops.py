@@ -1,0 +1,521 @@
+"""Loops that turn the policy's own scored samples into offline training data: online DPO and best-of-n.
+
+Both sample from the current policy with the rollout engine (``prefcore.engine.rollout``),
+score the samples with the run's ``[[reward]]`` and then train with the *offline* objectives
+on ``LogProbBatch`` -- the samples become items, so any registered pairwise objective (or
+``sft``) trains on them unchanged. What the reward adds is only an order on each prompt's
+samples.
+
+**Online DPO** (Guo et al. 2024, "Direct Language Model Alignment from Online AI Feedback",
+https://arxiv.org/abs/2402.04792; TRL ``experimental/online_dpo``). Each online step samples
+G completions of each of its prompts from π_θ, and the reward picks, per prompt,
+
+    chosen = argmax_k r(x, y_k),   rejected = argmin_k r(x, y_k)
+
+(G = 2 is the paper's setting: the two samples, ranked). A prompt whose G rewards are all
+equal orders nothing: it makes no pair and is counted (``tied_groups``). The pairs, as the
+token ids that were sampled (no re-tokenisation, a truncated sample stays without its stop
+token), train any pairwise objective (dpo, ipo, ...) against the frozen reference for
+``update_epochs`` optimiser steps. The loop is ``OnlineTrainer``'s -- seeded prompt order,
+rollout seeds a function of ``(seed, step)``, atomic checkpoints that hold the sampler's place
+-- so a killed run resumes to the same weights; only the step differs.
+
+**Best-of-n / rejection-sampling fine-tuning** (RAFT, Dong et al. 2023,
+https://arxiv.org/abs/2304.06767; ReST, Gulcehre et al. 2023, https://arxiv.org/abs/2308.08998).
+Iteration t samples n completions of each prompt from π_{t-1}, keeps
+
+    best:          argmax_k r(x, y_k) for every prompt (RAFT; first on ties),
+    threshold:     every sample with r ≥ τ (ReST's filter),
+    top_fraction:  the best ⌈f · N⌉ of the iteration's N samples,
+
+and fine-tunes π on the kept samples with the sft objective (``Trainer``, ``[train] steps``
+per iteration). As in ``prefcore.engine.self_play``, each finished iteration is saved
+(``iteration-N/model``) and each iteration checkpoints on its own, so a killed run resumes
+inside the iteration it was in; an iteration's samples are redrawn from the saved model with
+the same seed. Per iteration it logs the reward of the samples and of the kept ones, the kept
+count and the policy's KL to the reference, *measured* on its samples
+(k1 = mean of log π_θ − log π_ref), not the log n − (n−1)/n bound of Beirami et al. 2024
+(https://arxiv.org/abs/2401.01879), which is loose when samples tie. After the last iteration
+one more sampling pass measures the final policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefcore.batch import LogProbBatch
+from prefcore.engine.batching import SequenceBatch
+from prefcore.engine.batching import TrainingItem
+from prefcore.engine.batching import collate
+from prefcore.engine.logprobs import completion_token_logps
+from prefcore.engine.loop import check_finite
+from prefcore.engine.loop import check_loss
+from prefcore.engine.models import load_pretrained
+from prefcore.engine.models import save_model
+from prefcore.engine.online_trainer import OnlineTrainer
+from prefcore.engine.online_trainer import RewardFn
+from prefcore.engine.online_trainer import ScoredRollouts
+from prefcore.engine.online_trainer import rollout_seed
+from prefcore.engine.reference import ModelReference
+from prefcore.engine.rollout import GenerationBackend
+from prefcore.engine.rollout import RolloutSettings
+from prefcore.engine.rollout import RolloutTensors
+from prefcore.engine.rollout import pad_rollouts
+from prefcore.engine.rollout import rollout_logps
+from prefcore.engine.rollout import sample_rollouts
+from prefcore.engine.sequences import TokenizedSequence
+from prefcore.engine.trainer import Trainer
+from prefcore.engine.trainer import WeightedObjective
+from prefcore.errors import ConfigError
+from prefcore.rollout import Rollouts
+from prefcore.settings import LoopConfig
+from prefcore.settings import OnlineLoopConfig
+from prefcore.settings import TrainConfig
+
+__all__ = [
+    "OnlineDPOTrainer",
+    "PreferencePairs",
+    "best_of_n_keep",
+    "rollout_items",
+    "rollout_pairs",
+    "run_best_of_n",
+    "sample_metrics",
+]
+
+logger = logging.getLogger("prefcore.online_loops")
+
+
+# -- from scored samples to items --------------------------------------------------------
+@dataclass(frozen=True)
+class PreferencePairs:
+    """Per prompt with a strict order, ``(chosen row, rejected row)``; ``tied_groups`` made none."""
+
+    pairs: tuple[tuple[int, int], ...]
+    tied_groups: int
+
+
+def rollout_pairs(rewards: torch.Tensor, samples_per_prompt: int) -> PreferencePairs:
+    """Best against worst sample of each prompt (rows are prompt-major, G per prompt); all-equal groups are dropped.
+
+    The first of equal maxima (minima) is taken, so the pairs are a function of the rewards alone.
+    """
+    values = [float(value) for value in rewards.detach().flatten().cpu()]
+    if samples_per_prompt < 2 or len(values) % samples_per_prompt:
+        raise ValueError(f"{len(values)} rewards do not form groups of {samples_per_prompt} >= 2 samples.")
+    pairs: list[tuple[int, int]] = []
+    tied = 0
+    for start in range(0, len(values), samples_per_prompt):
+        group = values[start : start + samples_per_prompt]
+        best, worst = max(group), min(group)
+        if best == worst:
+            tied += 1
+            continue
+        pairs.append((start + group.index(best), start + group.index(worst)))
+    return PreferencePairs(tuple(pairs), tied)
+
+
+def best_of_n_keep(
+    rewards: torch.Tensor,
+    samples_per_prompt: int,
+    keep: str = "best",
+    *,
+    threshold: float = 0.0,
+    top_fraction: float = 0.25,
+) -> list[int]:
+    """The rows a best-of-n iteration fine-tunes on, in row order (see the module docstring for ``keep``)."""
+    values = [float(value) for value in rewards.detach().flatten().cpu()]
+    if keep == "best":
+        rows = []
+        for start in range(0, len(values), samples_per_prompt):
+            group = values[start : start + samples_per_prompt]
+            rows.append(start + group.index(max(group)))
+        return rows
+    if keep == "threshold":
+        return [row for row, value in enumerate(values) if value >= threshold]
+    if keep == "top_fraction":
+        count = min(len(values), max(1, math.ceil(top_fraction * len(values))))
+        ranked = sorted(range(len(values)), key=lambda row: (-values[row], row))
+        return sorted(ranked[:count])
+    raise ValueError(f"keep must be 'best', 'threshold' or 'top_fraction'. Got {keep!r}.")
+
+
+def _sequence(rollouts: Rollouts, row: int) -> TokenizedSequence:
+    return TokenizedSequence(tuple(rollouts.prompt_ids[row]), tuple(rollouts.completion_ids[row]))
+
+
+def rollout_items(rollouts: Rollouts, rows: Sequence[int]) -> list[TrainingItem]:
+    """SFT items of the sampled token ids of ``rows`` (what was generated, not a re-tokenised decoding)."""
+    return [TrainingItem((_sequence(rollouts, row),), "sft") for row in rows]
+
+
+def _pair_items(rollouts: Rollouts, pairs: Sequence[tuple[int, int]]) -> list[TrainingItem]:
+    return [
+        TrainingItem((_sequence(rollouts, chosen), _sequence(rollouts, rejected)), "pairwise")
+        for chosen, rejected in pairs
+    ]
+
+
+# -- what a sampling pass measures -------------------------------------------------------
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    count = float(mask.sum())
+    return float((values * mask).sum() / count) if count else 0.0
+
+
+def sample_metrics(
+    rollouts: Rollouts,
+    tensors: RolloutTensors,
+    rewards: torch.Tensor,
+    components: Mapping[str, torch.Tensor],
+    ref_logps: torch.Tensor | None,
+) -> dict[str, float]:
+    """Reward (total, std, components), KL to the reference on the policy's own samples, entropy, length.
+
+    ``kl/k1`` and ``kl/k3`` are per token (as ``OnlineTrainer`` logs them); ``kl/sequence`` is the
+    k1 estimate of KL(π_θ ‖ π_ref) per completion, the quantity best-of-n's log n − (n−1)/n bounds.
+    All at the sampling temperature.
+    """
+    mask = tensors.mask.float()
+    rewards = rewards.float().cpu()
+    metrics: dict[str, float] = {
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std(unbiased=False)),
+    }
+    for name, values in components.items():
+        metrics[f"reward/{name}"] = float(values.float().mean())
+    if ref_logps is not None:
+        log_ratio = (tensors.sampling_logps - ref_logps) * mask
+        metrics["kl/k1"] = _masked_mean(log_ratio, mask)
+        metrics["kl/k3"] = _masked_mean((torch.exp(-log_ratio) - 1 + log_ratio) * mask, mask)
+        metrics["kl/sequence"] = float(log_ratio.sum(-1).mean())
+    metrics["entropy"] = _masked_mean(-tensors.sampling_logps, mask)
+    metrics["completion_length"] = float(mask.sum(-1).mean())
+    metrics["truncated_fraction"] = sum(rollouts.truncated) / max(1, len(rollouts.truncated))
+    return metrics
+
+
+def _log_prob_batch(
+    policy: torch.nn.Module,
+    batch: SequenceBatch,
+    reference: ModelReference | None,
+    config: TrainConfig,
+    num_items: int,
+    num_tokens: int,
+) -> LogProbBatch:
+    """The offline objectives' batch for pairs of sampled sequences (policy with gradient, reference without)."""
+    policy_logps = completion_token_logps(
+        policy, batch.sequences, fused=config.fused_lm_head, backend=config.kernel_backend
+    )
+    ref_logps = None if reference is None else reference(batch)
+    return LogProbBatch(
+        policy_logps=policy_logps.float(),
+        mask=batch.sequences.completion_mask,
+        ref_logps=None if ref_logps is None else ref_logps.float(),
+        chosen_index=batch.chosen_index,
+        rejected_index=batch.rejected_index,
+        margins=batch.margins,
+        probabilities=batch.probabilities,
+        weights=batch.weights,
+        num_items=num_items,
+        num_tokens=num_tokens,
+    )
+
+
+# -- online DPO --------------------------------------------------------------------------
+class OnlineDPOTrainer(OnlineTrainer):
+    """Online DPO: each step's samples, ranked by the reward, train pairwise objectives (module docstring).
+
+    Takes ``OnlineTrainer``'s arguments, with ``objectives`` (pairwise usage objectives and their
+    weights) for its one online objective; ``[online] micro_batch_size`` counts pairs per forward
+    pass (0 = all of a step's pairs) and ``minibatch_size`` must be 0 (one optimiser step per
+    ``update_epochs`` pass). The reference measures the KL and is the objectives' π_ref.
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        objectives: Sequence[WeightedObjective],
+        prompts: Sequence[Any],
+        metadata: Sequence[Mapping[str, Any]],
+        config: TrainConfig,
+        online: OnlineLoopConfig,
+        *,
+        tokenizer: Any,
+        reward: RewardFn,
+        run_dir: Path,
+        device: torch.device,
+        reference: torch.nn.Module | None = None,
+        backend: GenerationBackend | None = None,
+        prefix: str = "",
+        on_step: Callable[[int, Mapping[str, float]], None] | None = None,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
+        on_evaluate: Callable[[int], None] | None = None,
+    ) -> None:
+        if not objectives:
+            raise ConfigError("online DPO needs at least one pairwise usage objective.")
+        for entry in objectives:
+            if "pairwise" not in entry.objective.data_formats:
+                raise ConfigError(f"online DPO trains on pairs; usage objective {entry.objective.name!r} does not.")
+        if online.samples_per_prompt < 2:
+            raise ConfigError("online DPO ranks several samples per prompt: set [online] samples_per_prompt >= 2.")
+        if online.minibatch_size:
+            raise ConfigError(
+                "online DPO makes one optimiser step per pass over a step's pairs: leave [online] minibatch_size at 0."
+            )
+        needs_reference = any(entry.objective.uses_reference() for entry in objectives)
+        super().__init__(
+            policy,
+            objectives[0].objective,
+            prompts,
+            metadata,
+            config,
+            online,
+            tokenizer=tokenizer,
+            reward=reward,
+            run_dir=run_dir,
+            device=device,
+            reference=reference,
+            backend=backend,
+            prefix=prefix,
+            on_step=on_step,
+            on_checkpoint=on_checkpoint,
+            on_evaluate=on_evaluate,
+            stage="online DPO",
+        )
+        self.objectives = list(objectives)
+        self.model_reference = (
+            ModelReference(reference, fused=config.fused_lm_head, backend=config.kernel_backend)
+            if needs_reference and reference is not None
+            else None
+        )
+
+    def score(self, indices: Sequence[int]) -> ScoredRollouts:
+        """Sample and score the prompts at ``indices`` (no gradient); advantages are unused (zeros)."""
+        prompts = [self.prompts[index] for index in indices]
+        rollouts = self._sample(prompts, self.settings)
+        tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
+        ref_logps = None if self.reference is None else self._logps(self.reference, tensors)
+        rewards, components = self.reward(rollouts, [self.metadata[index] for index in indices])
+        rewards = rewards.detach().float().to(self.device)
+        return ScoredRollouts(
+            rollouts,
+            tensors,
+            ref_logps,
+            rewards,
+            {name: value.detach().float() for name, value in components.items()},
+            torch.zeros_like(tensors.sampling_logps),
+            {},
+        )
+
+    def update(self, items: Sequence[TrainingItem]) -> dict[str, float]:
+        """One optimiser step of the weighted objectives over all ``items`` (micro-batches add up exactly)."""
+        self.policy.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        size = self.online.micro_batch_size or len(items)
+        batches = [
+            collate(items[start : start + size], self.tokenizer.pad_token_id) for start in range(0, len(items), size)
+        ]
+        num_tokens = sum(batch.target_token_count() for batch in batches)
+        totals: dict[str, float] = {}
+        for batch in batches:
+            log_prob_batch = _log_prob_batch(
+                self.policy, batch.to(self.device), self.model_reference, self.train_config, len(items), num_tokens
+            )
+            loss = torch.zeros((), device=self.device)
+            share = batch.num_items / len(items)
+            for entry in self.objectives:
+                output = entry.objective.loss(log_prob_batch)
+                check_loss(output.loss, self.step + 1, entry.objective)
+                loss = loss + entry.weight * output.loss
+                prefix = f"{entry.objective.name}/" if len(self.objectives) > 1 else ""
+                for key, value in output.metrics.items():
+                    totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
+            check_finite(loss, self.step + 1)
+            loss.backward()
+            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+        self.apply_update(totals)
+        return totals
+
+    def train_step(self) -> dict[str, float]:
+        """Sample, rank, pair, then ``update_epochs`` optimiser steps on the pairs; returns the step's metrics."""
+        started = time.perf_counter()
+        indices = self.sampler.draw(self.online.prompts_per_step)
+        scored = self.score(indices)
+        rollout_s = time.perf_counter() - started
+        metrics = sample_metrics(scored.rollouts, scored.tensors, scored.rewards, scored.components, scored.ref_logps)
+        made = rollout_pairs(scored.rewards, self.online.samples_per_prompt)
+        metrics["pairs"] = float(len(made.pairs))
+        metrics["tied_groups"] = float(made.tied_groups)
+        if made.pairs:
+            chosen = scored.rewards[[pair[0] for pair in made.pairs]]
+            rejected = scored.rewards[[pair[1] for pair in made.pairs]]
+            metrics["reward/chosen"] = float(chosen.mean())
+            metrics["reward/rejected"] = float(rejected.mean())
+            items = _pair_items(scored.rollouts, made.pairs)
+            updates: dict[str, float] = {}
+            for _ in range(self.online.update_epochs):
+                for key, value in self.update(items).items():
+                    updates[key] = updates.get(key, 0.0) + value / self.online.update_epochs
+            metrics.update(updates)
+        else:  # every prompt tied: nothing to prefer, no update (the schedule does not advance either)
+            logger.info("online DPO step %d: every group tied, no pair, no update", self.online_step + 1)
+        metrics["time/rollout_s"] = round(rollout_s, 3)
+        metrics["time/step_s"] = round(time.perf_counter() - started, 3)
+        self.online_step += 1
+        return metrics
+
+
+# -- best-of-n / RAFT / ReST -------------------------------------------------------------
+def _shifted(
+    on_step: Callable[[int, Mapping[str, float]], None], offset: int
+) -> Callable[[int, Mapping[str, float]], None]:
+    return lambda step, metrics: on_step(offset + step, metrics)
+
+
+def _iteration_prompts(count: int, wanted: int, seed: int, iteration: int) -> list[int]:
+    if not wanted or wanted >= count:
+        return list(range(count))
+    return random.Random(seed * 1_000 + iteration).sample(range(count), wanted)
+
+
+def run_best_of_n(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    metadata: Sequence[Mapping[str, Any]],
+    objectives: Sequence[WeightedObjective],
+    train_config: TrainConfig,
+    online: OnlineLoopConfig,
+    loop: LoopConfig,
+    *,
+    reward: RewardFn,
+    run_dir: Path,
+    device: torch.device,
+    reference: torch.nn.Module | None = None,
+    backend: GenerationBackend | None = None,
+    prefix: str = "",
+    on_step: Callable[[int, Mapping[str, float]], None] | None = None,
+    on_iteration: Callable[[int, Mapping[str, float]], None] | None = None,
+    on_evaluate: Callable[[int], None] | None = None,
+) -> list[dict[str, float]]:
+    """``loop.iterations`` rounds of sample n → keep → SFT (module docstring); returns each pass's metrics.
+
+    ``on_iteration(step, metrics)`` receives the sampling pass before iteration t's training at
+    step ``(t−1)·steps`` and the final pass at ``iterations·steps`` (an iteration finished in an
+    earlier, killed attempt is loaded, not measured again). ``on_evaluate(step)`` runs after
+    each iteration but the last.
+    """
+    if len(prompts) != len(metadata):
+        raise ValueError(f"{len(prompts)} prompts but {len(metadata)} metadata entries.")
+    for entry in objectives:
+        if "sft" not in entry.objective.data_formats:
+            raise ConfigError(
+                f"best-of-n fine-tunes on kept samples; usage objective {entry.objective.name!r} does not."
+            )
+    settings = RolloutSettings(
+        samples_per_prompt=online.samples_per_prompt,
+        max_new_tokens=online.max_new_tokens,
+        temperature=online.temperature,
+        top_p=online.top_p,
+        seed=train_config.seed,
+    )
+    needs_reference = any(entry.objective.uses_reference() for entry in objectives)
+    model_reference = (
+        ModelReference(reference, fused=train_config.fused_lm_head, backend=train_config.kernel_backend)
+        if needs_reference and reference is not None
+        else None
+    )
+    steps = train_config.steps
+    history: list[dict[str, float]] = []
+
+    def sample_pass(iteration: int) -> tuple[Rollouts, torch.Tensor, dict[str, float]]:
+        indices = _iteration_prompts(len(prompts), loop.prompts, train_config.seed, iteration)
+        chosen_prompts = [prompts[index] for index in indices]
+        rollouts = sample_rollouts(
+            policy,
+            tokenizer,
+            chosen_prompts,
+            settings,
+            backend=backend,
+            prefix=prefix,
+            seed=rollout_seed(train_config.seed, iteration),
+        )
+        tensors = pad_rollouts(rollouts, tokenizer.pad_token_id).to(device)
+        ref_logps = None
+        if reference is not None:
+            ref_logps = rollout_logps(
+                reference, tensors, fused=train_config.fused_lm_head, backend=train_config.kernel_backend
+            )
+        total, components = reward(rollouts, [metadata[index] for index in indices])
+        total = total.detach().float().cpu()
+        metrics = sample_metrics(
+            rollouts, tensors.to("cpu"), total, components, None if ref_logps is None else ref_logps.cpu()
+        )
+        metrics["iteration"] = float(iteration - 1)  # the iterations the sampling policy has been trained for
+        return rollouts, total, metrics
+
+    for iteration in range(1, loop.iterations + 1):
+        done = run_dir / f"iteration-{iteration}" / "model"
+        if done.is_dir():
+            policy.load_state_dict(load_pretrained(done, device).state_dict())
+            continue
+        offset = (iteration - 1) * steps
+        rollouts, total, metrics = sample_pass(iteration)
+        kept = best_of_n_keep(
+            total, online.samples_per_prompt, loop.keep, threshold=loop.threshold, top_fraction=loop.top_fraction
+        )
+        metrics["kept"] = float(len(kept))
+        metrics["kept_fraction"] = len(kept) / max(1, len(total))
+        metrics["reward/kept_mean"] = float(total[kept].mean()) if kept else float("nan")
+        history.append(metrics)
+        if on_iteration is not None:
+            on_iteration(offset, metrics)
+        logger.info(
+            "best-of-n iteration %d/%d: %d samples, reward %.4f, kept %d with reward %.4f, KL %.4f",
+            iteration,
+            loop.iterations,
+            len(total),
+            metrics["reward/mean"],
+            len(kept),
+            metrics["reward/kept_mean"],
+            metrics.get("kl/sequence", float("nan")),
+        )
+        if kept:
+            trainer = Trainer(
+                policy,
+                objectives,
+                rollout_items(rollouts, kept),
+                replace(train_config, eval_every=0),
+                pad_token_id=tokenizer.pad_token_id,
+                run_dir=run_dir,
+                device=device,
+                checkpoint_tag=f"iteration-{iteration}",
+                reference_logps=model_reference,
+                on_step=None if on_step is None else _shifted(on_step, offset),
+                stage=f"best-of-n iteration {iteration}/{loop.iterations}",
+            )
+            trainer.resume()
+            trainer.fit()
+            trainer.save_final()
+        else:
+            logger.warning("best-of-n iteration %d: no sample kept (reward below the threshold); no update", iteration)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        save_model(policy, tokenizer, done)
+        if on_evaluate is not None and iteration < loop.iterations:
+            on_evaluate(iteration * steps)
+    _, total, metrics = sample_pass(loop.iterations + 1)
+    history.append(metrics)
+    if on_iteration is not None:
+        on_iteration(loop.iterations * steps, metrics)
+    return history
