@@ -533,6 +533,7 @@ if "pytest" in sys.modules:  # collected by pytest (bench/conftest.py puts bench
             trainer.args.max_steps = 10_000
             iterator = iter(trainer.get_train_dataloader())
             trainer.create_optimizer_and_scheduler(num_training_steps=10_000)
+            trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train, which is not run here
             trainer.model.train()
 
             def step() -> None:
