@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["TOMLWriteError", "dumps"]
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
@@ -60,7 +60,7 @@ def _is_table_array(value: Any) -> bool:
 def _key(key: Any) -> str:
     if not isinstance(key, str):
         raise TOMLWriteError(f"TOML keys are strings; got {key!r}.")
-    return key if _BARE_KEY.match(key) else _string(key, key)
+    return key if _BARE_KEY.fullmatch(key) else _string(key, key)
 
 
 def _string(text: str, where: str) -> str:

@@ -100,6 +100,12 @@ tables = st.dictionaries(keys, values, max_size=4)
 documents = st.dictionaries(keys, st.one_of(tables, st.lists(tables, min_size=1, max_size=3)), max_size=4)
 
 
+def test_a_key_ending_in_a_newline_is_quoted() -> None:
+    """``$`` in a bare-key pattern matches before a final newline; such a key must be quoted."""
+    document = {"0\n": {"a\n": 1}, "x": [{"1\n": 2}]}
+    assert tomllib.loads(dumps(document)) == document
+
+
 @settings(max_examples=100, deadline=None)
 @given(documents)
 def test_any_document_round_trips(document: dict) -> None:
