@@ -11,6 +11,7 @@ result naming what it produced, so that data flows forward:
 - ``relabel``: the training pairs re-judged by the reward model (records);
 - ``training``: the usage objectives train the policy (``Trained``);
 - ``online``: an online objective trains on the policy's own samples, scored by ``[[reward]]``;
+- ``loops``: ``[loop]`` online DPO or best-of-n, offline objectives on the policy's ranked samples;
 - ``evaluate``: the evaluators before, during and after training (``Evaluation``);
 - ``report``: the final model and ``report.md`` (``RunResult``).
 """
