@@ -62,6 +62,7 @@ __all__ = [
     "clamp_log_ratio",
     "clip_metrics",
     "clipped_surrogate",
+    "clipped_token_loss",
     "kl_estimate",
     "log_ratio",
     "masked_mean",
@@ -258,6 +259,24 @@ def clip_metrics(
             "clip_ratio/high_mean": high.sum().float() / count,
             "clip_ratio/region_mean": (low | high).sum().float() / count,
         }
+
+
+def clipped_token_loss(
+    batch: RolloutBatch, mask: torch.Tensor, config: ClippedOnlineConfig, *, sequence_ratio: bool = False
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``[S, T]`` clipped-surrogate losses and TRL's clip metrics, from a ``ClippedOnlineConfig``.
+
+    The per-token ratio of GRPO, REINFORCE++ and DAPO, or, with ``sequence_ratio``, GSPO's
+    length-normalised sequence ratio broadcast over the tokens; ε_high defaults to ε.
+    """
+    epsilon_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
+    log_ratios = log_ratio(batch, mask, config.log_ratio_clamp)
+    if sequence_ratio:
+        log_ratios = sequence_log_ratio(log_ratios, mask, config.log_ratio_clamp)
+    losses = clipped_surrogate(
+        log_ratios, batch.advantages, epsilon_low=config.epsilon, epsilon_high=epsilon_high, dual_clip=config.dual_clip
+    )
+    return losses, clip_metrics(log_ratios, batch.advantages, mask, config.epsilon, epsilon_high)
 
 
 def kl_estimate(

@@ -32,9 +32,7 @@ from prefcore.online_objectives import ClippedOnlineConfig
 from prefcore.online_objectives import TokenObjective
 from prefcore.online_objectives import check_clip_options
 from prefcore.online_objectives import check_online_options
-from prefcore.online_objectives import clip_metrics
-from prefcore.online_objectives import clipped_surrogate
-from prefcore.online_objectives import log_ratio
+from prefcore.online_objectives import clipped_token_loss
 from prefcore.rollout import RolloutBatch
 
 torch = lazy_module("torch")
@@ -64,17 +62,7 @@ class ReinforcePP(TokenObjective):
         return "reinforce_pp_baseline" if self.config.baseline else self.advantage_estimator
 
     def token_loss(self, batch: RolloutBatch, mask: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, Any]]:
-        config = self.config
-        epsilon_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
-        log_ratios = log_ratio(batch, mask, config.log_ratio_clamp)
-        losses = clipped_surrogate(
-            log_ratios,
-            batch.advantages,
-            epsilon_low=config.epsilon,
-            epsilon_high=epsilon_high,
-            dual_clip=config.dual_clip,
-        )
-        return losses, clip_metrics(log_ratios, batch.advantages, mask, config.epsilon, epsilon_high)
+        return clipped_token_loss(batch, mask, self.config)
 
 
 @hookimpl
