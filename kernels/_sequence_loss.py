@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -67,7 +68,7 @@ class LossKernelOutputs(NamedTuple):
 
 
 @dataclass(frozen=True)
-class SequenceLoss:
+class SequenceLoss(abc.ABC):
     """One row of a loss table: how the shared checks, kernels and references treat a loss.
 
     A family of losses (pairwise, unpaired) subclasses it with its kernel's fields and ``launch``.
@@ -80,6 +81,7 @@ class SequenceLoss:
     nll: bool = False  # adds the chosen sequences' NLL, a token average over all of them
     unpaired: bool = False  # one labelled item per sequence (KTO) instead of (chosen, rejected) pairs
 
+    @abc.abstractmethod
     def launch(
         self,
         sums: torch.Tensor,
@@ -92,7 +94,6 @@ class SequenceLoss:
         params: dict[str, float],
     ) -> LossKernelOutputs:
         """Run the family's loss kernel (b) on the sequence sums of kernel (a)."""
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------
