@@ -53,6 +53,8 @@ __all__ = [
     "KLPenalty",
     "OnlineConfig",
     "OnlineObjective",
+    "ScoreFunctionConfig",
+    "ScoreFunctionObjective",
     "TokenObjective",
     "aggregate",
     "check_aggregation",
@@ -101,6 +103,15 @@ class OnlineConfig:
     )
     kl_horizon: float = option(10000.0, doc="adaptive β: horizon of the controller, in samples")
     mask_truncated: bool = option(False, doc="leave completions that hit max_new_tokens out of the loss")
+
+
+@dataclass(frozen=True)
+class ScoreFunctionConfig(OnlineConfig):
+    """``OnlineConfig`` for an on-policy score-function loss: the KL as RLHF puts it, in the reward."""
+
+    kl_estimator: str = option("k1", doc="per-token KL estimator: k1 (in the reward, as RLHF does), k2, k3 or k3+")
+    kl_location: str = option("reward", doc="where the KL penalty goes: reward (−β·KL per token), loss or none")
+    aggregation: str = option("token_sum", doc="token_sum (Σ_t per completion, the formula), token_mean, ...")
 
 
 @dataclass(frozen=True)
@@ -525,3 +536,16 @@ class TokenObjective(OnlineObjective):
             token_losses = token_losses + self.beta * kl.to(token_losses.dtype)
         loss = aggregate(token_losses, mask, batch, self.config.aggregation)
         return LossOutput(loss, {**self.kl_metrics(batch, mask), **metrics})
+
+
+class ScoreFunctionObjective(TokenObjective):
+    """An on-policy objective whose loss is the score function −A·log π_θ (REINFORCE, ReMax).
+
+    A subclass names its ``advantage_estimator`` and its config (a ``ScoreFunctionConfig``); one
+    update per batch of rollouts keeps the gradient unbiased, since no importance ratio is applied.
+    """
+
+    needs_reference = False
+
+    def token_loss(self, batch: RolloutBatch, mask: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, Any]]:
+        return score_function_loss(batch, mask), {}

@@ -15,45 +15,29 @@ batch of rollouts (for several, use ``rloo`` or ``grpo``, which carry the import
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from prefcore import hookimpl
-from prefcore.lazy import lazy_module
 from prefcore.methods import UsageObjective
-from prefcore.methods import option
-from prefcore.online_objectives import OnlineConfig
-from prefcore.online_objectives import TokenObjective
+from prefcore.online_objectives import ScoreFunctionConfig
+from prefcore.online_objectives import ScoreFunctionObjective
 from prefcore.online_objectives import check_aggregation
 from prefcore.online_objectives import check_online_options
-from prefcore.online_objectives import score_function_loss
-from prefcore.rollout import RolloutBatch
-
-torch = lazy_module("torch")
 
 
 @dataclass(frozen=True)
-class ReinforceConfig(OnlineConfig):
-    kl_estimator: str = option("k1", doc="per-token KL estimator: k1 (in the reward, as RLHF does), k2, k3 or k3+")
-    kl_location: str = option("reward", doc="where the KL penalty goes: reward (−β·KL per token), loss or none")
-    aggregation: str = option("token_sum", doc="token_sum (Σ_t per completion, the formula), token_mean, ...")
-
+class ReinforceConfig(ScoreFunctionConfig):
     def __post_init__(self) -> None:
         check_online_options("reinforce", self)
         check_aggregation("reinforce", self.aggregation)
 
 
-class Reinforce(TokenObjective):
+class Reinforce(ScoreFunctionObjective):
     """REINFORCE with a baseline: −(R − mean R)·log π(y), on-policy."""
 
     name = "reinforce"
     config_cls = ReinforceConfig
     advantage_estimator = "reinforce"
-    needs_reference = False
-
-    def token_loss(self, batch: RolloutBatch, mask: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, Any]]:
-        return score_function_loss(batch, mask), {}
 
 
 @hookimpl
