@@ -46,7 +46,6 @@ from typing import Any
 from prefcore.config import RunConfig
 from prefcore.config import build_config
 from prefcore.errors import ConfigError
-from prefcore.errors import PrefcoreError
 from prefcore.evaluation import Judge
 from prefcore.evaluation import Scorer
 from prefcore.evaluation import check_judge
@@ -350,12 +349,7 @@ def _check_reward_folder(where: str, folder: Path) -> None:
 
 
 def _create_source(where: str, registry: Registry, name: Any, options: Mapping[str, Any]) -> FeedbackSource:
-    try:
-        source = registry.create("feedback", name, options)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}[judge]: {exc}", method=exc.method, field=exc.field) from exc
-    except PrefcoreError as exc:  # an unknown or conflicting plugin name
-        raise ConfigError(f"{where}[judge] method = {name!r}: {exc}", field=f"{SECTION}.method") from exc
+    source = registry.create_for(f"{where}[judge]", "feedback", name, options, field=f"{SECTION}.method")
     assert isinstance(source, FeedbackSource)
     return source
 

@@ -397,6 +397,19 @@ class Registry:
         method.provenance = info.provenance  # errors in the method can then name its plugin
         return method
 
+    def create_for(self, where: str, kind: str, name: str, options: Mapping[str, Any], *, field: str) -> Method:
+        """``create``, with every error a ``ConfigError`` that starts with ``where`` (the run-file entry).
+
+        For run-file sections that name a plugin of another kind ([judge], [[reward]]): a bad option
+        keeps its own field, an unknown or ambiguous name is reported on ``field``.
+        """
+        try:
+            return self.create(kind, name, options)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}", method=exc.method, field=exc.field) from exc
+        except PrefcoreError as exc:  # an unknown or conflicting plugin name
+            raise ConfigError(f"{where}: method = {name!r}: {exc}", field=field) from exc
+
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:

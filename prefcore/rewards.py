@@ -440,12 +440,7 @@ def _scoring_plugins(registry: Registry) -> str:
 
 
 def _create_source(label: str, registry: Registry, name: str, options: Mapping[str, Any]) -> FeedbackSource:
-    try:
-        source = registry.create("feedback", name, options)
-    except ConfigError as exc:
-        raise ConfigError(f"{label}: {exc}", method=exc.method, field=exc.field) from exc
-    except PrefcoreError as exc:  # an unknown or conflicting plugin name
-        raise ConfigError(f"{label}: method = {name!r}: {exc}", field=f"{SECTION}.method") from exc
+    source = registry.create_for(label, "feedback", name, options, field=f"{SECTION}.method")
     assert isinstance(source, FeedbackSource)
     return source
 
