@@ -99,6 +99,9 @@ class RolloutBatch:
         num_sequences: completions of the whole optimiser step; None = this batch's.
         max_completion_length: ``max_new_tokens`` of the rollouts (Dr. GRPO's constant normaliser).
         extras: named per-completion tensors an estimator or objective shares (e.g. ``baseline``).
+        entropy: ``[S, T]`` entropy of the policy's whole next-token distribution at each completion
+            position (at the sampling temperature, with gradient), or None: the engine computes it
+            from the logits only for an objective whose ``needs_entropy()`` is True (an entropy bonus).
     """
 
     policy_logps: torch.Tensor
@@ -113,12 +116,13 @@ class RolloutBatch:
     num_sequences: int | None = None
     max_completion_length: int | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    entropy: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.policy_logps.dim() != 2:
             raise ValueError(f"policy_logps must be [S, T]. Got shape {tuple(self.policy_logps.shape)}.")
         shape = tuple(self.policy_logps.shape)
-        for name in ("mask", "sampling_logps", "advantages", "ref_logps"):
+        for name in ("mask", "sampling_logps", "advantages", "ref_logps", "entropy"):
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != shape:
                 raise ValueError(f"{name} shape {tuple(value.shape)} must equal policy_logps shape {shape}.")
