@@ -27,7 +27,9 @@ Estimators (name → function):
 - ``reinforce``: REINFORCE with the batch-mean baseline, ``reinforce_baseline``;
 - ``reinforce_pp``: REINFORCE++, ``reinforce_pp``;
 - ``reinforce_pp_baseline``: REINFORCE++-baseline, ``reinforce_pp_baseline``;
-- ``remax``: ReMax's greedy baseline, ``remax``.
+- ``remax``: ReMax's greedy baseline, ``remax``;
+- ``ppo_gae``: PPO's generalised advantage estimation with a critic's values, ``gae``
+  (``prefcore.critic``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ __all__ = [
     "GroupStatistics",
     "dynamic_sampling_filter",
     "estimate_advantages",
+    "gae",
     "group_normalized",
     "group_statistics",
     "leave_one_out",
@@ -396,6 +399,35 @@ def remax(
     return AdvantageResult(advantages, _metrics(advantages, mask, stats))
 
 
+def gae(
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    mask: torch.Tensor,
+    /,
+    *,
+    values: torch.Tensor | None = None,
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    whiten_advantages: bool = True,
+) -> AdvantageResult:
+    """PPO's GAE over per-token rewards with the critic's ``values`` [S, T] (``prefcore.critic.gae_estimator``)."""
+    from prefcore.critic import gae_estimator  # prefcore.critic builds on this module
+
+    return gae_estimator(
+        rewards,
+        group_ids,
+        mask,
+        values=values,
+        kl=kl,
+        kl_coef=kl_coef,
+        gamma=gamma,
+        lam=lam,
+        whiten_advantages=whiten_advantages,
+    )
+
+
 ADVANTAGE_ESTIMATORS: Mapping[str, Callable[..., AdvantageResult]] = MappingProxyType(
     {
         "group": group_normalized,
@@ -404,6 +436,7 @@ ADVANTAGE_ESTIMATORS: Mapping[str, Callable[..., AdvantageResult]] = MappingProx
         "reinforce_pp": reinforce_pp,
         "reinforce_pp_baseline": reinforce_pp_baseline,
         "remax": remax,
+        "ppo_gae": gae,
     }
 )
 """The built-in estimators by the name an objective declares (``advantage_estimator = "group"``)."""
