@@ -19,6 +19,14 @@ each training request once with its reference answer (``metadata["answer"]``), t
 an online objective with a verifiable reward, and holds out the unseen wordings with theirs. It also gives the
 engine what a fixed data file cannot: unjudged replies of the same speaker for the SFT
 warm start (the reference), the held-out prompts, and the rule as a judge of new replies.
+
+Safety (off by default, so every default run is unchanged): ``harmful`` and ``lookalikes``
+mix harmful requests ("how do i make the cat sad ?") and their benign look-alikes into the
+drawn requests (feedback, demonstrations, and so the online prompts) and the held-out
+prompts; ``score = "harm"`` makes ``scorer()`` the safety rule (cost 1 for complying with a
+harmful request, else 0: a ``[[reward]]`` with ``role = "cost"``), and ``kind = "safety"``
+yields a cost model's data (binary safe/unsafe labels and safer-vs-unsafer pairs, for
+``safety_binary``).
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ from prefcore.demo import world
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
 
-KINDS = ("pairwise", "binary", "ranking", "answers")
+KINDS = ("pairwise", "binary", "ranking", "answers", "safety")
+SCORES = ("reward", "harm")
 CATEGORIES = tuple(item.name for item in world.CATEGORIES)
 
 
@@ -44,7 +53,8 @@ class DemoRuleConfig:
     count: int = option(4000, doc="how many feedback records to yield")
     kind: str = option(
         "pairwise",
-        doc="record format: pairwise, binary (unpaired labels), ranking, or answers (prompts with reference answers)",
+        doc="record format: pairwise, binary (unpaired labels), ranking, answers (prompts with reference answers), "
+        "or safety (safe/unsafe labels and safer-vs-unsafer pairs for a cost model)",
     )
     list_size: int = option(4, doc="replies per ranking (kind = ranking)")
     demonstrations: int = option(8000, doc="unjudged replies for the SFT warm start (0: none)")
@@ -53,7 +63,18 @@ class DemoRuleConfig:
         CATEGORIES, doc="request kinds of the feedback and held-out prompts: colour, sum, opposite, sound"
     )
 
+    harmful: float = option(0.0, doc="share of harmful requests among the drawn requests (0: none, the default world)")
+    lookalikes: float = option(0.0, doc="share of benign look-alikes of the harmful requests among the drawn requests")
+    score: str = option("reward", doc="scorer(): reward (the rule's score) or harm (the cost: 1 unsafe, 0 safe)")
+
     def __post_init__(self) -> None:
+        task.check_shares(self.harmful, self.lookalikes)
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}; got {self.score!r}.")
+        if self.kind == "answers" and (self.harmful or self.lookalikes):
+            raise ValueError('kind = "answers" asks the four kinds of request only; drop harmful and lookalikes.')
+        if self.kind == "safety" and not self.harmful:
+            raise ValueError('kind = "safety" labels replies to harmful requests: set harmful > 0 (e.g. 0.5).')
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}.")
         if self.count < 1:
@@ -78,32 +99,39 @@ class DemoRule(FeedbackSource):
     def records(self) -> Iterator[Any]:
         config = self.config
         seed = config.seed + 1
+        shares = {"harmful": config.harmful, "lookalikes": config.lookalikes}
         if config.kind == "pairwise":
-            yield from task.preference_pairs(config.count, seed)
+            yield from task.preference_pairs(config.count, seed, **shares)
         elif config.kind == "answers":
             yield from task.answer_records(tuple(config.categories))
         elif config.kind == "binary":
-            yield from task.binary_labels(config.count, seed)
+            yield from task.binary_labels(config.count, seed, **shares)
+        elif config.kind == "safety":
+            yield from task.safety_records(config.count, seed, **shares)
         else:
-            yield from task.rankings(config.count, seed, size=config.list_size)
+            yield from task.rankings(config.count, seed, size=config.list_size, **shares)
 
     def demonstrations(self) -> list[Any] | None:
         if self.config.demonstrations == 0:
             return None
-        examples = task.sft_examples(self.config.demonstrations, self.config.seed)
+        examples = task.sft_examples(
+            self.config.demonstrations, self.config.seed, harmful=self.config.harmful, lookalikes=self.config.lookalikes
+        )
         return [example.to_record() for example in examples]
 
     def judge(self) -> Callable[[str, str, str], float]:
         return task.judge
 
     def scorer(self) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
-        """The rule's score of each reply: an online reward, or the gold score beside a learned one."""
-        return lambda prompts, replies: [task.score_reply(p, r) for p, r in zip(prompts, replies, strict=True)]
+        """The rule's score of each reply (an online reward, or the gold score beside a learned one), or with
+        ``score = "harm"`` the safety rule's cost of each (1 complies with a harmful request, else 0)."""
+        rule = task.harm if self.config.score == "harm" else task.score_reply
+        return lambda prompts, replies: [rule(p, r) for p, r in zip(prompts, replies, strict=True)]
 
     def evaluation_prompts(self) -> tuple[str, ...]:
         if self.config.kind == "answers":
             return tuple(record.prompt for record in self.heldout_records())
-        return task.heldout_prompts()
+        return task.heldout_prompts(harmful=self.config.harmful > 0, lookalikes=self.config.lookalikes > 0)
 
     def heldout_records(self) -> tuple[Any, ...] | None:
         """With ``kind = "answers"``: the held-out wordings with their answers (for ``benchmark_accuracy``)."""

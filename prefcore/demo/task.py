@@ -10,6 +10,12 @@ its seed.
 The split holds out whole prompts, not facts: every fact is asked in training through
 other templates and courtesies, so held-out prompts measure whether learnt behaviour
 (answer right, politely, briefly) carries over to unseen wordings.
+
+Harmful requests and their benign look-alikes (``world.SAFETY_CATEGORIES``) join the draws
+only when asked: ``harmful`` and ``lookalikes`` are the shares of drawn requests of each
+kind (default 0, and then every set is exactly what it was without them). They have their own
+split (``split_safety_requests``), and ``safety_records`` labels replies for a cost model
+(Safe-RLHF's safer-vs-unsafer pairs and binary safe/unsafe verdicts, by ``rule.harm``).
 """
 
 from __future__ import annotations
@@ -22,11 +28,14 @@ from prefcore.data import BinaryLabel
 from prefcore.data import PairwiseComparison
 from prefcore.data import Ranking
 from prefcore.demo.rule import assess_reply
+from prefcore.demo.rule import harm
 from prefcore.demo.rule import judge
 from prefcore.demo.rule import parse_request
 from prefcore.demo.rule import score_reply
 from prefcore.demo.world import COURTESIES
 from prefcore.demo.world import FILLERS
+from prefcore.demo.world import HARMFUL
+from prefcore.demo.world import LOOKALIKE
 from prefcore.demo.world import POLITE_CLOSERS
 from prefcore.demo.world import POLITE_OPENERS
 from prefcore.demo.world import REFUSALS
@@ -35,12 +44,14 @@ from prefcore.demo.world import RUDE_OPENERS
 from prefcore.demo.world import Fact
 from prefcore.demo.world import category
 from prefcore.demo.world import facts
+from prefcore.demo.world import safety_facts
 from prefcore.demo.world import vocabulary
 
 __all__ = [
     "DEMONSTRATION_SOURCE",
     "DESIRABLE_SCORE",
     "MEDIOCRE",
+    "SAFETY_ASPECT",
     "SOURCE",
     "Demonstration",
     "ReplyMix",
@@ -49,16 +60,21 @@ __all__ = [
     "answer_records",
     "assess_reply",
     "binary_labels",
+    "check_shares",
+    "harm",
     "heldout_prompts",
     "judge",
     "parse_request",
     "preference_pairs",
     "rankings",
     "requests",
+    "safety_records",
+    "safety_requests",
     "sample_reply",
     "score_reply",
     "sft_examples",
     "split_requests",
+    "split_safety_requests",
     "train_prompts",
     "vocabulary",
 ]
@@ -71,6 +87,9 @@ DEMONSTRATION_SOURCE = "demonstration"
 
 DESIRABLE_SCORE = 1.5
 """Unpaired labels call a reply desirable from this score on: right, and not rude or rambling."""
+
+SAFETY_ASPECT = "safety"
+"""The ``aspect`` of a safer-vs-unsafer pair."""
 
 SPLIT_SEED = 0
 """The split never follows a data seed, so no seed can move a held-out prompt into training."""
@@ -107,10 +126,29 @@ class Split:
     heldout: tuple[Request, ...]
 
 
+def safety_requests(name: str | None = None) -> tuple[Request, ...]:
+    """Every harmful request and benign look-alike (``name``: one of the two kinds), in a fixed order."""
+    return tuple(
+        Request(fact, template, courtesy)
+        for fact in safety_facts(name)
+        for template in category(fact.category).templates
+        for courtesy in COURTESIES
+    )
+
+
 def split_requests(heldout_per_fact: int = 1, *, seed: int = SPLIT_SEED) -> Split:
     """Hold out ``heldout_per_fact`` wordings of every fact; the others are for training."""
+    return _split(requests(), heldout_per_fact, seed)
+
+
+def split_safety_requests(heldout_per_fact: int = 1, *, seed: int = SPLIT_SEED) -> Split:
+    """The harmful requests and look-alikes split as ``split_requests`` splits the others."""
+    return _split(safety_requests(), heldout_per_fact, seed)
+
+
+def _split(all_requests: tuple[Request, ...], heldout_per_fact: int, seed: int) -> Split:
     by_fact: dict[Fact, list[Request]] = {}
-    for request in requests():
+    for request in all_requests:
         by_fact.setdefault(request.fact, []).append(request)
     rng = random.Random(seed)
     train: list[Request] = []
@@ -155,9 +193,12 @@ def train_prompts() -> tuple[str, ...]:
     return tuple(request.text for request in split_requests().train)
 
 
-def heldout_prompts() -> tuple[str, ...]:
-    """Prompts for evaluation, one unseen wording of every fact."""
-    return tuple(request.text for request in split_requests().heldout)
+def heldout_prompts(*, harmful: bool = False, lookalikes: bool = False) -> tuple[str, ...]:
+    """Prompts for evaluation, one unseen wording of every fact (and of every harmful or look-alike one if asked)."""
+    kinds = {HARMFUL} if harmful else set()
+    kinds |= {LOOKALIKE} if lookalikes else set()
+    safety = tuple(request for request in split_safety_requests().heldout if request.fact.category in kinds)
+    return tuple(request.text for request in split_requests().heldout + safety)
 
 
 @dataclass(frozen=True)
@@ -242,17 +283,39 @@ class Demonstration:
         return BinaryLabel(prompt=self.prompt, completion=self.completion, label=True, source=DEMONSTRATION_SOURCE)
 
 
-def _draws(count: int, seed: int) -> tuple[random.Random, list[Request]]:
+def check_shares(harmful: float, lookalikes: float) -> None:
+    """The shares of harmful and look-alike requests: each in [0, 1], together at most 1."""
+    for name, share in (("harmful", harmful), ("lookalikes", lookalikes)):
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be a share of the requests in [0, 1], got {share!r}.")
+    if harmful + lookalikes > 1.0:
+        raise ValueError(f"harmful + lookalikes must be at most 1, got {harmful} + {lookalikes}.")
+
+
+def _draws(count: int, seed: int, harmful: float = 0.0, lookalikes: float = 0.0) -> tuple[random.Random, list[Request]]:
     if count < 1:
         raise ValueError(f"count must be 1 or more, got {count}.")
+    check_shares(harmful, lookalikes)
     rng = random.Random(seed)
     train = split_requests().train
-    return rng, [rng.choice(train) for _ in range(count)]
+    if not harmful and not lookalikes:  # the default world: the draws it always made
+        return rng, [rng.choice(train) for _ in range(count)]
+    safety = split_safety_requests().train
+    harmful_train = [request for request in safety if request.fact.category == HARMFUL]
+    lookalike_train = [request for request in safety if request.fact.category == LOOKALIKE]
+    drawn = []
+    for _ in range(count):
+        draw = rng.random()
+        pool = harmful_train if draw < harmful else lookalike_train if draw < harmful + lookalikes else train
+        drawn.append(rng.choice(pool))
+    return rng, drawn
 
 
-def sft_examples(count: int = 8000, seed: int = 0, mix: ReplyMix = MEDIOCRE) -> tuple[Demonstration, ...]:
+def sft_examples(
+    count: int = 8000, seed: int = 0, mix: ReplyMix = MEDIOCRE, *, harmful: float = 0.0, lookalikes: float = 0.0
+) -> tuple[Demonstration, ...]:
     """Replies of the mediocre speaker to training prompts: fine-tuning on them gives the reference."""
-    rng, drawn = _draws(count, seed)
+    rng, drawn = _draws(count, seed, harmful, lookalikes)
     return tuple(Demonstration(request.text, sample_reply(request, rng, mix)) for request in drawn)
 
 
@@ -267,9 +330,11 @@ def _distinct_replies(request: Request, rng: random.Random, mix: ReplyMix, size:
     raise ValueError(f"ReplyMix {mix} cannot produce {size} distinct replies to {request.text!r}.")
 
 
-def preference_pairs(count: int = 4000, seed: int = 0, mix: ReplyMix = MEDIOCRE) -> tuple[PairwiseComparison, ...]:
+def preference_pairs(
+    count: int = 4000, seed: int = 0, mix: ReplyMix = MEDIOCRE, *, harmful: float = 0.0, lookalikes: float = 0.0
+) -> tuple[PairwiseComparison, ...]:
     """Pairs of the speaker's replies with different scores; chosen scores higher, margin = the gap."""
-    rng, drawn = _draws(count, seed)
+    rng, drawn = _draws(count, seed, harmful, lookalikes)
     pairs = []
     for request in drawn:
         first, second = _distinct_replies(request, rng, mix, 2, by_score=True)
@@ -289,9 +354,11 @@ def preference_pairs(count: int = 4000, seed: int = 0, mix: ReplyMix = MEDIOCRE)
     return tuple(pairs)
 
 
-def binary_labels(count: int = 2000, seed: int = 0, mix: ReplyMix = MEDIOCRE) -> tuple[BinaryLabel, ...]:
+def binary_labels(
+    count: int = 2000, seed: int = 0, mix: ReplyMix = MEDIOCRE, *, harmful: float = 0.0, lookalikes: float = 0.0
+) -> tuple[BinaryLabel, ...]:
     """Single replies labelled desirable when they score at least ``DESIRABLE_SCORE``."""
-    rng, drawn = _draws(count, seed)
+    rng, drawn = _draws(count, seed, harmful, lookalikes)
     labels = []
     for request in drawn:
         reply = sample_reply(request, rng, mix)
@@ -308,11 +375,19 @@ def binary_labels(count: int = 2000, seed: int = 0, mix: ReplyMix = MEDIOCRE) ->
     return tuple(labels)
 
 
-def rankings(count: int = 2000, seed: int = 0, size: int = 4, mix: ReplyMix = MEDIOCRE) -> tuple[Ranking, ...]:
+def rankings(
+    count: int = 2000,
+    seed: int = 0,
+    size: int = 4,
+    mix: ReplyMix = MEDIOCRE,
+    *,
+    harmful: float = 0.0,
+    lookalikes: float = 0.0,
+) -> tuple[Ranking, ...]:
     """``size`` distinct replies per prompt ranked by score (1 = best, equal scores share a rank)."""
     if size < 2:
         raise ValueError(f"a ranking needs at least 2 replies, got size={size}.")
-    rng, drawn = _draws(count, seed)
+    rng, drawn = _draws(count, seed, harmful, lookalikes)
     lists = []
     for request in drawn:
         replies = _distinct_replies(request, rng, mix, size, by_score=False)
@@ -328,3 +403,37 @@ def rankings(count: int = 2000, seed: int = 0, size: int = 4, mix: ReplyMix = ME
             )
         )
     return tuple(lists)
+
+
+def safety_records(
+    count: int = 2000, seed: int = 0, mix: ReplyMix = MEDIOCRE, *, harmful: float = 0.5, lookalikes: float = 0.0
+) -> tuple[BinaryLabel | PairwiseComparison, ...]:
+    """Cost-model data (Safe-RLHF's): two distinct replies per drawn request, each labelled safe or not by ``harm``.
+
+    Per request, a ``BinaryLabel`` for each reply (``label`` True = safe, ``metadata["cost"]``),
+    then, when one is safe and the other not, a ``PairwiseComparison`` with the safer reply
+    chosen (``aspect = "safety"``). Replies to ordinary requests and look-alikes are all safe,
+    so they give labels only. ``safety_binary`` trains on both kinds at once.
+    """
+    rng, drawn = _draws(count, seed, harmful, lookalikes)
+    records: list[BinaryLabel | PairwiseComparison] = []
+    for request in drawn:
+        replies = _distinct_replies(request, rng, mix, 2, by_score=False)
+        costs = [harm(request.text, reply) for reply in replies]
+        records += [
+            BinaryLabel(prompt=request.text, completion=reply, label=cost == 0, source=SOURCE, metadata={"cost": cost})
+            for reply, cost in zip(replies, costs, strict=True)
+        ]
+        if costs[0] != costs[1]:
+            safer, unsafer = replies if costs[0] < costs[1] else replies[::-1]
+            records.append(
+                PairwiseComparison(
+                    prompt=request.text,
+                    chosen=safer,
+                    rejected=unsafer,
+                    aspect=SAFETY_ASPECT,
+                    source=SOURCE,
+                    metadata={"chosen_cost": 0.0, "rejected_cost": 1.0},
+                )
+            )
+    return tuple(records)
