@@ -198,6 +198,9 @@ class OnlineTrainer(OptimiserLoop):
         prefix: condition text before each prompt, as the objective trains it.
     """
 
+    trains_critic = False
+    """True for a trainer with a value model (``PPOTrainer``): objectives with ``needs_critic`` need one."""
+
     def __init__(
         self,
         policy: torch.nn.Module,
@@ -223,6 +226,8 @@ class OnlineTrainer(OptimiserLoop):
             raise ValueError(f"{len(prompts)} prompts but {len(metadata)} metadata entries.")
         if objective.uses_reference() and reference is None:
             raise ConfigError(f"{objective.name} needs reference log-probs but the run has no reference model.")
+        if getattr(objective, "needs_critic", False) and not self.trains_critic:
+            raise ConfigError(f"{objective.name} trains a value model: it runs on the PPO trainer, not this one.")
         self.online = online
         self.online_steps = online.steps or config.steps
         total = self.online_steps * online.optimiser_steps_per_step()
@@ -261,6 +266,10 @@ class OnlineTrainer(OptimiserLoop):
         self.online_step = 0
 
     # -- checkpoints ----------------------------------------------------------------------
+    def checkpoint_parts(self) -> tuple[torch.nn.Module, Any, Any]:
+        """The module, optimiser and scheduler a checkpoint holds (a subclass adds its own models to them)."""
+        return self.model, self.optimizer, self.scheduler
+
     def _state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"online_step": self.online_step, "sampler": self.sampler.state()}
         state["optimiser_step"] = self.step
@@ -271,12 +280,13 @@ class OnlineTrainer(OptimiserLoop):
 
     def save(self) -> Path:
         """``checkpoints/step-N`` named by the online step (atomic; see ``prefcore.engine.checkpoint``)."""
+        model, optimizer, scheduler = self.checkpoint_parts()
         path = save_checkpoint(
             self.run_dir,
             self.online_step,
-            model=self.model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
             trainer_state=self._state(),
             keep_last=self.config.keep_checkpoints,
         )
@@ -298,9 +308,8 @@ class OnlineTrainer(OptimiserLoop):
         checkpoints = list_checkpoints(self.run_dir)
         if not checkpoints:
             return False
-        restored = load_checkpoint(
-            checkpoints[-1], model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
-        )
+        model, optimizer, scheduler = self.checkpoint_parts()
+        restored = load_checkpoint(checkpoints[-1], model=model, optimizer=optimizer, scheduler=scheduler)
         state = restored.trainer
         self.online_step = int(state["online_step"])
         self.step = int(state["optimiser_step"])
@@ -423,12 +432,18 @@ class OnlineTrainer(OptimiserLoop):
         return [order[start : start + size] for start in range(0, count, size)]
 
     def _rows(self, scored: ScoredRollouts, rows: list[int], num_tokens: int, num_sequences: int) -> RolloutBatch:
-        index = torch.tensor(rows, dtype=torch.long, device=scored.advantages.device)
         config = self.train_config
-        tensors = scored.tensors
         policy_logps = completion_logps(
-            self.policy, tensors, rows, fused=config.fused_lm_head, backend=config.kernel_backend
+            self.policy, scored.tensors, rows, fused=config.fused_lm_head, backend=config.kernel_backend
         )
+        return self._batch(scored, rows, policy_logps, num_tokens, num_sequences)
+
+    def _batch(
+        self, scored: ScoredRollouts, rows: list[int], policy_logps: torch.Tensor, num_tokens: int, num_sequences: int
+    ) -> RolloutBatch:
+        """The ``RolloutBatch`` of ``rows`` around their policy log-probs (computed by the caller)."""
+        index = torch.tensor(rows, dtype=torch.long, device=scored.advantages.device)
+        tensors = scored.tensors
         on = policy_logps.device
         rows_shape = scored.rewards.shape
         extras = {

@@ -1,0 +1,313 @@
+"""The actor-critic loop: ``OnlineTrainer`` with a value model, GAE and a clipped value loss (PPO).
+
+One PPO step (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593; TRL's experimental PPO)::
+
+    rollouts, scores R [S]        sampled and scored as in ``OnlineTrainer``
+    V_old [S, T]                  the value model in eval mode, no gradient
+    r_t = −β·k_t + [t = last]·R   ``prefcore.critic.token_rewards`` (k: the objective's reward KL)
+    (whiten r if whiten_rewards, the mean kept)
+    A, G = GAE(r, V_old, γ, λ)    per value head; G the value targets
+    A   → whitened over the batch if whiten_advantages
+    update_epochs × shuffled minibatches:
+        policy loss (the objective's ``loss``) + its ``value_loss`` (clipped, ×vf_coef),
+        one step of the policy's optimiser and one of the value model's
+
+The objective declares ``needs_critic = True`` and carries the options (``plugins/usage/ppo.py``:
+γ, λ, value_clip, vf_coef, whitening, critic placement and lr, ``critic_warmup``: the first
+online steps train only the critic, the policy frozen). It receives ``returns/<head>`` and
+``old_values/<head>`` in ``batch.extras`` and the per-token ``batch.entropy`` when its
+``needs_entropy()`` is True.
+
+Costs (Safe-RLHF, Dai et al. 2023, https://arxiv.org/abs/2310.12773). ``cost_names`` are names of
+reward components (``reward(rollouts, metadata)``'s second result) that are costs. With any:
+
+- the reward function's total [S] must be the reward components only (give cost components
+  weight 0 in ``[[reward]]``, or pass them apart): it is the reward head's outcome;
+- the episode cost C [S] is the sum of the ``cost_names`` components;
+- the value model needs a second head named ``cost``; its token rewards are +β·k_t plus C on
+  the last token (``token_rewards(C, kl, mask, −β)``), its GAE gives A_C and the cost returns
+  (``returns/cost``, ``old_values/cost`` in the extras; ``costs`` [S] too);
+- the policy's advantages are ``objective.combine_advantages({"reward": A_R, "cost": A_C},
+  mask, costs=C)`` when the objective has that method (Safe-RLHF: (A_R − λ·A_C)/(1 + λ)), else
+  A_R; whitening, if on, applies to the combined advantages;
+- the objective's ``value_loss`` gets both heads' values; λ lives in the objective's
+  ``state_dict()``, which every checkpoint holds (with the KL controller's β); an objective
+  updates λ where it sees the costs (e.g. in ``update_kl`` or ``combine_advantages``).
+
+Checkpoints hold the policy and the value model (one safetensors file, ``policy.*`` and
+``value.*``), both optimisers and schedules, the objective's state and the RNG states, so a
+killed run resumes to the same weights (``checkpoint_parts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from prefcore.critic import generalized_advantage_estimation
+from prefcore.critic import token_rewards
+from prefcore.critic import whiten
+from prefcore.engine.loop import check_loss
+from prefcore.engine.loop import make_scheduler
+from prefcore.engine.online_trainer import OnlineTrainer
+from prefcore.engine.online_trainer import ScoredRollouts
+from prefcore.engine.rollout import pad_rollouts
+from prefcore.engine.value_model import ValueModel
+from prefcore.engine.value_model import policy_outputs
+from prefcore.errors import ConfigError
+from prefcore.kernels.kl import per_token_kl
+
+__all__ = ["CombinedOptimizer", "CombinedScheduler", "PPOTrainer"]
+
+
+class CombinedOptimizer:
+    """Several optimisers seen as one ``state_dict`` (what ``save_checkpoint``/``load_checkpoint`` read).
+
+    Parameter ids of later optimisers are offset past the earlier ones', and their param groups
+    follow, so the merged dict has the layout of a single optimiser's.
+    """
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[int, Any] = {}
+        groups: list[dict[str, Any]] = []
+        offset = 0
+        for optimizer in self.optimizers:
+            part = optimizer.state_dict()
+            state.update({offset + int(key): value for key, value in part["state"].items()})
+            for group in part["param_groups"]:
+                groups.append({**group, "params": [offset + int(index) for index in group["params"]]})
+            offset += sum(len(group["params"]) for group in part["param_groups"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, merged: Mapping[str, Any]) -> None:
+        groups = list(merged["param_groups"])
+        offset = 0
+        for optimizer in self.optimizers:
+            count = len(optimizer.param_groups)
+            mine, groups = groups[:count], groups[count:]
+            size = sum(len(group["params"]) for group in mine)
+            state = {
+                int(key) - offset: value for key, value in merged["state"].items() if offset <= int(key) < offset + size
+            }
+            shifted = [{**group, "params": [int(index) - offset for index in group["params"]]} for group in mine]
+            optimizer.load_state_dict({"state": state, "param_groups": shifted})
+            offset += size
+
+
+class CombinedScheduler:
+    """Named schedulers seen as one ``state_dict``."""
+
+    def __init__(self, **schedulers: Any) -> None:
+        self.schedulers = schedulers
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: scheduler.state_dict() for name, scheduler in self.schedulers.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state[name])
+
+
+class PPOTrainer(OnlineTrainer):
+    """``OnlineTrainer`` with a value model: see the module docstring.
+
+    Arguments (beyond ``OnlineTrainer``'s):
+        value_model: the critic (``prefcore.engine.value_model.build_value_model``); its heads
+            include ``reward``, and ``cost`` when ``cost_names`` is not empty.
+        cost_names: reward components that are costs (Safe-RLHF); empty for PPO.
+    """
+
+    trains_critic = True
+
+    def __init__(self, *args: Any, value_model: ValueModel, cost_names: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.value_model = value_model
+        self.cost_names = tuple(cost_names)
+        wanted = ("reward", "cost") if self.cost_names else ("reward",)
+        missing = [head for head in wanted if head not in value_model.heads]
+        if missing:
+            raise ConfigError(
+                f"the value model has heads {list(value_model.heads)} but {self.objective.name} needs {list(wanted)}."
+            )
+        self.critic_config = self.objective.config
+        trainable = [parameter for parameter in value_model.parameters() if parameter.requires_grad]
+        if not trainable:
+            raise ConfigError("the value model has no trainable parameter.")
+        self.critic_trainable = trainable
+        lr = self.critic_config.critic_lr or self.config.lr
+        self.critic_optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=self.config.weight_decay)
+        self.critic_scheduler = make_scheduler(self.critic_optimizer, self.config)
+        self._checkpointed = torch.nn.ModuleDict({"policy": self.policy, "value": value_model})
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def checkpoint_parts(self) -> tuple[torch.nn.Module, Any, Any]:
+        """Policy and value model, both optimisers, both schedules."""
+        return (
+            self._checkpointed,
+            CombinedOptimizer(self.optimizer, self.critic_optimizer),
+            CombinedScheduler(policy=self.scheduler, value=self.critic_scheduler),
+        )
+
+    # -- rollout phase ----------------------------------------------------------------------
+    def rollout_phase(self, indices: Sequence[int]) -> ScoredRollouts:
+        """Sample and score; old values, per-token rewards, GAE per head and whitening (no gradient)."""
+        counts: dict[str, float] = {}
+        if self.online.dynamic_sampling:
+            indices, rollouts, rewards, components, counts = self._dynamic_sampling(indices)
+        else:
+            rollouts, rewards, components = self._sample_and_score(indices)
+        tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
+        ref_logps = None if self.reference is None else self._logps(self.reference, tensors)
+        mask = tensors.mask
+        rewards = rewards.to(self.device)
+        old_values = self.value_model.rollout_values(tensors)
+        kl, beta = None, 0.0
+        penalty = self.objective.reward_kl()
+        if penalty is not None:
+            estimator = "k3" if penalty.estimator == "k3+" else penalty.estimator  # k3+ differs only in gradient
+            kl, beta = per_token_kl(tensors.sampling_logps, ref_logps, mask, estimator=estimator), penalty.beta
+        outcomes = {"reward": rewards}
+        extras: dict[str, Any] = {}
+        if self.cost_names:
+            missing = [name for name in self.cost_names if name not in components]
+            if missing:
+                raise ConfigError(f"cost {missing[0]!r} is not a reward component; they are {sorted(components)}.")
+            costs = torch.stack([components[name].to(self.device).float() for name in self.cost_names]).sum(0)
+            outcomes["cost"] = costs
+            extras["costs"] = costs
+        config = self.critic_config
+        advantages: dict[str, torch.Tensor] = {}
+        for head, outcome in outcomes.items():
+            per_token = token_rewards(outcome, kl, mask, beta if head == "reward" else -beta)
+            if config.whiten_rewards:
+                per_token = whiten(per_token, mask, shift_mean=False)
+            head_advantages, returns = generalized_advantage_estimation(
+                per_token, old_values[head].to(per_token.dtype), mask, config.gamma, config.lam
+            )
+            advantages[head] = head_advantages
+            extras[f"returns/{head}"] = returns.float()
+            extras[f"old_values/{head}"] = old_values[head].float()
+            extras[f"token_rewards/{head}"] = per_token.float()
+        combine = getattr(self.objective, "combine_advantages", None)
+        if self.cost_names and callable(combine):
+            policy_advantages = combine(advantages, mask, costs=outcomes["cost"])
+        else:
+            policy_advantages = advantages["reward"]
+        if config.whiten_advantages:
+            policy_advantages = whiten(policy_advantages, mask)
+        return ScoredRollouts(
+            rollouts,
+            tensors,
+            ref_logps,
+            rewards,
+            components,
+            policy_advantages.detach().float() * mask,
+            extras,
+            counts,
+        )
+
+    def rollout_metrics(self, scored: ScoredRollouts) -> dict[str, float]:
+        """``OnlineTrainer``'s, plus the critic's view: old values, returns, the KL part of the reward."""
+        metrics = super().rollout_metrics(scored)
+        mask = scored.tensors.mask.float()
+        count = mask.sum().clamp(min=1)
+        for head in self.value_model.heads:
+            if f"returns/{head}" not in scored.extras:
+                continue
+            prefix = "" if head == "reward" else f"{head}_"
+            metrics[f"critic/{prefix}old_value_mean"] = float(
+                (scored.extras[f"old_values/{head}"] * mask).sum() / count
+            )
+            metrics[f"critic/{prefix}returns_mean"] = float((scored.extras[f"returns/{head}"] * mask).sum() / count)
+        token = scored.extras["token_rewards/reward"]
+        # the per-token rewards sum to R − β·Σk: the difference is the KL penalty each completion paid
+        metrics["reward/kl_penalty"] = float((scored.rewards - (token * mask).sum(-1)).mean())
+        if "costs" in scored.extras:
+            metrics["cost/mean"] = float(scored.extras["costs"].mean())
+        return metrics
+
+    # -- update phase -----------------------------------------------------------------------
+    def warming_up(self) -> bool:
+        """True during ``critic_warmup``'s first online steps: only the value model trains."""
+        return self.online_step < int(getattr(self.critic_config, "critic_warmup", 0))
+
+    def _needs_entropy(self) -> bool:
+        needs = getattr(self.objective, "needs_entropy", None)
+        return bool(needs()) if callable(needs) else False
+
+    def _critic_update(self, metrics: dict[str, float]) -> None:
+        if self.config.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.critic_trainable, self.config.max_grad_norm)
+            metrics["critic/grad_norm"] = float(norm)
+        self.critic_optimizer.step()
+        self.critic_scheduler.step()
+        metrics["critic/lr"] = self.critic_scheduler.get_last_lr()[0]
+
+    def update_phase(self, scored: ScoredRollouts) -> dict[str, float]:
+        """``update_epochs`` passes of minibatches: policy and value losses, a step of each optimiser."""
+        totals: dict[str, float] = {}
+        updates = 0
+        micro = self.online.micro_batch_size
+        loss_mask = self._loss_mask(scored)
+        warm = self.warming_up()
+        entropy = self._needs_entropy() and not warm
+        config = self.train_config
+        for epoch in range(self.online.update_epochs):
+            for minibatch in self._minibatches(scored.rewards.shape[0], epoch):
+                self.policy.train()
+                self.value_model.train()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                num_tokens = int(loss_mask[minibatch].sum())
+                step: dict[str, float] = {}
+                size = micro or len(minibatch)
+                for start in range(0, len(minibatch), size):
+                    rows = minibatch[start : start + size]
+                    share = len(rows) / len(minibatch)
+                    with torch.set_grad_enabled(not warm or self.value_model.shared):
+                        outputs = policy_outputs(
+                            self.policy,
+                            scored.tensors,
+                            rows,
+                            value_model=self.value_model,
+                            entropy=entropy,
+                            fused=config.fused_lm_head,
+                            backend=config.kernel_backend,
+                        )
+                    values = outputs.values
+                    if values is None:
+                        values = self.value_model.completion_values(scored.tensors, rows)
+                    batch = replace(
+                        self._batch(scored, rows, outputs.logps, num_tokens, len(minibatch)), entropy=outputs.entropy
+                    )
+                    value_output = self.objective.value_loss(values, batch)
+                    check_loss(value_output.loss, self.step + 1, self.objective, inputs="the values")
+                    total = value_output.loss
+                    parts = dict(value_output.metrics)
+                    if not warm:
+                        output = self.objective.loss(batch)
+                        check_loss(output.loss, self.step + 1, self.objective)
+                        total = output.loss + total
+                        parts.update(output.metrics)
+                        step["policy_loss"] = step.get("policy_loss", 0.0) + float(output.loss.detach())
+                    total.backward()
+                    step["loss"] = step.get("loss", 0.0) + float(total.detach())
+                    for key, value in parts.items():
+                        value = value.detach() if isinstance(value, torch.Tensor) else value
+                        step[key] = step.get(key, 0.0) + share * float(value)
+                if not warm:
+                    self.apply_update(step)
+                self._critic_update(step)
+                updates += 1
+                for key, value in step.items():
+                    totals[key] = totals.get(key, 0.0) + value
+        metrics = {key: value / updates for key, value in totals.items()}
+        metrics["critic/warmup"] = float(warm)
+        return metrics
