@@ -139,6 +139,12 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return annotate_from_cli(args)
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from prefcore.inference.files import generate_from_cli
+
+    return generate_from_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefcore",
@@ -218,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--no-shuffle", action="store_true", help="show completions in file order")
     annotate.add_argument("--agreement", nargs="+", metavar="OUT", help="report agreement in these annotation files")
     annotate.set_defaults(func=cmd_annotate)
+
+    generate = commands.add_parser(
+        "generate", help="best-of-n answers with alignment checks, a fallback and RA-LLM's robustness check"
+    )
+    generate.add_argument("model", help="a save_pretrained folder, or a run folder (its model/)")
+    generate.add_argument("--prompts", required=True, help="JSONL ({prompt, answer?} or strings) or text, one a line")
+    generate.add_argument("--out", required=True, help="JSONL written: per prompt the answer and every candidate")
+    generate.add_argument("--config", help="run file: [generate], [[reward]], [[check]], [robustness]")
+    generate.add_argument("--n", type=int, help="candidates per prompt (generate.n)")
+    generate.add_argument("--robust", action="store_true", help="turn on RA-LLM's robustness check (its defaults)")
+    generate.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value"
+    )
+    generate.set_defaults(func=cmd_generate)
     return parser
 
 

@@ -1,0 +1,153 @@
+"""``prefcore generate``: read the model, the prompts and the run file; write one JSON line per prompt.
+
+The run file (``--config``) may hold, besides anything else (a full run file works):
+
+    [generate]      n, max_new_tokens, temperature, top_p, seed, fallback (GenerateSettings)
+    [[reward]]      what ranks candidates (prefcore.rewards; path = "trained" is refused here)
+    [[check]]       candidate checks with min / max (prefcore.inference.checks)
+    [robustness]    RA-LLM: copies, drop_rate, threshold, max_new_tokens, seed (present = on)
+
+``--set section.key=value`` overrides any of them, ``--n`` sets ``generate.n`` and ``--robust``
+turns the robustness check on with its defaults. MODEL is a ``save_pretrained`` folder, or a
+run folder (its ``model/``). The prompts file is JSONL (a string, or an object with
+``prompt`` and optionally ``answer`` or ``metadata.answer``) or plain text, one prompt a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from prefcore.atomic import atomic_write_text
+from prefcore.errors import ConfigError
+from prefcore.inference.checks import CHECK_SECTION
+from prefcore.inference.checks import build_checks
+from prefcore.inference.generator import AlignedGenerator
+from prefcore.inference.generator import GenerateSettings
+from prefcore.inference.generator import summarize
+from prefcore.inference.robustness import RobustnessConfig
+from prefcore.rewards import SECTION as REWARD_SECTION
+from prefcore.rewards import build_reward
+from prefcore.rewards import plan_rewards
+
+__all__ = ["build_generator", "generate_from_cli", "model_folder", "read_prompts"]
+
+
+def model_folder(path: str | Path) -> Path:
+    """A ``save_pretrained`` folder: ``path`` itself, or the ``model/`` of a run folder."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    raise ConfigError(
+        f"{path} is neither a model folder (no config.json) nor a run folder with model/; point MODEL at a folder "
+        "written by save_pretrained() or at a prefcore run folder. Nothing is downloaded.",
+        field="model",
+    )
+
+
+def read_prompts(path: str | Path) -> tuple[list[str], list[Any] | None]:
+    """``(prompts, answers)`` from a JSONL or text file; answers is None when no row has one."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"prompts file {str(path)!r} cannot be read: {exc.strerror or exc}.") from exc
+    prompts: list[str] = []
+    answers: list[Any] = []
+    jsonl = path.suffix in (".jsonl", ".json")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if not jsonl:
+            prompts.append(line.strip())
+            answers.append(None)
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} line {number}: not valid JSON ({exc.msg}).") from exc
+        if isinstance(row, Mapping):
+            prompt = row.get("prompt")
+            answer = row.get("answer", (row.get("metadata") or {}).get("answer"))
+        else:
+            prompt, answer = row, None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(f"{path} line {number}: a row is a prompt string or an object with a 'prompt' string.")
+        prompts.append(prompt)
+        answers.append(answer)
+    if not prompts:
+        raise ConfigError(f"prompts file {path} holds no prompt.")
+    return prompts, (answers if any(answer is not None for answer in answers) else None)
+
+
+def _section(cls: type, data: Mapping[str, Any], name: str, where: str) -> Any:
+    table = data.get(name, {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}[{name}] must be a table.", field=name)
+    accepted = [item.name for item in fields(cls)]
+    unknown = sorted(set(table) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{where}[{name}] has no option {unknown[0]!r}. Accepted: {', '.join(accepted)}.",
+            field=f"{name}.{unknown[0]}",
+        )
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise ConfigError(f"{where}[{name}]: {exc}.", field=name) from exc
+
+
+def build_generator(
+    model: Any, tokenizer: Any, data: Mapping[str, Any], *, where: str = "", device: str = "cpu"
+) -> AlignedGenerator:
+    """An ``AlignedGenerator`` from run-file data (``[generate]``, ``[[reward]]``, ``[[check]]``, ``[robustness]``)."""
+    settings = _section(GenerateSettings, data, "generate", where)
+    robustness = _section(RobustnessConfig, data, "robustness", where) if "robustness" in data else None
+    entries = data.get(REWARD_SECTION)
+    reward = None
+    if entries:
+        reward = build_reward(plan_rewards(entries, has_trained_model=False, where=where), device=device)
+    checks = build_checks(data.get(CHECK_SECTION), where=where, device=device)
+    return AlignedGenerator(model, tokenizer, reward=reward, checks=checks, settings=settings, robustness=robustness)
+
+
+def generate_from_cli(args: argparse.Namespace) -> int:
+    from prefcore.config import apply_overrides
+    from prefcore.config import read_run_file
+
+    data: dict[str, Any] = read_run_file(args.config) if args.config else {}
+    where = f"{args.config}: " if args.config else ""
+    overrides = list(args.overrides)
+    if args.n is not None:
+        overrides.append(f"generate.n={args.n}")
+    data = apply_overrides(data, overrides)
+    if args.robust:
+        data.setdefault("robustness", {})
+    prompts, answers = read_prompts(args.prompts)
+    from prefcore.engine.models import load_causal_lm
+    from prefcore.engine.reward_model.storage import load_tokenizer
+
+    folder = model_folder(args.model)
+    model, tokenizer = load_causal_lm(folder), load_tokenizer(folder)
+    generator = build_generator(model, tokenizer, data, where=where)
+    decisions = generator.generate(prompts, answers)
+    atomic_write_text(Path(args.out), "".join(json.dumps(d.to_dict()) + "\n" for d in decisions))
+    summary = summarize(decisions)
+    n = generator.settings.n
+    print(f"{len(decisions)} prompts, best of {n}: answers in {args.out}")
+    print(
+        f"  refused {summary['refusal_rate']:.1%} (all candidates failed {summary['all_failed_rate']:.1%}, "
+        f"robustness check {summary['robustness_refusal_rate']:.1%})"
+    )
+    print(f"  reward: chosen {summary['chosen_reward']:.4g}, mean candidate {summary['candidate_reward']:.4g}")
+    print(
+        f"  KL(best-of-{n} || base): estimate {summary['kl_estimate']:.4g} (Beirami et al. 2024 from the best "
+        f"candidate's log-prob), bound log n - (n-1)/n = {summary['kl_bound']:.4g}"
+    )
+    return 0
