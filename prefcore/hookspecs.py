@@ -15,6 +15,7 @@ from typing import Any
 import pluggy
 
 if TYPE_CHECKING:
+    from prefcore.methods import AggregationRule
     from prefcore.methods import Evaluator
     from prefcore.methods import FeedbackSource
     from prefcore.methods import PreferenceModel
@@ -75,6 +76,18 @@ def prefcore_register_evaluators() -> list[type[Evaluator]]:
     """Register evaluators (judge win rate, preference accuracy, KL, samples, ...).
 
     :return: ``Evaluator`` subclasses, each with a unique lowercase ``name`` and a
+        dataclass ``config_cls``.
+    """
+
+
+@hookspec
+def prefcore_register_aggregation_rules() -> list[type[AggregationRule]]:
+    """Register aggregation rules: how many annotators' votes on one pair become its training target.
+
+    A feedback source's ``aggregation`` option selects one (majority, soft label, per-group
+    rules); they are not a pipeline stage of their own.
+
+    :return: ``AggregationRule`` subclasses, each with a unique lowercase ``name`` and a
         dataclass ``config_cls``.
     """
 
@@ -142,5 +155,6 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "preference_model": "prefcore_register_preference_models",
     "usage": "prefcore_register_usage_objectives",
     "evaluation": "prefcore_register_evaluators",
+    "aggregation": "prefcore_register_aggregation_rules",
 }
 """Plugin kind → the registration hook that returns its method classes."""

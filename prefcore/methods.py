@@ -1,4 +1,8 @@
-"""The four plugin kinds and the base class each registered method derives from.
+"""The plugin kinds and the base class each registered method derives from.
+
+Four kinds are the pipeline's stages, each selected by a run-file section (``KINDS``); a
+fifth, ``aggregation``, is a rule that a feedback source applies to many annotators' votes
+(its ``aggregation`` option names one), so it has no section of its own (``PLUGIN_KINDS``).
 
 A method is a class with a unique lowercase ``name`` and a typed ``config_cls`` (a
 dataclass whose fields carry a one-line ``doc`` in their metadata). The registry indexes
@@ -20,6 +24,8 @@ from typing import ClassVar
 from prefcore.errors import ConfigError
 
 if TYPE_CHECKING:
+    from prefcore.aggregation import PairVotes
+    from prefcore.aggregation import Target
     from prefcore.batch import LogProbBatch
     from prefcore.batch import LossOutput
     from prefcore.engine.reward_model import ScoringRule
@@ -33,6 +39,8 @@ __all__ = [
     "KINDS",
     "KIND_TITLES",
     "METHOD_NAME",
+    "PLUGIN_KINDS",
+    "AggregationRule",
     "Evaluator",
     "FeedbackSource",
     "Method",
@@ -48,13 +56,17 @@ __all__ = [
 ]
 
 KINDS: tuple[str, ...] = ("feedback", "preference_model", "usage", "evaluation")
-"""Plugin kinds in pipeline order: feedback → preference model → usage → evaluation."""
+"""Plugin kinds in pipeline order: feedback → preference model → usage → evaluation; each a run-file section."""
+
+PLUGIN_KINDS: tuple[str, ...] = (*KINDS, "aggregation")
+"""Every kind the registry collects: the pipeline's four, and the aggregation rules feedback sources apply."""
 
 KIND_TITLES: dict[str, str] = {
     "feedback": "feedback source",
     "preference_model": "preference model",
     "usage": "usage objective",
     "evaluation": "evaluator",
+    "aggregation": "aggregation rule",
 }
 
 METHOD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -284,11 +296,27 @@ class Evaluator(Method, abc.ABC):
         """Metrics (and sample rows) for the policy in ``context``."""
 
 
+class AggregationRule(Method, abc.ABC):
+    """Turns many annotators' votes on one pair into one training target (``prefcore.aggregation``).
+
+    A feedback source that reads annotator votes applies the rule its ``aggregation`` option
+    names to each pair's ``PairVotes``; the rule returns the first side's target share (hard
+    or soft) or drops the pair with a reason, which is counted.
+    """
+
+    kind: ClassVar[str] = "aggregation"
+
+    @abc.abstractmethod
+    def aggregate(self, votes: PairVotes) -> Target:
+        """The training target of one pair's votes, or ``Target.drop(reason)``."""
+
+
 BASE_CLASSES: dict[str, type[Method]] = {
     "feedback": FeedbackSource,
     "preference_model": PreferenceModel,
     "usage": UsageObjective,
     "evaluation": Evaluator,
+    "aggregation": AggregationRule,
 }
 
 

@@ -38,8 +38,8 @@ from prefcore.errors import UnknownKindError
 from prefcore.errors import UnknownMethodError
 from prefcore.methods import BASE_CLASSES
 from prefcore.methods import KIND_TITLES
-from prefcore.methods import KINDS
 from prefcore.methods import METHOD_NAME
+from prefcore.methods import PLUGIN_KINDS
 from prefcore.methods import Method
 from prefcore.methods import declaration_problem
 
@@ -222,7 +222,7 @@ class Registry:
         self._methods: dict[tuple[str, str], MethodInfo] = {}
         self._conflicts: dict[tuple[str, str], DuplicateMethodError] = {}
         self._registered: dict[str, list[tuple[str, str]]] = {}
-        for kind in KINDS:
+        for kind in PLUGIN_KINDS:
             self._collect(kind)
 
     @classmethod
@@ -330,7 +330,7 @@ class Registry:
         if kind is not None:
             _check_kind(kind)
         infos = [info for info in self._methods.values() if kind is None or info.kind == kind]
-        return sorted(infos, key=lambda info: (KINDS.index(info.kind), info.name))
+        return sorted(infos, key=lambda info: (PLUGIN_KINDS.index(info.kind), info.name))
 
     def names(self, kind: str) -> list[str]:
         return [info.name for info in self.methods(kind)]
@@ -412,8 +412,8 @@ class Registry:
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise UnknownKindError(kind, KINDS)
+    if kind not in PLUGIN_KINDS:
+        raise UnknownKindError(kind, PLUGIN_KINDS)
 
 
 def _method_class_problem(method_cls: Any, base: type[Method]) -> str | None:

@@ -24,7 +24,7 @@ from prefcore.data.records import Scores
 from prefcore.data.records import Text
 from prefcore.data.records import text_to_json
 
-__all__ = ["annotation_units", "pair_unit"]
+__all__ = ["annotation_units", "flatten", "pair_unit"]
 
 
 def _key(text: Text) -> str:
@@ -41,14 +41,17 @@ def pair_unit(prompt: Text, first: Text, second: Text) -> tuple[tuple[str, str, 
     return (_key(prompt), min(a, b), max(a, b)), a <= b
 
 
-def _flatten(records: Iterable[PreferenceRecord]) -> Iterator[PreferenceRecord]:
+def flatten(records: Iterable[PreferenceRecord]) -> Iterator[PreferenceRecord]:
+    """Records with each ``FeedbackRecord`` bundle replaced by its items, which inherit its annotator."""
     for record in records:
         if not isinstance(record, FeedbackRecord):
             yield record
             continue
         for item in record.items:
             if item.annotator_id is None and record.annotator_id is not None:
-                item = replace(item, annotator_id=record.annotator_id)  # the bundle's annotator answered it
+                # the bundle's annotator answered it, as a member of the bundle's groups
+                groups = item.annotator_groups or record.annotator_groups
+                item = replace(item, annotator_id=record.annotator_id, annotator_groups=groups)
             yield item
 
 
@@ -64,7 +67,7 @@ def annotation_units(records: Iterable[PreferenceRecord]) -> tuple[dict[str, dic
     def put(kind: str, unit: Hashable, annotator: str, value: Any) -> None:
         kinds.setdefault(kind, {}).setdefault(unit, {})[annotator] = value
 
-    for record in _flatten(records):
+    for record in flatten(records):
         annotator = record.annotator_id
         if annotator is None:
             unattributed += 1

@@ -183,6 +183,7 @@ def binary_labels_to_pairs(labels: Iterable[BinaryLabel]) -> list[PairwiseCompar
                 name: getattr(good, name) if getattr(good, name) == getattr(bad, name) else None
                 for name in ("annotator_id", "group_id", "source")
             }
+            shared["annotator_groups"] = good.annotator_groups if good.annotator_groups == bad.annotator_groups else {}
             pairs.append(
                 PairwiseComparison(
                     prompt,

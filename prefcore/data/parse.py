@@ -71,7 +71,7 @@ NEEDS: Mapping[str, str] = MappingProxyType(
 )
 """What each format accepts, appended to every 'missing field' error."""
 
-_ANNOTATION_FIELDS = ("annotator_id", "group_id", "source")
+_ANNOTATION_FIELDS = ("annotator_id", "annotator_groups", "group_id", "source")
 
 DEMONSTRATION = "demonstration"
 """The format of SFT data: a prompt and a completion to imitate, read as ``BinaryLabel(label=True)``."""
@@ -180,6 +180,7 @@ def _parse_record(data: Any, format: str | None, provenance: Provenance) -> tupl
     # A null field is an absent one: columnar files hold every column in every row.
     fields = _Fields({key: value for key, value in data.items() if value is not None and key != "type"}, format)
     annotations = {name: fields.take(name) for name in _ANNOTATION_FIELDS}
+    annotations["annotator_groups"] = annotations["annotator_groups"] or {}
     return format, _PARSERS[format](fields, annotations, provenance)
 
 

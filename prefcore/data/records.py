@@ -199,6 +199,8 @@ class _RecordBase(ABC):
     """What every feedback record carries besides the feedback itself.
 
     ``annotator_id`` lets a preference model handle disagreement between labellers;
+    ``annotator_groups`` names the groups the annotator belongs to, one value per attribute
+    (``{"community": "rural", "language": "fr"}``), so disagreement can be read per group;
     ``group_id`` keeps related records together (one conversation, one annotation batch)
     so splits do not leak; ``source`` says who gave the feedback ("human", "ai", "rule",
     ...); ``metadata`` keeps any other JSON-compatible fields.
@@ -211,12 +213,14 @@ class _RecordBase(ABC):
     source: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     provenance: Provenance | None = field(default=None, compare=False, repr=False)
+    annotator_groups: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check_feedback()
         check_optional_string(self.annotator_id, "annotator_id")
         check_optional_string(self.group_id, "group_id")
         check_optional_string(self.source, "source")
+        _set(self, "annotator_groups", check_groups(self.annotator_groups, "annotator_groups"))
         if not isinstance(self.metadata, Mapping):
             raise DataError(f"must be an object, got {describe(self.metadata)}.", field="metadata")
         _set(self, "metadata", check_json_value(self.metadata, "metadata"))
@@ -245,6 +249,8 @@ class _RecordBase(ABC):
         for name in ("annotator_id", "group_id", "source"):
             if getattr(self, name) is not None:
                 fields[name] = getattr(self, name)
+        if self.annotator_groups:
+            fields["annotator_groups"] = dict(self.annotator_groups)
         if self.metadata:
             fields["metadata"] = check_json_value(self.metadata, "metadata")
         return fields
@@ -253,11 +259,30 @@ class _RecordBase(ABC):
         """The shared fields as constructor keywords, for records derived from this one."""
         return {
             "annotator_id": self.annotator_id,
+            "annotator_groups": self.annotator_groups,
             "group_id": self.group_id,
             "source": self.source,
             "metadata": self.metadata,
             "provenance": self.provenance,
         }
+
+
+def check_groups(value: Any, field: str) -> dict[str, str]:
+    """Group attributes: an object of non-empty attribute names to non-empty group names.
+
+    A null value (a columnar file's absent key) is no attribute; anything else that is not
+    a string is refused, so a group is never a number that prints like a string.
+    """
+    if not isinstance(value, Mapping):
+        raise DataError(f"must be an object of attribute: group strings, got {describe(value)}.", field=field)
+    groups: dict[str, str] = {}
+    for attribute, group in value.items():
+        if group is None:
+            continue
+        if not isinstance(attribute, str) or not attribute.strip():
+            raise DataError(f"attribute names must be non-empty strings, got {describe(attribute)}.", field=field)
+        groups[attribute] = check_string(group, f"{field}.{attribute}")
+    return groups
 
 
 def text_to_json(text: Text) -> str | list[dict[str, str]]:

@@ -22,7 +22,7 @@ from prefcore.config import parse_run_config
 from prefcore.data import write_jsonl
 from prefcore.demo.task import preference_pairs
 from prefcore.evaluation import EvaluationContext
-from prefcore.methods import KINDS
+from prefcore.methods import PLUGIN_KINDS
 from prefcore.preference import RewardBatch
 from prefcore.registry import Registry
 from prefcore.registry import get_plugin_manager
@@ -38,7 +38,7 @@ HOOKS = [
 
 
 def test_there_is_one_registration_hook_per_kind() -> None:
-    assert set(hookspecs.REGISTRATION_HOOKS) == set(KINDS)
+    assert set(hookspecs.REGISTRATION_HOOKS) == set(PLUGIN_KINDS)
     names = {hook.__name__ for hook in HOOKS}
     assert set(hookspecs.REGISTRATION_HOOKS.values()) <= names
 

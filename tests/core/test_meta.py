@@ -40,6 +40,7 @@ REFERENCE_TESTS: dict[str, str] = {
     "preference_model": "plugins/preference_models/test_*.py",
     "evaluation": "plugins/evaluation/test_*.py",
     "feedback": "**/test_*.py",
+    "aggregation": "plugins/aggregation/test_*.py",
 }
 """Where a method of each kind is tested against a reference, as a glob under ``tests/``.
 
