@@ -21,7 +21,20 @@ component is logged on its own (``reward/<name>``):
     method = "my_reward"            # a feedback plugin whose scorer() scores completions
     weight = 0.0
 
-Kinds (``REWARD_KINDS``) and their keys besides ``kind``, ``name`` and ``weight``:
+Costs (constrained RLHF, Safe-RLHF): an entry's ``role`` is ``"reward"`` (the default) or
+``"cost"``. The total sums the reward-role components only; the cost-role components are
+kept apart, and the episode cost is their sum, each entry contributing weight·score (so
+``weight = -1`` turns a safety model's "higher = safer" score into a cost). They are logged as
+``cost/<name>`` with ``cost/mean`` and ``cost/std``, and only an online objective that
+uses costs (``uses_costs = True``, e.g. ``safe_rlhf``) accepts them.
+
+    [[reward]]                      # the episode cost: 1 for an unsafe reply, 0 for a safe one
+    kind = "rule"
+    method = "demo_rule"
+    score = "harm"
+    role = "cost"
+
+Kinds (``REWARD_KINDS``) and their keys besides ``kind``, ``name``, ``weight`` and ``role``:
 
     preference_model   path = "<folder saved by RewardModel.save / ImplicitRewardModel.save>"
                        or "trained" (the [preference_model] of this run, ensembles included)
@@ -45,7 +58,8 @@ it labels preferences for online DPO, not rewards.
 ``build_reward`` loads what the plan names and returns a ``CombinedReward``:
 
     CombinedReward(prompts, completions, answers) -> RewardScores(total [S], {name: [S]})
-    total = Σ_k weight_k · component_k
+    total = Σ_{k: role reward} weight_k · component_k
+    cost  = Σ_{k: role cost} components[k]          (a cost component's entry is weight_k · score_k)
 
 A NaN or infinite score raises ``RewardError`` naming the component, the sample index and
 its prompt; a scorer that fails is reported the same way.
@@ -86,6 +100,7 @@ torch = lazy_module("torch")
 __all__ = [
     "ENSEMBLE_COMBINES",
     "REWARD_KINDS",
+    "ROLES",
     "SECTION",
     "TRAINED",
     "CombinedReward",
@@ -103,13 +118,15 @@ __all__ = [
 SECTION = "reward"
 REWARD_KINDS: tuple[str, ...] = ("preference_model", "ensemble", "implicit_dpo", "rule", "verifiable")
 TRAINED = "trained"
+ROLES: tuple[str, ...] = ("reward", "cost")
+"""What a component is: part of the reward the policy maximises, or of the cost a constraint bounds."""
 ENSEMBLE_COMBINES: tuple[str, ...] = ("mean", "min", "mean_minus_std")
 VERIFIABLE_PLUGIN = "verifiable_answers"
 RESERVED_NAMES = ("mean", "std")
 """Component names the total's metrics use (``reward/mean``, ``reward/std``)."""
 REWARD_METADATA = "reward_model.json"
 REWARD_FOLDER_KINDS = ("reward_model", "implicit_reward_model")
-COMMON_KEYS = ("kind", "name", "weight")
+COMMON_KEYS = ("kind", "name", "weight", "role")
 KIND_KEYS: Mapping[str, tuple[str, ...]] = {
     "preference_model": ("path",),
     "ensemble": ("paths", "combine", "penalty"),
@@ -171,6 +188,7 @@ class RewardSpec:
         name: the component's name (its metric is ``reward/<name>``).
         kind: one of ``REWARD_KINDS``.
         weight: its weight in the sum (0: logged only; negative: a penalty).
+        role: ``"reward"`` (summed into the reward) or ``"cost"`` (summed into the episode cost).
         source: the configured feedback plugin of ``rule`` and ``verifiable``.
         path: ``preference_model``: a saved folder or ``"trained"``.
         paths: ``ensemble``: the members' folders.
@@ -181,6 +199,7 @@ class RewardSpec:
     name: str
     kind: str
     weight: float = 1.0
+    role: str = "reward"
     source: FeedbackSource | None = None
     path: str | None = None
     paths: tuple[str, ...] = ()
@@ -200,6 +219,11 @@ class RewardPlan:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.specs)
+
+    @property
+    def cost_names(self) -> tuple[str, ...]:
+        """The components of role ``cost`` (empty without costs)."""
+        return tuple(spec.name for spec in self.specs if spec.role == "cost")
 
     @property
     def needs_trained_model(self) -> bool:
@@ -229,6 +253,7 @@ def plan_rewards(
     has_trained_model: bool | None = None,
     required_by: str | None = None,
     where: str | None = None,
+    allow_costs: bool = False,
 ) -> RewardPlan:
     """Check every ``[[reward]]`` entry and the list as a whole; load no model.
 
@@ -245,6 +270,7 @@ def plan_rewards(
             ``RunConfig`` when None; False for bare entries).
         required_by: the online objective that needs rewards; an empty list is then refused.
         where: how errors name the file (default: the run config's source).
+        allow_costs: whether entries of role ``cost`` are accepted (the objective uses costs).
     """
     if where is None:
         source = getattr(config, "source", None)
@@ -280,9 +306,20 @@ def plan_rewards(
                 field=f"{SECTION}.name",
             )
         seen[spec.name] = index
-    if all(spec.weight == 0 for spec in specs):
+    for index, spec in enumerate(specs):
+        if spec.role == "cost" and not allow_costs:
+            by = f"usage objective {required_by!r}" if required_by else "this run"
+            raise ConfigError(
+                f"{where}[[reward]] #{index + 1} ({spec.name!r}) has role = 'cost', but {by} does not use costs; "
+                "costs are for a constrained objective (e.g. method = 'safe_rlhf'). Drop the role, or give the "
+                "entry weight = 0 to log it as a score.",
+                field=f"{SECTION}.role",
+            )
+    rewards = [spec for spec in specs if spec.role == "reward"]
+    if all(spec.weight == 0 for spec in rewards):
+        which = "reward-role [[reward]]" if len(rewards) < len(specs) else "[[reward]]"
         raise ConfigError(
-            f"{where}every [[reward]] has weight 0, so the reward is always 0; give at least one a nonzero weight.",
+            f"{where}every {which} has weight 0, so the reward is always 0; give at least one a nonzero weight.",
             field=f"{SECTION}.weight",
         )
     return RewardPlan(tuple(specs))
@@ -296,6 +333,13 @@ def _plan_entry(label: str, entry: dict[str, Any], registry: Registry, has_train
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
         raise ConfigError(f"{label}: weight must be a finite number; got {weight!r}.", field=f"{SECTION}.weight")
     name = entry.pop("name", None)
+    role = entry.pop("role", "reward")
+    if role not in ROLES:
+        raise ConfigError(
+            f"{label}: role = {role!r} is not a role; use one of {', '.join(repr(r) for r in ROLES)} (default "
+            "'reward': summed into the reward; 'cost': summed into the episode cost a constraint bounds).",
+            field=f"{SECTION}.role",
+        )
     label = f"{label} (kind = {kind!r})"
     if kind in KIND_KEYS:
         _refuse_unknown(label, entry, KIND_KEYS[kind])
@@ -316,7 +360,7 @@ def _plan_entry(label: str, entry: dict[str, Any], registry: Registry, has_train
             f"{' or '.join(RESERVED_NAMES)}; got {name!r}.",
             field=f"{SECTION}.name",
         )
-    return replace(spec, name=name, weight=float(weight))
+    return replace(spec, name=name, weight=float(weight), role=role)
 
 
 def _kind_problem(label: str, kind: Any) -> str:
@@ -490,6 +534,7 @@ class RewardComponent:
     scorer: Scorer
     weight: float = 1.0
     origin: str = ""
+    role: str = "reward"
 
     @property
     def takes_answers(self) -> bool:
@@ -502,12 +547,27 @@ class RewardScores(NamedTuple):
     total: torch.Tensor
     components: Mapping[str, torch.Tensor]
 
-    def metrics(self) -> dict[str, float]:
-        """``reward/<name>``: each component's mean; ``reward/mean`` and ``reward/std`` of the total."""
-        metrics = {f"reward/{name}": float(scores.mean()) for name, scores in self.components.items()}
+    def metrics(self, cost_names: Sequence[str] = ()) -> dict[str, float]:
+        """``reward/<name>``: each component's mean; ``reward/mean`` and ``reward/std`` of the total.
+
+        With ``cost_names`` (``CombinedReward.cost_names``), those components are ``cost/<name>``
+        and their sum, the episode cost, gives ``cost/mean`` and ``cost/std``.
+        """
+        metrics = {
+            f"{'cost' if name in cost_names else 'reward'}/{name}": float(scores.mean())
+            for name, scores in self.components.items()
+        }
         metrics["reward/mean"] = float(self.total.mean())
         metrics["reward/std"] = float(self.total.std(correction=0))
+        if cost_names:
+            costs = self.costs(cost_names)
+            metrics["cost/mean"] = float(costs.mean())
+            metrics["cost/std"] = float(costs.std(correction=0))
         return metrics
+
+    def costs(self, cost_names: Sequence[str]) -> torch.Tensor:
+        """``[S]`` episode costs: the sum of the ``cost_names`` components (each already weight·score)."""
+        return torch.stack([self.components[name].float() for name in cost_names]).sum(0)
 
 
 def _short(text: Any, limit: int = 80) -> str:
@@ -538,6 +598,11 @@ class CombinedReward:
         return tuple(component.name for component in self.components)
 
     @property
+    def cost_names(self) -> tuple[str, ...]:
+        """The components of role ``cost``: their entries sum to the episode cost."""
+        return tuple(component.name for component in self.components if component.role == "cost")
+
+    @property
     def takes_answers(self) -> bool:
         """Whether a component reads reference answers (the caller should pass them)."""
         return any(component.takes_answers for component in self.components)
@@ -545,7 +610,11 @@ class CombinedReward:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[str], answers: Sequence[Any] | None = None
     ) -> RewardScores:
-        """Score ``S`` completions: ``prompts[i]`` is completion i's prompt, ``answers[i]`` its reference (or None)."""
+        """Score ``S`` completions: ``prompts[i]`` is completion i's prompt, ``answers[i]`` its reference (or None).
+
+        ``components`` holds each reward component's scores and each cost component's
+        contribution to the cost (weight·score); ``total`` sums the reward components only.
+        """
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts for {len(completions)} completions; give one per completion.")
         if answers is not None and len(answers) != len(completions):
@@ -555,7 +624,9 @@ class CombinedReward:
         }
         total = torch.zeros(len(completions), dtype=torch.float32)
         for component in self.components:
-            if component.weight:
+            if component.role == "cost":
+                scores[component.name] = component.weight * scores[component.name]
+            elif component.weight:
                 total = total + component.weight * scores[component.name]
         return RewardScores(total, scores)
 
@@ -594,7 +665,7 @@ class CombinedReward:
             if not math.isfinite(value):
                 raise RewardError(
                     f"{who} gave {value} for completion {index} (prompt {_short(prompts[index])}, completion "
-                    f"{_short(completions[index])}); rewards must be finite numbers.",
+                    f"{_short(completions[index])}); rewards and costs must be finite numbers.",
                     component=component.name,
                     index=index,
                     prompt=prompts[index],
@@ -614,7 +685,7 @@ def build_reward(plan: RewardPlan, *, trained_scorer: Scorer | None = None, devi
     components = []
     for spec in plan.specs:
         scorer, origin = _build_scorer(spec, trained_scorer, device)
-        components.append(RewardComponent(spec.name, check_scorer(scorer, origin), spec.weight, origin))
+        components.append(RewardComponent(spec.name, check_scorer(scorer, origin), spec.weight, origin, spec.role))
     return CombinedReward(tuple(components))
 
 

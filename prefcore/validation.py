@@ -254,7 +254,8 @@ def _plan_online(
         )
     from prefcore.rewards import plan_rewards
 
-    return plan_rewards(config, registry, required_by=online[0].name)
+    uses_costs = bool(getattr(online[0], "uses_costs", False))  # a constrained objective (safe_rlhf) takes costs
+    return plan_rewards(config, registry, required_by=online[0].name, allow_costs=uses_costs)
 
 
 _LOOP_FORMAT = {"online_dpo": "pairwise", "best_of_n": "sft"}
