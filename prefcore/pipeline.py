@@ -10,7 +10,8 @@ before it produced and returns a small result (``FeedbackData``, ``Policy``, ``W
 again. A run folder holds ``config.toml``, ``metrics.csv``, checkpoints, the final model
 (loadable with ``AutoModelForCausalLM.from_pretrained``), ``report.md`` and plots.
 ``resume=True`` continues a killed run from its newest checkpoint and reproduces the same
-metrics.
+metrics. A human-in-the-loop run (``[loop] kind = "human_online_dpo"``) returns early, with
+``RunResult.paused`` saying what it waits for, until its last iteration is trained.
 
 A run is a library call like any other (``prefcore.stages.session``): loggers are
 registered for the run only, and the caller's seeds, RNG states, torch thread count and
@@ -231,5 +232,7 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
         trained_scorer=scorer,
         loop=sections["loop"],
     )
+    if trained.paused is not None:  # the human loop waits for answers: no final save, evaluation or report
+        return RunResult(run_dir=run.run_dir, metrics={}, model=warm.policy, tokenizer=tokenizer, paused=trained.paused)
     evaluation.run(trained.final_step)
     return write_outputs(run, warm.policy, tokenizer, evaluation, summary)

@@ -99,6 +99,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
     run_dir, _ = resume_target(args)
     out: Any = str(run_dir) if run_dir is not None else args.out
     result = run_pipeline(config, out=out, resume=run_dir is not None, registry=registry)
+    if result.paused is not None:  # the human loop waits for answers; the run continues with --resume
+        print(f"\nrun folder: {result.run_dir}  (paused)\n{result.paused}")
+        return 0
     print(f"\nrun folder: {result.run_dir}  (report.md, metrics.csv, plots, model/)")
     for name, value in sorted(result.metrics.items()):
         print(f"  {name:<40} {value:.4g}")

@@ -27,7 +27,7 @@ DEFAULT_TRAIN_STEPS = 100
 REPORT_TO: tuple[str, ...] = ("csv", "tensorboard", "wandb")
 """Metric loggers ``[run] report_to`` may name (``prefcore.engine.lifecycle_loggers``); csv is always on."""
 
-LOOP_KINDS: tuple[str, ...] = ("online_dpo", "best_of_n")
+LOOP_KINDS: tuple[str, ...] = ("online_dpo", "best_of_n", "human_online_dpo")
 """``[loop] kind`` values (``prefcore.engine.online_loops``); "none" (the default) runs no loop."""
 
 __all__ = [
@@ -404,13 +404,23 @@ class LoopConfig:
     the pairwise ``[usage]`` objectives. ``kind = "best_of_n"``: ``iterations`` rounds of n samples
     per prompt, the kept ones fine-tuned on with ``sft`` (RAFT, ReST). Sampling (n =
     ``samples_per_prompt``, length, temperature, top_p) is ``[online]``'s; ``[train] steps`` counts
-    online steps (online_dpo) or each iteration's SFT steps (best_of_n).
+    online steps (online_dpo) or each iteration's SFT steps (best_of_n). ``kind =
+    "human_online_dpo"``: people are the reward; each of ``iterations`` exports the samples as
+    ``prefcore annotate`` items under ``exchange``, the run stops, and ``--resume`` trains on the
+    voted answers (``prefcore.engine.human_loop``).
     """
 
-    kind: Literal["none", "online_dpo", "best_of_n"] = option(
-        "none", doc="'online_dpo' (pairs from ranked samples) or 'best_of_n' (keep the best, SFT, iterate)"
+    kind: Literal["none", "online_dpo", "best_of_n", "human_online_dpo"] = option(
+        "none",
+        doc="'online_dpo' (pairs from ranked samples), 'best_of_n' (keep the best, SFT, iterate) "
+        "or 'human_online_dpo' (people rank the samples between runs)",
     )
-    iterations: int = option(3, doc="best_of_n: rounds of sample → keep → fine-tune")
+    iterations: int = option(
+        3, doc="best_of_n: rounds of sample → keep → fine-tune; human_online_dpo: export → answer → train rounds"
+    )
+    exchange: str = option(
+        "", doc="human_online_dpo: folder of the exported items and the answers; '' = <run folder>/exchange"
+    )
     prompts: int = option(0, doc="best_of_n: training prompts sampled per iteration (seeded); 0 = all")
     keep: Literal["best", "threshold", "top_fraction"] = option(
         "best", doc="best_of_n: the best sample per prompt (RAFT), all with reward >= threshold, or the top fraction"

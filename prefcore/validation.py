@@ -258,14 +258,16 @@ def _plan_online(
     return plan_rewards(config, registry, required_by=online[0].name, allow_costs=uses_costs)
 
 
-_LOOP_FORMAT = {"online_dpo": "pairwise", "best_of_n": "sft"}
+_LOOP_FORMAT = {"online_dpo": "pairwise", "best_of_n": "sft", "human_online_dpo": "pairwise"}
 _LOOP_ONLY_KEYS = {
-    "online_dpo": ("iterations", "prompts", "keep", "threshold", "top_fraction"),
-    "best_of_n": (),
+    "online_dpo": ("iterations", "prompts", "keep", "threshold", "top_fraction", "exchange"),
+    "best_of_n": ("exchange",),
+    "human_online_dpo": ("prompts", "keep", "threshold", "top_fraction"),
 }
 _ONLINE_KEYS_UNUSED = {
     "online_dpo": ("minibatch_size",),
     "best_of_n": ("steps", "prompts_per_step", "update_epochs", "minibatch_size", "micro_batch_size"),
+    "human_online_dpo": ("steps", "minibatch_size", "dynamic_sampling", "max_sampling_rounds"),
 }
 
 
@@ -281,7 +283,9 @@ def _plan_loop(
     The objectives must take the loop's items (pairs for online_dpo, single completions for
     best_of_n), no online objective or self-play may run beside it, ``[train] epochs`` does not
     apply (the data is new every step or iteration), keys of the other kind and ``[online]`` keys
-    the loop does not read are refused rather than ignored, and ``[[reward]]`` is required.
+    the loop does not read are refused rather than ignored, and ``[[reward]]`` is required, except
+    by human_online_dpo, where people are the reward and a ``[[reward]]`` is refused; it counts
+    ``[loop] iterations``, so ``[train] steps`` is refused too.
     """
     kind = sections["loop"].kind
     label = f'[loop] kind = "{kind}"'
@@ -294,7 +298,7 @@ def _plan_loop(
     wanted = _LOOP_FORMAT[kind]
     refused = [entry.method.name for entry in objectives if wanted not in entry.method.data_formats]
     if refused:
-        example = 'method = "dpo"' if kind == "online_dpo" else 'method = "sft"'
+        example = 'method = "dpo"' if kind != "best_of_n" else 'method = "sft"'
         raise ConfigError(
             f"{label} trains on {wanted} items, which usage objective(s) {', '.join(refused)} do not take: "
             f"select one that does, e.g. [usage] {example}.",
@@ -302,12 +306,15 @@ def _plan_loop(
         )
     stray = [key for key in _LOOP_ONLY_KEYS[kind] if key in config.section("loop")]
     stray += [f"online.{key}" for key in _ONLINE_KEYS_UNUSED[kind] if key in config.section("online")]
+    if kind == "human_online_dpo" and "steps" in config.section("train"):
+        stray.append("train.steps")
     if stray:
         raise ConfigError(
-            f"{label} does not use {', '.join(stray)}: drop {'it' if len(stray) == 1 else 'them'}.",
-            field=stray[0] if stray[0].startswith("online.") else f"loop.{stray[0]}",
+            f"{label} does not use {', '.join(stray)}: drop {'it' if len(stray) == 1 else 'them'}"
+            + (" ([loop] iterations counts its rounds)." if "train.steps" in stray else "."),
+            field=stray[0] if "." in stray[0] else f"loop.{stray[0]}",
         )
-    if kind == "online_dpo" and sections["online"].samples_per_prompt < 2:
+    if kind in ("online_dpo", "human_online_dpo") and sections["online"].samples_per_prompt < 2:
         raise ConfigError(
             f"{label} ranks several samples per prompt: set [online] samples_per_prompt >= 2 (2 in the paper).",
             field="online.samples_per_prompt",
@@ -318,9 +325,17 @@ def _plan_loop(
     if train is not None and train.epochs > 0:
         raise ConfigError(
             f"{label} samples new data every {'step' if kind == 'online_dpo' else 'iteration'}, so [train] epochs "
-            "does not apply: set [train] steps.",
+            f"does not apply: set {'[loop] iterations' if kind == 'human_online_dpo' else '[train] steps'}.",
             field="train.epochs",
         )
+    if kind == "human_online_dpo":
+        if "reward" in config.settings:
+            raise ConfigError(
+                f"{label}: people rank the samples, so a [[reward]] would never be read: drop it "
+                '(or use kind = "online_dpo" to rank by the reward).',
+                field="reward",
+            )
+        return None
     from prefcore.rewards import plan_rewards
 
     return plan_rewards(config, registry, required_by=objectives[0].method.name)

@@ -6,20 +6,32 @@ iteration after iteration (``prefcore.engine.online_loops``). Prompts and what a
 from the feedback records as for an online objective (``prefcore.stages.online``); evaluation runs
 before the first step, every ``[train] eval_every`` online steps (online DPO) or after each
 iteration (best-of-n), and after the last.
+
+``kind = "human_online_dpo"`` ranks by people instead (``prefcore.engine.human_loop``): each
+``prefcore run`` advances by one step (export the first iteration's items; or train on the
+answered iteration and export the next; or say the answers are still awaited) and the run
+pauses (``HumanRound.paused``) until the last of ``[loop] iterations`` is trained. Evaluation
+runs before the first export, every ``[train] eval_every`` iterations, and after the last.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from prefcore.api import SelectedMethod
+from prefcore.engine.checkpoint import list_checkpoints
+from prefcore.engine.human_loop import HumanOnlineDPO
 from prefcore.engine.online_loops import OnlineDPOTrainer
 from prefcore.engine.online_loops import run_best_of_n
 from prefcore.engine.trainer import WeightedObjective
+from prefcore.errors import ConfigError
 from prefcore.rewards import RewardPlan
 from prefcore.rewards import build_reward
 from prefcore.settings import LoopConfig
@@ -30,7 +42,7 @@ from prefcore.stages.online import online_prompts
 from prefcore.stages.online import reward_function
 from prefcore.stages.session import RunContext
 
-__all__ = ["train_in_loop"]
+__all__ = ["HumanRound", "exchange_folder", "train_in_loop", "train_with_people"]
 
 logger = logging.getLogger("prefcore.pipeline")
 
@@ -110,3 +122,89 @@ def train_in_loop(
         on_evaluate=evaluation.run,
     )
     return loop.iterations * train_config.steps
+
+
+@dataclass(frozen=True)
+class HumanRound:
+    """The iteration reached, and what the run waits for (None once every iteration is trained)."""
+
+    step: int
+    paused: str | None
+
+
+def exchange_folder(run: RunContext, loop: LoopConfig) -> Path:
+    """``[loop] exchange``, or ``<run folder>/exchange`` by default."""
+    return Path(loop.exchange) if loop.exchange else run.run_dir / "exchange"
+
+
+def _no_reward(rollouts: Any, metadata: Any) -> Any:
+    raise AssertionError("the human loop ranks by people; no reward is ever called")
+
+
+def train_with_people(
+    run: RunContext,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[Any],
+    objectives: Sequence[SelectedMethod],
+    *,
+    reference: torch.nn.Module,
+    train_config: TrainConfig,
+    online: OnlineLoopConfig,
+    loop: LoopConfig,
+    evaluation: Evaluation,
+) -> HumanRound:
+    """One ``HumanOnlineDPO.advance`` of the run (module docstring); a fresh run refuses a used exchange folder."""
+    prompts, metadata = online_prompts(records)
+    exchange = exchange_folder(run, loop)
+    started = bool(list_checkpoints(run.run_dir)) or (exchange / "iteration-1").exists()
+    if started and not run.resume:
+        raise ConfigError(
+            f"the exchange folder {exchange} already holds another run's iterations: "
+            "choose another [loop] exchange, or continue that run with --resume.",
+            field="loop.exchange",
+        )
+    trainer = HumanOnlineDPO(
+        policy,
+        [WeightedObjective(entry.method, entry.weight) for entry in objectives],
+        prompts,
+        metadata,
+        train_config,
+        replace(online, steps=loop.iterations),
+        tokenizer=tokenizer,
+        reward=_no_reward,
+        run_dir=run.run_dir,
+        device=run.device,
+        reference=None if run.settings.reference == "none" else reference,
+        prefix=objectives[0].method.generation_prefix(),
+        on_step=run.hooks.step_reporter(),
+        on_checkpoint=lambda step, path: run.hooks.fire("prefcore_checkpoint_saved", step=step, path=path),
+        exchange=exchange,
+    )
+    if not started:
+        logger.info(
+            "human_online_dpo: %d training prompts, %d per iteration, %d samples each, %d iterations, exchange %s",
+            len(prompts),
+            online.prompts_per_step,
+            online.samples_per_prompt,
+            loop.iterations,
+            exchange,
+        )
+        evaluation.run(0)
+    step = trainer.advance()
+    reached = trainer.online_step
+    logger.info(
+        "human_online_dpo: iteration %d %s%s",
+        step.iteration,
+        step.status,
+        "".join(f", {key} {value:g}" for key, value in step.metrics.items() if key in _SHOWN),
+    )
+    if reached >= loop.iterations:
+        return HumanRound(reached, None)
+    every = train_config.eval_every
+    if step.status == "trained" and every and reached % every == 0:
+        evaluation.run(reached)
+    return HumanRound(reached, f"{step.status}: {step.message}")
+
+
+_SHOWN = ("exported_items", "single_completion_prompts", "answers", "annotators", "pairs", "tied_pairs", "loss")

@@ -22,13 +22,15 @@ class RunResult:
     """Where the run wrote its outputs, its final evaluation metrics, and the trained policy.
 
     ``model`` is the policy as trained (with its LoRA adapters, when ``lora_rank`` > 0; the
-    folder ``run_dir / "model"`` holds it merged) and ``tokenizer`` its tokenizer.
+    folder ``run_dir / "model"`` holds it merged) and ``tokenizer`` its tokenizer. ``paused`` is
+    what a run that stopped before its end waits for (the human loop's answers), else None.
     """
 
     run_dir: Path
     metrics: dict[str, float]
     model: Any = None
     tokenizer: Any = None
+    paused: str | None = None
 
 
 def write_outputs(

@@ -38,9 +38,10 @@ logger = logging.getLogger("prefcore.pipeline")
 
 @dataclass(frozen=True)
 class Trained:
-    """The step the policy (trained in place) reached."""
+    """The step the policy (trained in place) reached, and what a paused run waits for (human loop)."""
 
     final_step: int
+    paused: str | None = None
 
 
 def train_policy(
@@ -84,6 +85,22 @@ def train_policy(
             evaluation=evaluation,
         )
         return Trained(step)
+    if loop is not None and loop.kind == "human_online_dpo":
+        from prefcore.stages.loops import train_with_people
+
+        round_ = train_with_people(
+            run,
+            policy,
+            tokenizer,
+            records,
+            objectives,
+            reference=reference,
+            train_config=train_config,
+            online=online or OnlineLoopConfig(),
+            loop=loop,
+            evaluation=evaluation,
+        )
+        return Trained(round_.step, paused=round_.paused)
     if loop is not None and loop.kind != "none":
         from prefcore.stages.loops import train_in_loop  # loads the reward and rollout machinery only when used
 
