@@ -43,6 +43,11 @@ VALUE_AGGREGATIONS: tuple[str, ...] = ("token_mean", "sequence_mean")
 """How ``clipped_value_loss`` reduces its per-token losses."""
 
 
+def _float(values: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 to fp32 (squared errors lose too much in half precision); fp32/fp64 unchanged."""
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
+
+
 def last_token(mask: torch.Tensor) -> torch.Tensor:
     """``[S, T]`` bool one-hot of each row's last masked position (all False for an empty row)."""
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
@@ -100,7 +105,7 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True,
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """1 − Var(G − V)/Var(G) over the masked tokens: 1 for a perfect critic, ≤ 0 for one no better than a constant."""
     with torch.no_grad():
-        values, returns = values.float(), returns.float()
+        values, returns = _float(values), _float(returns)
         variance = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
         residual = returns - values
         residual_variance = masked_mean((residual - masked_mean(residual, mask)) ** 2, mask)
@@ -130,8 +135,8 @@ def clipped_value_loss(
     if aggregation not in VALUE_AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {', '.join(VALUE_AGGREGATIONS)}. Got {aggregation!r}.")
     mask = mask.bool()
-    values = values.float()
-    old_values, returns = old_values.detach().float(), returns.detach().float()
+    values = _float(values)
+    old_values, returns = old_values.detach().to(values.dtype), returns.detach().to(values.dtype)
     losses = (values - returns) ** 2
     clipped_larger = torch.zeros_like(mask)
     if clip is not None:

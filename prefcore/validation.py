@@ -252,6 +252,13 @@ def _plan_online(
             "objectives: drop [self_play].",
             field="self_play.rounds",
         )
+    from_reward_model = getattr(online[0], "needs_critic", False) and online[0].config.critic == "reward_model"
+    if from_reward_model and len(config.selected("preference_model")) != 1:
+        raise ConfigError(
+            f"{online[0].name} critic = 'reward_model' starts the value model from the reward model the run "
+            "trains: select one [preference_model] (bradley_terry, ...), or use critic = 'separate'.",
+            field="usage.critic",
+        )
     from prefcore.rewards import plan_rewards
 
     uses_costs = bool(getattr(online[0], "uses_costs", False))  # a constrained objective (safe_rlhf) takes costs

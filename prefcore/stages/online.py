@@ -70,6 +70,28 @@ def _check_answers(reward: CombinedReward, prompts: Sequence[Any], metadata: Seq
         )
 
 
+def _critic_trainer(
+    run: RunContext, policy: torch.nn.Module, tokenizer: Any, objective: Any, reward: CombinedReward
+) -> tuple[type[OnlineTrainer], dict[str, Any]]:
+    """``PPOTrainer`` and its value model (the objective's ``critic`` placement) and cost components."""
+    from prefcore.engine.ppo_trainer import PPOTrainer
+    from prefcore.engine.value_model import build_value_model
+
+    placement = objective.config.critic
+    cost_names = tuple(reward.cost_names)
+    heads = ("reward", "cost") if cost_names else ("reward",)
+    reward_model = None
+    if placement == "reward_model":
+        from prefcore.engine.reward_model import load_reward_network
+
+        folder = run.run_dir / "reward_model" / "model"  # where the run's single preference model is saved
+        if folder.is_dir():
+            reward_model = load_reward_network(folder, device=run.device, tokenizer=tokenizer)
+    value_model = build_value_model(placement, policy, heads=heads, reward_model=reward_model, tokenizer=tokenizer)
+    logger.info("critic: value heads %s on %s", ", ".join(heads), placement)
+    return PPOTrainer, {"value_model": value_model, "cost_names": cost_names}
+
+
 def train_online(
     run: RunContext,
     policy: torch.nn.Module,
@@ -91,7 +113,10 @@ def train_online(
     # [run] reference = "none" leaves the KL unmeasured (an objective that needs it was refused);
     # "precomputed" has nothing to precompute online: the frozen copy scores each step's samples.
     uses_reference = objective.uses_reference() or run.settings.reference != "none"
-    trainer = OnlineTrainer(
+    trainer_class, critic = OnlineTrainer, {}
+    if getattr(objective, "needs_critic", False):  # PPO and its kin: a value model beside the policy
+        trainer_class, critic = _critic_trainer(run, policy, tokenizer, objective, reward)
+    trainer = trainer_class(
         policy,
         objective,
         prompts,
@@ -107,6 +132,7 @@ def train_online(
         on_step=run.hooks.step_reporter(),
         on_checkpoint=lambda step, path: run.hooks.fire("prefcore_checkpoint_saved", step=step, path=path),
         on_evaluate=evaluation.run,
+        **critic,
     )
     logger.info(
         "online: %d training prompts, %d per step × %d samples, rewards %s",
