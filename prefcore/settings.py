@@ -419,7 +419,9 @@ class LoopConfig:
         3, doc="best_of_n: rounds of sample → keep → fine-tune; human_online_dpo: export → answer → train rounds"
     )
     exchange: str = option(
-        "", doc="human_online_dpo: folder of the exported items and the answers; '' = <run folder>/exchange"
+        "",
+        doc="human_online_dpo: folder of the exported items and the answers (relative: in the run folder); "
+        "'' = <run folder>/exchange",
     )
     prompts: int = option(0, doc="best_of_n: training prompts sampled per iteration (seeded); 0 = all")
     keep: Literal["best", "threshold", "top_fraction"] = option(

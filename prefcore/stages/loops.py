@@ -28,6 +28,7 @@ import torch
 from prefcore.api import SelectedMethod
 from prefcore.engine.checkpoint import list_checkpoints
 from prefcore.engine.human_loop import HumanOnlineDPO
+from prefcore.engine.human_loop import HumanStep
 from prefcore.engine.online_loops import OnlineDPOTrainer
 from prefcore.engine.online_loops import run_best_of_n
 from prefcore.engine.trainer import WeightedObjective
@@ -133,8 +134,9 @@ class HumanRound:
 
 
 def exchange_folder(run: RunContext, loop: LoopConfig) -> Path:
-    """``[loop] exchange``, or ``<run folder>/exchange`` by default."""
-    return Path(loop.exchange) if loop.exchange else run.run_dir / "exchange"
+    """``[loop] exchange`` (a relative path is inside the run folder, so a resume works from anywhere), or
+    ``<run folder>/exchange`` by default."""
+    return run.run_dir / (loop.exchange or "exchange")
 
 
 def _no_reward(rollouts: Any, metadata: Any) -> Any:
@@ -204,7 +206,22 @@ def train_with_people(
     every = train_config.eval_every
     if step.status == "trained" and every and reached % every == 0:
         evaluation.run(reached)
-    return HumanRound(reached, f"{step.status}: {step.message}")
+    return HumanRound(reached, _pause_message(step))
+
+
+def _pause_message(step: HumanStep) -> str:
+    """What the paused run did and what to do next (``HumanStep.message`` holds the commands)."""
+    metrics = step.metrics
+    if step.status == "trained":
+        done = (
+            f"iteration {step.iteration} trained on {metrics['pairs']:g} voted pairs "
+            f"({metrics['answers']:g} answers by {metrics['annotators']:g} annotators, "
+            f"{metrics['tied_pairs']:g} tied pairs dropped); "
+        )
+        return done + step.message
+    if step.status == "exported":
+        return f"iteration {step.iteration}: {metrics['exported_items']:g} items exported; " + step.message
+    return f"waiting for answers: {step.message}"
 
 
 _SHOWN = ("exported_items", "single_completion_prompts", "answers", "annotators", "pairs", "tied_pairs", "loss")

@@ -12,6 +12,7 @@ import io
 import json
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from prefcore.config import parse_run_config
 from prefcore.demo.model import build_tiny_model
 from prefcore.demo.tokenizer import build_tokenizer
 from prefcore.errors import ConfigError
+from prefcore.settings import LoopConfig
+from prefcore.stages.loops import exchange_folder
 from prefcore.validation import check_run_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_human_online_dpo.toml"
@@ -118,6 +121,7 @@ def test_two_iterations_through_prefcore_run_and_annotate(
     assert code == 0 and "(paused)" in printed and not (out / "report.md").exists()
     second = exchange / "iteration-2" / "items.jsonl"
     assert f"prefcore annotate {second}" in printed and second.is_file()
+    assert f"iteration 1 trained on {asked - 1} voted pairs ({2 * asked} answers by 2 annotators, 1 tied" in printed
     step = _rows(out)[1]
     assert float(step["pairs"]) == asked - 1 and float(step["tied_pairs"]) == 1
     assert float(step["answers"]) == 2 * asked and float(step["annotators"]) == 2
@@ -145,6 +149,14 @@ def test_two_iterations_through_prefcore_run_and_annotate(
         capsys, str(EXAMPLE), "--out", str(tmp_path / "other"), *TINY, "--set", f"loop.exchange={exchange}"
     )
     assert code == 2 and "already holds another run's iterations" in err
+
+
+def test_the_exchange_folder_is_the_run_folders_unless_absolute(tmp_path: Path) -> None:
+    run = SimpleNamespace(run_dir=tmp_path / "run")
+    assert exchange_folder(run, LoopConfig(kind="human_online_dpo")) == tmp_path / "run" / "exchange"
+    assert exchange_folder(run, LoopConfig(kind="human_online_dpo", exchange="x/y")) == tmp_path / "run" / "x" / "y"
+    elsewhere = str(tmp_path / "shared")
+    assert exchange_folder(run, LoopConfig(kind="human_online_dpo", exchange=elsewhere)) == tmp_path / "shared"
 
 
 def test_the_example_passes_the_dry_run_checks() -> None:
