@@ -29,6 +29,8 @@ What is timed, per step, after ``--warmup`` untimed steps (the median over ``--s
 ``GRPOTrainer._compute_loss`` (its own model forward) and through prefcore's ``grpo`` loss on
 ``completion_logps`` of the same model; losses and every weight gradient are compared, at the
 sampling weights (ratio 1) and after a weight perturbation (ratios away from 1, clipping active).
+prefcore's log-probs there come from the shared-prompt forward (one prompt pass per group); the
+check also prints their largest difference from the full prompt + completion sequences.
 """
 
 from __future__ import annotations
@@ -148,8 +150,13 @@ def _summary(walls: Sequence[float], rollouts: Sequence[float], tokens: Sequence
 
 
 def prefcore_trainer(settings: Settings, run_dir: Path) -> Any:
-    """An ``OnlineTrainer`` with the registered ``grpo`` objective (defaults: token mean, β = 0, ε = 0.2)."""
+    """An ``OnlineTrainer`` with the registered ``grpo`` objective (defaults: token mean, β = 0, ε = 0.2).
+
+    Rollouts come from ``PrefixCacheBackend`` (each prompt prefilled once for its group); the
+    update's log-probs share each prompt's forward across its group (``completion_logps``'s default).
+    """
     from prefcore.engine.online_trainer import OnlineTrainer
+    from prefcore.engine.rollout import PrefixCacheBackend
     from prefcore.registry import Registry
     from prefcore.settings import OnlineLoopConfig
     from prefcore.settings import TrainConfig
@@ -181,6 +188,7 @@ def prefcore_trainer(settings: Settings, run_dir: Path) -> Any:
         reward=reward,
         run_dir=run_dir,
         device=torch.device("cpu"),
+        backend=PrefixCacheBackend(),
     )
 
 
@@ -324,6 +332,7 @@ def measure_trl(settings: Settings) -> dict[str, Any]:
 def parity(settings: Settings) -> dict[str, float]:
     """Loss and weight gradients of TRL's ``_compute_loss`` and prefcore's ``grpo`` on one set of rollouts."""
     from prefcore.advantages import estimate_advantages
+    from prefcore.engine.rollout import PrefixCacheBackend
     from prefcore.engine.rollout import RolloutSettings
     from prefcore.engine.rollout import completion_logps
     from prefcore.engine.rollout import pad_rollouts
@@ -337,6 +346,7 @@ def parity(settings: Settings) -> dict[str, float]:
         tokenizer,
         prompts,
         RolloutSettings(samples_per_prompt=settings.group, max_new_tokens=settings.max_new_tokens, seed=7),
+        backend=PrefixCacheBackend(),
     )
     tensors = pad_rollouts(rollouts, tokenizer.pad_token_id)
     # Seeded normal rewards rather than the rule's: every group then has a non-zero advantage to compare.
@@ -389,6 +399,9 @@ def parity(settings: Settings) -> dict[str, float]:
             ours = objective.loss(batch).loss
             ours.backward()
             ratio = (batch.policy_logps.detach() - batch.sampling_logps).exp()[batch.mask]
+            with torch.no_grad():  # the shared-prompt forward against every row's full prompt + completion
+                full = completion_logps(model, tensors, share_prefix=False)
+            result[f"{case}/shared_vs_full"] = float((batch.policy_logps.detach() - full).abs().max())
             grad_diff = max(float((p.grad - g).abs().max()) for p, g in zip(model.parameters(), trl_grads, strict=True))
             grad_scale = max(float(g.abs().max()) for g in trl_grads)
             result[f"{case}/trl_loss"] = float(trl_loss)
@@ -464,7 +477,8 @@ def table(results: dict[str, dict[str, Any]], settings: Settings) -> str:
             lines.append(
                 f"parity {case}: TRL loss {p[f'{case}/trl_loss']:.6g}, prefcore {p[f'{case}/prefcore_loss']:.6g}, "
                 f"|Δloss| {p[f'{case}/loss_abs_diff']:.2e}, max |Δgrad| {p[f'{case}/grad_max_abs_diff']:.2e} "
-                f"(max |grad| {p[f'{case}/grad_max_abs']:.2e}), clipped tokens {p[f'{case}/clipped_fraction']:.2f}"
+                f"(max |grad| {p[f'{case}/grad_max_abs']:.2e}), clipped tokens {p[f'{case}/clipped_fraction']:.2f}, "
+                f"max |Δlog-prob| shared prompt vs full sequences {p[f'{case}/shared_vs_full']:.2e}"
             )
     return "\n".join(lines)
 

@@ -2,6 +2,10 @@
 
 * ``backend``: ``GenerationBackend``, the one-method interface a generator implements, and
   ``TransformersBackend``, the default (transformers' ``generate``);
+* ``cached``: ``PrefixCacheBackend``, each prompt prefilled once for its group and a plain
+  decode loop (the same draws as ``generate`` for a seed, faster);
+* ``prefix``: one forward per distinct prompt, completions on its cached keys and values
+  (what ``completion_logps`` and ``rollout_logps`` use where the model allows);
 * ``sampler``: ``RolloutSettings`` and ``sample_rollouts`` (``prefcore.rollout.Rollouts``);
 * ``tensors``: ``pad_rollouts`` into ``[S, T]`` tensors, ``completion_logps`` (policy, with
   gradient) and ``rollout_logps`` (reference and old log-probs, without).
@@ -15,6 +19,7 @@ from prefcore.engine.rollout.backend import GenerationBackend
 from prefcore.engine.rollout.backend import Sample
 from prefcore.engine.rollout.backend import TransformersBackend
 from prefcore.engine.rollout.backend import logprob_temperature
+from prefcore.engine.rollout.cached import PrefixCacheBackend
 from prefcore.engine.rollout.sampler import RolloutSettings
 from prefcore.engine.rollout.sampler import cut_at_stop
 from prefcore.engine.rollout.sampler import sample_rollouts
@@ -25,6 +30,7 @@ from prefcore.engine.rollout.tensors import rollout_logps
 
 __all__ = [
     "GenerationBackend",
+    "PrefixCacheBackend",
     "RolloutSettings",
     "RolloutTensors",
     "Sample",

@@ -28,6 +28,7 @@ torch = lazy_module("torch")
 sequences = lazy_module("prefcore.engine.sequences")
 logprobs = lazy_module("prefcore.engine.logprobs")
 generation = lazy_module("prefcore.engine.generation")
+prefix = lazy_module("prefcore.engine.rollout.prefix")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def completion_logps(
     temperature: float | None = None,
     fused: bool = True,
     backend: str = "auto",
+    share_prefix: bool = True,
 ) -> torch.Tensor:
     """``[len(rows), T]`` float32 log-probs of the completion tokens under ``model``, 0 where masked.
 
@@ -139,12 +141,27 @@ def completion_logps(
             0 stands for greedy and means 1, as the sampler records it.
         fused: use the fused LM-head kernel when the model allows it, as training does.
         backend: kernel backend (``auto``, ``triton``, ``torch``).
+        share_prefix: run each distinct prompt of the rows once and the completions on its
+            cached keys and values (``prefcore.engine.rollout.prefix``), where the model allows;
+            the same log-probs to float tolerance, with a G-th of the prompt work.
     """
     width = tensors.mask.shape[1]
     if rows is not None:
         tensors = tensors.select(rows)
     scale = logprob_temperature(tensors.temperature if temperature is None else temperature)
     padded = tensors.sequences
+    if share_prefix:
+        shared = prefix.shared_prefix_logps(
+            model,
+            _row_prompts(tensors),
+            tensors.completion_ids,
+            tensors.mask,
+            temperature=scale,
+            fused=fused,
+            backend=backend,
+        )
+        if shared is not None:
+            return torch.nn.functional.pad(shared, (0, width - shared.shape[1]))
     token_logps = logprobs.completion_token_logps(model, padded, fused=fused, backend=backend, temperature=scale)
     # Column t of row s is completion token t: its target sits at len(prompt_s) - 1 + t.
     first = padded.completion_mask.float().argmax(dim=1)
@@ -152,6 +169,13 @@ def completion_logps(
     columns = columns.clamp(max=token_logps.shape[1] - 1)
     logps = token_logps.gather(1, columns).masked_fill(~tensors.mask, 0.0)
     return torch.nn.functional.pad(logps, (0, width - logps.shape[1]))
+
+
+def _row_prompts(tensors: RolloutTensors) -> list[tuple[int, ...]]:
+    """Each row's prompt ids: its real tokens less its completion's."""
+    padded = tensors.sequences
+    prompt_lengths = (padded.attention_mask.sum(dim=1) - tensors.mask.sum(dim=1)).tolist()
+    return [tuple(ids[:length]) for ids, length in zip(padded.input_ids.tolist(), prompt_lengths, strict=True)]
 
 
 def rollout_logps(
@@ -162,6 +186,7 @@ def rollout_logps(
     fused: bool = True,
     backend: str = "auto",
     batch_size: int = 64,
+    share_prefix: bool = True,
 ) -> torch.Tensor:
     """``[S, T]``: ``completion_logps`` of every row without gradient, in eval mode, ``batch_size`` rows at a time.
 
@@ -183,6 +208,7 @@ def rollout_logps(
                 temperature=temperature,
                 fused=fused,
                 backend=backend,
+                share_prefix=share_prefix,
             )
             for start in range(0, count, batch_size)
         ]
