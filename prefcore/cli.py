@@ -1,4 +1,4 @@
-"""The ``prefcore`` command line: list, info, validate-data, run, import-model and annotate.
+"""The ``prefcore`` command line: list, info, validate-data, run, import-model, annotate and disagreement.
 
 Every user error ends in one readable line on stderr and exit status 2 (1 for invalid
 data found by ``validate-data``); tracebacks are for bugs only.
@@ -21,7 +21,7 @@ from prefcore.config import field_docs
 from prefcore.errors import ConfigError
 from prefcore.errors import PrefcoreError
 from prefcore.methods import KIND_TITLES
-from prefcore.methods import KINDS
+from prefcore.methods import PLUGIN_KINDS
 from prefcore.registry import Registry
 
 
@@ -145,6 +145,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return generate_from_cli(args)
 
 
+def cmd_disagreement(args: argparse.Namespace) -> int:
+    from prefcore.disagreement import disagreement_from_cli
+
+    return disagreement_from_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefcore",
@@ -154,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser("list", help="list installed methods (name, kind, distribution, version, doc)")
-    listing.add_argument("kind", nargs="?", choices=KINDS, help="only methods of this kind")
+    listing.add_argument("kind", nargs="?", choices=PLUGIN_KINDS, help="only methods of this kind")
     listing.set_defaults(func=cmd_list)
 
     info = commands.add_parser(
         "info", help="show a method's or engine section's documentation and options (e.g. info dpo, info train)"
     )
     info.add_argument("name", nargs="?", help="a method name, or an engine section: " + ", ".join(ENGINE_SECTIONS))
-    info.add_argument("--kind", choices=KINDS, help="the kind, when several kinds share the name")
+    info.add_argument("--kind", choices=PLUGIN_KINDS, help="the kind, when several kinds share the name")
     info.add_argument("--engine", action="store_true", help="document every engine section's options")
     info.set_defaults(func=cmd_info)
 
@@ -223,7 +229,27 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--seed", type=int, default=0, help="seed of the per-item display order")
     annotate.add_argument("--no-shuffle", action="store_true", help="show completions in file order")
     annotate.add_argument("--agreement", nargs="+", metavar="OUT", help="report agreement in these annotation files")
+    annotate.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="ATTR=VALUE",
+        help="your group for an attribute, stored in annotator_groups, e.g. --group community=rural (repeatable)",
+    )
     annotate.set_defaults(func=cmd_annotate)
+
+    disagree = commands.add_parser(
+        "disagreement", help="where annotator groups disagree: splits, α within and between groups, a heat map"
+    )
+    disagree.add_argument("data", nargs="+", help="annotation or preference files (JSONL, JSON, Parquet)")
+    disagree.add_argument("--by", help="the group attribute to compare (needed when records have several)")
+    disagree.add_argument("--participants", help="participants table (CSV or JSONL): annotator_id, attributes")
+    disagree.add_argument("--out", default="disagreement", help="folder for the report (default: disagreement)")
+    disagree.add_argument(
+        "--category-field", default="category", help="metadata field that names an item's category (default: category)"
+    )
+    disagree.add_argument("--top", type=int, default=10, help="how many largest-gap items to list (default 10)")
+    disagree.set_defaults(func=cmd_disagreement)
 
     generate = commands.add_parser(
         "generate", help="best-of-n answers with alignment checks, a fallback and RA-LLM's robustness check"

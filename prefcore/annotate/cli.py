@@ -18,6 +18,16 @@ from prefcore.errors import ConfigError
 __all__ = ["annotate_from_cli"]
 
 
+def _check_groups_match(log: AnnotationLog, config: SessionConfig) -> None:
+    """A resumed session's --group must agree with the groups the annotator's earlier answers carry."""
+    from prefcore.groups import GroupConflictError
+
+    earlier = log.groups.get(config.annotator, {})
+    for attribute, group in config.groups.items():
+        if earlier.get(attribute, group) != group:
+            raise GroupConflictError(config.annotator, attribute, (earlier[attribute], group), source=log.path)
+
+
 def annotate_from_cli(args: Any, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """``prefcore annotate``: a session (exit 0; 130 when interrupted) or an agreement report."""
     stdout = sys.stdout if stdout is None else stdout
@@ -37,8 +47,11 @@ def annotate_from_cli(args: Any, stdin: TextIO | None = None, stdout: TextIO | N
             "--annotator ID [--mode pairwise,likert,...], or prefcore annotate --agreement OUT.jsonl.",
             field="annotate",
         )
+    from prefcore.groups import parse_group_options  # prefcore.groups imports this package
+
     config = SessionConfig(
         annotator=args.annotator,
+        groups=parse_group_options(getattr(args, "group", None) or ()),
         modes=parse_modes(args.mode),
         scale=tuple(args.scale),
         aspect=args.aspect,
@@ -50,5 +63,6 @@ def annotate_from_cli(args: Any, stdin: TextIO | None = None, stdout: TextIO | N
     )
     terminal = Terminal(sys.stdin if stdin is None else stdin, stdout)
     with AnnotationLog(args.out) as log:
+        _check_groups_match(log, config)
         summary = run_session(items, log, config, terminal)
     return 130 if summary.stopped == "interrupted" else 0

@@ -48,6 +48,8 @@ class AnnotationLog:
         self.path = os.fspath(path)
         self.dropped_partial_line = False
         self._answered: set[tuple[str, str, str]] = set()
+        self.groups: dict[str, dict[str, str]] = {}
+        """Annotator → the group attributes their answers in the file carry."""
         self._fd: int | None = None
 
     def __enter__(self) -> AnnotationLog:
@@ -88,6 +90,12 @@ class AnnotationLog:
             keys = (row.get("annotator_id"), metadata.get("item_id"), metadata.get("question"))
             if all(isinstance(key, str) for key in keys):
                 self._answered.add(keys)  # type: ignore[arg-type]
+                groups = row.get("annotator_groups")
+                if isinstance(groups, Mapping):
+                    known = self.groups.setdefault(keys[0], {})  # type: ignore[arg-type]
+                    for attribute, group in groups.items():
+                        if isinstance(group, str):
+                            known.setdefault(attribute, group)
 
     def answered(self, annotator: str, item: str, question: str) -> bool:
         return (annotator, item, question) in self._answered

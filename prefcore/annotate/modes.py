@@ -13,7 +13,9 @@ import itertools
 import random
 import re
 from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import datetime
 from datetime import timezone
 from typing import Any
@@ -55,7 +57,11 @@ class InvalidAnswer(Exception):
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """How one annotator annotates: the modes asked, the Likert scale, the display order."""
+    """How one annotator annotates: the modes asked, the Likert scale, the display order.
+
+    ``groups`` are the annotator's group attributes (``{"community": "rural"}``), written on
+    every answer as ``annotator_groups``.
+    """
 
     annotator: str
     modes: tuple[str, ...] = ("pairwise",)
@@ -63,6 +69,7 @@ class SessionConfig:
     aspect: str = "overall"
     shuffle: bool = True
     seed: int = 0
+    groups: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.annotator.strip():
@@ -215,6 +222,7 @@ def answer_record(item: Item, question: Question, value: Any, config: SessionCon
     """The record an answer becomes; ``metadata`` names the item and question, for resuming."""
     common: dict[str, Any] = {
         "annotator_id": config.annotator,
+        "annotator_groups": dict(config.groups),
         "group_id": item.id,
         "source": "human",
         "metadata": {
