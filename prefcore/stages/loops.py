@@ -215,12 +215,12 @@ def _pause_message(step: HumanStep) -> str:
     if step.status == "trained":
         done = (
             f"iteration {step.iteration} trained on {metrics['pairs']:g} voted pairs "
-            f"({metrics['answers']:g} answers by {metrics['annotators']:g} annotators, "
-            f"{metrics['tied_pairs']:g} tied pairs dropped); "
+            f"({metrics['answers']:g} answers by {metrics['annotators']:g} annotator(s), "
+            f"{metrics['tied_pairs']:g} tied pairs dropped); {metrics['exported_items']:g} items exported for "
         )
         return done + step.message
     if step.status == "exported":
-        return f"iteration {step.iteration}: {metrics['exported_items']:g} items exported; " + step.message
+        return f"{metrics['exported_items']:g} items exported for " + step.message
     return f"waiting for answers: {step.message}"
 
 

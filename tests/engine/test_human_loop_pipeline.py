@@ -121,7 +121,7 @@ def test_two_iterations_through_prefcore_run_and_annotate(
     assert code == 0 and "(paused)" in printed and not (out / "report.md").exists()
     second = exchange / "iteration-2" / "items.jsonl"
     assert f"prefcore annotate {second}" in printed and second.is_file()
-    assert f"iteration 1 trained on {asked - 1} voted pairs ({2 * asked} answers by 2 annotators, 1 tied" in printed
+    assert f"iteration 1 trained on {asked - 1} voted pairs ({2 * asked} answers by 2 annotator(s), 1 tied" in printed
     step = _rows(out)[1]
     assert float(step["pairs"]) == asked - 1 and float(step["tied_pairs"]) == 1
     assert float(step["answers"]) == 2 * asked and float(step["annotators"]) == 2
