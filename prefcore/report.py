@@ -250,11 +250,39 @@ def plot_overoptimisation(rows: Rows, path: Path, gold: Sequence[str]) -> Path |
     return _save(figure, path)
 
 
+def plot_constraint(rows: Rows, path: Path) -> Path | None:
+    """A constrained run (Safe-RLHF): the episode cost against its bound, the reward, and the multiplier λ."""
+    columns = _columns(rows)
+    if "lagrange/lambda" not in columns:
+        return None
+    figure = Figure(figsize=(7.2, 7.6), dpi=100)
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(3, 1, sharex=True)
+    series = (
+        (panels[0], "Cost (mean episode cost; the bound d dashed)", ["cost/mean", "cost/window_mean"]),
+        (panels[1], "Reward", ["reward/mean"]),
+        (panels[2], "Lagrange multiplier λ", ["lagrange/lambda"]),
+    )
+    for axes, title, names in series:
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        for name in (name for name in names if name in columns):
+            steps, values = _series(rows, name)
+            axes.plot(steps, values, marker="o" if len(steps) < 12 else None, label=name)
+        axes.legend(fontsize="small")
+    bound = _series(rows, "cost/bound")[1]
+    if bound:
+        panels[0].axhline(bound[-1], color="grey", linestyle="--", label="bound d")
+    panels[2].set_xlabel("step")
+    return _save(figure, path)
+
+
 OVEROPTIMISATION = ("overoptimisation.png", "Proxy reward, gold score and KL (over-optimisation)")
 
 PLOTS = (
     ("loss.png", "Training loss", plot_loss),
     ("online.png", "Online training: reward, KL, entropy, length, accuracy", plot_online),
+    ("constraint.png", "Constrained training: cost against its bound, reward, λ", plot_constraint),
     ("reward_margin.png", "Reward margin", plot_reward_margin),
     ("win_rate.png", "Win rate", plot_win_rate),
 )

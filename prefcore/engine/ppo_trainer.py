@@ -216,6 +216,8 @@ class PPOTrainer(OnlineTrainer):
     def rollout_metrics(self, scored: ScoredRollouts) -> dict[str, float]:
         """``OnlineTrainer``'s, plus the critic's view: old values, returns, the KL part of the reward."""
         metrics = super().rollout_metrics(scored)
+        for name in self.cost_names:  # a cost component is not a reward: cost/<name> (prefcore.rewards)
+            metrics[f"cost/{name}"] = metrics.pop(f"reward/{name}")
         mask = scored.tensors.mask.float()
         count = mask.sum().clamp(min=1)
         for head in self.value_model.heads:
