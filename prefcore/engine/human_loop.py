@@ -18,6 +18,8 @@ pairs, as the sampled token ids, train the pairwise objectives for ``update_epoc
 steps (``OnlineDPOTrainer.update``), a checkpoint is written and iteration k + 1 is exported.
 Nothing is ever sampled twice: an exported iteration is read back from disk, and the prompt
 sampler's draw is redone from the checkpointed sampler state and checked against the export.
+From a run file, ``[loop] kind = "human_online_dpo"`` makes each ``prefcore run`` one ``advance``
+(``prefcore.stages.loops.train_with_people``).
 """
 
 from __future__ import annotations
