@@ -47,6 +47,7 @@ __all__ = [
     "Vote",
     "aggregate_records",
     "aggregate_votes",
+    "check_aggregation_option",
     "collect_votes",
     "create_rule",
     "seat_counts",
@@ -231,6 +232,23 @@ def create_rule(name: str, options: Mapping[str, Any] | None = None, *, registry
         raise
     except PrefcoreError as exc:
         raise ConfigError(f"aggregation = {name!r}: {exc}", field="aggregation") from exc
+
+
+def check_aggregation_option(name: str, options: Mapping[str, Any], *, method: str) -> None:
+    """A feedback config's ``aggregation`` and ``aggregation_options``, checked before any data is read.
+
+    ``"none"`` keeps every answer and takes no options; any other name must be a registered
+    rule (an unknown one lists the available rules) whose options are valid.
+    """
+    if name == "none":
+        if options:
+            raise ConfigError(
+                "aggregation_options is set but no aggregation rule is named.",
+                method=method,
+                field="aggregation_options",
+            )
+        return
+    create_rule(name, options)
 
 
 def aggregate_records(

@@ -35,6 +35,7 @@ from typing import Literal
 from prefcore import hookimpl
 from prefcore.aggregation import AggregationSummary
 from prefcore.aggregation import aggregate_votes
+from prefcore.aggregation import check_aggregation_option
 from prefcore.aggregation import create_rule
 from prefcore.data import FORMATS
 from prefcore.data import load_preferences
@@ -85,12 +86,7 @@ class AnnotationsConfig:
                 method=NAME,
                 field="combine",
             )
-        if self.aggregation == "none" and self.aggregation_options:
-            raise ConfigError(
-                "aggregation_options is set but no aggregation rule is named.", method=NAME, field="aggregation_options"
-            )
-        if self.rule_name() is not None:
-            self.rule()  # an unknown rule or a bad option fails before any data is read
+        check_aggregation_option(self.aggregation, self.aggregation_options, method=NAME)
 
     def rule_name(self) -> str | None:
         if self.combine == "vote_share":

@@ -238,3 +238,20 @@ def test_hook_prefcore_register_aggregation_rules() -> None:
     records, summary = aggregate_votes(VOTES, rule)
     assert [(r.chosen, r.probability) for r in records] == [("a", None), ("c", None)]
     assert summary.rule == "acme_first_vote_wins"
+
+
+def test_preference_file_source_aggregates_by_rule(tmp_path: Path) -> None:
+    path = tmp_path / "votes.jsonl"
+    rows = [{k: v for k, v in r.to_dict().items() if k != "annotator_groups"} for r in VOTES]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"annotator_id": a, "community": g}) + "\n" for a, g in GROUP.items()))
+    options = {"path": str(path), "participants": str(people), "aggregation": "utilitarian"}
+    source = REGISTRY.create("feedback", "preference_file", {**options, "aggregation_options": {"by": "community"}})
+    records = list(source.records())
+    assert [(r.chosen, r.probability) for r in records] == [("b", pytest.approx(13 / 24)), ("c", pytest.approx(5 / 6))]
+    majority = REGISTRY.create("feedback", "preference_file", {"path": str(path), "aggregation": "majority"})
+    assert [(r.chosen, r.probability) for r in majority.records()] == [("c", None)]
+    assert majority.aggregation.dropped == {"tie: votes evenly split": 1}
+    with pytest.raises(ConfigError, match=r"aggregation = 'majoritty'.*Available: egalitarian, jury, majority"):
+        REGISTRY.create("feedback", "preference_file", {"path": str(path), "aggregation": "majoritty"})
