@@ -177,6 +177,7 @@ class EvaluationContext:
         device: where the models live.
         seed: the seed of random draws (which samples are shown).
         cache: shared by the evaluators of one pass (completions, verdicts, a ``checker``).
+        training: the training records (for checks against the training data, ``contamination``).
     """
 
     policy: Any
@@ -192,6 +193,7 @@ class EvaluationContext:
     device: str = "cpu"
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    training: Sequence[Any] = ()
 
 
 @dataclass(frozen=True)

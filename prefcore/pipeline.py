@@ -200,6 +200,7 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
         reference=reference,
         prompts=feedback.prompts,
         preferences=feedback.heldout,
+        training=feedback.train,
         judge=sections["judge"].build(
             [entry.method for entry in checked.selected("feedback")], trained_scorer=scorer, device=str(run.device)
         ),
