@@ -81,10 +81,16 @@ class ValueModel(nn.Module):
         heads: the value heads' names.
         policy: the causal LM whose decoder is the trunk (``shared``); not a submodule, so the
             value model's parameters (and its checkpoint) are the heads only.
+        seed: seed of the new heads' initialisation (the caller's random state is untouched).
     """
 
     def __init__(
-        self, trunk: nn.Module | None, heads: Sequence[str] = ("reward",), *, policy: nn.Module | None = None
+        self,
+        trunk: nn.Module | None,
+        heads: Sequence[str] = ("reward",),
+        *,
+        policy: nn.Module | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         heads = tuple(heads)
@@ -97,9 +103,11 @@ class ValueModel(nn.Module):
         decoder = trunk if trunk is not None else _base(policy).get_decoder()
         hidden_size = _hidden_size(decoder)
         self.heads = heads
-        self.head = nn.Linear(hidden_size, len(heads))
-        nn.init.normal_(self.head.weight, std=1.0 / (hidden_size + 1))
-        nn.init.zeros_(self.head.bias)
+        with torch.random.fork_rng(devices=[]):  # the heads' start depends on the seed, not on the caller's RNG
+            torch.manual_seed(seed)
+            self.head = nn.Linear(hidden_size, len(heads))
+            nn.init.normal_(self.head.weight, std=1.0 / (hidden_size + 1))
+            nn.init.zeros_(self.head.bias)
         self.head.to(next(decoder.parameters()).device)
 
     @property
@@ -227,22 +235,24 @@ def build_value_model(
     heads: Sequence[str] = ("reward",),
     reward_model: Any = None,
     tokenizer: Any = None,
+    seed: int = 0,
 ) -> ValueModel:
     """The value model for ``placement`` (``separate``, ``reward_model`` or ``shared``; see the module docstring).
 
     ``reward_model``: a ``prefcore.engine.reward_model.RewardModel`` (the run's trained one), needed
     for the ``reward_model`` placement; its tokenizer must be the policy's (``tokenizer``), since the
     value model reads the policy's token ids. Its backbone is copied, so scoring stays untouched.
+    ``seed`` seeds the new heads.
     """
     if placement not in PLACEMENTS:
         raise ConfigError(f"critic must be one of {', '.join(PLACEMENTS)}. Got {placement!r}.", field="critic")
     device = next(policy.parameters()).device
     if placement == "shared":
-        return ValueModel(None, heads, policy=policy)
+        return ValueModel(None, heads, policy=policy, seed=seed)
     if placement == "separate":
         trunk = copy.deepcopy(_base(policy).get_decoder())
         trunk.requires_grad_(True)
-        return ValueModel(trunk, heads).to(device)
+        return ValueModel(trunk, heads, seed=seed).to(device)
     if reward_model is None or not hasattr(reward_model, "backbone"):
         raise ConfigError(
             "critic = 'reward_model' starts the value model from the reward model this run trains, but the run has "
@@ -257,7 +267,7 @@ def build_value_model(
         )
     trunk = copy.deepcopy(reward_model.backbone)
     trunk.requires_grad_(True)
-    model = ValueModel(trunk, heads).to(device)
+    model = ValueModel(trunk, heads, seed=seed).to(device)
     aspects = tuple(reward_model.aspects)
     for name in heads:
         index = aspects.index(name) if name in aspects else (0 if name == "reward" and len(aspects) == 1 else None)

@@ -71,7 +71,7 @@ def _check_answers(reward: CombinedReward, prompts: Sequence[Any], metadata: Seq
 
 
 def _critic_trainer(
-    run: RunContext, policy: torch.nn.Module, tokenizer: Any, objective: Any, reward: CombinedReward
+    run: RunContext, policy: torch.nn.Module, tokenizer: Any, objective: Any, reward: CombinedReward, seed: int
 ) -> tuple[type[OnlineTrainer], dict[str, Any]]:
     """``PPOTrainer`` and its value model (the objective's ``critic`` placement) and cost components."""
     from prefcore.engine.ppo_trainer import PPOTrainer
@@ -87,7 +87,9 @@ def _critic_trainer(
         folder = run.run_dir / "reward_model" / "model"  # where the run's single preference model is saved
         if folder.is_dir():
             reward_model = load_reward_network(folder, device=run.device, tokenizer=tokenizer)
-    value_model = build_value_model(placement, policy, heads=heads, reward_model=reward_model, tokenizer=tokenizer)
+    value_model = build_value_model(
+        placement, policy, heads=heads, reward_model=reward_model, tokenizer=tokenizer, seed=seed
+    )
     logger.info("critic: value heads %s on %s", ", ".join(heads), placement)
     return PPOTrainer, {"value_model": value_model, "cost_names": cost_names}
 
@@ -115,7 +117,7 @@ def train_online(
     uses_reference = objective.uses_reference() or run.settings.reference != "none"
     trainer_class, critic = OnlineTrainer, {}
     if getattr(objective, "needs_critic", False):  # PPO and its kin: a value model beside the policy
-        trainer_class, critic = _critic_trainer(run, policy, tokenizer, objective, reward)
+        trainer_class, critic = _critic_trainer(run, policy, tokenizer, objective, reward, train_config.seed)
     trainer = trainer_class(
         policy,
         objective,
