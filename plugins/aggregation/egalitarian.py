@@ -43,7 +43,11 @@ class EgalitarianConfig:
 
 
 class Egalitarian(AggregationRule):
-    """The least-satisfied group's share of the chosen side; a tie where groups lean different ways."""
+    """The least-satisfied group's share of the chosen side; a tie where groups lean different ways.
+
+    Trades off: no group's preference is overridden, at the cost of signal: targets are only as
+    confident as the least-convinced group, and pairs that split groups become ties.
+    """
 
     name = NAME
     config_cls = EgalitarianConfig

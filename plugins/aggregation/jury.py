@@ -64,7 +64,12 @@ class JuryConfig:
 
 
 class Jury(AggregationRule):
-    """A seeded jury seated by group composition decides each pair (jury learning)."""
+    """A seeded jury seated by group composition decides each pair (jury learning).
+
+    Trades off: whose voices decide becomes a stated composition rather than an accident of
+    recruitment, at the cost of sampling noise (more juries average it) and of dropping pairs
+    that no voter of a seated group answered.
+    """
 
     name = NAME
     config_cls = JuryConfig

@@ -26,7 +26,11 @@ NAME = "soft_label"
 
 
 class SoftLabel(AggregationRule):
-    """The pooled vote share as the pair's soft label; an even split is a tie."""
+    """The pooled vote share as the pair's soft label; an even split is a tie.
+
+    Trades off: keeps how split the annotators were, but every annotator counts once, so the
+    group with more annotators moves the target more.
+    """
 
     name = NAME
 

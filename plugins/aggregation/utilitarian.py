@@ -45,7 +45,11 @@ class UtilitarianConfig:
 
 
 class Utilitarian(AggregationRule):
-    """The mean over groups of each group's vote share (optionally weighted): every group counts, not every vote."""
+    """The mean over groups of each group's vote share (optionally weighted): every group counts, not every vote.
+
+    Trades off: a large group cannot drown a small one by numbers, but it is an average: a
+    group that strongly objects is outweighed when the others lean the other way.
+    """
 
     name = NAME
     config_cls = UtilitarianConfig

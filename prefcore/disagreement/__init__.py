@@ -16,6 +16,7 @@ from __future__ import annotations
 from prefcore.disagreement.cli import disagreement_from_cli
 from prefcore.disagreement.cli import load_with_participants
 from prefcore.disagreement.render import HEAT_MAP
+from prefcore.disagreement.render import NUMBERS
 from prefcore.disagreement.render import REPORT
 from prefcore.disagreement.render import plot_heat_map
 from prefcore.disagreement.render import render_markdown
@@ -36,6 +37,7 @@ __all__ = [
     "HEAT_MAP",
     "MIN_ANNOTATORS",
     "NO_CATEGORY",
+    "NUMBERS",
     "REPORT",
     "Agreement",
     "CategoryRow",

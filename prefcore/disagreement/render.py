@@ -7,6 +7,7 @@ it changes no global backend or figure state.
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from prefcore.disagreement.stats import Disagreement
 from prefcore.disagreement.stats import ItemRow
 from prefcore.report import markdown_table
 
-__all__ = ["HEAT_MAP", "REPORT", "plot_heat_map", "render_markdown", "summary", "write_disagreement_report"]
+__all__ = ["HEAT_MAP", "NUMBERS", "REPORT", "plot_heat_map", "render_markdown", "summary", "write_disagreement_report"]
 
 REPORT = "disagreement.md"
+NUMBERS = "disagreement.json"
 HEAT_MAP = "agreement_by_category.png"
 
 _EXCERPT = 60
@@ -188,10 +190,14 @@ def summary(report: Disagreement, *, top: int = 3) -> str:
 
 
 def write_disagreement_report(report: Disagreement, out_dir: str | Path, *, top: int = 10) -> tuple[Path, Path | None]:
-    """``disagreement.md`` and the heat map in ``out_dir``; returns both paths (no plot without categories)."""
+    """``disagreement.md``, ``disagreement.json`` and the heat map in ``out_dir``.
+
+    Returns the markdown's and the plot's paths (no plot without groups or categories).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_heat_map(report, out / HEAT_MAP)
     markdown = out / REPORT
     atomic_write_text(markdown, render_markdown(report, top=top, heat_map=HEAT_MAP if plot else None))
+    atomic_write_text(out / NUMBERS, json.dumps(report.to_dict(top=top), indent=2, ensure_ascii=False) + "\n")
     return markdown, plot

@@ -152,6 +152,49 @@ class Disagreement:
     """Records that make no pair (binary labels, single ratings), left out."""
     warnings: tuple[str, ...] = field(default=())
 
+    def to_dict(self, *, top: int = 10) -> dict[str, Any]:
+        """The numbers as plain JSON data (an undefined α is null, with its reason)."""
+        return {
+            "by": self.by,
+            "category_field": self.category_field,
+            "annotators": self.annotators,
+            "items": len(self.items),
+            "overall": _agreement_dict(self.overall),
+            "between_groups": _agreement_dict(self.between),
+            "groups": {
+                row.group: {
+                    "annotators": row.annotators,
+                    "votes": row.votes,
+                    "items": row.items,
+                    "within": _agreement_dict(row.agreement),
+                }
+                for row in self.groups
+            },
+            "largest_gaps": [
+                {
+                    "item": item.item,
+                    "category": item.category,
+                    "gap": item.gap,
+                    "shares": {group: share for group, (_, share) in item.groups.items()},
+                }
+                for item in self.largest_gaps(top)
+            ],
+            "categories": [
+                {
+                    "category": row.category,
+                    "items": row.items,
+                    "mean_gap": None if math.isnan(row.mean_gap) else row.mean_gap,
+                    "between_groups": _agreement_dict(row.between),
+                    "within": {group: _agreement_dict(agreement) for group, agreement in row.by_group.items()},
+                }
+                for row in self.categories_by_gap()
+            ],
+            "ungrouped": list(self.ungrouped),
+            "unattributed": self.unattributed,
+            "not_pairs": self.not_pairs,
+            "warnings": list(self.warnings),
+        }
+
     def largest_gaps(self, count: int = 10) -> list[ItemRow]:
         """The items whose groups are furthest apart, largest gap first."""
         split = [item for item in self.items if item.gap is not None]
@@ -160,6 +203,14 @@ class Disagreement:
     def categories_by_gap(self) -> list[CategoryRow]:
         """Categories where groups disagree most (largest mean gap) first; those without a gap last."""
         return sorted(self.categories, key=lambda row: (math.isnan(row.mean_gap), -row.mean_gap))
+
+
+def _agreement_dict(agreement: Agreement) -> dict[str, Any]:
+    return {
+        "alpha": agreement.alpha if agreement.defined else None,
+        "items": agreement.items,
+        "reason": agreement.reason,
+    }
 
 
 def _item_name(pair: PairVotes) -> str:

@@ -18,6 +18,7 @@ Nominal α = 1 − (n − 1) · Σ_u Σ_{c≠k} n_uc·n_uk / (m_u − 1) / Σ_{c
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -30,6 +31,7 @@ from prefcore.data import PairwiseComparison
 from prefcore.data import Ranking
 from prefcore.data import write_jsonl
 from prefcore.disagreement import HEAT_MAP
+from prefcore.disagreement import NUMBERS
 from prefcore.disagreement import REPORT
 from prefcore.disagreement import disagreement
 from prefcore.disagreement import disagreement_from_cli
@@ -153,6 +155,11 @@ def test_bad_input_is_named() -> None:
         disagreement([*records(), clash], "community")
     report = disagreement([*records(), PairwiseComparison("prompt i1", "i1 short", "i1 long")], "community")
     assert report.unattributed == 1
+    stray = PairwiseComparison("prompt i1", "i1 long", "i1 short", annotator_id="d1", metadata={"item_id": "i1"})
+    report = disagreement([*records(), stray], "community")
+    assert report.ungrouped == ("d1",)
+    i1 = next(item for item in report.items if item.item == "i1")
+    assert i1.votes == 7 and sum(votes for votes, _ in i1.groups.values()) == 6  # counted overall, in no group
 
 
 def test_the_command_writes_markdown_and_a_heat_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,6 +181,14 @@ def test_the_command_writes_markdown_and_a_heat_map(tmp_path: Path, capsys: pyte
     assert "| i1 | brevity |" in markdown and f"]({HEAT_MAP})" in markdown
     assert "group 'C' has 1 annotator(s): too few for α (it needs 2)" in markdown
     assert (out / HEAT_MAP).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    numbers = json.loads((out / NUMBERS).read_text())
+    assert numbers["groups"]["A"]["within"]["alpha"] == pytest.approx(0.65625)
+    assert numbers["groups"]["C"]["within"] == {
+        "alpha": None,
+        "items": 0,
+        "reason": "too few annotators (1; α needs 2+)",
+    }
+    assert numbers["categories"][0]["category"] == "brevity"
 
     assert main(["disagreement", str(data), "--participants", str(people), "--out", str(out)]) == 2
     assert "known attributes: community, language" in capsys.readouterr().err
