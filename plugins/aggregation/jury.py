@@ -4,8 +4,9 @@ Jury learning (Gordon et al. 2022, "Jury Learning: Integrating Dissenting Voices
 Machine Learning Models", https://arxiv.org/abs/2202.02950) makes explicit whose voices
 decide a label: a jury of ``size`` seats is shared among the groups of the attribute ``by``
 by ``composition`` (largest-remainder seats; empty: equal weight to the groups that voted on
-the pair), and each seat is filled by one vote drawn at random, with replacement, from that
-group's votes on the pair. Votes are 1 (first side), 0 (second), ½ (a tie):
+the pair; a group outside the composition has no seat), and each seat is filled by one vote
+drawn at random, with replacement, from that group's votes on the pair. Votes are 1 (first
+side), 0 (second), ½ (a tie):
 
     verdict(jury) = 1 if mean(seated votes) > ½, 0 if < ½, ½ if = ½
     share         = mean over ``juries`` seeded juries of verdict(jury)

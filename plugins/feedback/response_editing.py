@@ -101,6 +101,7 @@ def critique_pairs(row: Row, config: ResponseEditingConfig) -> Iterator[Pairwise
             critique.revision,
             critique.completion,
             annotator_id=critique.annotator_id,
+            annotator_groups=critique.annotator_groups,
             group_id=critique.group_id or row.group_id(),
             source=critique.source or "rule",
             metadata={"edit": "improve", "critique": critique.critique},
