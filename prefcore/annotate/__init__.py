@@ -13,8 +13,10 @@ prefcore record, whose completions are shown) and asks, for each mode:
 
 Every answer is a prefcore record (``PairwiseComparison``, ``Ranking``, ``Scores``,
 ``BinaryLabel``, ``Critique``) with ``annotator_id``, written to OUT the moment it is given;
-a session resumes where it stopped. ``prefcore annotate --agreement OUT [OUT ...]`` reports
-agreement over units answered by two or more annotators.
+a session resumes where it stopped. ``--group ATTR=VALUE`` (repeatable) writes the
+annotator's groups on every answer as ``annotator_groups`` (``prefcore.groups``).
+``prefcore annotate --agreement OUT [OUT ...]`` reports agreement over units answered by two
+or more annotators; ``prefcore disagreement`` compares groups.
 
 One module per job, in the order an answer travels:
 
