@@ -1,0 +1,131 @@
+"""PPO through run files: the checks of its critic, runs with each placement, resume, and the three-stage demo.
+
+``examples/demo_ppo.toml`` is the classic recipe from one file: SFT warm start, a Bradley–Terry
+reward model trained on the demo rule's pairs, PPO against it with a value model started from
+that reward model; the rule is logged as a weight-0 gold score and judges the win rate.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prefcore.config import load_run_config
+from prefcore.config import parse_run_config
+from prefcore.engine.checkpoint import list_checkpoints
+from prefcore.engine.ppo_trainer import PPOTrainer
+from prefcore.errors import ConfigError
+from prefcore.pipeline import run_pipeline
+from prefcore.report import gold_columns
+from prefcore.validation import check_run_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_ppo.toml"
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row.get("reward/mean")]
+
+
+def _small(**sections: Any) -> dict[str, Any]:
+    """A quick PPO run on the demo's sums: a short warm start, a few online steps."""
+    data: dict[str, Any] = {
+        "run": {"seed": 0, "heldout_fraction": 0.0, "max_new_tokens": 8, "report_to": []},
+        "model": {"demo": True},
+        "feedback": {"method": "demo_rule", "kind": "answers", "categories": ["sum"], "demonstrations": 256},
+        "warm_start": {"steps": 4, "batch_size": 32, "lr": 3e-3},
+        "usage": {"method": "ppo"},
+        "reward": [{"kind": "verifiable", "mode": "exact", "extract": "whole"}],
+        "online": {"prompts_per_step": 4, "samples_per_prompt": 4, "max_new_tokens": 6, "minibatch_size": 8},
+        "evaluation": [{"method": "benchmark_accuracy", "match": "exact"}],
+        "train": {"steps": 4, "lr": 1e-3, "progress": False, "checkpoint_every": 2},
+    }
+    for name, values in sections.items():
+        if isinstance(data.get(name), dict) and isinstance(values, dict):
+            data[name] = {**data[name], **values}
+        else:
+            data[name] = values
+    return data
+
+
+def test_the_ppo_example_trains_a_reward_model_and_starts_the_critic_from_it() -> None:
+    config = load_run_config(EXAMPLE)
+    checked = check_run_config(config)
+    usage = checked.selected("usage")[0].method
+    assert usage.name == "ppo" and usage.config.critic == "reward_model" and usage.needs_critic
+    assert [entry.method.name for entry in checked.selected("preference_model")] == ["bradley_terry"]
+    rewards = checked.sections["reward"]
+    assert [(spec.name, spec.weight) for spec in rewards.specs] == [("proxy", 1.0), ("gold", 0.0)]
+    assert gold_columns(config.to_dict()) == ["reward/gold"]
+
+
+@pytest.mark.parametrize(
+    ("usage", "message"),
+    [
+        ({"method": "ppo", "critic": "reward_model"}, "select one \\[preference_model\\]"),
+        ({"method": "ppo", "critic": "elsewhere"}, "critic must be one of separate, reward_model, shared"),
+        ({"method": "ppo", "critc": "shared"}, "critic"),  # an unknown option names the known ones
+    ],
+)
+def test_the_critic_options_are_checked(usage: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_run_config(parse_run_config(_small(usage=usage)))
+
+
+@pytest.mark.parametrize("critic", ["separate", "shared"])
+def test_a_ppo_run_logs_the_critic_and_checkpoints_it(critic: str, tmp_path: Path) -> None:
+    data = _small(usage={"method": "ppo", "critic": critic, "entropy_coef": 0.01})
+    result = run_pipeline(parse_run_config(data), out=str(tmp_path / "run"))
+    rows = _rows(result.run_dir)
+    assert [int(row["step"]) for row in rows] == [1, 2, 3, 4]
+    for key in ("value/loss", "value/explained_variance", "critic/returns_mean", "policy_entropy", "kl/k1"):
+        assert all(row[key] != "" for row in rows), key
+    checkpoint = load_file(str(list_checkpoints(result.run_dir)[-1] / "model.safetensors"))
+    assert {"value.head.weight", "value.head.bias"} <= set(checkpoint)
+    assert any(name.startswith("value.trunk.") for name in checkpoint) is (critic == "separate")
+    assert any(name.startswith("policy.") for name in checkpoint)
+
+
+def test_a_killed_ppo_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_run_config(_small())
+    straight = run_pipeline(config, out=str(tmp_path / "straight"))
+    real_step = PPOTrainer.train_step
+
+    def dies_at_step_three(self: PPOTrainer) -> dict[str, float]:
+        if self.online_step == 2:  # the step-2 checkpoint is written
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(PPOTrainer, "train_step", dies_at_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config, out=str(tmp_path / "killed"))
+    monkeypatch.setattr(PPOTrainer, "train_step", real_step)
+    resumed = run_pipeline(config, out=str(tmp_path / "killed"), resume=True)
+    for folder in ("model", "checkpoints/step-000004"):
+        expected = load_file(str(straight.run_dir / folder / "model.safetensors"))
+        got = load_file(str(resumed.run_dir / folder / "model.safetensors"))
+        for name, value in expected.items():  # the final policy, and policy + value model at the last step
+            torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=f"{folder}: {name}")
+
+
+@pytest.mark.slow
+def test_the_ppo_demo_beats_the_sft_reference(tmp_path: Path) -> None:
+    """The example, shorter (about a minute on 2 cores): proxy and gold rise, the rule prefers the policy.
+
+    Measured (these settings, seed 0): proxy 0.08 → 2.2, gold −0.80 → 0.4, win rate against the SFT
+    reference 0.69 (full example: 0.69, 95% interval 0.59–0.79, in 2 minutes).
+    """
+    overrides = ["train.steps=24", "train.eval_every=0", "train.checkpoint_every=0", "run.report_to=[]"]
+    result = run_pipeline(load_run_config(EXAMPLE, overrides), out=str(tmp_path / "ppo"))
+    rows = _rows(result.run_dir)
+    proxy = [float(row["reward/proxy"]) for row in rows]
+    gold = [float(row["reward/gold"]) for row in rows]
+    assert sum(proxy[-5:]) / 5 >= sum(proxy[:3]) / 3 + 1.0, proxy
+    assert sum(gold[-5:]) / 5 >= sum(gold[:3]) / 3 + 0.5, gold
+    assert result.metrics["win_rate/win_rate"] > 0.55
+    assert (result.run_dir / "overoptimisation.png").is_file() and (result.run_dir / "online.png").is_file()
