@@ -151,6 +151,12 @@ def cmd_disagreement(args: argparse.Namespace) -> int:
     return disagreement_from_cli(args)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from prefcore.evaluate_model import evaluate_from_cli
+
+    return evaluate_from_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefcore",
@@ -264,6 +270,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value"
     )
     generate.set_defaults(func=cmd_generate)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="run a run file's [[evaluation]] sections on a trained model (a run folder or a model folder)"
+    )
+    evaluate.add_argument("target", help="a run folder (its model/ and saved run file), or a save_pretrained folder")
+    evaluate.add_argument("--config", help="the run file (default: the run folder's own)")
+    evaluate.add_argument("--reference", help="the reference model folder (default: the run's warm start or [model])")
+    evaluate.add_argument("--reward-model", help="a saved reward model folder (default: the run's reward_model/model)")
+    evaluate.add_argument("--out", help="JSON of metrics and samples (default: RUN_DIR/evaluation.json)")
+    evaluate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a run-file value, e.g. --set evaluation.method=sycophancy (repeatable)",
+    )
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
 
 
