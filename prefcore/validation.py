@@ -262,7 +262,14 @@ def _plan_online(
     from prefcore.rewards import plan_rewards
 
     uses_costs = bool(getattr(online[0], "uses_costs", False))  # a constrained objective (safe_rlhf) takes costs
-    return plan_rewards(config, registry, required_by=online[0].name, allow_costs=uses_costs)
+    plan = plan_rewards(config, registry, required_by=online[0].name, allow_costs=uses_costs)
+    if uses_costs and not plan.cost_names:
+        raise ConfigError(
+            f"usage objective {online[0].name!r} bounds an expected cost, but no [[reward]] has role = 'cost': add "
+            'one (e.g. kind = "rule", method = "demo_rule", score = "harm", role = "cost").',
+            field="reward.role",
+        )
+    return plan
 
 
 _LOOP_FORMAT = {"online_dpo": "pairwise", "best_of_n": "sft", "human_online_dpo": "pairwise"}

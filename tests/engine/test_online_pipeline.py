@@ -175,6 +175,8 @@ def _online_objectives() -> list[str]:
 def test_every_online_objective_trains_from_a_run_file(name: str, tmp_path: Path) -> None:
     """Each registered online objective through the whole loop, with β·KL in its default place."""
     data = _small(usage={"method": name, "beta": 0.05}, train={"checkpoint_every": 0, "steps": 2})
+    if getattr(Registry.from_environment().get("usage", name), "uses_costs", False):  # safe_rlhf needs a cost
+        data["reward"] = [*data["reward"], {"kind": "rule", "method": "demo_rule", "score": "harm", "role": "cost"}]
     result = run_pipeline(parse_run_config(data), out=str(tmp_path / name))
     rows = [row for row in _rows(result.run_dir) if row.get("reward/mean")]
     assert len(rows) == 2 and all(float(row["kl/k1"]) == float(row["kl/k1"]) for row in rows)
