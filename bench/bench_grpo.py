@@ -16,6 +16,8 @@ What is timed, per step, after ``--warmup`` untimed steps (the median over ``--s
 
 * wall: prefcore ``OnlineTrainer.train_step``; TRL the time between consecutive ``on_step_end``
   callbacks (the whole ``Trainer`` step: data, generation, scoring, forward, backward, optimiser);
+* CPU: the process's CPU time (``time.process_time``) over the same span; at one thread it is
+  the wall time less what other jobs on a shared machine took from it;
 * rollout: prefcore ``OnlineTrainer.rollout_phase``; TRL ``_generate_and_score_completions``
   (both: generate, decode, reward, advantages);
 * update: wall − rollout (forward and backward on the rollouts, clipping, optimiser, metrics);
@@ -134,10 +136,13 @@ def _peak_torch_bytes(step: Any) -> int | None:
     return tracker.peak
 
 
-def _summary(walls: Sequence[float], rollouts: Sequence[float], tokens: Sequence[int]) -> dict[str, float]:
+def _summary(
+    walls: Sequence[float], rollouts: Sequence[float], tokens: Sequence[int], cpus: Sequence[float]
+) -> dict[str, float]:
     updates = [wall - rollout for wall, rollout in zip(walls, rollouts, strict=True)]
     return {
         "wall_s": statistics.median(walls),
+        "cpu_s": statistics.median(cpus),
         "rollout_s": statistics.median(rollouts),
         "update_s": statistics.median(updates),
         "rollout_tok_s": statistics.median(t / r for t, r in zip(tokens, rollouts, strict=True)),
@@ -209,14 +214,15 @@ def measure_prefcore(settings: Settings) -> dict[str, Any]:
         baseline = _rss_bytes()
         for _ in range(settings.warmup):
             trainer.train_step()
-        walls, rollouts, tokens = [], [], []
+        walls, rollouts, tokens, cpus = [], [], [], []
         for _ in range(settings.steps):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             trainer.train_step()
             walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
             rollouts.append(phase["rollout"])
             tokens.append(phase["tokens"])
-        result = _summary(walls, rollouts, tokens)
+        result = _summary(walls, rollouts, tokens, cpus)
         result["peak_rss"] = _peak_rss_bytes()
         result["rss_rise"] = max(result["peak_rss"] - baseline, 0)
         result["torch_peak"] = _peak_torch_bytes(trainer.train_step) if settings.memory else None
@@ -278,7 +284,7 @@ def measure_trl(settings: Settings) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = trl_trainer(settings, output_dir)
         generate = trainer._generate_and_score_completions
-        marks: dict[str, Any] = {"ends": [], "rollouts": [], "tokens": [], "baseline": 0}
+        marks: dict[str, Any] = {"ends": [], "cpu_ends": [], "rollouts": [], "tokens": [], "baseline": 0}
         phase: dict[str, float] = {}
 
         def timed_generate(inputs: Any) -> Any:
@@ -294,9 +300,11 @@ def measure_trl(settings: Settings) -> dict[str, Any]:
             def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 marks["baseline"] = _rss_bytes()
                 marks["ends"].append(time.perf_counter())
+                marks["cpu_ends"].append(time.process_time())
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 marks["ends"].append(time.perf_counter())
+                marks["cpu_ends"].append(time.process_time())
                 marks["rollouts"].append(phase["rollout"])
                 marks["tokens"].append(phase["tokens"])
                 if settings.memory and state.global_step == settings.warmup + settings.steps:
@@ -318,8 +326,11 @@ def measure_trl(settings: Settings) -> dict[str, Any]:
         trainer.train()
         ends = marks["ends"]
         walls = [b - a for a, b in itertools.pairwise(ends)]
+        cpus = [b - a for a, b in itertools.pairwise(marks["cpu_ends"])]
         first, last = settings.warmup, settings.warmup + settings.steps
-        result = _summary(walls[first:last], marks["rollouts"][first:last], marks["tokens"][first:last])
+        result = _summary(
+            walls[first:last], marks["rollouts"][first:last], marks["tokens"][first:last], cpus[first:last]
+        )
         result["peak_rss"] = marks.get("peak_rss", _peak_rss_bytes())
         result["rss_rise"] = max(result["peak_rss"] - marks["baseline"], 0)
         result["torch_peak"] = marks.get("torch_peak")
@@ -452,16 +463,16 @@ def table(results: dict[str, dict[str, Any]], settings: Settings) -> str:
         f"in each of {len(results['ratios']['wall'])} alternating runs per tool; "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {datetime.date.today()}",
         "",
-        "| tool | wall/step (s) | rollout (s) | update (s) | rollout tok/s | update tok/s | "
+        "| tool | wall/step (s) | CPU/step (s) | rollout (s) | update (s) | rollout tok/s | update tok/s | "
         "completion tokens | peak RSS (MiB) | RSS rise (MiB) | peak torch (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("prefcore", "trl"):
         r = results[name]
         lines.append(
-            f"| {name} | {r['wall_s']:.3f} | {r['rollout_s']:.3f} | {r['update_s']:.3f} | {r['rollout_tok_s']:.0f} | "
-            f"{r['update_tok_s']:.0f} | {r['tokens']:.0f} | {_mib(r['peak_rss'])} | {_mib(r['rss_rise'])} | "
-            f"{_mib(r['torch_peak'])} |"
+            f"| {name} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} | {r['rollout_s']:.3f} | {r['update_s']:.3f} | "
+            f"{r['rollout_tok_s']:.0f} | {r['update_tok_s']:.0f} | {r['tokens']:.0f} | {_mib(r['peak_rss'])} | "
+            f"{_mib(r['rss_rise'])} | {_mib(r['torch_peak'])} |"
         )
     ours, theirs = results["prefcore"], results["trl"]
     lines += [
@@ -470,6 +481,8 @@ def table(results: dict[str, dict[str, Any]], settings: Settings) -> str:
         f"(rollout {theirs['rollout_s'] / ours['rollout_s']:.2f}x, "
         f"update {theirs['update_s'] / ours['update_s']:.2f}x); "
         f"per repeat: {', '.join(f'{ratio:.2f}x' for ratio in results['ratios']['wall'])}",
+        f"CPU time per step (TRL / prefcore): {theirs['cpu_s'] / ours['cpu_s']:.2f}x; "
+        f"per repeat: {', '.join(f'{ratio:.2f}x' for ratio in results['ratios']['cpu'])}",
     ]
     if "parity" in results:
         p = results["parity"]
@@ -514,7 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {
         task: {key: _median([r[key] for r in runs]) for key in runs[0]} for task, runs in repeats.items()
     }
-    results["ratios"] = {"wall": [t["wall_s"] / p["wall_s"] for p, t in zip(*repeats.values(), strict=True)]}
+    results["ratios"] = {
+        key: [t[f"{key}_s"] / p[f"{key}_s"] for p, t in zip(*repeats.values(), strict=True)] for key in ("wall", "cpu")
+    }
     if not args.no_parity:
         results["parity"] = run("parity")
     text = table(results, settings)

@@ -17,6 +17,7 @@ boundary; the recorded log-probs agree to float tolerance.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,46 @@ def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     remove[..., -1:] = False
     remove = remove.scatter(1, sorted_indices, remove)
     return scores.masked_fill(remove, -float("inf"))
+
+
+@functools.cache
+def _preallocated_layer() -> type:
+    """A dynamic cache layer whose keys and values are views of buffers sized for the whole decode.
+
+    ``DynamicLayer`` concatenates at every step, copying the whole cache; this one writes the
+    new positions in place. Built on first use, so importing this module loads no transformers.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        key_buffer: Any
+        value_buffer: Any
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            start = self.keys.shape[-2]
+            end = start + key_states.shape[-2]
+            self.key_buffer[:, :, start:end] = key_states
+            self.value_buffer[:, :, start:end] = value_states
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            return self.keys, self.values
+
+    return PreallocatedLayer
+
+
+def _preallocate(cache: Any, extra: int) -> None:
+    """Room for ``extra`` more positions in every (initialised, plain dynamic) layer of ``cache``."""
+    layer_class = _preallocated_layer()
+    for layer in cache.layers:
+        if not getattr(layer, "is_initialized", False):
+            continue
+        keys, values = layer.keys, layer.values
+        length = keys.shape[-2]
+        layer.key_buffer = keys.new_empty((*keys.shape[:-2], length + extra, keys.shape[-1]))
+        layer.value_buffer = values.new_empty((*values.shape[:-2], length + extra, values.shape[-1]))
+        layer.key_buffer[:, :, :length] = keys
+        layer.value_buffer[:, :, :length] = values
+        layer.keys, layer.values = layer.key_buffer[:, :, :length], layer.value_buffer[:, :, :length]
+        layer.__class__ = layer_class
 
 
 def _left_pad(prompts: Sequence[tuple[int, ...]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,6 +172,7 @@ class PrefixCacheBackend:
         rows = torch.arange(len(prompts), device=device).repeat_interleave(rows_per_prompt)
         if not expand_cache(cache, rows):
             raise ValueError(f"PrefixCacheBackend needs a plain dynamic key/value cache; {type(model).__name__}.")
+        _preallocate(cache, max_new_tokens)
         logits = output.logits[:, -1].float().index_select(0, rows)
         attention_mask = attention_mask.index_select(0, rows)
         positions = attention_mask.sum(dim=1, keepdim=True)
