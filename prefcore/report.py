@@ -277,6 +277,38 @@ def plot_constraint(rows: Rows, path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def plot_reliability(rows: Rows, path: Path) -> Path | None:
+    """Reliability diagram of the reward model (``reward_accuracy``'s bins at its last evaluation):
+    accuracy against confidence per bin, on the diagonal when calibrated, each point labelled with its count."""
+    columns = _columns(rows)
+    found = matching_columns(columns, "reliability/0/confidence")
+    if not found:
+        return None
+    prefix = found[0][: -len("0/confidence")]
+    row = next((r for r in reversed(rows) if found[0] in r), None)
+    if row is None:
+        return None
+    points = []
+    for index in range(len(columns)):
+        confidence, accuracy, count = (row.get(f"{prefix}{index}/{key}") for key in ("confidence", "accuracy", "count"))
+        if confidence is None:
+            break
+        if count and accuracy is not None and math.isfinite(confidence) and math.isfinite(accuracy):
+            points.append((confidence, accuracy, count))
+    if not points:
+        return None
+    figure, axes = _new_axes("Reward-model calibration on held-out pairs", "accuracy")
+    axes.set_xlabel("confidence sigmoid(r_chosen - r_rejected), folded")
+    axes.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle=":", label="perfect calibration")
+    axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label="bins")
+    for confidence, accuracy, count in points:
+        axes.annotate(f"{int(count)}", (confidence, accuracy), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlim(0.5, 1.0)
+    axes.set_ylim(0.0, 1.0)
+    axes.legend()
+    return _save(figure, path)
+
+
 OVEROPTIMISATION = ("overoptimisation.png", "Proxy reward, gold score and KL (over-optimisation)")
 
 PLOTS = (
@@ -285,6 +317,7 @@ PLOTS = (
     ("constraint.png", "Constrained training: cost against its bound, reward, λ", plot_constraint),
     ("reward_margin.png", "Reward margin", plot_reward_margin),
     ("win_rate.png", "Win rate", plot_win_rate),
+    ("reliability.png", "Reward-model calibration (reliability diagram)", plot_reliability),
 )
 
 

@@ -10,7 +10,19 @@ from prefcore.registry import PrefcorePluginManager
 from prefcore.registry import Provenance
 from prefcore.registry import Registry
 
-MODULES = ("win_rate", "preference_accuracy", "kl", "reward_score", "samples", "benchmark_accuracy")
+MODULES = (
+    "win_rate",
+    "preference_accuracy",
+    "kl",
+    "reward_score",
+    "samples",
+    "benchmark_accuracy",
+    "lc_win_rate",
+    "reward_accuracy",
+    "reference_match",
+    "sycophancy",
+    "contamination",
+)
 
 
 @pytest.fixture

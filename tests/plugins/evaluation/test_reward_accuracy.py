@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from prefcore.evaluation import EvaluationInputError
 from prefcore.plugins.evaluation.reward_accuracy import RewardAccuracy
 from prefcore.plugins.evaluation.reward_accuracy import RewardAccuracyConfig
 from prefcore.plugins.evaluation.reward_accuracy import expected_calibration_error
+from prefcore.report import plot_reliability
+from prefcore.report import write_plots
 
 SCORES = {"a": 2.0, "b": 0.0, "c": 1.0, "d": 1.0, "e": -1.0, "f": 3.0, "g": 0.5}
 
@@ -97,3 +100,13 @@ def test_missing_inputs_and_bad_options_are_named() -> None:
     for options in ({"bins": 0}, {"scale": 0.0}):
         with pytest.raises(ConfigError):
             RewardAccuracyConfig(**options)  # type: ignore[arg-type]
+
+
+def test_the_report_draws_the_reliability_bins(tmp_path: Path) -> None:
+    metrics = RewardAccuracy(RewardAccuracyConfig(bins=4)).evaluate(context(PAIRS)).metrics
+    rows = [{"step": 0.0, "loss": 1.0}, {"step": 10.0, **{f"reward_accuracy/{k}": v for k, v in metrics.items()}}]
+    written = write_plots(tmp_path, rows)
+    assert ("reliability.png", "Reward-model calibration (reliability diagram)") in written
+    assert (tmp_path / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_reliability([{"step": 0.0, "loss": 1.0}], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

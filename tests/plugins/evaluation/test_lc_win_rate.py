@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from prefcore.errors import ConfigError
-from prefcore.plugins.evaluation.length_controlled_win_rate import LengthControlledWinRate
-from prefcore.plugins.evaluation.length_controlled_win_rate import LengthControlledWinRateConfig
-from prefcore.plugins.evaluation.length_controlled_win_rate import fit_length_control
+from prefcore.plugins.evaluation.lc_win_rate import LengthControlledWinRate
+from prefcore.plugins.evaluation.lc_win_rate import LengthControlledWinRateConfig
+from prefcore.plugins.evaluation.lc_win_rate import fit_length_control
 
 
 def torch_reference_fit(scores: list[float], deltas: list[float], regularization: float) -> tuple[float, float]:
