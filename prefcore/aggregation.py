@@ -39,6 +39,7 @@ from prefcore.data.records import Text
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
 from prefcore.errors import PrefcoreError
+from prefcore.groups import UnknownAttributeError
 
 __all__ = [
     "AggregationSummary",
@@ -92,8 +93,11 @@ class PairVotes:
 
         Raises ``DataError`` naming the annotators whose group is unknown: a vote without a
         group cannot be counted for any group, and leaving it out would change the result silently.
+        When no vote has the attribute, ``UnknownAttributeError`` names the attributes they have.
         """
         missing = sorted({vote.annotator or "(no annotator id)" for vote in self.votes if attribute not in vote.groups})
+        if len(missing) == len({vote.annotator or "(no annotator id)" for vote in self.votes}):
+            raise UnknownAttributeError(attribute, sorted({name for vote in self.votes for name in vote.groups}))
         if missing:
             raise DataError(
                 f"the votes of {', '.join(missing)} have no {attribute!r} group, so they cannot be aggregated "

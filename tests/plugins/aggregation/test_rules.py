@@ -28,6 +28,7 @@ from prefcore.aggregation import seat_counts
 from prefcore.data import PairwiseComparison
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
+from prefcore.groups import UnknownAttributeError
 from prefcore.methods import AggregationRule
 from prefcore.plugins.feedback.annotations import Annotations
 from prefcore.plugins.feedback.annotations import AnnotationsConfig
@@ -171,7 +172,9 @@ def test_jury_drops_a_pair_without_a_voter_of_a_seated_group() -> None:
     assert summary.dropped == {"no vote from community=C to seat": 2}
 
 
-def test_a_group_rule_names_the_annotators_without_a_group() -> None:
+def test_a_group_rule_names_the_annotators_without_a_group_and_the_known_attributes() -> None:
+    with pytest.raises(UnknownAttributeError, match="Known attributes: 'community'"):
+        aggregate_records(VOTES, "egalitarian", {"by": "region"}, registry=REGISTRY)
     records = [*VOTES, PairwiseComparison("p", "a", "b", annotator_id="zed")]
     with pytest.raises(DataError, match=r"votes of zed have no 'community' group"):
         aggregate_records(records, "utilitarian", {"by": "community"}, registry=REGISTRY)
