@@ -95,9 +95,9 @@ class PairVotes:
         group cannot be counted for any group, and leaving it out would change the result silently.
         When no vote has the attribute, ``UnknownAttributeError`` names the attributes they have.
         """
-        missing = sorted({vote.annotator or "(no annotator id)" for vote in self.votes if attribute not in vote.groups})
-        if len(missing) == len({vote.annotator or "(no annotator id)" for vote in self.votes}):
+        if not any(attribute in vote.groups for vote in self.votes):
             raise UnknownAttributeError(attribute, sorted({name for vote in self.votes for name in vote.groups}))
+        missing = sorted({vote.annotator or "(no annotator id)" for vote in self.votes if attribute not in vote.groups})
         if missing:
             raise DataError(
                 f"the votes of {', '.join(missing)} have no {attribute!r} group, so they cannot be aggregated "
