@@ -263,6 +263,9 @@ def plot_constraint(rows: Rows, path: Path) -> Path | None:
         (panels[1], "Reward", ["reward/mean"]),
         (panels[2], "Lagrange multiplier λ", ["lagrange/lambda"]),
     )
+    bound = _series(rows, "cost/bound")[1]
+    if bound:
+        panels[0].axhline(bound[-1], color="grey", linestyle="--", label="bound d")
     for axes, title, names in series:
         axes.set_title(title)
         axes.grid(alpha=0.3)
@@ -270,9 +273,6 @@ def plot_constraint(rows: Rows, path: Path) -> Path | None:
             steps, values = _series(rows, name)
             axes.plot(steps, values, marker="o" if len(steps) < 12 else None, label=name)
         axes.legend(fontsize="small")
-    bound = _series(rows, "cost/bound")[1]
-    if bound:
-        panels[0].axhline(bound[-1], color="grey", linestyle="--", label="bound d")
     panels[2].set_xlabel("step")
     return _save(figure, path)
 
