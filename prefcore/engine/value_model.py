@@ -29,11 +29,14 @@ import torch
 from torch import nn
 
 from prefcore.engine.generation import eval_mode
+from prefcore.engine.logprobs import IGNORE_INDEX
 from prefcore.engine.logprobs import completion_token_logps
 from prefcore.engine.logprobs import lm_head_weight_and_bias
+from prefcore.engine.logprobs import supports_fused_head
 from prefcore.engine.rollout import RolloutTensors
 from prefcore.engine.rollout import logprob_temperature
 from prefcore.errors import ConfigError
+from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs
 
 __all__ = ["PLACEMENTS", "PolicyOutputs", "ValueModel", "build_value_model", "policy_outputs"]
 
@@ -195,10 +198,11 @@ def policy_outputs(
 ) -> PolicyOutputs:
     """``[len(rows), T]`` log-probs of the completion tokens (with gradient), and what else one forward gives.
 
-    Without entropy and shared values this is the training path of ``completion_logps`` (fused
-    LM head). ``entropy``: the entropy of the full next-token distribution at the sampling
-    temperature, from the logits (the non-fused path). A shared ``value_model`` reads its heads
-    from the same decoder hidden states, so one forward serves the policy and the critic.
+    Without entropy and shared values this is ``completion_token_logps`` (the fused LM head).
+    ``entropy``: the entropy of the full next-token distribution at the sampling temperature,
+    from the logits. A shared ``value_model`` reads its heads from the same decoder hidden states
+    as the LM head, so one forward serves the policy and the critic. A model whose logits are
+    more than a linear head (soft-capping) takes its own forward for the logits.
     """
     width = tensors.mask.shape[1]
     selected = tensors.select(rows)
@@ -208,24 +212,41 @@ def policy_outputs(
     if not entropy and not shared:
         token_logps = completion_token_logps(policy, padded, fused=fused, backend=backend, temperature=scale)
         return PolicyOutputs(_to_completion(token_logps, selected, width))
-    decoder = _base(policy).get_decoder()
-    hidden = decoder(input_ids=padded.input_ids, attention_mask=padded.attention_mask).last_hidden_state
+    linear_head = supports_fused_head(policy)
     values = None
+    hidden = None
+    if shared or linear_head:
+        decoder = _base(policy).get_decoder()
+        hidden = decoder(input_ids=padded.input_ids, attention_mask=padded.attention_mask).last_hidden_state
     if shared:
         per_position = _to_completion(value_model.head_values(hidden), selected, width)
         values = {name: per_position[..., index] for index, name in enumerate(value_model.heads)}
-    if entropy:
+    targets = padded.input_ids[:, 1:].masked_fill(~padded.completion_mask, IGNORE_INDEX)
+    if not linear_head:  # soft-capped or scaled logits: the model's own forward
+        logits = policy(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits[:, :-1]
+    elif entropy or not fused:
         weight, bias = lm_head_weight_and_bias(policy)
         logits = nn.functional.linear(hidden[:, :-1], weight.to(hidden.dtype), None if bias is None else bias)
-        log_probs = torch.log_softmax(logits.float() / scale, dim=-1)
-        targets = padded.input_ids[:, 1:].unsqueeze(-1)
-        token_logps = log_probs.gather(-1, targets).squeeze(-1) * padded.completion_mask
-        token_entropy = -(log_probs.exp() * log_probs).sum(-1)
-        return PolicyOutputs(
-            _to_completion(token_logps, selected, width), _to_completion(token_entropy, selected, width), values
+    else:  # shared values without entropy: the fused LM head on the same hidden states
+        weight, bias = lm_head_weight_and_bias(policy)
+        token_logps = fused_linear_logprobs(
+            hidden[:, :-1],
+            weight.to(hidden.dtype),
+            targets,
+            None if bias is None else bias.to(hidden.dtype),
+            temperature=scale,
+            ignore_index=IGNORE_INDEX,
+            backend=backend,
         )
-    token_logps = completion_token_logps(policy, padded, fused=fused, backend=backend, temperature=scale)
-    return PolicyOutputs(_to_completion(token_logps, selected, width), None, values)
+        return PolicyOutputs(_to_completion(token_logps, selected, width), None, values)
+    log_probs = torch.log_softmax(logits.float() / scale, dim=-1)
+    token_logps = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * padded.completion_mask
+    token_entropy = -(log_probs.exp() * log_probs).sum(-1) if entropy else None
+    return PolicyOutputs(
+        _to_completion(token_logps, selected, width),
+        None if token_entropy is None else _to_completion(token_entropy, selected, width),
+        values,
+    )
 
 
 def build_value_model(

@@ -143,6 +143,16 @@ def test_one_forward_gives_log_probs_entropy_and_shared_values() -> None:
         logits = policy(input_ids=tensors.sequences.input_ids[rows]).logits / tensors.temperature
     torch.testing.assert_close(outputs.logps, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outputs.values["reward"], values, atol=1e-5, rtol=1e-5)
+    calls = []
+    hook = policy.get_decoder().register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            fused = policy_outputs(policy, tensors, rows, value_model=shared)  # the fused LM head, no entropy
+    finally:
+        hook.remove()
+    assert len(calls) == 1 and fused.entropy is None  # one decoder forward for log-probs and values
+    torch.testing.assert_close(fused.logps, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.values["reward"], values, atol=1e-5, rtol=1e-5)
     for index, row in enumerate(rows):
         prompt = int(tensors.sequences.attention_mask[row].sum()) - int(tensors.mask[row].sum())
         for t in range(int(tensors.mask[row].sum())):
