@@ -40,10 +40,10 @@ __all__ = ["build_generator", "generate_from_cli", "model_folder", "read_prompts
 def model_folder(path: str | Path) -> Path:
     """A ``save_pretrained`` folder: ``path`` itself, or the ``model/`` of a run folder."""
     path = Path(path)
+    if (path / "model" / "config.json").is_file():  # first: a run folder's own config.json is its run file
+        return path / "model"
     if (path / "config.json").is_file():
         return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
     raise ConfigError(
         f"{path} is neither a model folder (no config.json) nor a run folder with model/; point MODEL at a folder "
         "written by save_pretrained() or at a prefcore run folder. Nothing is downloaded.",

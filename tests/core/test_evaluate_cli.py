@@ -87,6 +87,7 @@ def test_a_run_folder_uses_its_own_run_file_and_warm_start(model_dir: Path, tmp_
     shutil.copytree(model_dir, run_dir / "model")
     shutil.copytree(model_dir, run_dir / "warm_start" / "model")
     (run_dir / "config.toml").write_text(RUN_FILE, encoding="utf-8")
+    (run_dir / "config.json").write_text(json.dumps(tomllib.loads(RUN_FILE)), encoding="utf-8")  # as a run saves it
     assert main(["evaluate", str(run_dir)]) == 0
     data = json.loads((run_dir / "evaluation.json").read_text(encoding="utf-8"))
     assert data["reference"] == str(run_dir / "warm_start" / "model")
@@ -96,3 +97,16 @@ def test_a_run_folder_uses_its_own_run_file_and_warm_start(model_dir: Path, tmp_
 def test_a_bare_model_folder_needs_a_run_file(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(model_dir)]) == 2
     assert "--config RUN_FILE" in capsys.readouterr().err
+
+
+def test_evaluating_a_finished_run_reproduces_its_final_metrics(tmp_path: Path) -> None:
+    """The run's reference (its [model] without a warm start), split and evaluators, rebuilt from the folder."""
+    from prefcore.pipeline import run_pipeline
+
+    extra = '\n[[evaluation]]\nmethod = "lc_win_rate"\n\n[train]\nsteps = 2\nbatch_size = 8\nprogress = false\n'
+    run_file = RUN_FILE.replace("max_new_tokens = 4", "max_new_tokens = 4\neval_prompts = 8") + extra
+    result = run_pipeline(parse_run_config(tomllib.loads(run_file)), out=str(tmp_path / "run"))
+    outcome = evaluate_model(result.run_dir)
+    assert outcome.metrics.keys() == result.metrics.keys()
+    for name, value in result.metrics.items():
+        assert outcome.metrics[name] == pytest.approx(value, nan_ok=True), name
