@@ -152,7 +152,11 @@ class Decision:
         return self.chosen is None
 
     def to_dict(self) -> dict[str, Any]:
-        prompt = self.prompt if isinstance(self.prompt, str) else [m.__dict__ for m in self.prompt]
+        prompt = (
+            self.prompt
+            if isinstance(self.prompt, str)
+            else [{"role": turn.role, "content": turn.content} for turn in self.prompt]
+        )
         return {
             "prompt": prompt,
             "completion": self.completion,

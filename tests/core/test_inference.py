@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from prefcore.inference import best_of_n_kl_estimate
 from prefcore.inference import build_checks
 from prefcore.inference import build_generator
 from prefcore.inference import dropped_copies
+from prefcore.inference import read_prompts
 from prefcore.inference import robust_refusals
 from prefcore.inference import summarize
 from prefcore.refusal import REFUSAL_TEXT
@@ -347,3 +349,34 @@ def test_seeded_sampling_is_reproducible(model: Any, tokenizer: Any) -> None:
     random.seed(5)
     second = AlignedGenerator(model, tokenizer, settings=settings).generate(PROMPTS[:2])
     assert [d.to_dict() for d in first] == [d.to_dict() for d in second]
+
+
+def test_cli_generate_on_a_run_folder_uses_its_rewards(model_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(model_dir / "model", run_dir / "model")
+    (run_dir / "config.json").write_text(json.dumps({"model": {"demo": True}, "reward": [RULE]}), encoding="utf-8")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS[:2]) + "\n", encoding="utf-8")
+    out = tmp_path / "answers.jsonl"
+    args = ["generate", str(run_dir), "--prompts", str(prompts), "--out", str(out), "--n", "3"]
+    assert main([*args, "--set", "generate.max_new_tokens=5"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["prompt"] for row in rows] == list(PROMPTS[:2])
+    for row in rows:
+        assert set(row["candidates"][0]["components"]) == {"demo_rule"}  # the run file's [[reward]]
+        assert row["candidates"][row["chosen"]]["reward"] == max(c["reward"] for c in row["candidates"])
+
+
+def test_read_prompts_takes_chat_turns_and_answers(tmp_path: Path) -> None:
+    good = tmp_path / "chat.jsonl"
+    good.write_text(
+        json.dumps({"prompt": [{"role": "user", "content": "hi"}], "answer": "x"}) + "\n" + json.dumps("plain") + "\n",
+        encoding="utf-8",
+    )
+    prompts, answers = read_prompts(good)
+    assert prompts[0][0].role == "user" and prompts[0][0].content == "hi" and prompts[1] == "plain"
+    assert answers == ["x", None]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": [{"role": "user"}]}) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="line 1"):
+        read_prompts(bad)
