@@ -112,7 +112,6 @@ class PPO(TokenObjective):
     advantage_estimator = "ppo_gae"
     needs_reference = True  # β > 0 by default: k1 in the reward needs the reference's log-probs
     needs_critic: ClassVar[bool] = True
-    value_heads: ClassVar[tuple[str, ...]] = ("reward",)
 
     def estimator_options(self) -> dict[str, Any]:
         return {"gamma": self.config.gamma, "lam": self.config.lam, "whiten_advantages": self.config.whiten_advantages}
