@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
+from safetensors.torch import load_file
 
 from prefcore.config import load_run_config
 from prefcore.config import parse_run_config
+from prefcore.engine.ppo_trainer import PPOTrainer
 from prefcore.errors import ConfigError
 from prefcore.pipeline import run_pipeline
 from prefcore.report import plot_constraint
@@ -44,26 +47,28 @@ def test_safe_rlhf_without_a_cost_is_refused() -> None:
         check_run_config(parse_run_config(data))
 
 
+TINY = [
+    "feedback.harmful=0.6",
+    "feedback.count=200",
+    "feedback.demonstrations=512",
+    "warm_start.steps=30",
+    "online.prompts_per_step=4",
+    "online.samples_per_prompt=4",
+    "online.max_new_tokens=8",
+    "usage.cost_window=32",
+    "usage.lambda_lr=0.5",
+    "train.steps=4",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "train.progress=false",
+    "run.eval_prompts=8",
+    "run.report_to=[]",
+]
+
+
 @pytest.mark.slow
 def test_a_tiny_constrained_run_moves_lambda_on_its_logged_costs(tmp_path: Path) -> None:
-    overrides = [
-        "feedback.harmful=0.6",
-        "feedback.count=200",
-        "feedback.demonstrations=512",
-        "warm_start.steps=30",
-        "online.prompts_per_step=4",
-        "online.samples_per_prompt=4",
-        "online.max_new_tokens=8",
-        "usage.cost_window=32",
-        "usage.lambda_lr=0.5",
-        "train.steps=4",
-        "train.eval_every=0",
-        "train.checkpoint_every=0",
-        "train.progress=false",
-        "run.eval_prompts=8",
-        "run.report_to=[]",
-    ]
-    result = run_pipeline(load_run_config(EXAMPLE, overrides), out=str(tmp_path / "safe"))
+    result = run_pipeline(load_run_config(EXAMPLE, TINY), out=str(tmp_path / "safe"))
     rows = _rows(result.run_dir)
     assert len(rows) == 4
     costs = [float(row["cost/mean"]) for row in rows]
@@ -94,3 +99,27 @@ def test_the_constraint_plot_needs_lambda(tmp_path: Path) -> None:
         for step in range(1, 20)
     ]
     assert plot_constraint(rows, tmp_path / "constraint.png") == tmp_path / "constraint.png"
+
+
+@pytest.mark.slow
+def test_a_killed_constrained_run_resumes_lambda_and_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_run_config(EXAMPLE, [*TINY, "train.checkpoint_every=2"])
+    straight = run_pipeline(config, out=str(tmp_path / "straight"))
+    real_step = PPOTrainer.train_step
+
+    def dies_at_step_three(self: PPOTrainer) -> dict[str, float]:
+        if self.online_step == 2:  # the step-2 checkpoint (λ and its cost window in it) is written
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(PPOTrainer, "train_step", dies_at_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config, out=str(tmp_path / "killed"))
+    monkeypatch.setattr(PPOTrainer, "train_step", real_step)
+    resumed = run_pipeline(config, out=str(tmp_path / "killed"), resume=True)
+    lambdas = [float(row["lagrange/lambda"]) for row in _rows(straight.run_dir)]
+    assert [float(row["lagrange/lambda"]) for row in _rows(resumed.run_dir)][-2:] == lambdas[-2:]
+    expected = load_file(str(straight.run_dir / "model" / "model.safetensors"))
+    got = load_file(str(resumed.run_dir / "model" / "model.safetensors"))
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
