@@ -27,7 +27,7 @@ from prefcore.engine.rollout.cached import top_p_filter
 from prefcore.engine.rollout.prefix import shared_prefix_logps
 from prefcore.engine.rollout.prefix import split_prompts
 
-# One word (a one-token prompt: no prefix to cache), 7 and 11 words: left padding in the prefix pass.
+# One word (a one-token prompt), 7 and 11 words: left padding in the prompt pass.
 PROMPTS = ("hello", "what is two plus three and four", "say the colour of the sky and the sea please now")
 
 
@@ -93,8 +93,9 @@ def test_shared_prefix_is_taken_and_reference_pass_matches(demo_model: Any, roll
     prefixes = split_prompts(prompts, torch.device("cpu"))
     assert prefixes is not None
     assert prefixes.row_prompt.tolist() == [0, 0, 1, 0]
-    assert prefixes.input_ids.tolist() == [[5, 6], [0, 0]] and prefixes.attention_mask.tolist() == [[1, 1], [0, 0]]
-    assert prefixes.last_token.tolist() == [7, 7, 9, 7] and prefixes.lengths.tolist() == [3, 3, 1, 3]
+    assert prefixes.input_ids.tolist() == [[5, 6, 7], [0, 0, 9]]
+    assert prefixes.attention_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert prefixes.lengths.tolist() == [3, 3, 1, 3]
     assert split_prompts([(1, 2), (3,)], torch.device("cpu")) is None  # nothing repeats: the full path
     assert split_prompts([(1, 2), ()], torch.device("cpu")) is None
     # The no-grad reference / old-log-prob pass, in micro-batches that split groups.
@@ -103,6 +104,17 @@ def test_shared_prefix_is_taken_and_reference_pass_matches(demo_model: Any, roll
         rollout_logps(demo_model, tensors, batch_size=5, share_prefix=False),
         atol=1e-5,
         rtol=0,
+    )
+
+
+def test_one_token_completions(demo_model: Any, demo_tokenizer: Any) -> None:
+    # T = 1: only the prompt pass's last position is read; no completion pass.
+    settings = RolloutSettings(samples_per_prompt=3, max_new_tokens=1, seed=2)
+    tensors = pad_rollouts(sample_rollouts(demo_model, demo_tokenizer, PROMPTS, settings), demo_tokenizer.pad_token_id)
+    assert tensors.mask.shape == (9, 1)
+    torch.testing.assert_close(rollout_logps(demo_model, tensors), tensors.sampling_logps, atol=2e-5, rtol=0)
+    torch.testing.assert_close(
+        rollout_logps(demo_model, tensors), rollout_logps(demo_model, tensors, share_prefix=False), atol=1e-5, rtol=0
     )
 
 

@@ -129,7 +129,7 @@ class PrefixCacheBackend:
         copies = samples_per_prompt if temperature == 0 else 1
         device = next(model.parameters()).device
         samples: list[Sample] = []
-        with seeded_rng(seed, device):
+        with seeded_rng(seed, device), torch.inference_mode():
             for start in range(0, len(prompt_ids), self.batch_size):
                 batch = prompt_ids[start : start + self.batch_size]
                 tokens, logps = self._decode(
@@ -177,6 +177,9 @@ class PrefixCacheBackend:
         attention_mask = attention_mask.index_select(0, rows)
         positions = attention_mask.sum(dim=1, keepdim=True)
         stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+        # SDPA's decode mask is the padding mask as [rows, 1, 1, keys], True = attend: built here, transformers
+        # returns a 4D mask as it is rather than building one each step.
+        sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
         unfinished = torch.ones(len(rows), dtype=torch.bool, device=device)
         scale = logprob_temperature(temperature)
         tokens: list[torch.Tensor] = []
@@ -198,7 +201,7 @@ class PrefixCacheBackend:
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=1)
             output = model(
                 input_ids=token.unsqueeze(1),
-                attention_mask=attention_mask,
+                attention_mask=attention_mask[:, None, None, :].bool() if sdpa else attention_mask,
                 position_ids=positions,
                 use_cache=True,
                 **{keyword: cache},

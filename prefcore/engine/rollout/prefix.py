@@ -10,10 +10,12 @@ positions attend to the same keys; only the float summation order differs.
 
 Layout of one call, ``U`` distinct prompts over ``S`` rows, ``P`` the longest prompt:
 
-* prefix pass: each distinct prompt less its last token, left-padded to ``P - 1``;
-* completion pass: row ``s`` feeds ``[last prompt token, c_0 .. c_{T-2}]`` at positions
-  ``len(prompt) - 1 ..``, whose outputs predict ``c_0 .. c_{T-1}``: column ``t`` of the
-  result is completion token ``t``, with no gather.
+* prompt pass: each distinct prompt, left-padded to ``P``; its last position predicts
+  ``c_0`` of every row of its group;
+* completion pass: row ``s`` feeds ``c_0 .. c_{T-2}`` at positions ``len(prompt) ..``, on the
+  prompt's cache expanded to the rows; its outputs predict ``c_1 .. c_{T-1}``.
+
+Column ``t`` of the result is completion token ``t``, with no gather.
 
 Used where the model is a transformers decoder with a plain dynamic key/value cache; the
 callers fall back to the full sequences otherwise (``shared_prefix_logps`` returns None).
@@ -36,20 +38,18 @@ selective = lazy_module("prefcore.kernels.logprobs")
 
 
 class Prefixes(NamedTuple):
-    """The distinct prompts of a batch of rows, each less its last token, left-padded.
+    """The distinct prompts of a batch of rows, left-padded.
 
     Attributes:
-        input_ids: ``[U, P - 1]`` long, the prompts without their last token (left padding).
-        attention_mask: ``[U, P - 1]`` long, 1 on real tokens.
+        input_ids: ``[U, P]`` long, the distinct prompts (left padding).
+        attention_mask: ``[U, P]`` long, 1 on real tokens.
         row_prompt: ``[S]`` long, which distinct prompt each row continues.
-        last_token: ``[S]`` long, the last prompt token of each row.
         lengths: ``[S]`` long, each row's prompt length.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     row_prompt: torch.Tensor
-    last_token: torch.Tensor
     lengths: torch.Tensor
 
 
@@ -61,18 +61,16 @@ def split_prompts(prompts: list[tuple[int, ...]], device: Any) -> Prefixes | Non
     row_prompt = [distinct.setdefault(prompt, len(distinct)) for prompt in prompts]
     if len(distinct) == len(prompts):
         return None
-    width = max(len(prompt) for prompt in distinct) - 1
+    width = max(len(prompt) for prompt in distinct)
     input_ids = torch.zeros((len(distinct), width), dtype=torch.long)
     attention_mask = torch.zeros((len(distinct), width), dtype=torch.long)
     for index, prompt in enumerate(distinct):
-        if len(prompt) > 1:
-            input_ids[index, width - len(prompt) + 1 :] = torch.tensor(prompt[:-1], dtype=torch.long)
-            attention_mask[index, width - len(prompt) + 1 :] = 1
+        input_ids[index, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[index, width - len(prompt) :] = 1
     return Prefixes(
         input_ids.to(device),
         attention_mask.to(device),
         torch.tensor(row_prompt, dtype=torch.long, device=device),
-        torch.tensor([prompt[-1] for prompt in prompts], dtype=torch.long, device=device),
         torch.tensor([len(prompt) for prompt in prompts], dtype=torch.long, device=device),
     )
 
@@ -151,41 +149,37 @@ def shared_prefix_logps(
     prefixes = split_prompts(prompts, device)
     if prefixes is None:
         return None
-    width = prefixes.input_ids.shape[1]
-    count, length = completion_ids.shape
-    cache = None
-    if width:
-        _, cache = prefill(module, keyword, prefixes.input_ids, prefixes.attention_mask)
-        if not expand_cache(cache, prefixes.row_prompt):
-            return None
-    inputs = torch.cat([prefixes.last_token.unsqueeze(1), completion_ids[:, :-1]], dim=1)
-    attention_mask = torch.cat(
-        [prefixes.attention_mask.index_select(0, prefixes.row_prompt), torch.ones_like(inputs)], dim=1
-    )
-    positions = (prefixes.lengths - 1).unsqueeze(1) + torch.arange(length, device=device).unsqueeze(0)
-    output = module(
-        input_ids=inputs,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=cache is not None,
-        **({keyword: cache} if cache is not None else {}),
-    )
+    length = completion_ids.shape[1]
+    output, cache = prefill(module, keyword, prefixes.input_ids, prefixes.attention_mask)
+    if not expand_cache(cache, prefixes.row_prompt):
+        return None
+    name = "last_hidden_state" if use_fused else "logits"
+    outputs = [getattr(output, name)[:, -1].index_select(0, prefixes.row_prompt).unsqueeze(1)]  # predicts c_0
+    if length > 1:
+        inputs = completion_ids[:, :-1]
+        attention_mask = torch.cat(
+            [prefixes.attention_mask.index_select(0, prefixes.row_prompt), torch.ones_like(inputs)], dim=1
+        )
+        positions = prefixes.lengths.unsqueeze(1) + torch.arange(length - 1, device=device).unsqueeze(0)
+        output = module(
+            input_ids=inputs, attention_mask=attention_mask, position_ids=positions, use_cache=True, **{keyword: cache}
+        )
+        outputs.append(getattr(output, name))
+    states = torch.cat(outputs, dim=1)  # [S, T, H] hidden states or [S, T, V] logits
     targets = completion_ids.masked_fill(~mask, logprobs.IGNORE_INDEX)
     if use_fused:
-        hidden = output.last_hidden_state
         weight, bias = logprobs.lm_head_weight_and_bias(model)
         token_logps = fused_linear.fused_linear_logprobs(
-            hidden,
-            weight.to(hidden.dtype),
+            states,
+            weight.to(states.dtype),
             targets,
-            None if bias is None else bias.to(hidden.dtype),
+            None if bias is None else bias.to(states.dtype),
             temperature=temperature,
             ignore_index=logprobs.IGNORE_INDEX,
             backend=backend,
         )
     else:
         token_logps = selective.selective_log_softmax(
-            output.logits, targets, temperature=temperature, ignore_index=logprobs.IGNORE_INDEX, backend=backend
+            states, targets, temperature=temperature, ignore_index=logprobs.IGNORE_INDEX, backend=backend
         )
-    assert token_logps.shape == (count, length)
     return token_logps.masked_fill(~mask, 0.0)
