@@ -121,6 +121,12 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.nproc and not args.dry_run:  # the same command again, in N processes under torchrun
+        from prefcore.distributed.launch import relaunch
+        from prefcore.distributed.process_group import launched_by_torchrun
+
+        if not launched_by_torchrun():
+            return relaunch(args.nproc, args.argv)
     from prefcore.run import run_from_cli
 
     return run_from_cli(args)
@@ -208,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dry-run", action="store_true", help="check the whole run file (every section and option) and print the plan"
+    )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train in N processes on this machine (torchrun; set [distributed] strategy = 'ddp' or 'fsdp')",
     )
     run.set_defaults(func=cmd_run)
 
@@ -323,6 +336,7 @@ def _show_progress_messages() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --nproc N` re-executes it under torchrun
     func: Callable[[argparse.Namespace], int] = args.func
     _show_progress_messages()
     try:

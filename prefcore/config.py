@@ -49,6 +49,7 @@ ENGINE_SECTIONS: dict[str, str] = {
     "train": "prefcore.settings:TrainConfig",
     "online": "prefcore.settings:OnlineLoopConfig",
     "loop": "prefcore.settings:LoopConfig",
+    "distributed": "prefcore.settings:DistributedConfig",
     # [judge] also takes the options of the plugin it names, so build_config(JudgeSection) cannot
     # check it: prefcore.judges.plan_judge(config, registry=..., selected=...) does, with the whole file.
     "judge": "prefcore.judges:JudgeSection",

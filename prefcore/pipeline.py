@@ -29,6 +29,9 @@ from typing import Any
 import torch
 
 from prefcore.config import RunConfig
+from prefcore.distributed import run as distributed_run
+from prefcore.distributed.process_group import is_main
+from prefcore.distributed.process_group import teardown
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.models import resolve_device
 from prefcore.errors import ConfigError
@@ -111,7 +114,12 @@ def run_pipeline(
     """
     registry = registry or Registry.from_environment()
     with caller_state_kept(), transformers_quiet():
-        return _run(config, out=out, resume=resume, registry=registry, inputs=inputs or InMemoryInputs())
+        parallel = distributed_run.start(config, registry)  # under torchrun: [distributed] joins the process group
+        try:
+            return _run(config, out=out, resume=resume, registry=registry, inputs=inputs or InMemoryInputs())
+        finally:
+            if parallel is not None:
+                teardown()
 
 
 def _run(config: RunConfig, *, out: str | None, resume: bool, registry: Registry, inputs: InMemoryInputs) -> RunResult:
@@ -122,8 +130,8 @@ def _run(config: RunConfig, *, out: str | None, resume: bool, registry: Registry
     if inputs.data is not None:
         sources.append(InMemoryFeedback(inputs.data))
 
-    run_dir = prepare_run_dir(config, settings, out, resume)
-    device = resolve_device(model_config.device)
+    run_dir = distributed_run.shared_run_dir(lambda: prepare_run_dir(config, settings, out, resume))
+    device = distributed_run.rank_device(resolve_device(model_config.device))
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
@@ -146,7 +154,9 @@ def _run(config: RunConfig, *, out: str | None, resume: bool, registry: Registry
         tokenizer=inputs.tokenizer,
     )
     checkpoints = run_dir / "checkpoints"
-    hooks = RunHooks(registry, run_dir, settings.report_to, name=settings.name, config=config.to_dict())
+    # under torchrun only rank 0 reports into the run folder; the others log to a throwaway folder
+    report_dir = distributed_run.reporting_dir(run_dir)
+    hooks = RunHooks(registry, report_dir, settings.report_to, name=settings.name, config=config.to_dict())
     run = RunContext(
         config=config,
         settings=settings,
@@ -192,7 +202,7 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
     first = objectives[0].method
     reference = frozen_copy(warm.policy)  # also the baseline of every comparison at evaluation
     evaluation = Evaluation(
-        [entry.method for entry in checked.selected("evaluation")],
+        [entry.method for entry in checked.selected("evaluation")] if is_main() else [],  # rank 0 evaluates
         run.hooks,
         progress=train_config.progress,
         policy=warm.policy,
@@ -235,5 +245,7 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
     )
     if trained.paused is not None:  # the human loop waits for answers: no final save, evaluation or report
         return RunResult(run_dir=run.run_dir, metrics={}, model=warm.policy, tokenizer=tokenizer, paused=trained.paused)
+    if not is_main():  # rank 0 evaluates and writes the report and the (gathered) final model
+        return RunResult(run_dir=run.run_dir, metrics={}, model=warm.policy, tokenizer=tokenizer)
     evaluation.run(trained.final_step)
     return write_outputs(run, warm.policy, tokenizer, evaluation, summary)

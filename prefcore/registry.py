@@ -382,6 +382,19 @@ class Registry:
             for name in sorted(names)
         ]
 
+    def fingerprint(self) -> dict[str, list[str]]:
+        """What this process loaded, to compare across the ranks of a distributed run.
+
+        ``methods``: ``kind:name`` of every usable method; ``plugins``: ``name=distribution version``
+        of every plugin loaded; ``broken``: the plugins that failed to import or validate.
+        """
+        loaded = [plugin for plugin in self.plugins() if plugin.loaded]
+        return {
+            "methods": [f"{info.kind}:{info.name}" for info in self.methods()],
+            "plugins": [f"{p.name}={p.provenance.distribution or '-'} {p.provenance.version or '-'}" for p in loaded],
+            "broken": sorted({str(getattr(error, "plugin", "")) for error in self.broken_plugins()}),
+        }
+
     def find(self, name: str) -> list[MethodInfo]:
         """Every method called ``name``, whatever its kind (for ``prefcore info NAME``)."""
         return [info for info in self.methods() if info.name == name]

@@ -1,5 +1,5 @@
 """The options of the engine's run-file sections: ``[run]``, ``[warm_start]``, ``[model]``, ``[train]``,
-``[reward_model]``, ``[self_play]``, ``[online]`` and ``[loop]``.
+``[reward_model]``, ``[self_play]``, ``[online]``, ``[loop]`` and ``[distributed]``.
 
 They live apart from the stages that use them, in a module that imports no torch, so that
 ``prefcore info train`` and a dry run read and check them in a fraction of a second. Each
@@ -35,6 +35,7 @@ __all__ = [
     "ENSEMBLE_COMBINES",
     "LOOP_KINDS",
     "REPORT_TO",
+    "DistributedConfig",
     "LoopConfig",
     "ModelConfig",
     "OnlineLoopConfig",
@@ -444,3 +445,38 @@ class LoopConfig:
             raise ConfigError(f"threshold must be a finite number. Got {self.threshold}.", field="threshold")
         if not 0 < self.top_fraction <= 1:
             raise ConfigError(f"top_fraction must be in (0, 1]. Got {self.top_fraction}.", field="top_fraction")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Options of the ``[distributed]`` section: training on several processes under torchrun.
+
+    Launch with ``torchrun --nproc_per_node N -m prefcore run FILE`` or ``prefcore run --nproc N FILE``.
+    ``ddp`` keeps a replica of the model per process and averages gradients; ``fsdp`` (FSDP2)
+    shards parameters, gradients and optimiser state over the processes. The global batch
+    (``batch_size`` × ``grad_accum``) is split across the processes, so N processes train on
+    what one process does. Outside torchrun the run stays a single process.
+    """
+
+    strategy: Literal["none", "ddp", "fsdp"] = option(
+        "none", doc="'ddp' (a replica per process), 'fsdp' (FSDP2, sharded) or 'none' (one process)"
+    )
+    mixed_precision: Literal["no", "bf16"] = option(
+        "no", doc="'bf16': compute in bfloat16, gradients reduced in float32; 'no' keeps float32"
+    )
+    cpu_offload: bool = option(False, doc="fsdp: keep the sharded parameters and optimiser state in CPU memory")
+    timeout_s: float = option(
+        1800.0, doc="seconds a collective waits for the other processes before the run fails (a dead rank)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("none", "ddp", "fsdp"):
+            raise ConfigError(f"strategy must be none, ddp or fsdp. Got {self.strategy!r}.", field="strategy")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ConfigError(
+                f"mixed_precision must be 'no' or 'bf16'. Got {self.mixed_precision!r}.", field="mixed_precision"
+            )
+        if self.cpu_offload and self.strategy != "fsdp":
+            raise ConfigError("cpu_offload needs strategy = 'fsdp' (DDP keeps whole replicas).", field="cpu_offload")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ConfigError(f"timeout_s must be a finite number > 0. Got {self.timeout_s}.", field="timeout_s")

@@ -130,6 +130,10 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None, giv
         data_format = _check_combination(config, methods, sections, given)
     except PrefcoreError as exc:
         problems.append(exc)
+    try:
+        _check_distributed(sections, data_format)
+    except PrefcoreError as exc:
+        problems.append(exc)
 
     if len(problems) == 1:
         raise problems[0]
@@ -141,6 +145,28 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None, giv
             field=getattr(first, "field", None),
         )
     return CheckedRun(config=config, methods=methods, sections=sections, data_format=data_format)
+
+
+def _check_distributed(sections: Mapping[str, Any], data_format: str) -> None:
+    """``[distributed]`` runs the offline trainers, the preference models and the warm start; not yet the rest."""
+    section = sections.get("distributed")
+    if section is None or section.strategy == "none":
+        return
+    loop, self_play, run = sections.get("loop"), sections.get("self_play"), sections.get("run")
+    unsupported = [
+        (data_format == "rollout", "an online objective (data format 'rollout')", "usage"),
+        (loop is not None and loop.kind != "none", f"[loop] kind = {getattr(loop, 'kind', '')!r}", "loop.kind"),
+        (self_play is not None and self_play.rounds > 0, "[self_play] rounds > 0", "self_play.rounds"),
+        (run is not None and run.reference == "precomputed", "[run] reference = 'precomputed'", "run.reference"),
+        (run is not None and run.ensemble == "soup", "[run] ensemble = 'soup'", "run.ensemble"),
+    ]
+    for found, what, field in unsupported:
+        if found:
+            raise ConfigError(
+                f"[distributed] strategy = {section.strategy!r} does not yet run {what}; "
+                "run it in one process (strategy = 'none').",
+                field=field,
+            )
 
 
 def _in_memory_model_section(section: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,12 @@
 The policy trainer and the reward-model trainer differ only in how a micro-batch becomes a
 loss; the step counter, the seeded micro-batch order (which a resumed run must continue at
 exactly the same place), the optimiser update and the checkpoint round trip live here once.
+
+Under torchrun (``prefcore.distributed.current()`` set by the run) the loop also spreads the
+model over the ranks (DDP or FSDP2, ``prefcore.distributed.wrap``), gives each rank its slice
+of every global micro-batch, scales the backward pass so that the ranks' averaged gradients
+equal 1 process × the whole batch, reduces the metrics and writes sharded (DCP) checkpoints.
+A single-process run takes none of these paths.
 """
 
 from __future__ import annotations
@@ -17,7 +23,20 @@ from typing import Protocol
 
 import torch
 
-from prefcore.engine.batching import micro_batches
+from prefcore.atomic import remove_directory
+from prefcore.distributed.checkpoint import is_sharded
+from prefcore.distributed.checkpoint import load_sharded
+from prefcore.distributed.checkpoint import save_sharded
+from prefcore.distributed.process_group import Parallel
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import current
+from prefcore.distributed.process_group import is_main
+from prefcore.distributed.reduce import all_sum
+from prefcore.distributed.reduce import sum_metrics
+from prefcore.distributed.sampler import MicroBatchSampler
+from prefcore.distributed.sampler import shard_indices
+from prefcore.distributed.wrap import Sharded
+from prefcore.distributed.wrap import wrap_model
 from prefcore.engine.checkpoint import checkpoint_name
 from prefcore.engine.checkpoint import clean_staging
 from prefcore.engine.checkpoint import list_checkpoints
@@ -74,8 +93,15 @@ def epoch_steps(epochs: float, num_items: int, batch_size: int, grad_accum: int)
 class OptimiserLoop:
     """AdamW over a model's trainable parameters, stepping through seeded micro-batches of items.
 
-    ``shuffle`` and ``group_by_length`` set the data order (``micro_batches``).
+    ``shuffle`` and ``group_by_length`` set the data order (``micro_batches``). ``forward(model, *args)``
+    is what a subclass runs on the model per micro-batch (``self.forward(*args)``); under torchrun
+    it is the function DDP or FSDP2 wraps. ``parallel`` defaults to ``prefcore.distributed.current()``
+    for a subclass that declares ``distributed = True`` (it shards its micro-batches with
+    ``local_indices``, calls ``forward``, ``backward``, ``global_sum`` and ``reduce_metrics``);
+    any other refuses to start under torchrun rather than train each rank on its own.
     """
+
+    distributed = False
 
     def __init__(
         self,
@@ -88,6 +114,8 @@ class OptimiserLoop:
         what: str = "the model",
         shuffle: bool = True,
         group_by_length: bool = True,
+        forward: Callable[..., Any] | None = None,
+        parallel: Parallel | None = None,
     ) -> None:
         self.model = model
         self.shuffle = shuffle
@@ -99,23 +127,106 @@ class OptimiserLoop:
         self.trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         if not self.trainable:
             raise ConfigError(f"{what} has no trainable parameter.")
+        self._forward = forward if forward is not None else _call
+        self.parallel = parallel if parallel is not None else current()
+        if self.parallel is not None and not self.distributed:
+            raise ConfigError(
+                f"{type(self).__name__} does not run distributed yet: run it in one process "
+                "(no torchrun, [distributed] strategy = 'none')."
+            )
+        self.sharded: Sharded | None = None
+        if self.parallel is not None:
+            self.sharded = wrap_model(model, self._forward, self.parallel)
+            self.trainable = self.sharded.parameters()
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, config)
         self.step = 0
-        self.epoch = 0
-        self.position = 0  # micro-batches of the current epoch already consumed
-        self._batches: list[list[int]] = []
-        self._batches_epoch = -1
+        rank, world = (self.parallel.rank, self.parallel.world_size) if self.parallel is not None else (0, 1)
+        self.sampler = MicroBatchSampler(
+            self.items,
+            config.batch_size,
+            config.seed,
+            rank=rank,
+            world_size=world,
+            shuffle=shuffle,
+            group_by_length=group_by_length,
+        )
+
+    # the data position (a checkpoint's trainer state): global micro-batches, whatever the world size
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.sampler.epoch = value
+
+    @property
+    def position(self) -> int:
+        """Micro-batches of the current epoch already consumed."""
+        return self.sampler.position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self.sampler.position = value
+
+    @property
+    def world_size(self) -> int:
+        return self.parallel.world_size if self.parallel is not None else 1
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """``forward(model, *args)`` on this rank's model: through DDP or FSDP2 when distributed."""
+        if self.sharded is not None:
+            return self.sharded.module(*args, **kwargs)
+        return self._forward(self.model, *args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, *, final: bool, weight: float = 1.0) -> None:
+        """``loss.backward()``; distributed, gradients are reduced on the step's ``final`` micro-batch only.
+
+        DDP and FSDP2 average the ranks' gradients, and each rank's loss is already its share of the
+        global mean, so the loss is scaled by the world size first (``weight`` 0: a rank without data).
+        """
+        if self.sharded is None:
+            loss.backward()
+            return
+        with self.sharded.sync(final):
+            (loss * (weight * self.world_size)).backward()
+
+    def local_indices(self, indices: list[int]) -> tuple[list[int], float]:
+        """This rank's slice of a global micro-batch and its weight: 1, or 0 for an empty slice,
+        which then repeats the batch's first item so that the rank joins the forward and backward."""
+        if self.parallel is None:
+            return indices, 1.0
+        local = shard_indices(indices, self.parallel.rank, self.parallel.world_size)
+        return (local, 1.0) if local else (indices[:1], 0.0)
+
+    def global_sum(self, value: float) -> float:
+        """``value`` summed over the ranks (a step's target tokens)."""
+        return all_sum(value) if self.parallel is not None else value
+
+    def reduce_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        """A step's metric shares summed over the ranks."""
+        return sum_metrics(totals) if self.parallel is not None else totals
+
+    def gather_weights(self) -> None:
+        """Put the trained weights into the plain model (FSDP2 trains a sharded copy); every rank calls it."""
+        if self.sharded is not None:
+            self.sharded.copy_into()
 
     def resume(self) -> bool:
         """Continue from the newest checkpoint in ``run_dir``, if any; True when one was loaded.
 
         Staging folders that a kill left behind are removed first; only complete checkpoints count.
         """
-        clean_staging(self.run_dir)
+        if is_main():
+            clean_staging(self.run_dir)
+        barrier()
         checkpoints = list_checkpoints(self.run_dir)
         if not checkpoints:
             return False
+        if self.sharded is not None or is_sharded(checkpoints[-1]):
+            self._resume_sharded(checkpoints[-1])
+            return True
         restored = load_checkpoint(
             checkpoints[-1], model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
         )
@@ -124,7 +235,21 @@ class OptimiserLoop:
         self.position = int(restored.trainer["position"])
         return True
 
+    def _resume_sharded(self, path: Path) -> None:
+        if self.sharded is None or not is_sharded(path):
+            raise ConfigError(
+                f"checkpoint {path} was written by a {'distributed' if is_sharded(path) else 'single-process'} run; "
+                "resume it the same way (distributed checkpoints resume on any number of processes under torchrun)."
+            )
+        self.step, trainer = load_sharded(
+            path, model=self.sharded.module, optimizer=self.optimizer, scheduler=self.scheduler
+        )
+        self.epoch, self.position = int(trainer["epoch"]), int(trainer["position"])
+        self.gather_weights()
+
     def save(self) -> Path:
+        if self.sharded is not None:
+            return self._save_sharded()
         path = save_checkpoint(
             self.run_dir,
             self.step,
@@ -138,6 +263,26 @@ class OptimiserLoop:
             self.on_checkpoint(self.step, path)
         return path
 
+    def _save_sharded(self) -> Path:
+        if is_main():
+            clean_staging(self.run_dir)
+        path = save_sharded(
+            self.run_dir / "checkpoints" / checkpoint_name(self.step),
+            model=self.sharded.module if self.sharded is not None else self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            step=self.step,
+            trainer_state={"epoch": self.epoch, "position": self.position},
+        )
+        keep = self.config.keep_checkpoints
+        if is_main():
+            for old in list_checkpoints(self.run_dir)[:-keep] if keep > 0 else []:
+                remove_directory(old)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self.step, path)
+        barrier()
+        return path
+
     def save_final(self) -> Path | None:
         """Checkpoint the last step, unless checkpoints are off (``checkpoint_every = 0``) or it is saved."""
         if not self.config.checkpoint_every:
@@ -147,27 +292,9 @@ class OptimiserLoop:
             return saved[-1]
         return self.save()
 
-    def _epoch_batches(self) -> list[list[int]]:
-        if self._batches_epoch != self.epoch:
-            self._batches = micro_batches(
-                self.items,
-                self.config.batch_size,
-                seed=self.config.seed,
-                epoch=self.epoch,
-                shuffle=self.shuffle,
-                group_by_length=self.group_by_length,
-            )
-            self._batches_epoch = self.epoch
-        return self._batches
-
     def next_micro_batch(self) -> list[int]:
-        """Item indices of the next micro-batch; a new epoch reshuffles with its own seed."""
-        if self.position >= len(self._epoch_batches()):
-            self.epoch += 1
-            self.position = 0
-        indices = self._epoch_batches()[self.position]
-        self.position += 1
-        return indices
+        """Item indices of the next (global) micro-batch; a new epoch reshuffles with its own seed."""
+        return self.sampler.next()[0]
 
     def apply_update(self, metrics: dict[str, float]) -> None:
         """Clip, step the optimiser and schedule, count the step; adds ``grad_norm`` and ``lr``."""
@@ -221,6 +348,10 @@ def check_loss(loss: Any, step: int, method: Method, *, inputs: str = "batch.pol
             hint=f"The loss must be computed from {inputs} with torch operations; .item(), float(), "
             "torch.tensor(...), .detach() or torch.no_grad() cut it off from the model.",
         )
+
+
+def _call(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return model(*args, **kwargs)
 
 
 StepCallback = Callable[[int, Mapping[str, float]], None]

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 
 from prefcore.data import to_pairs
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import is_main
 from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import StepCallback
 from prefcore.engine.loop import check_loss
@@ -71,7 +73,13 @@ __all__ = [
 
 
 class RewardTrainer(OptimiserLoop):
-    """Runs optimiser steps of a preference-model objective on a reward network."""
+    """Runs optimiser steps of a preference-model objective on a reward network.
+
+    Under torchrun each rank scores its slice of every global micro-batch; held-out evaluation
+    runs on every rank on the gathered network (the same numbers everywhere), rank 0 reports.
+    """
+
+    distributed = True
 
     def __init__(
         self,
@@ -117,20 +125,22 @@ class RewardTrainer(OptimiserLoop):
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.next_micro_batch() for _ in range(self.config.grad_accum)]
-        num_items = sum(self.items[index].count for indices in micro for index in indices)
+        num_items = sum(self.items[index].count for indices in micro for index in indices)  # global
         totals: dict[str, float] = {}
-        for indices in micro:
+        for position, global_indices in enumerate(micro):
+            indices, weight = self.local_indices(global_indices)  # this rank's slice (all of it in one process)
             feedback = collate_rewards(
                 [self.items[index] for index in indices], self.pad_token_id, aspects=self.aspects
             )
             feedback = feedback.to(self.device)
-            output = self.objective.loss(feedback.reward_batch(self.model(feedback.sequences), num_items))
+            output = self.objective.loss(feedback.reward_batch(self.forward(feedback.sequences), num_items))
             check_loss(output.loss, self.step + 1, self.objective, inputs="the batch's rewards")
-            output.loss.backward()
-            share = feedback.num_items / max(num_items, 1)
+            self.backward(output.loss, final=position == len(micro) - 1, weight=weight)
+            share = weight * feedback.num_items / max(num_items, 1)
             for key, value in output.metrics.items():
                 totals[key] = totals.get(key, 0.0) + share * float(value)
-            totals["loss"] = totals.get("loss", 0.0) + float(output.loss.detach())
+            totals["loss"] = totals.get("loss", 0.0) + weight * float(output.loss.detach())
+        totals = self.reduce_metrics(totals)
         self.apply_update(totals)
         return totals
 
@@ -138,19 +148,22 @@ class RewardTrainer(OptimiserLoop):
         """Train until ``config.steps``; held-out metrics (``eval/...``) join the step's metrics when measured."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        with StageProgress(self.stage, self.config.steps, enabled=self.progress, initial=self.step) as bar:
+        main = is_main()  # under torchrun, rank 0 alone reports
+        with StageProgress(self.stage, self.config.steps, enabled=self.progress and main, initial=self.step) as bar:
             while self.step < self.config.steps:
                 metrics = self.train_step()
                 metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
                 last = self.step == self.config.steps
                 due = last or (self.config.eval_every and self.step % self.config.eval_every == 0)
                 if due and self.evaluate is not None:
+                    self.gather_weights()
                     metrics.update({f"eval/{key}": float(value) for key, value in self.evaluate().items()})
-                if self.on_step is not None and (self.step % self.config.log_every == 0 or last):
+                if self.on_step is not None and main and (self.step % self.config.log_every == 0 or last):
                     self.on_step(self.step, metrics)
                 bar.update(self.step, metrics)
                 if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                     self.save()
+        self.gather_weights()
         return metrics
 
 
@@ -265,5 +278,7 @@ def train_preference_model(
         trainer.resume()
     trainer.fit()
     trainer.save_final()
-    network.save(final)
+    if is_main():  # under torchrun every rank holds the gathered network; rank 0 writes it
+        network.save(final)
+    barrier()
     return network

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from prefcore.batch import LogProbBatch
+from prefcore.distributed.process_group import is_main
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
@@ -31,6 +33,7 @@ from prefcore.engine.loop import check_loss
 from prefcore.engine.loop import epoch_steps
 from prefcore.engine.models import enable_gradient_checkpointing
 from prefcore.engine.progress import StageProgress
+from prefcore.engine.sequences import PaddedSequences
 from prefcore.errors import ConfigError
 from prefcore.methods import UsageObjective
 from prefcore.settings import TrainConfig
@@ -65,8 +68,22 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return torch.autocast("cuda", dtype=dtype)
 
 
+def _policy_logps(
+    model: torch.nn.Module, sequences: PaddedSequences, fused: bool, backend: str, autocast: AbstractContextManager
+) -> torch.Tensor:
+    """The policy's per-token log-probs: what DDP and FSDP2 wrap as the forward of a micro-batch."""
+    with autocast:
+        return completion_token_logps(model, sequences, fused=fused, backend=backend)
+
+
 class Trainer(OptimiserLoop):
-    """Runs optimiser steps of a weighted sum of objectives over training items."""
+    """Runs optimiser steps of a weighted sum of objectives over training items.
+
+    Under torchrun each rank collates its slice of every global micro-batch; the objectives see the
+    global ``num_items`` and ``num_tokens``, so the ranks' losses add up to the single-process one.
+    """
+
+    distributed = True
 
     def __init__(
         self,
@@ -103,6 +120,7 @@ class Trainer(OptimiserLoop):
             what="the policy",
             shuffle=config.shuffle,
             group_by_length=config.group_by_length,
+            forward=_policy_logps,
         )
         self.policy = policy
         self.objectives = list(objectives)
@@ -120,10 +138,9 @@ class Trainer(OptimiserLoop):
         return collate(items, self.pad_token_id, reference_logps=cached)
 
     def _log_prob_batch(self, batch: SequenceBatch, num_items: int, num_tokens: int) -> LogProbBatch:
-        with _autocast(self.config, self.device):
-            policy_logps = completion_token_logps(
-                self.policy, batch.sequences, fused=self.config.fused_lm_head, backend=self.config.kernel_backend
-            )
+        policy_logps = self.forward(
+            batch.sequences, self.config.fused_lm_head, self.config.kernel_backend, _autocast(self.config, self.device)
+        )
         ref_logps = None
         if self.reference_logps is not None and batch.ref_sequence_logps is None:
             with torch.no_grad(), _autocast(self.config, self.device):
@@ -153,15 +170,17 @@ class Trainer(OptimiserLoop):
         self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.next_micro_batch() for _ in range(self.config.grad_accum)]
-        num_items = sum(len(indices) for indices in micro)
-        batches = [self._collate(indices) for indices in micro]
+        num_items = sum(len(indices) for indices in micro)  # global: every rank knows every micro-batch
+        local = [self.local_indices(indices) for indices in micro]  # this rank's slices (all of it in one process)
+        batches = [self._collate(indices) for indices, _ in local]
         # every micro-batch divides its token sums by the whole step's count, known only after collating all
-        num_tokens = sum(batch.target_token_count() for batch in batches)
+        counted = [batch.target_token_count() for batch, (_, weight) in zip(batches, local, strict=True) if weight]
+        num_tokens = int(self.global_sum(sum(counted)))
         totals: dict[str, float] = {}
-        for indices, batch in zip(micro, batches, strict=True):
+        for position, ((indices, weight), batch) in enumerate(zip(local, batches, strict=True)):
             log_prob_batch = self._log_prob_batch(batch.to(self.device), num_items, num_tokens)
             loss = torch.zeros((), device=self.device)
-            share = len(indices) / num_items
+            share = weight * len(indices) / num_items
             for entry in self.objectives:
                 output = entry.objective.loss(log_prob_batch)
                 check_loss(output.loss, self.step + 1, entry.objective)
@@ -170,10 +189,11 @@ class Trainer(OptimiserLoop):
                 for key, value in output.metrics.items():
                     totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
                 if prefix:  # each objective's own (unweighted) loss; micro-batch losses add up to the step's
-                    totals[prefix + "loss"] = totals.get(prefix + "loss", 0.0) + float(output.loss.detach())
+                    totals[prefix + "loss"] = totals.get(prefix + "loss", 0.0) + weight * float(output.loss.detach())
             check_finite(loss, self.step + 1)
-            loss.backward()
-            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+            self.backward(loss, final=position == len(micro) - 1, weight=weight)
+            totals["loss"] = totals.get("loss", 0.0) + weight * float(loss.detach())
+        totals = self.reduce_metrics(totals)
         self.apply_update(totals)
         return totals
 
@@ -181,17 +201,22 @@ class Trainer(OptimiserLoop):
         """Train until ``config.steps``; checkpoints, evaluation and metrics through the callbacks."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        with StageProgress(self.stage, self.config.steps, enabled=self.config.progress, initial=self.step) as bar:
+        main = is_main()  # under torchrun, rank 0 alone reports and evaluates
+        enabled = self.config.progress and main
+        with StageProgress(self.stage, self.config.steps, enabled=enabled, initial=self.step) as bar:
             while self.step < self.config.steps:
                 metrics = self.train_step()
                 metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
                 last = self.step == self.config.steps
-                if self.on_step is not None and (self.step % self.config.log_every == 0 or last):
+                if self.on_step is not None and main and (self.step % self.config.log_every == 0 or last):
                     self.on_step(self.step, metrics)
                 bar.update(self.step, metrics)
                 due = self.config.eval_every and self.step % self.config.eval_every == 0
                 if due and self.step < self.config.steps and self.on_evaluate is not None:
-                    self.on_evaluate(self.step)
+                    self.gather_weights()  # evaluation runs on the plain model, on rank 0
+                    if main:
+                        self.on_evaluate(self.step)
                 if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                     self.save()
+        self.gather_weights()
         return metrics

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from prefcore.data import read_demonstrations
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import is_main
 from prefcore.engine.batching import build_items
 from prefcore.engine.models import load_pretrained
 from prefcore.engine.models import save_model
@@ -130,5 +132,7 @@ def _supervised_fine_tuning(
     metrics = trainer.fit()
     if metrics:
         logger.info("warm start: %d steps on %d records, last loss %.4f", trainer.step, len(items), metrics["loss"])
-    save_model(policy, tokenizer, done)
+    if is_main():  # under torchrun every rank holds the trained weights; rank 0 writes them
+        save_model(policy, tokenizer, done)
+    barrier()
     return policy

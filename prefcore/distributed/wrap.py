@@ -1,0 +1,160 @@
+"""Spread a model over the ranks: DDP (a replica per rank) or FSDP2 (``fully_shard``, sharded).
+
+The trainers do not call the wrapped model's own ``forward`` (the fused LM-head path runs the
+decoder and the head apart), so the model is wrapped together with the function a trainer
+runs on it: ``Forward(model, fn)`` whose ``forward(*args)`` is ``fn(model, *args)``. DDP's
+and FSDP2's hooks then see one forward per micro-batch, whatever the function does inside:
+under FSDP2 the root's parameters (embeddings, final norm, LM head) are gathered for the whole
+call, so the fused LM head receives the full weight as a plain tensor.
+
+DDP wraps the model in place (its parameters are the model's). FSDP2 replaces parameters
+with DTensor shards, so it shards a deep copy and ``Sharded.copy_into`` gathers the weights
+back into the plain model for evaluation, generation and the final ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from prefcore.distributed.process_group import Parallel
+
+__all__ = ["Forward", "Sharded", "decoder_layers", "wrap_model"]
+
+
+class Forward(torch.nn.Module):
+    """``forward(*args, **kwargs)`` = ``fn(model, *args, **kwargs)``: what DDP and FSDP2 wrap."""
+
+    def __init__(self, model: torch.nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.model = model
+        self._fn = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(self.model, *args, **kwargs)
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks FSDP2 shards one by one: transformers' ``_no_split_modules`` classes,
+    else the members of every ``layers``/``h``/``blocks`` ModuleList."""
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    layers = [module for module in model.modules() if type(module).__name__ in names]
+    if layers:
+        return layers
+    return [
+        child
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks")
+        for child in module
+    ]
+
+
+@dataclass
+class Sharded:
+    """A model spread over the ranks: call ``module``; ``sync`` wraps the backward of each micro-batch."""
+
+    module: torch.nn.Module
+    original: torch.nn.Module
+    strategy: str
+    world_size: int
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [parameter for parameter in self.module.parameters() if parameter.requires_grad]
+
+    @contextlib.contextmanager
+    def sync(self, final: bool) -> Iterator[None]:
+        """Gradients are reduced across ranks on the last micro-batch of a step only (``no_sync`` before)."""
+        if self.strategy == "ddp" and not final:
+            with self.module.no_sync():  # type: ignore[operator]
+                yield
+            return
+        if self.strategy == "fsdp":
+            self.module.set_requires_gradient_sync(final)  # type: ignore[operator]
+        yield
+
+    def copy_into(self) -> None:
+        """Gather the full weights into the plain model (FSDP2; DDP shares them already). Collective."""
+        if self.strategy != "fsdp":
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        full = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True))
+        prefix = "model."
+        plain = {name[len(prefix) :]: value for name, value in full.items() if name.startswith(prefix)}
+        with torch.no_grad():
+            for name, tensor in self.original.state_dict(keep_vars=True).items():
+                if name in plain:
+                    tensor.copy_(plain[name].to(tensor.device, tensor.dtype))
+
+
+def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel) -> Sharded:
+    """``Forward(model, fn)`` under DDP, or a deep copy of it sharded with FSDP2 (per decoder layer, then root).
+
+    Every rank starts from rank 0's weights (broadcast), whatever each built.
+    """
+    _broadcast_weights(model)
+    if parallel.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = parallel.device
+        wrapped = DistributedDataParallel(
+            Forward(model, _autocast(fn, parallel)),
+            device_ids=[device.index] if device.type == "cuda" else None,
+        )
+        return Sharded(wrapped, model, "ddp", parallel.world_size)
+    if parallel.strategy != "fsdp":
+        raise ValueError(f"strategy must be 'ddp' or 'fsdp'. Got {parallel.strategy!r}.")
+    from torch.distributed.fsdp import CPUOffloadPolicy
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+    from torch.distributed.fsdp import fully_shard
+
+    options: dict[str, Any] = {}
+    if parallel.mixed_precision == "bf16":
+        options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if parallel.cpu_offload:
+        options["offload_policy"] = CPUOffloadPolicy()
+    root = Forward(copy.deepcopy(model), _no_view(fn))
+    for layer in decoder_layers(root.model):
+        fully_shard(layer, **options)
+    fully_shard(root, **options)
+    return Sharded(root, model, "fsdp", parallel.world_size)
+
+
+def _no_view(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """FSDP2 hooks the root's output for its backward; an output that is a view is cloned so that an
+    in-place op on it downstream cannot drop that hook."""
+
+    def run(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        output = fn(model, *args, **kwargs)
+        return output.clone() if isinstance(output, torch.Tensor) and output._base is not None else output
+
+    return run
+
+
+def _autocast(fn: Callable[..., Any], parallel: Parallel) -> Callable[..., Any]:
+    """DDP's mixed precision: the forward under bf16 autocast (FSDP2 casts through its policy instead)."""
+    if parallel.mixed_precision != "bf16":
+        return fn
+
+    def run(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(parallel.device.type, dtype=torch.bfloat16):
+            return fn(model, *args, **kwargs)
+
+    return run
+
+
+def _broadcast_weights(model: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (a model built from a seed is already equal)."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)

@@ -1,0 +1,78 @@
+"""Two processes with the global batch split train exactly what one process does with the whole batch.
+
+One torchrun launch (2 ranks, gloo, CPU) runs the registry check with rank 1 missing a plugin,
+then DPO, a listwise objective (Plackett-Luce DPO) and reward-model training (Bradley-Terry)
+under DDP and under FSDP2; the test compares each with the same training in this process
+(``dist_cases``). The fused LM-head path is on in every policy case: under FSDP2 it receives the
+gathered head weight inside the wrapped forward.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # the helpers the torchrun workers import too
+
+import dist_cases
+from dist_launch import GLOO
+from dist_launch import torchrun
+
+pytestmark = pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")
+
+# Bradley-Terry only sees reward differences: the head's bias gets a gradient of rounding noise,
+# which AdamW turns into steps of ±lr whatever its size, so it is not comparable across batch splits.
+SHIFT_INVARIANT = {"reward": {"head.bias"}}
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("dist")
+    result = torchrun(2, "all", str(out), cwd=out)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {rank: torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def single() -> dict[str, dict[str, Any]]:
+    """Each case in this one process, whole batch."""
+    return {name: dist_cases.run_case(name, Path(tempfile.mkdtemp())) for name in dist_cases.CASES}
+
+
+def test_registry_mismatch_is_caught_on_every_rank_naming_the_rank(launched: dict[int, dict[str, Any]]) -> None:
+    for rank in (0, 1):
+        message = launched[rank]["fingerprint"]
+        assert message.startswith("ConfigError: the ranks loaded different plugins")
+        assert "rank 1: methods missing there: usage:grpo" in message
+        assert "rank 0:" not in message
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("case", dist_cases.CASES)
+def test_two_ranks_equal_one_process(
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str, case: str
+) -> None:
+    got, want = launched[0][f"{strategy}/{case}"], single[case]
+    assert len(got["losses"]) == dist_cases.STEPS
+    torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=1e-5, atol=1e-6)
+    assert got["weights"].keys() == want["weights"].keys()
+    for name, tensor in want["weights"].items():
+        if name in SHIFT_INVARIANT.get(case, set()):
+            continue
+        torch.testing.assert_close(got["weights"][name], tensor, rtol=0, atol=2e-4, msg=name)
+    # the comparison is not vacuous: training moved the weights far beyond the tolerance
+    start = dist_cases.weights(dist_cases.build_case(case, Path(tempfile.mkdtemp()))[1])
+    assert max(float((want["weights"][n] - start[n]).abs().max()) for n in start) > 1e-3
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_every_rank_holds_the_trained_model(launched: dict[int, dict[str, Any]], strategy: str) -> None:
+    """After training the plain model on each rank has the full weights (FSDP2 gathers them back)."""
+    for case in dist_cases.CASES:
+        for name, tensor in launched[0][f"{strategy}/{case}"]["weights"].items():
+            torch.testing.assert_close(launched[1][f"{strategy}/{case}"]["weights"][name], tensor, rtol=0, atol=0)
