@@ -64,12 +64,18 @@ class GenerateSettings:
     max_new_tokens: int = option(64, doc="most new tokens per candidate")
     temperature: float = option(1.0, doc="sampling temperature (the base policy KL is measured against)")
     top_p: float = option(1.0, doc="nucleus sampling mass (1 = off)")
-    seed: int = option(0, doc="seed of the sampling; the same seed and model give the same candidates")
+    seed: int = option(0, doc="seed of the sampling (batch b draws with seed + b): same seed, model, batches: same")
+    batch_size: int = option(16, doc="prompts sampled together (n candidates each)")
     fallback: str = option(REFUSAL_TEXT, doc="the reply when every candidate fails or the request is refused")
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
             raise ConfigError(f"generate n must be a whole number >= 1; got {self.n!r}.", field="generate.n")
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ConfigError(
+                f"generate batch_size must be a whole number >= 1; got {self.batch_size!r}.",
+                field="generate.batch_size",
+            )
         if not isinstance(self.fallback, str):
             raise ConfigError(f"generate fallback must be text; got {self.fallback!r}.", field="generate.fallback")
         self.rollout_settings()  # sampling options are checked where sampling defines them
@@ -232,9 +238,25 @@ class AlignedGenerator:
             raise ValueError("AlignedGenerator.generate needs at least one prompt.")
         if answers is not None and len(answers) != len(prompts):
             raise ValueError(f"got {len(answers)} reference answers for {len(prompts)} prompts.")
+        size = self.settings.batch_size
+        decisions: list[Decision] = []
+        for start in range(0, len(prompts), size):
+            chunk = None if answers is None else list(answers[start : start + size])
+            decisions += self._generate_batch(prompts[start : start + size], chunk, start, start // size)
+        return decisions
+
+    def _generate_batch(
+        self, prompts: list[Any], answers: list[Any] | None, first_index: int, batch: int
+    ) -> list[Decision]:
+        """One sampling batch; ``first_index`` numbers its prompts for the robustness copies' seeds."""
         n = self.settings.n
         rollouts = sample_rollouts(
-            self.model, self.tokenizer, prompts, self.settings.rollout_settings(), prefix=self.prefix
+            self.model,
+            self.tokenizer,
+            prompts,
+            self.settings.rollout_settings(),
+            prefix=self.prefix,
+            seed=self.settings.seed + batch,
         )
         texts = list(rollouts.texts)
         per_completion = [rollouts.prompt_of(index) for index in range(len(texts))]
@@ -249,7 +271,9 @@ class AlignedGenerator:
         robust: list[RobustnessResult | None] = [None] * len(prompts)
         if self.robustness is not None:
             assert self.robustness_check is not None
-            robust = list(robust_refusals(prompts, self.tokenizer, self.robustness, self.robustness_check))
+            robust = list(
+                robust_refusals(prompts, self.tokenizer, self.robustness, self.robustness_check, start=first_index)
+            )
         bound = best_of_n_kl_bound(n)
         decisions = []
         for index, prompt in enumerate(prompts):

@@ -132,10 +132,13 @@ def dropped_copies(tokenizer: Any, prompt: Any, config: RobustnessConfig, index:
 
 
 def robust_refusals(
-    prompts: Sequence[Any], tokenizer: Any, config: RobustnessConfig, check: CopyCheck
+    prompts: Sequence[Any], tokenizer: Any, config: RobustnessConfig, check: CopyCheck, *, start: int = 0
 ) -> list[RobustnessResult]:
-    """RA-LLM's decision for each prompt: ``check`` runs once on every prompt's copies together."""
-    copies = [dropped_copies(tokenizer, prompt, config, index) for index, prompt in enumerate(prompts)]
+    """RA-LLM's decision for each prompt: ``check`` runs once on every prompt's copies together.
+
+    ``start`` is the index of the first prompt (its copies' seed), when prompts come in batches.
+    """
+    copies = [dropped_copies(tokenizer, prompt, config, start + index) for index, prompt in enumerate(prompts)]
     flat = [copy for group in copies for copy in group]
     fired = [bool(value) for value in check(flat)]
     if len(fired) != len(flat):

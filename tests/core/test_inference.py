@@ -380,3 +380,24 @@ def test_read_prompts_takes_chat_turns_and_answers(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"prompt": [{"role": "user"}]}) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="line 1"):
         read_prompts(bad)
+
+
+def test_batches_keep_each_prompts_robustness_copies_and_answer_every_prompt(model: Any, tokenizer: Any) -> None:
+    def never(copies: Sequence[str]) -> list[bool]:
+        return [False] * len(copies)
+
+    def run(batch_size: int) -> list[Any]:
+        return AlignedGenerator(
+            model,
+            tokenizer,
+            settings=GenerateSettings(n=2, max_new_tokens=3, batch_size=batch_size),
+            robustness=RobustnessConfig(copies=4),
+            robustness_check=never,
+        ).generate(PROMPTS)
+
+    one, all_at_once = run(1), run(len(PROMPTS))
+    assert [d.prompt for d in one] == list(PROMPTS) and len(all_at_once) == len(PROMPTS)
+    assert [d.robustness.copies for d in one] == [d.robustness.copies for d in all_at_once]  # type: ignore[union-attr]
+    assert len({d.robustness.copies for d in one}) == len(PROMPTS)  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="batch_size"):
+        GenerateSettings(batch_size=0)
