@@ -401,3 +401,45 @@ def test_batches_keep_each_prompts_robustness_copies_and_answer_every_prompt(mod
     assert len({d.robustness.copies for d in one}) == len(PROMPTS)  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="batch_size"):
         GenerateSettings(batch_size=0)
+
+
+def test_best_of_n_on_a_categorical_policy_matches_the_exact_pmf() -> None:
+    """Beirami et al.'s π_n(y) = F(y)^n − F⁻(y)^n, against best-of-4 on a one-token policy of six replies.
+
+    The tiny Llama's decoder is zeroed so every prefix gives the same next-token logits: a known
+    categorical π over six words (every other token has logit −30), one token per completion.
+    """
+    words = ("red", "blue", "green", "white", "black", "brown")
+    tokenizer = build_tokenizer(words)
+    logits = torch.full((len(tokenizer),), -30.0)
+    for word, logit in zip(words, (1.0, 0.5, 0.8, 0.0, 1.2, 0.3), strict=True):
+        logits[tokenizer.convert_tokens_to_ids(word)] = logit
+    model = build_tiny_model(tokenizer, **TINY)
+    with torch.no_grad():
+        for parameter in model.model.layers.parameters():
+            parameter.zero_()
+        model.model.embed_tokens.weight.fill_(1.0)
+        model.lm_head.weight.copy_(logits[:, None].expand(-1, model.config.hidden_size) / model.config.hidden_size)
+    model.eval()
+    base = torch.softmax(logits, dim=0)
+    reward_of = {word: float(rank) for rank, word in enumerate(words)}  # "brown" best, "red" worst
+
+    def table(prompts: Sequence[Any], completions: Sequence[str]) -> list[float]:
+        return [reward_of[text.strip()] for text in completions]
+
+    n, count = 4, 600
+    settings = GenerateSettings(n=n, max_new_tokens=1, seed=11, batch_size=count)
+    decisions = AlignedGenerator(model, tokenizer, reward=table, settings=settings).generate(["red"] * count)
+    below = 0.0
+    for word in words:  # increasing reward
+        p = float(base[tokenizer.convert_tokens_to_ids(word)])
+        exact = (below + p) ** n - below**n
+        below += p
+        frequency = sum(d.completion.strip() == word for d in decisions) / count
+        assert frequency == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / count) + 1e-3), word
+    for decision in decisions:  # each candidate's log-prob is its base probability: the KL estimate reads it
+        for candidate in decision.candidates:
+            assert math.exp(candidate.logp) == pytest.approx(
+                float(base[tokenizer.convert_tokens_to_ids(candidate.text.strip())]), rel=1e-4
+            )
+        assert 0.0 <= decision.kl_estimate <= best_of_n_kl_bound(n)
