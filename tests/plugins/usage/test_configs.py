@@ -65,6 +65,7 @@ INVALID_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("reinforce_pp", {"log_ratio_clamp": 0}, "log_ratio_clamp must be > 0 for objective 'reinforce_pp'. Got 0.0."),
     ("reinforce", {"kl_horizon": 0}, "kl_horizon must be > 0 for objective 'reinforce'. Got 0.0."),
     ("remax", {"aggregation": "sum"}, "aggregation must be one of token_mean, sequence_mean, dr_grpo, token_sum"),
+    ("ppo", {"critic": "elsewhere"}, "critic must be one of separate, reward_model, shared for objective 'ppo'"),
     ("safe_rlhf", {"lambda_update": "dual"}, "lambda_update must be one of log, projected for 'safe_rlhf'"),
 ]
 
