@@ -16,7 +16,8 @@ with B equal-width bins over [½, 1]:
 
 Each bin's confidence, accuracy and count is reported (``reliability/<b>/...``), the data of
 a reliability plot. Where a pair's true order is known independently of its label
-(``metadata[gold_key]``: "chosen"/1/true, "rejected"/0/false; "tie"/0.5 skipped), two more
+(``metadata[gold_key]``: "chosen"/1/true, "rejected"/0/false; "tie"/0.5 skipped; with
+``judge_gold``, else the run's judge, e.g. the demo's rule: judge(x, chosen, rejected) > ½), two more
 numbers: ``gold_agreement``, how often the model ranks the gold-better completion strictly
 higher, and ``label_gold_agreement``, how often the label itself agrees with gold (label noise).
 Pairs labelled as ties carry no order and are skipped (``num_skipped_ties``).
@@ -50,6 +51,7 @@ GOLD_REJECTED = ("rejected", 0, 0.0, False)
 class RewardAccuracyConfig:
     category_key: str = option("category", doc="metadata key naming each pair's category (else its aspect)")
     gold_key: str = option("gold", doc="metadata key of the known true order: 'chosen' or 'rejected'")
+    judge_gold: bool = option(False, doc="where no record says, the run's judge gives the gold order (a rule)")
     bins: int = option(10, doc="equal-width confidence bins over [0.5, 1] for ECE and the reliability data")
     scale: float = option(1.0, doc="p = sigmoid(scale * (r_chosen - r_rejected)), the calibrated confidence")
     batch_size: int = option(16, doc="completions per scorer call")
@@ -159,6 +161,13 @@ class RewardAccuracy(Evaluator):
             for key in ("confidence", "accuracy", "count"):
                 metrics[f"reliability/{b}/{key}"] = row[key]
         gold = [_gold(pair.metadata.get(self.config.gold_key)) for pair in pairs]
+        if self.config.judge_gold:
+            if context.judge is None:
+                raise EvaluationInputError(self.name, "a judge", "judge_gold = true reads the gold order from [judge].")
+            for index, pair in enumerate(pairs):
+                if gold[index] is None:
+                    verdict = float(context.judge(pair.prompt, pair.chosen, pair.rejected))
+                    gold[index] = None if verdict == 0.5 else int(verdict > 0.5)
         known = [i for i, g in enumerate(gold) if g is not None]
         metrics["num_gold"] = float(len(known))
         if known:

@@ -110,3 +110,18 @@ def test_the_report_draws_the_reliability_bins(tmp_path: Path) -> None:
     assert (tmp_path / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_reliability([{"step": 0.0, "loss": 1.0}], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_judge_supplies_gold_where_records_do_not() -> None:
+    def prefers_a(prompt: object, first: str, second: str) -> float:  # a rule that knows "a" is best
+        return 0.5 if first == second else float(first == "a" or (second != "a" and first < second))
+
+    plain = context(PAIRS)
+    plain.judge = prefers_a
+    metrics = RewardAccuracy(RewardAccuracyConfig(judge_gold=True)).evaluate(plain).metrics
+    # records' gold first (pairs 1, 3, 4); the judge for pair 2: judge("c", "d") = 1 → chosen is gold-better
+    assert metrics["num_gold"] == 4
+    assert metrics["gold_agreement"] == pytest.approx(3 / 4)  # the model tied pair 2: not strictly higher
+    assert metrics["label_gold_agreement"] == pytest.approx(3 / 4)
+    with pytest.raises(EvaluationInputError):
+        RewardAccuracy(RewardAccuracyConfig(judge_gold=True)).evaluate(context(PAIRS))
