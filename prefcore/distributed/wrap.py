@@ -121,7 +121,7 @@ def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Paralle
     options: dict[str, Any] = {}
     if parallel.mixed_precision == "bf16":
         options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    if parallel.cpu_offload:
+    if parallel.cpu_offload and parallel.device.type != "cpu":  # on CPU the parameters are there already
         options["offload_policy"] = CPUOffloadPolicy()
     root = Forward(copy.deepcopy(model), _no_view(fn))
     for layer in decoder_layers(root.model):
