@@ -5,9 +5,10 @@ breaks it, and the model's own alignment then refuses. RA-LLM (Cao et al. 2023,
 https://arxiv.org/abs/2309.14348) therefore checks a request on ``copies`` random copies of
 it, each with ⌊drop_rate · L⌋ of its L tokens dropped (the user's text only, never the chat
 template), and refuses it when the share of copies whose short reply is a refusal reaches
-``threshold``:
+``threshold``, or, first (``check_original``, the paper's step 1), when the unchanged prompt
+already triggers a refusal:
 
-    f = #{copies whose check fires} / copies,      refuse ⟺ f ≥ threshold
+    f = #{copies whose check fires} / copies,      refuse ⟺ check(x) fires or f ≥ threshold
 
 The paper's defaults are copies = 20, drop_rate = 0.3, threshold = 0.2 and replies of at most
 10 new tokens. Which positions are dropped follows ``seed`` and the prompt's index through
@@ -44,6 +45,7 @@ class RobustnessConfig:
     drop_rate: float = option(0.3, doc="share of the prompt's tokens dropped in each copy (floor(rate * L) tokens)")
     threshold: float = option(0.2, doc="refuse when at least this share of copies triggers a refusal")
     max_new_tokens: int = option(10, doc="length of the short reply the default check reads")
+    check_original: bool = option(True, doc="RA-LLM's first step: refuse at once when the unchanged prompt fires")
     seed: int = option(0, doc="seed of the dropped positions (with the prompt's index)")
 
     def __post_init__(self) -> None:
@@ -70,6 +72,7 @@ class RobustnessResult:
     copies: tuple[Any, ...]
     fired: tuple[bool, ...]
     threshold: float
+    original_fired: bool = False
 
     @property
     def fraction(self) -> float:
@@ -78,13 +81,15 @@ class RobustnessResult:
 
     @property
     def refused(self) -> bool:
-        return self.fraction >= self.threshold
+        """RA-LLM's verdict: the unchanged prompt triggered a refusal, or f ≥ threshold."""
+        return self.original_fired or self.fraction >= self.threshold
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "refused": self.refused,
             "fraction": self.fraction,
             "threshold": self.threshold,
+            "original_fired": self.original_fired,
             "copies": [_display(copy) for copy in self.copies],
             "fired": list(self.fired),
         }
@@ -143,8 +148,11 @@ def robust_refusals(
     fired = [bool(value) for value in check(flat)]
     if len(fired) != len(flat):
         raise ValueError(f"the robustness check answered {len(fired)} times for {len(flat)} copies.")
+    originals = [bool(value) for value in check(list(prompts))] if config.check_original else [False] * len(prompts)
+    if len(originals) != len(prompts):
+        raise ValueError(f"the robustness check answered {len(originals)} times for {len(prompts)} prompts.")
     size = config.copies
     return [
-        RobustnessResult(group, tuple(fired[index * size : (index + 1) * size]), config.threshold)
+        RobustnessResult(group, tuple(fired[index * size : (index + 1) * size]), config.threshold, originals[index])
         for index, group in enumerate(copies)
     ]

@@ -206,10 +206,24 @@ def test_ra_llm_refuses_when_the_check_fires_on_enough_copies(tokenizer: Any) ->
     def every_other(copies: Sequence[str]) -> list[bool]:  # f = 0.5 exactly: refused, since f >= threshold
         return [index % 2 == 0 for index in range(len(copies))]
 
-    results = robust_refusals(prompts, tokenizer, config, every_other)
-    assert all(r.fraction == 0.5 and r.refused for r in results)
-    stricter = RobustnessConfig(copies=10, drop_rate=0.3, threshold=0.6)
+    votes_only = RobustnessConfig(copies=10, drop_rate=0.3, threshold=0.5, check_original=False)
+    results = robust_refusals(prompts, tokenizer, votes_only, every_other)
+    assert all(r.fraction == 0.5 and r.refused and not r.original_fired for r in results)
+    stricter = RobustnessConfig(copies=10, drop_rate=0.3, threshold=0.6, check_original=False)
     assert not any(r.refused for r in robust_refusals(prompts, tokenizer, stricter, every_other))
+
+
+def test_ra_llm_first_refuses_a_prompt_whose_unchanged_form_fires(tokenizer: Any) -> None:
+    prompts = ["what is the colour of the sky ? thanks", "what is two plus three ?"]
+
+    def whole_first_prompt(copies: Sequence[str]) -> list[bool]:  # only the intact first prompt fires
+        return [copy == prompts[0] for copy in copies]
+
+    first, second = robust_refusals(prompts, tokenizer, RobustnessConfig(copies=5), whole_first_prompt)
+    assert first.original_fired and first.fraction == 0.0 and first.refused
+    assert not second.original_fired and not second.refused
+    off = RobustnessConfig(copies=5, check_original=False)
+    assert not any(r.refused for r in robust_refusals(prompts, tokenizer, off, whole_first_prompt))
 
 
 def test_ra_llm_rates_match_the_binomial_reference(tokenizer: Any) -> None:
