@@ -125,7 +125,7 @@ def test_values_are_read_where_the_policy_predicts_each_completion_token() -> No
     # a fresh head: N(0, 1/(H+1)), bias 0 (OpenRLHF)
     hidden_size = value_model.head.weight.shape[1]
     assert float(value_model.head.weight.detach().std()) == pytest.approx(1 / (hidden_size + 1), rel=0.3)
-    assert float(value_model.head.bias.abs().max()) == 0
+    assert float(value_model.head.bias.detach().abs().max()) == 0
     assert value_model.trunk is not policy.get_decoder()
 
 
