@@ -23,6 +23,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -40,15 +42,18 @@ from prefcore.errors import DataError
 __all__ = [
     "ID_COLUMNS",
     "GroupConflictError",
+    "GroupJudge",
     "GroupTable",
     "JoinReport",
     "UnknownAttributeError",
     "annotator_groups",
     "attributes",
     "check_attribute",
+    "group_prefix",
     "join_participants",
     "parse_group_options",
     "read_participants",
+    "split_group_prefix",
 ]
 
 logger = logging.getLogger("prefcore")
@@ -243,3 +248,66 @@ def join_participants(
     for warning in report.warnings():
         logger.warning("%s: %s", source or "participants", warning)
     return joined, report
+
+
+# ----------------------------------------------------------------------------------------------
+# Group-conditioned prompts and per-group judges
+# ----------------------------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"^\[(?P<attribute>[^:\[\]]+): (?P<group>[^\[\]]+)\] ")
+
+
+def group_prefix(attribute: str, group: str) -> str:
+    """``"[community: rural] "``: the text a group-conditioned prompt starts with."""
+    return f"[{attribute}: {group}] "
+
+
+def split_group_prefix(prompt: str) -> tuple[tuple[str, str] | None, str]:
+    """``((attribute, group), rest)`` of a prompt that starts with ``group_prefix``, else ``(None, prompt)``."""
+    if not isinstance(prompt, str):
+        return None, prompt
+    match = _PREFIX.match(prompt)
+    if match is None:
+        return None, prompt
+    return (match["attribute"], match["group"]), prompt[match.end() :]
+
+
+@dataclass(frozen=True)
+class GroupJudge:
+    """A pairwise judge per group of one attribute, usable wherever one judge is.
+
+    Called as a judge, it judges a prompt tagged with one of its groups (``group_prefix``) as
+    that group does, and an untagged prompt as the population does: Σ_g w_g · judge_g / Σ_g w_g,
+    the expected share of people preferring the first reply. ``for_group(g)`` is group g's
+    judge alone (tags stripped), which per-group evaluators ask.
+    """
+
+    attribute: str
+    judges: Mapping[str, Callable[[str, str, str], float]]
+    weights: Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        if not self.judges:
+            raise ValueError("a GroupJudge needs at least one group's judge.")
+        missing = sorted(set(self.judges) - set(self.weights))
+        if missing or any(not weight > 0 for weight in self.weights.values()):
+            raise ValueError(f"every group needs a weight > 0; missing or bad: {missing or dict(self.weights)}.")
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.judges)
+
+    def for_group(self, group: str) -> Callable[[str, str, str], float]:
+        if group not in self.judges:
+            raise KeyError(f"no judge for group {group!r} of {self.attribute!r}; groups: {', '.join(self.judges)}.")
+        judge = self.judges[group]
+        return lambda prompt, first, second: judge(split_group_prefix(prompt)[1], first, second)
+
+    def __call__(self, prompt: str, first: str, second: str) -> float:
+        tag, text = split_group_prefix(prompt)
+        if tag is not None and tag[0] == self.attribute and tag[1] in self.judges:
+            return float(self.judges[tag[1]](text, first, second))
+        total = sum(self.weights[group] for group in self.judges)
+        return (
+            sum(self.weights[group] * float(judge(text, first, second)) for group, judge in self.judges.items()) / total
+        )
