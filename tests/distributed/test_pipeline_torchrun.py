@@ -1,0 +1,80 @@
+"""``prefcore run --nproc 2`` with [distributed] strategy = "fsdp" gives the single-process run's metrics.
+
+Warm-start SFT, a Bradley-Terry preference model and DPO, each sharded over 2 processes; the
+metrics rank 0 writes, the evaluation and the final ``from_pretrained`` folder must match the
+same run file in one process.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dist_launch import GLOO
+
+from prefcore.config import parse_run_config
+from prefcore.pipeline import run_pipeline
+from prefcore.toml_writer import dumps
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")]
+
+RUN_FILE = {
+    "run": {"seed": 1, "heldout_fraction": 0.25, "eval_prompts": 4, "max_new_tokens": 6, "threads": 1, "report_to": []},
+    "model": {"demo": True},
+    "feedback": {"method": "demo_rule", "count": 64, "demonstrations": 32},
+    "warm_start": {"steps": 2, "batch_size": 8},
+    "preference_model": {"method": "bradley_terry"},
+    "reward_model": {"steps": 2, "batch_size": 8},
+    "usage": {"method": "dpo", "beta": 0.1},
+    "evaluation": [{"method": "preference_accuracy"}],
+    "train": {"steps": 4, "batch_size": 8, "lr": 3e-3, "progress": False, "checkpoint_every": 2},
+    "distributed": {"strategy": "fsdp", "timeout_s": 60},
+}
+
+
+def _metrics(run_dir: Path) -> dict[tuple[str, str], float]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {(row["step"], key): float(value) for row in rows for key, value in row.items() if value and key != "step"}
+
+
+def test_two_processes_write_the_single_process_run(tmp_path: Path) -> None:
+    run_file = tmp_path / "job.toml"
+    run_file.write_text(dumps(RUN_FILE), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
+    command = [sys.executable, "-m", "prefcore", "run", str(run_file), "--out", "two", "--nproc", "2"]
+    launched = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    two = tmp_path / "two"
+    assert sorted(path.name for path in (two / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+    assert (two / "checkpoints" / "step-000004" / "dcp").is_dir()
+    assert (two / "reward_model" / "model").is_dir() and (two / "warm_start" / "model").is_dir()
+
+    single = {**RUN_FILE, "distributed": {"strategy": "none"}}
+    result = run_pipeline(parse_run_config(single), out=str(tmp_path / "one"))
+    want, got = _metrics(result.run_dir), _metrics(two)
+    timings = {key for key in {*want, *got} if key[1].endswith("elapsed_s")}
+    assert set(got) - timings == set(want) - timings
+    for key in set(want) - timings:
+        # a token-mean metric (nll) is a mean per micro-batch, weighted by the micro-batch's share of
+        # the items, across ranks as across grad_accum micro-batches; the loss itself is exact
+        rel = 1e-2 if key[1].endswith("nll") else 1e-4
+        # Bradley-Terry sees reward differences only: the head's bias moves by AdamW-scaled rounding
+        # noise (up to lr per step), shifting every absolute reward alike; margins and accuracy are exact
+        shifted = key[1].startswith("reward_model/") and key[1].endswith(("chosen", "rejected"))
+        assert got[key] == pytest.approx(want[key], rel=rel, abs=1e-3 if shifted else 1e-5), key
+    assert {("4", "loss"), ("2", "warm_start/loss"), ("4", "preference_accuracy/accuracy")} <= set(got)
+
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(two / "model")
+    for name, tensor in result.model.state_dict().items():
+        torch.testing.assert_close(trained.state_dict()[name], tensor, rtol=0, atol=1e-4, msg=name)
