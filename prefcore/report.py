@@ -189,6 +189,35 @@ def plot_online(rows: Rows, path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def plot_reward_kl(rows: Rows, path: Path) -> Path | None:
+    """The reward–KL trajectory of an online run: each reward column against the per-token KL to the reference.
+
+    RLHF buys reward with divergence from the reference (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593;
+    Gao et al. 2022 plot proxy and gold reward against the KL): the higher a curve at a given KL, the
+    better the trade. Moving averages over a twelfth of the run; the first and last steps are marked.
+    """
+    columns = _columns(rows)
+    if "reward/mean" not in columns or "kl/k1" not in columns:
+        return None
+    kl_steps, kl_values = _series(rows, "kl/k1")
+    kl_by_step = dict(zip(kl_steps, kl_values, strict=True))
+    figure, axes = _new_axes("Reward against KL to the reference", "reward")
+    for name in (c for c in columns if c.startswith("reward/") and c != "reward/std"):
+        steps, values = _series(rows, name)
+        pairs = [(kl_by_step[step], value) for step, value in zip(steps, values, strict=True) if step in kl_by_step]
+        if not pairs:
+            continue
+        window = max(1, len(pairs) // 12)
+        x = _moving_average([kl for kl, _ in pairs], window)
+        y = _moving_average([value for _, value in pairs], window)
+        line = axes.plot(x, y, marker="." if len(pairs) < 40 else None, label=name)[0]
+        axes.plot(x[:1], y[:1], marker="o", color=line.get_color(), linestyle="none")
+        axes.plot(x[-1:], y[-1:], marker="s", color=line.get_color(), linestyle="none")
+    axes.set_xlabel("KL to the reference (per token, k1)   ○ first step, □ last")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
 def gold_columns(config: Mapping[str, Any] | None) -> list[str]:
     """``reward/<name>`` of each weight-0 ``[[reward]]`` entry: scores logged beside the optimised reward.
 
@@ -314,6 +343,7 @@ OVEROPTIMISATION = ("overoptimisation.png", "Proxy reward, gold score and KL (ov
 PLOTS = (
     ("loss.png", "Training loss", plot_loss),
     ("online.png", "Online training: reward, KL, entropy, length, accuracy", plot_online),
+    ("reward_kl.png", "Online training: the reward–KL trajectory", plot_reward_kl),
     ("constraint.png", "Constrained training: cost against its bound, reward, λ", plot_constraint),
     ("reward_margin.png", "Reward margin", plot_reward_margin),
     ("win_rate.png", "Win rate", plot_win_rate),

@@ -173,6 +173,7 @@ class PPOTrainer(OnlineTrainer):
         if penalty is not None:
             estimator = "k3" if penalty.estimator == "k3+" else penalty.estimator  # k3+ differs only in gradient
             kl, beta = per_token_kl(tensors.sampling_logps, ref_logps, mask, estimator=estimator), penalty.beta
+            counts["kl/reward_penalty"] = float((beta * kl * mask).sum(-1).mean())  # β·Σ_t k_t, per completion
         outcomes = {"reward": rewards}
         extras: dict[str, Any] = {}
         if self.cost_names:
@@ -214,7 +215,7 @@ class PPOTrainer(OnlineTrainer):
         )
 
     def rollout_metrics(self, scored: ScoredRollouts) -> dict[str, float]:
-        """``OnlineTrainer``'s, plus the critic's view: old values, returns, the KL part of the reward."""
+        """``OnlineTrainer``'s (with ``kl/reward_penalty``, β·Σk per completion), plus old values and returns."""
         metrics = super().rollout_metrics(scored)
         for name in self.cost_names:  # a cost component is not a reward: cost/<name> (prefcore.rewards)
             metrics[f"cost/{name}"] = metrics.pop(f"reward/{name}")
@@ -228,9 +229,6 @@ class PPOTrainer(OnlineTrainer):
                 (scored.extras[f"old_values/{head}"] * mask).sum() / count
             )
             metrics[f"critic/{prefix}returns_mean"] = float((scored.extras[f"returns/{head}"] * mask).sum() / count)
-        token = scored.extras["token_rewards/reward"]
-        # the per-token rewards sum to R − β·Σk: the difference is the KL penalty each completion paid
-        metrics["reward/kl_penalty"] = float((scored.rewards - (token * mask).sum(-1)).mean())
         if "costs" in scored.extras:
             metrics["cost/mean"] = float(scored.extras["costs"].mean())
         return metrics

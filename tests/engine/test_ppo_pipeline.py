@@ -22,6 +22,7 @@ from prefcore.engine.ppo_trainer import PPOTrainer
 from prefcore.errors import ConfigError
 from prefcore.pipeline import run_pipeline
 from prefcore.report import gold_columns
+from prefcore.report import plot_reward_kl
 from prefcore.validation import check_run_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_ppo.toml"
@@ -89,6 +90,15 @@ def test_a_ppo_run_logs_the_critic_and_checkpoints_it(critic: str, tmp_path: Pat
     assert {"value.head.weight", "value.head.bias"} <= set(checkpoint)
     assert any(name.startswith("value.trunk.") for name in checkpoint) is (critic == "separate")
     assert any(name.startswith("policy.") for name in checkpoint)
+    assert "reward_kl.png" in (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert (result.run_dir / "reward_kl.png").is_file()
+
+
+def test_the_reward_kl_trajectory_needs_reward_and_kl(tmp_path: Path) -> None:
+    rows = [{"step": float(step), "reward/mean": 0.1 * step, "kl/k1": 0.01 * step} for step in range(1, 30)]
+    assert plot_reward_kl(rows, tmp_path / "reward_kl.png") == tmp_path / "reward_kl.png"
+    assert (tmp_path / "reward_kl.png").stat().st_size > 1000
+    assert plot_reward_kl([{k: v for k, v in row.items() if k != "kl/k1"} for row in rows], tmp_path / "x.png") is None
 
 
 def test_a_killed_ppo_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

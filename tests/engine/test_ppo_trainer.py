@@ -173,7 +173,7 @@ def test_the_reward_model_placement_starts_from_its_trunk_and_head() -> None:
         expected = reward_model.token_rewards(tensors.sequences)[..., 0]
         got = value_model(tensors.sequences.input_ids, tensors.sequences.attention_mask)
     torch.testing.assert_close(got[..., 0], expected)
-    assert float(value_model.head.bias[1]) == 0  # "cost" is not a head of the reward model: a fresh one
+    assert float(value_model.head.bias.detach()[1]) == 0  # "cost" is not a head of the reward model: a fresh one
     assert value_model.trunk is not reward_model.backbone  # a copy: scoring keeps its weights
     with pytest.raises(ConfigError, match="reward model"):
         build_value_model("reward_model", policy)
@@ -206,6 +206,7 @@ def test_token_rewards_carry_the_kl_penalty_and_gae_uses_the_old_values(estimato
     torch.testing.assert_close(scored.extras["returns/reward"], returns)
     torch.testing.assert_close(scored.advantages, whiten(advantages, mask))
     assert float(d.abs().sum()) > 0
+    assert scored.metrics["kl/reward_penalty"] == pytest.approx(float((0.3 * kl).sum(-1).mean()), rel=1e-5)
 
 
 class _SafeStandIn(PPO):
@@ -290,7 +291,7 @@ def test_a_step_updates_policy_and_critic_and_the_first_ratio_is_one(tmp_path: P
     metrics = trainer.train_step()  # one minibatch: the ratio is measured before the only update
     assert metrics["clip_ratio/region_mean"] == 0
     assert metrics["value/clip_fraction"] == 0  # V = V_old on the first pass
-    for key in ("value/loss", "value/explained_variance", "critic/returns_mean", "policy_loss", "reward/kl_penalty"):
+    for key in ("value/loss", "value/explained_variance", "critic/returns_mean", "policy_loss", "kl/reward_penalty"):
         assert key in metrics, key
     assert any(not torch.equal(policy[name], value) for name, value in _weights(trainer.policy).items())
     assert any(not torch.equal(critic[name], value) for name, value in _weights(trainer.value_model).items())
