@@ -28,7 +28,8 @@ from prefcore.registry import Registry
 from prefcore.settings import RewardTrainConfig
 from prefcore.settings import TrainConfig
 
-CASES = ("dpo", "listwise", "reward")
+CASES = ("dpo", "listwise", "reward", "dpo_tail")
+"""``dpo_tail``: 13 pairs in batches of 6 end an epoch with a batch of one, so rank 1's slice is empty."""
 STEPS = 3
 BATCH = 6  # global micro-batch: 3 per rank on 2 ranks
 CPU = torch.device("cpu")
@@ -74,8 +75,9 @@ def build_case(name: str, run_dir: Path, **overrides: Any) -> tuple[Any, torch.n
             model, objective, items, config, pad_token_id=tokenizer.pad_token_id, run_dir=run_dir, on_step=_record(log)
         )
     else:
-        if name == "dpo":
-            records, data_format, method = preference_pairs(count=20, seed=5), "pairwise", "dpo"
+        if name in ("dpo", "dpo_tail"):
+            count = 20 if name == "dpo" else 13
+            records, data_format, method = preference_pairs(count=count, seed=5), "pairwise", "dpo"
         else:
             records, data_format, method = rankings(count=12, seed=5, size=3), "listwise", "plackett_luce_dpo"
         items = build_items(records, data_format, tokenizer, max_length=48)
