@@ -121,6 +121,8 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.nproc < 0:
+        raise ConfigError(f"--nproc must be >= 1 (processes on this machine). Got {args.nproc}.")
     if args.nproc and not args.dry_run:  # the same command again, in N processes under torchrun
         from prefcore.distributed.launch import relaunch
         from prefcore.distributed.process_group import launched_by_torchrun

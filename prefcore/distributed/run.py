@@ -56,6 +56,8 @@ def start(config: RunConfig, registry: Any) -> Parallel | None:
         timeout_s=section.timeout_s,
     )
     check_same_registry(registry)
+    if not parallel.is_main:  # rank 0 tells the story; the others speak up only for warnings and errors
+        logging.getLogger("prefcore").setLevel(logging.WARNING)
     logger.info("distributed: %s over %d processes (rank %d)", section.strategy, parallel.world_size, parallel.rank)
     return parallel
 
