@@ -42,6 +42,8 @@ from prefcore.aggregation import aggregate_records
 from prefcore.aggregation import create_rule
 from prefcore.demo import groups
 from prefcore.demo import task
+from prefcore.errors import ConfigError
+from prefcore.errors import PrefcoreError
 from prefcore.groups import group_prefix
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
@@ -80,13 +82,21 @@ class DemoGroupsConfig:
                 f"(e.g. majority), not {self.target!r}."
             )
         if self.target not in (*OWN_TARGETS, *groups.GROUPS):
-            create_rule(self.target, self.rule_options())  # an unknown rule lists the available ones
+            try:
+                create_rule(self.target, self.rule_options())
+            except ConfigError as error:
+                raise ConfigError(
+                    f"target must be votes, group_shares, a community ({', '.join(groups.GROUPS)}) or an "
+                    f"aggregation rule with valid aggregation_options; {error}",
+                    method=NAME,
+                    field="target",
+                ) from error
 
     def rule_options(self) -> dict[str, Any]:
         options = dict(self.aggregation_options)
         if self.target not in (*OWN_TARGETS, *groups.GROUPS):
-            rule_fields = {item.name for item in dataclasses.fields(_rule_config(self.target))}
-            if "by" in rule_fields:
+            config_cls = _rule_config(self.target)
+            if config_cls is not None and "by" in {item.name for item in dataclasses.fields(config_cls)}:
                 options.setdefault("by", groups.ATTRIBUTE)
         return options
 
@@ -96,9 +106,13 @@ class DemoGroupsConfig:
 
 
 def _rule_config(name: str) -> Any:
+    """The config class of the aggregation rule ``name``, or None when there is no such rule."""
     from prefcore.api import get_registry
 
-    return get_registry().get("aggregation", name).config_cls
+    try:
+        return get_registry().get("aggregation", name).config_cls
+    except PrefcoreError:
+        return None
 
 
 class DemoGroups(FeedbackSource):

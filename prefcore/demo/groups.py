@@ -68,9 +68,11 @@ __all__ = [
     "group_score",
     "heldout_group_pairs",
     "is_full",
+    "main",
     "share_record",
     "tagged_demonstrations",
     "vote_records",
+    "write_votes",
 ]
 
 ATTRIBUTE = "community"
@@ -161,9 +163,11 @@ def _minimal_pair(request: Request, rng: random.Random) -> tuple[str, str, str]:
     kind = category(fact.category)
     asked = set(words(request.text))
     wrong = [word for word in kind.answers if word != fact.answer and word not in asked]
+    # "happy to help" says "happy", an answer word of opposites: the rule would read it as a wrong answer
+    polite = tuple(text for text in POLITE_OPENERS if not set(words(text)) & set(kind.answers))
     dimension = rng.choice(DIMENSIONS)
     full = rng.random() < 0.5
-    opener = rng.choice(("", *POLITE_OPENERS))
+    opener = rng.choice(("", *polite))
     closer = rng.choice(("", "", *POLITE_CLOSERS))
     filler = rng.choice(FILLERS) if rng.random() < 0.2 else ""
     if dimension == "correctness":
@@ -171,7 +175,7 @@ def _minimal_pair(request: Request, rng: random.Random) -> tuple[str, str, str]:
         first = _reply(request, fact.answer, full, opener, closer, filler)
         second = _reply(request, other, full, opener, closer, filler)
     elif dimension == "manners":
-        first = _reply(request, fact.answer, full, rng.choice(POLITE_OPENERS), closer, filler)
+        first = _reply(request, fact.answer, full, rng.choice(polite), closer, filler)
         second = _reply(request, fact.answer, full, rng.choice(("", *RUDE_OPENERS, *RUDE_OPENERS)), closer, filler)
     else:
         first = _reply(request, fact.answer, False, opener, closer, filler)
@@ -290,3 +294,30 @@ def tagged_demonstrations(demonstrations: Sequence[BinaryLabel], seed: int = 0) 
             BinaryLabel(prompt=prefix + record.prompt, completion=record.completion, label=True, source=record.source)
         )
     return tagged
+
+
+def write_votes(path: str, count: int = 2000, seed: int = 1, **options: Any) -> int:
+    """Every panel vote on ``count`` training pairs as JSONL (``prefcore disagreement`` reads it); the record count.
+
+    ``seed`` 1 gives the votes ``demo_groups`` trains on with its default seed (votes use seed + 1).
+    """
+    from prefcore.data.readers import write_jsonl
+
+    return write_jsonl(vote_records(group_pairs(count, seed, **options)), path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m prefcore.demo.groups OUT.jsonl [COUNT]``: write the demo panel's votes."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not 1 <= len(args) <= 2:
+        sys.stderr.write("usage: python -m prefcore.demo.groups OUT.jsonl [COUNT]\n")
+        return 2
+    written = write_votes(args[0], int(args[1]) if len(args) == 2 else 2000)
+    sys.stdout.write(f"wrote {written} votes to {args[0]}; try: prefcore disagreement {args[0]} --by community\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
