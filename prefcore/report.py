@@ -477,6 +477,31 @@ def comparison_with_reference(metrics: Mapping[str, float]) -> list[str]:
     return ["## Policy vs reference", "", *found, ""]
 
 
+def groups_section(metrics: Mapping[str, float]) -> list[str]:
+    """One row per group for every per-group metric, then the worst group and the best − worst gap.
+
+    A per-group metric is ``<evaluator>/<metric>/<group>`` beside ``<evaluator>/worst_group_<metric>``,
+    as ``prefcore.group_evaluation`` writes them.
+    """
+    columns: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and f"{parts[0]}/worst_group_{parts[1]}" in metrics:
+            columns.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = value
+    if not columns:
+        return []
+    groups = list(dict.fromkeys(group for values in columns.values() for group in values))
+    rows: list[list[Any]] = [[group, *(values.get(group, "") for values in columns.values())] for group in groups]
+    for label, suffix in (("worst group", "worst_group_"), ("best − worst gap", None)):
+        row: list[Any] = [label]
+        for name in columns:
+            evaluator, metric = name.split("/")
+            key = f"{evaluator}/{suffix}{metric}" if suffix else f"{name}_gap"
+            row.append(metrics.get(key, ""))
+        rows.append(row)
+    return ["## Per group", "", *markdown_table(("group", *columns), rows), ""]
+
+
 def before_and_after(rows: Rows, metrics: Mapping[str, float]) -> list[str]:
     """First and last logged value of every final evaluation metric that was logged more than once."""
     table = []
@@ -546,6 +571,7 @@ def render_report(
     else:
         lines += ["No evaluator ran.", ""]
     lines += comparison_with_reference(eval_metrics)
+    lines += groups_section(eval_metrics)
     lines += before_and_after(rows, eval_metrics)
     if plots:
         lines += ["## Training curves", ""]
