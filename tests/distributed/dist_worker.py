@@ -3,7 +3,8 @@
 Jobs:
 - ``all``: the registry check with one rank's plugins differing (rank 1 disables ``grpo``
   through ``PREFCORE_DISABLE_PLUGINS``), then every case of ``dist_cases`` under DDP and
-  under FSDP2 (one launch, to pay the start-up once); rank 0 saves the results in OUT.
+  under FSDP2, and DPO in bf16 under each (one launch, to pay the start-up once); every rank
+  saves its results in OUT.
 - ``kill CASE``: FSDP2 training with a checkpoint every step; rank 1 dies before step 3.
 - ``resume CASE``: continue that run from its newest checkpoint (on whatever world size).
 """
@@ -52,6 +53,9 @@ def main() -> int:
                 distributed.init(strategy, timeout_s=TIMEOUT_S)  # same group, another strategy
                 for name in dist_cases.CASES:
                     results[f"{strategy}/{name}"] = dist_cases.run_case(name, out / f"{strategy}-{name}")
+                # bf16 compute (FSDP2's MixedPrecisionPolicy, DDP's autocast), float32 master weights
+                distributed.init(strategy, mixed_precision="bf16", timeout_s=TIMEOUT_S)
+                results[f"{strategy}-bf16/dpo"] = dist_cases.run_case("dpo", out / f"{strategy}-bf16-dpo")
             results["world_size"] = parallel.world_size
             torch.save(results, out / f"rank{parallel.rank}.pt")
             return 0

@@ -76,3 +76,14 @@ def test_every_rank_holds_the_trained_model(launched: dict[int, dict[str, Any]],
     for case in dist_cases.CASES:
         for name, tensor in launched[0][f"{strategy}/{case}"]["weights"].items():
             torch.testing.assert_close(launched[1][f"{strategy}/{case}"]["weights"][name], tensor, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_bf16_mixed_precision_stays_near_float32(
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str
+) -> None:
+    """bf16 compute changes the losses in their third or fourth digit, not more (float32 master weights)."""
+    got, want = launched[0][f"{strategy}-bf16/dpo"], single["dpo"]
+    torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=5e-3, atol=0)
+    assert got["losses"][1:] != want["losses"][1:]  # it did compute in bf16
+    assert all(tensor.dtype == torch.float32 for tensor in got["weights"].values())
