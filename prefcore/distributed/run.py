@@ -26,6 +26,7 @@ from prefcore.distributed.process_group import current
 from prefcore.distributed.process_group import init
 from prefcore.distributed.process_group import is_main
 from prefcore.distributed.process_group import launched_by_torchrun
+from prefcore.distributed.process_group import teardown
 from prefcore.errors import ConfigError
 from prefcore.settings import DistributedConfig
 
@@ -55,7 +56,11 @@ def start(config: RunConfig, registry: Any) -> Parallel | None:
         cpu_offload=section.cpu_offload,
         timeout_s=section.timeout_s,
     )
-    check_same_registry(registry)
+    try:
+        check_same_registry(registry)
+    except ConfigError:
+        teardown()
+        raise
     if not parallel.is_main:  # rank 0 tells the story; the others speak up only for warnings and errors
         logging.getLogger("prefcore").setLevel(logging.WARNING)
     logger.info("distributed: %s over %d processes (rank %d)", section.strategy, parallel.world_size, parallel.rank)
@@ -70,8 +75,8 @@ def shared_run_dir(make: Callable[[], Path]) -> Path:
     if is_main():
         try:
             box[0] = ("ok", str(make()))
-        except ConfigError as exc:
-            box[0] = ("error", str(exc))
+        except Exception as exc:  # any failure: the other ranks must not wait for a path that never comes
+            box[0] = ("error", f"{type(exc).__name__}: {exc}")
             dist.broadcast_object_list(box, src=0)
             raise
     dist.broadcast_object_list(box, src=0)
