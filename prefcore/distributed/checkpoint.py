@@ -6,7 +6,8 @@ state, keyed by parameter name, so DCP reshards them on load for another world s
 ``rng.safetensors`` and ``state.json`` (step, scheduler, Python RNG, trainer counters; rank 0
 writes them). It is written into a staging sibling and renamed into place by rank 0 after
 every rank has finished, so a killed run never leaves a partial ``step-N``.
-``to_safetensors`` turns its model part into one ``model.safetensors`` file.
+``to_safetensors`` turns its model part into one ``model.safetensors`` file, also from the shell:
+``python -m prefcore.distributed.checkpoint RUN/checkpoints/step-000120 model.safetensors``.
 """
 
 from __future__ import annotations
@@ -139,3 +140,21 @@ def _python_rng_to_json(rng_state: tuple) -> list:
 def _python_rng_from_json(data: list) -> tuple:
     version, internal, gauss = data
     return (version, tuple(internal), gauss)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m prefcore.distributed.checkpoint CHECKPOINT OUT.safetensors``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a sharded checkpoint's model weights as one safetensors file.")
+    parser.add_argument("checkpoint", help="a step-NNNNNN folder of a distributed run")
+    parser.add_argument("out", help="the .safetensors file to write")
+    args = parser.parse_args(argv)
+    if not is_sharded(Path(args.checkpoint)):
+        parser.error(f"{args.checkpoint} holds no {DCP_FOLDER}/ folder: it is not a distributed checkpoint.")
+    print(to_safetensors(Path(args.checkpoint), Path(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

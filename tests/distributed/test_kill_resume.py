@@ -24,7 +24,7 @@ import dist_cases
 from dist_launch import GLOO
 from dist_launch import torchrun
 
-from prefcore.distributed.checkpoint import to_safetensors
+from prefcore.distributed.checkpoint import main
 from prefcore.engine.checkpoint import list_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")]
@@ -53,7 +53,8 @@ def test_killed_rank_fails_the_run_and_a_resume_on_one_process_reproduces_it(tmp
     for name, tensor in uninterrupted["weights"].items():
         torch.testing.assert_close(result["weights"][name], tensor, rtol=0, atol=2e-4, msg=name)
 
-    converted = load_file(str(to_safetensors(saved[-1], tmp_path / "step2.safetensors")))
+    assert main([str(saved[-1]), str(tmp_path / "step2.safetensors")]) == 0
+    converted = load_file(str(tmp_path / "step2.safetensors"))
     two_steps = dist_cases.run_case("dpo", Path(tempfile.mkdtemp()), steps=2)
     assert converted.keys() == two_steps["weights"].keys()
     for name, tensor in two_steps["weights"].items():
