@@ -27,6 +27,7 @@ from prefcore.engine.metrics_log import STEP
 from prefcore.engine.metrics_log import read_metrics_csv
 from prefcore.engine.metrics_log import write_text_atomically
 from prefcore.methods import KINDS
+from prefcore.safety_report import safety_section
 
 MAX_CELL_CHARS = 600
 """Longer sample cells are cut so one runaway completion does not swamp the table."""
@@ -556,8 +557,9 @@ def render_report(
     samples: Sequence[Mapping[str, Any]],
     plots: Sequence[tuple[str, str]],
     data: Mapping[str, Any] | None = None,
+    safety: Sequence[str] = (),
 ) -> str:
-    """The text of ``report.md``."""
+    """The text of ``report.md``; ``safety``: the lines of ``prefcore.safety_report.safety_section``."""
     lines = [f"# {title}", ""]
     outputs = ["`metrics.csv`" if rows else None, *[f"`{name}`" for name, _ in plots]]
     listed = ", ".join(item for item in outputs if item)
@@ -577,6 +579,7 @@ def render_report(
         lines += ["## Training curves", ""]
         for filename, caption in plots:
             lines += [f"![{caption}]({filename})", ""]
+    lines += list(safety)
     lines += samples_section(samples)
     return "\n".join(lines)
 
@@ -608,5 +611,6 @@ def write_report(
     rows = read_metrics_csv(Path(metrics_csv)) if Path(metrics_csv).exists() else []
     plots = write_plots(run_dir, rows, config)
     path = run_dir / "report.md"
-    write_text_atomically(path, render_report(title, config, rows, eval_metrics, samples, plots, data))
+    safety = safety_section(run_dir, eval_metrics)
+    write_text_atomically(path, render_report(title, config, rows, eval_metrics, samples, plots, data, safety))
     return path
