@@ -9,7 +9,8 @@ call, so the fused LM head receives the full weight as a plain tensor.
 
 DDP wraps the model in place (its parameters are the model's). FSDP2 replaces parameters
 with DTensor shards, so it shards a deep copy and ``Sharded.copy_into`` gathers the weights
-back into the plain model for evaluation, generation and the final ``save_pretrained``.
+back into the plain model for evaluation, generation and the final ``save_pretrained``; while
+the shards train, the plain model's parameters hold no memory (``Sharded.release``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Sharded:
     original: torch.nn.Module
     strategy: str
     world_size: int
+    released: bool = False
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [parameter for parameter in self.module.parameters() if parameter.requires_grad]
@@ -81,6 +83,16 @@ class Sharded:
             self.module.set_requires_gradient_sync(final)  # type: ignore[operator]
         yield
 
+    def release(self) -> None:
+        """Free the plain model's parameters while the shards train (FSDP2), so that a rank holds its
+        shards and not a full copy besides; ``copy_into`` fills them again."""
+        if self.strategy != "fsdp" or self.released:
+            return
+        with torch.no_grad():
+            for parameter in self.original.parameters():
+                parameter.data = torch.empty(0, dtype=parameter.dtype, device=parameter.device)
+        self.released = True
+
     def copy_into(self) -> None:
         """Gather the full weights into the plain model (FSDP2; DDP shares them already). Collective."""
         if self.strategy != "fsdp":
@@ -94,7 +106,8 @@ class Sharded:
         with torch.no_grad():
             for name, tensor in self.original.state_dict(keep_vars=True).items():
                 if name in plain:
-                    tensor.copy_(plain[name].to(tensor.device, tensor.dtype))
+                    tensor.data = plain[name].to(tensor.device, tensor.dtype).clone()
+        self.released = False
 
 
 def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel) -> Sharded:

@@ -177,6 +177,7 @@ class OptimiserLoop:
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``forward(model, *args)`` on this rank's model: through DDP or FSDP2 when distributed."""
         if self.sharded is not None:
+            self.sharded.release()  # training: the plain model (FSDP2) gives its memory back until gathered
             return self.sharded.module(*args, **kwargs)
         return self._forward(self.model, *args, **kwargs)
 
