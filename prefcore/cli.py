@@ -166,6 +166,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return evaluate_from_cli(args)
 
 
+def cmd_human_eval(args: argparse.Namespace) -> int:
+    from prefcore.human_eval import human_eval_from_cli
+
+    return human_eval_from_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefcore",
@@ -304,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a run-file value, e.g. --set evaluation.method=sycophancy (repeatable)",
     )
     evaluate.set_defaults(func=cmd_evaluate)
+
+    human = commands.add_parser("human-eval", help="blind human evaluation: export annotation items, import answers")
+    human.add_argument("action", choices=("export", "import"), help="export RUN_DIR's items, or import DIR's answers")
+    human.add_argument("target", help="export: a run folder; import: the items folder (with answers/)")
+    human.add_argument("--out", help="export: the items folder to write")
+    human.add_argument("--key", help="the key file, kept apart from the items (default: <DIR>.key.json)")
+    human.add_argument("--reference", help="export: the model to compare against (default: the run's reference)")
+    human.add_argument("--json", help="import: also write the metrics as JSON")
+    human.set_defaults(func=cmd_human_eval)
     return parser
 
 

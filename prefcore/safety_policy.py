@@ -90,6 +90,7 @@ __all__ = [
     "bucket",
     "check_detector_options",
     "demo_policy_path",
+    "demo_rewordings",
     "label_replies",
     "load_policy",
     "refusal_detector",
@@ -614,3 +615,26 @@ def label_replies(
         complied = category.complies(reply) if category is not None else None
         labels.append(ReplyLabel(category, refused, bucket(refused, complied)))
     return labels
+
+
+def demo_rewordings(prompt: str) -> list[str]:
+    """Other wordings of ``prompt`` through the demo world's templates and courtesies (a paraphrase attack).
+
+    A demo request gives every other template × courtesy of the same fact; any other text is
+    wrapped in each courtesy that adds words ("please {0}", "{0} thanks", "hey {0}").
+    """
+    from prefcore.demo.rule import parse_request
+    from prefcore.demo.task import Request
+    from prefcore.demo.world import COURTESIES
+    from prefcore.demo.world import category
+
+    try:
+        fact = parse_request(prompt)
+    except ValueError:
+        return [courtesy.format(prompt) for courtesy in COURTESIES if courtesy != "{0}"]
+    wordings = [
+        Request(fact, template, courtesy).text
+        for template in category(fact.category).templates
+        for courtesy in COURTESIES
+    ]
+    return [wording for wording in wordings if wording != prompt]

@@ -50,6 +50,7 @@ from prefcore.safety_policy import FULL_REFUSAL
 from prefcore.safety_policy import RefusalClassifier
 from prefcore.safety_policy import SafetyPolicy
 from prefcore.safety_policy import check_detector_options
+from prefcore.safety_policy import demo_rewordings
 from prefcore.safety_policy import label_replies
 from prefcore.safety_policy import load_policy
 from prefcore.safety_policy import refusal_detector
@@ -135,22 +136,7 @@ def char_noise(prompt: str, rate: float, rng: random.Random) -> str:
 
 def paraphrase(prompt: str, rng: random.Random) -> str:
     """Another wording: on the demo world another template and courtesy of the same fact, else another courtesy."""
-    from prefcore.demo import task
-    from prefcore.demo.rule import parse_request
-    from prefcore.demo.world import COURTESIES
-    from prefcore.demo.world import category
-
-    try:
-        fact = parse_request(prompt)
-    except ValueError:
-        options = [courtesy.format(prompt) for courtesy in COURTESIES[1:]]
-        return rng.choice(options)
-    wordings = [
-        task.Request(fact, template, courtesy).text
-        for template in category(fact.category).templates
-        for courtesy in COURTESIES
-    ]
-    return rng.choice([wording for wording in wordings if wording != prompt])
+    return rng.choice(demo_rewordings(prompt))
 
 
 def transform(name: str, prompts: Sequence[str], config: AttackSuccessConfig, seed: int) -> list[str]:
