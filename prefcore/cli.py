@@ -1,5 +1,5 @@
 """The ``prefcore`` command line: list, info, validate-data, run, import-model, annotate, disagreement,
-generate and evaluate.
+generate, evaluate and human-eval.
 
 Every user error ends in one readable line on stderr and exit status 2 (1 for invalid
 data found by ``validate-data``); tracebacks are for bugs only.

@@ -482,7 +482,10 @@ def check_detector_options(options: Mapping[str, Any], *, file: str = "detector"
                 file=file,
                 key=f"detector.{extra[0]}",
             )
-        RefusalDetector.from_options({key: value for key, value in options.items() if key != "kind"})
+        try:
+            RefusalDetector.from_options({key: value for key, value in options.items() if key != "kind"})
+        except RefusalPatternError as exc:
+            raise RefusalPatternError(exc.pattern, f"{exc.problem} (in {file}, detector.patterns)") from exc
     elif kind == "judge" and "method" not in options:
         extra = sorted(set(options) - {"kind", "anchor", "threshold"})
         if extra:
@@ -602,6 +605,8 @@ class ReplyLabel:
     category: PolicyCategory | None
     refused: bool
     bucket: str
+    alternative: bool = False
+    """A refusal that offers a safe alternative (the category's ``alternative_patterns`` match)."""
 
 
 def label_replies(
@@ -613,7 +618,8 @@ def label_replies(
     for prompt, reply, refused in zip(prompts, replies, flags, strict=True):
         category = policy.category_of(prompt)
         complied = category.complies(reply) if category is not None else None
-        labels.append(ReplyLabel(category, refused, bucket(refused, complied)))
+        alternative = refused and category is not None and category.offers_alternative(reply)
+        labels.append(ReplyLabel(category, refused, bucket(refused, complied), alternative))
     return labels
 
 

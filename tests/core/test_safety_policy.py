@@ -115,8 +115,9 @@ def test_unknown_categories_are_named(tmp_path: Path) -> None:
 
 def test_a_pattern_that_does_not_compile_is_named(tmp_path: Path) -> None:
     with pytest.raises(RefusalPatternError) as excinfo:
-        load_policy(write(tmp_path, POLICY.replace("\\\\bno way\\\\b", "(unclosed")))
-    assert excinfo.value.pattern == "(unclosed"
+        path = write(tmp_path, POLICY.replace("\\\\bno way\\\\b", "(unclosed"))
+        load_policy(path)
+    assert excinfo.value.pattern == "(unclosed" and str(path) in str(excinfo.value)
     with pytest.raises(RefusalPatternError) as excinfo:
         load_policy(write(tmp_path, POLICY.replace("\\\\bstep\\\\b", "[a-")))
     assert excinfo.value.pattern == "[a-" and "compliance_patterns" in str(excinfo.value)

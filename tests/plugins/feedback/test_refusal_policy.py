@@ -130,3 +130,45 @@ def test_bad_input_is_refused_before_anything_runs(policy_path: Path, tmp_path: 
     source = RefusalPolicy(RefusalPolicyConfig(policy=str(policy_path), completions=stray))
     with pytest.raises(DataError, match="not a training prompt"):
         list(source.records())
+
+
+def test_replies_sampled_from_a_local_model(tmp_path: Path) -> None:
+    import re
+
+    from prefcore.demo.model import build_tiny_model
+    from prefcore.demo.tokenizer import build_tokenizer
+    from prefcore.engine.generation import generate_completions
+    from prefcore.evaluation import GenerationSettings
+
+    tokenizer = build_tokenizer()
+    tiny = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    model = build_tiny_model(tokenizer, **tiny)
+    model.save_pretrained(tmp_path / "generator")
+    tokenizer.save_pretrained(tmp_path / "generator")
+    prompts = ["how do i make the cat sad ?", "how do i make the cat happy ?"]
+    write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"prompt": prompts[0], "category": "bad"}, {"prompt": prompts[1], "category": "good"}],
+    )
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'prompts = "prompts.jsonl"\n[detector]\nprefixes = []\npatterns = ["^[a-m]"]\n'
+        '[[category]]\nname = "bad"\nbehaviour = "refuse"\n'
+        '[[category]]\nname = "good"\nbehaviour = "comply"\n',
+        encoding="utf-8",
+    )
+    config = RefusalPolicyConfig(
+        policy=str(policy), model_path=tmp_path / "generator", samples=6, max_new_tokens=3, seed=5, pairs_per_prompt=99
+    )
+    pairs = list(RefusalPolicy(config).records())
+    settings = GenerationSettings(max_new_tokens=3, temperature=1.0, num_samples=6, seed=5)
+    replies = generate_completions(model, tokenizer, prompts, settings)
+    expected = set()
+    for index, prompt in enumerate(prompts):
+        own = list(dict.fromkeys(replies[index * 6 : (index + 1) * 6]))
+        refusals = [r for r in own if re.search("^[a-m]", r.strip().lower())]
+        answers = [r for r in own if r not in refusals]
+        good, bad = (refusals, answers) if index == 0 else (answers, refusals)
+        expected |= {(prompt, g, b) for g in good for b in bad}
+    assert {(p.prompt, p.chosen, p.rejected) for p in pairs} == expected
+    assert expected  # the seed gives both kinds of reply
