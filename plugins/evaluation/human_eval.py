@@ -1,5 +1,12 @@
 """Human evaluation, export side: the held-out generations of two models as blind annotation items.
 
+Pairwise human judgement, blind to which model wrote which answer and with positions
+randomised, is the reference judges are measured against (Zheng et al. 2023, "Judging
+LLM-as-a-Judge", https://arxiv.org/abs/2306.05685, section 4: MT-Bench human judgements).
+The answers come back as the win rate of the policy:
+
+    win_rate = mean over answers of s,  s = 1 policy chosen, 1/2 tie, 0 reference chosen
+
 Writes one ``prefcore annotate`` item per held-out prompt with the policy's and the
 reference's first sampled completion in a seeded random order, model names left out, and the
 key (which model holds which position) to a file kept apart (``prefcore.human_eval``). The
