@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+from typing import TextIO
 
 from prefcore.atomic import atomic_write_text
 from prefcore.config import RunConfig
@@ -36,6 +38,7 @@ from prefcore.config import apply_overrides
 from prefcore.config import load_run_dir_config
 from prefcore.config import parse_run_config
 from prefcore.config import read_run_file
+from prefcore.console import write_line
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import GenerationSettings
@@ -177,7 +180,9 @@ def evaluate_model(
     return EvaluationOutcome(metrics, tuple(samples), str(folder), reference_name)
 
 
-def evaluate_from_cli(args: argparse.Namespace) -> int:
+def evaluate_from_cli(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    """``prefcore evaluate TARGET``: the evaluation's metrics on ``stdout``, written to ``evaluation.json``."""
+    stream = stdout or sys.stdout
     target = Path(args.target)
     outcome = evaluate_model(
         target,
@@ -189,9 +194,9 @@ def evaluate_from_cli(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (target / "evaluation.json" if _is_run_folder(target) else None)
     if out is not None:
         atomic_write_text(out, outcome.to_json())
-    print(f"model {outcome.model} against reference {outcome.reference}")
+    write_line(stream, f"model {outcome.model} against reference {outcome.reference}")
     for name, value in sorted(outcome.metrics.items()):
-        print(f"  {name:<48} {value:.4g}")
+        write_line(stream, f"  {name:<48} {value:.4g}")
     if out is not None:
-        print(f"written to {out}")
+        write_line(stream, f"written to {out}")
     return 0

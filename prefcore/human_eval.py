@@ -30,15 +30,18 @@ import json
 import math
 import os
 import random
+import sys
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from typing import TextIO
 
 from prefcore.annotate import agreement
 from prefcore.annotate import item_id
 from prefcore.atomic import atomic_write_text
+from prefcore.console import write_line
 from prefcore.data.records import text_to_json
 from prefcore.errors import ConfigError
 from prefcore.errors import DataError
@@ -248,18 +251,19 @@ def export_run(
     return out / ITEMS_FILE, key_path
 
 
-def human_eval_from_cli(args: Any) -> int:
+def human_eval_from_cli(args: Any, stdout: TextIO | None = None) -> int:
     """``prefcore human-eval export RUN_DIR --out DIR`` / ``prefcore human-eval import DIR``."""
+    out = stdout or sys.stdout
     if args.action == "export":
         if not args.out:
             raise ConfigError("prefcore human-eval export RUN_DIR needs --out DIR, the folder of the items.")
         items, key_path = export_run(args.target, args.out, key=args.key, reference=args.reference)
         count = sum(1 for line in items.read_text(encoding="utf-8").splitlines() if line.strip())
-        print(f"{count} blind items in {items}; the key (keep it from annotators) in {key_path}")
-        print(f"annotate: prefcore annotate {items} --out {items.parent / ANSWERS_FOLDER}/<annotator>.jsonl")
+        write_line(out, f"{count} blind items in {items}; the key (keep it from annotators) in {key_path}")
+        write_line(out, f"annotate: prefcore annotate {items} --out {items.parent / ANSWERS_FOLDER}/<annotator>.jsonl")
         return 0
     result = import_answers(args.target, key=args.key)
-    print(result.format())
+    write_line(out, result.format())
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(dict(result.metrics), indent=1))
     return 0

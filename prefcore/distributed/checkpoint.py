@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not is_sharded(Path(args.checkpoint)):
         parser.error(f"{args.checkpoint} holds no {DCP_FOLDER}/ folder: it is not a distributed checkpoint.")
-    print(to_safetensors(Path(args.checkpoint), Path(args.out)))
+    sys.stdout.write(f"{to_safetensors(Path(args.checkpoint), Path(args.out))}\n")
     return 0
 
 

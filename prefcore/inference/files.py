@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from typing import TextIO
 
 from prefcore.atomic import atomic_write_text
+from prefcore.console import write_line
 from prefcore.errors import ConfigError
 from prefcore.evaluation import Scorer
 from prefcore.inference.checks import CHECK_SECTION
@@ -170,7 +173,9 @@ def _trained_scorer(path: Path, data: Mapping[str, Any]) -> Scorer | None:
     return load_reward_network(folder).scorer()
 
 
-def generate_from_cli(args: argparse.Namespace) -> int:
+def generate_from_cli(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    """``prefcore generate MODEL``: answers written to ``--out``, a summary with the best-of-n KL on ``stdout``."""
+    out = stdout or sys.stdout
     from prefcore.config import apply_overrides
     from prefcore.config import read_run_file
 
@@ -197,14 +202,18 @@ def generate_from_cli(args: argparse.Namespace) -> int:
     atomic_write_text(Path(args.out), "".join(json.dumps(d.to_dict()) + "\n" for d in decisions))
     summary = summarize(decisions)
     n = generator.settings.n
-    print(f"{len(decisions)} prompts, best of {n}: answers in {args.out}")
-    print(
+    write_line(out, f"{len(decisions)} prompts, best of {n}: answers in {args.out}")
+    write_line(
+        out,
         f"  refused {summary['refusal_rate']:.1%} (all candidates failed {summary['all_failed_rate']:.1%}, "
-        f"robustness check {summary['robustness_refusal_rate']:.1%})"
+        f"robustness check {summary['robustness_refusal_rate']:.1%})",
     )
-    print(f"  reward: chosen {summary['chosen_reward']:.4g}, mean candidate {summary['candidate_reward']:.4g}")
-    print(
+    write_line(
+        out, f"  reward: chosen {summary['chosen_reward']:.4g}, mean candidate {summary['candidate_reward']:.4g}"
+    )
+    write_line(
+        out,
         f"  KL(best-of-{n} || base): estimate {summary['kl_estimate']:.4g} (Beirami et al. 2024 from the best "
-        f"candidate's log-prob), bound log n - (n-1)/n = {summary['kl_bound']:.4g}"
+        f"candidate's log-prob), bound log n - (n-1)/n = {summary['kl_bound']:.4g}",
     )
     return 0

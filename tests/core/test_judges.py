@@ -125,7 +125,7 @@ def test_a_feedback_source_that_judges_is_the_default_judge(registry: Registry) 
         ({"kind": "preference_model", "path": "no/such/folder"}, "judge.path", "is not a folder"),
         ({"kind": "rule"}, "judge.method", "demo_rule"),
         ({"kind": "rule", "method": "preference_file", "path": "x.jsonl"}, "judge.method", "cannot judge"),
-        ({"kind": "rule", "method": "demo_rul"}, "judge.method", "Did you mean 'demo_rule'?"),
+        ({"kind": "rule", "method": "demo_rul"}, "judge.method", "Did you mean 'demo_rule'"),
         ({"kind": "rule", "method": "demo_rule", "cuont": 3}, "cuont", "has no option 'cuont'"),
         ({"kind": "llm"}, "judge.model_path", "needs model_path"),
         ({"kind": "llm", "model_path": "no/such/model"}, "judge.model_path", "not a local model folder"),
