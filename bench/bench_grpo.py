@@ -10,7 +10,9 @@ Each tool runs in its own fresh child process (so its peak RSS is its own) on th
 Llama (same seed, so the same initial weights), the same eight text prompts, G = 8, at most 16
 new tokens, temperature 1, β = 0, ε = 0.2, token-mean loss (TRL's default ``"dapo"``, prefcore's
 ``token_mean``), one optimiser step per batch of rollouts, AdamW at a constant learning rate,
-gradient clipping at 1, and the same rule reward on the decoded completions.
+gradient clipping at 1, and the same rule reward on the decoded completions. TRL keeps its
+``GRPOConfig`` default ``gradient_checkpointing=True`` (its backward recomputes the forward);
+``--trl-no-gradient-checkpointing`` turns it off, as prefcore's default is.
 
 What is timed, per step, after ``--warmup`` untimed steps (the median over ``--steps``):
 
@@ -77,6 +79,7 @@ class Settings:
     lr: float = 1e-5
     seed: int = 0
     memory: bool = True
+    trl_gradient_checkpointing: bool = True  # GRPOConfig's default; prefcore's [train] default is off
 
     @classmethod
     def dry_run(cls) -> Settings:
@@ -268,6 +271,7 @@ def trl_trainer(settings: Settings, output_dir: str, model: Any = None) -> Any:
         logging_steps=10_000,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        gradient_checkpointing=settings.trl_gradient_checkpointing,
     )
     return GRPOTrainer(
         model=model,
@@ -461,6 +465,7 @@ def table(results: dict[str, dict[str, Any]], settings: Settings) -> str:
         f"Llama {settings.layers} layers × {settings.hidden} wide (MLP {settings.intermediate}); "
         f"{settings.threads} thread(s); median of {settings.steps} steps after {settings.warmup} warm-up "
         f"in each of {len(results['ratios']['wall'])} alternating runs per tool; "
+        f"TRL gradient checkpointing {'on (its default)' if settings.trl_gradient_checkpointing else 'off'}; "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {datetime.date.today()}",
         "",
         "| tool | wall/step (s) | CPU/step (s) | rollout (s) | update (s) | rollout tok/s | update tok/s | "
@@ -504,6 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the extra LiveBytes step")
     parser.add_argument("--no-parity", action="store_true", help="skip the loss comparison")
+    parser.add_argument(
+        "--trl-no-gradient-checkpointing",
+        action="store_true",
+        help="run TRL without activation checkpointing (GRPOConfig defaults it on; prefcore does not checkpoint)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each tool (median)")
     parser.add_argument("--output", type=Path, help="also write the table here")
     parser.add_argument("--child", nargs=2, metavar=("TASK", "SETTINGS"), help=argparse.SUPPRESS)
@@ -517,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(**(asdict(settings) | {k: v for k, v in overrides.items() if v is not None}))
     if args.no_memory:
         settings = Settings(**(asdict(settings) | {"memory": False}))
+    if args.trl_no_gradient_checkpointing:
+        settings = Settings(**(asdict(settings) | {"trl_gradient_checkpointing": False}))
     run = (lambda task: measure(task, settings)) if args.dry_run else (lambda task: _child(task, settings))
     # The tools alternate, so a load change on a shared machine reaches both alike; each figure is the median
     # over the repeats of each child's median.
