@@ -19,7 +19,10 @@ so ``prefcore disagreement`` can say which dimension splits the communities.
 ``conditioned = true`` trains a group-conditioned policy: each community's votes aggregated by
 ``target`` (a rule) within the community, the prompt tagged with the community
 ("[community: full] what colour is the sky ?"); the demonstrations and the held-out prompts are
-tagged too, so the policy learns to answer as the named community prefers.
+tagged too, so the policy learns to answer as the named community prefers. The demonstrations
+come from a decent speaker (``groups.DECENT``: mostly right and polite, bare or full at random),
+so the SFT reference leaves length to chance and a win rate against it shows whose length a
+policy serves.
 
 The judge is a ``prefcore.groups.GroupJudge``: a tagged prompt is judged by its community's
 rule, an untagged one by the population (the communities' rules weighted by their shares).
@@ -153,7 +156,10 @@ class DemoGroups(FeedbackSource):
     def demonstrations(self) -> list[Any] | None:
         if self.config.demonstrations == 0:
             return None
-        examples = [example.to_record() for example in task.sft_examples(self.config.demonstrations, self.config.seed)]
+        examples = [
+            example.to_record()
+            for example in task.sft_examples(self.config.demonstrations, self.config.seed, groups.DECENT)
+        ]
         return groups.tagged_demonstrations(examples, self.config.seed) if self.config.conditioned else examples
 
     def judge(self) -> Callable[[str, str, str], float]:

@@ -43,6 +43,7 @@ from prefcore.data import PairwiseComparison
 from prefcore.demo.rule import assess_reply
 from prefcore.demo.rule import parse_request
 from prefcore.demo.rule import words
+from prefcore.demo.task import ReplyMix
 from prefcore.demo.task import Request
 from prefcore.demo.task import split_requests
 from prefcore.demo.world import FILLERS
@@ -56,6 +57,7 @@ from prefcore.groups import split_group_prefix
 
 __all__ = [
     "ATTRIBUTE",
+    "DECENT",
     "DIMENSIONS",
     "FULL_BONUS",
     "GROUPS",
@@ -89,6 +91,22 @@ DIMENSIONS: tuple[str, ...] = ("correctness", "manners", "length")
 
 FULL_BONUS = 1.0
 """What a full-sentence right answer is worth to ``full``: more than its extra words cost."""
+
+DECENT = ReplyMix(
+    correct=0.8,
+    wrong=0.1,
+    refusal=0.1,
+    long=0.5,
+    filler=0.1,
+    polite_opener=0.5,
+    rude_opener=0.1,
+    polite_closer=0.3,
+    rude_closer=0.1,
+)
+"""The speaker of the groups demo's demonstrations: mostly right and polite, bare or full half the time each.
+
+Both communities want what it mostly does already, so the SFT reference leaves the dimension
+they disagree on to chance, and a win rate against it measures whose length a policy serves."""
 
 
 def is_full(prompt: str, reply: str) -> bool:
