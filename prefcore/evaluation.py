@@ -6,10 +6,11 @@ Judges and scorers are plain callables so that a rule, an LLM judge or a reward 
 plug in the same way.
 
 The helpers below are what the built-in evaluators use, so a third-party evaluator can
-do the same: read the inputs (``require_prompts``, ``EvaluationInputError``), sample
-completions once per pass (``cached_completions``, ``greedy``), score completions with a
-model (``tokenize_completion``, ``sequence_logps``, ``completion_token_logps``) and ask
-the judge in both orders (``judged_verdicts``, ``Verdict``). Judge verdicts are cached in
+do the same: read the inputs (``require_prompts``, ``held_out_pairs``, ``metadata_answers``,
+``EvaluationInputError``), sample completions once per pass (``cached_completions``,
+``greedy``), score completions with a model (``tokenize_completion``, ``sequence_logps``,
+``completion_token_logps``) or a scorer (``batched_scores``) and ask the judge in both
+orders (``judged_verdicts``, ``Verdict``, ``judge_against_reference``). Judge verdicts are cached in
 ``EvaluationContext.cache`` next to the completions, so ``win_rate`` and ``samples`` show
 the same verdict for the same pair and a costly judge is asked once per order.
 
@@ -28,6 +29,7 @@ from typing import Any
 from typing import Protocol
 from typing import runtime_checkable
 
+from prefcore.data import PairwiseComparison
 from prefcore.engine.generation import GeneratedCompletions
 from prefcore.engine.generation import cached_completions
 from prefcore.engine.generation import eval_mode
@@ -54,9 +56,11 @@ __all__ = [
     "GeneratedCompletions",
     "GenerationSettings",
     "Judge",
+    "JudgedPairs",
     "Scorer",
     "TokenIds",
     "Verdict",
+    "batched_scores",
     "cached_completions",
     "check_judge",
     "check_scorer",
@@ -65,7 +69,10 @@ __all__ = [
     "evaluation_beta",
     "evaluation_prompts",
     "greedy",
+    "held_out_pairs",
+    "judge_against_reference",
     "judged_verdicts",
+    "metadata_answers",
     "pad_token_id",
     "prompt_display",
     "prompt_token_ids",
@@ -255,6 +262,41 @@ def require_prompts(context: EvaluationContext, evaluator: str) -> list[Any]:
     return prompts
 
 
+def held_out_pairs(context: EvaluationContext, evaluator: str) -> tuple[list[PairwiseComparison], int]:
+    """The held-out pairwise records that carry an order, and how many ties were skipped.
+
+    A pair labelled as a tie has no side to rank, so accuracy-style evaluators leave it out
+    and report the count. Raises ``EvaluationInputError`` naming ``evaluator`` when the
+    held-out records hold no pairwise comparison at all.
+    """
+    comparisons = [record for record in context.preferences if isinstance(record, PairwiseComparison)]
+    if not comparisons:
+        raise EvaluationInputError(
+            evaluator,
+            "held-out pairwise preference records",
+            "Give the run an evaluation split of pairwise comparisons (prompt, chosen, rejected).",
+        )
+    pairs = [pair for pair in comparisons if not pair.tie]
+    return pairs, len(comparisons) - len(pairs)
+
+
+def metadata_answers(context: EvaluationContext, key: str = "answer") -> dict[Any, tuple[str, ...]]:
+    """Prompt → accepted answers, from the held-out records' ``metadata[key]`` (a string, number or list).
+
+    Each distinct prompt counts once, with the answer of its first record; records without
+    the key are skipped.
+    """
+    answers: dict[Any, tuple[str, ...]] = {}
+    for record in context.preferences:
+        answer = getattr(record, "metadata", {}).get(key)
+        prompt = getattr(record, "prompt", None)
+        if answer is None or prompt is None or prompt in answers:
+            continue
+        accepted = answer if isinstance(answer, (list, tuple)) else [answer]
+        answers[prompt] = tuple(str(item) for item in accepted)
+    return answers
+
+
 def prompt_display(prompt: Any) -> str:
     """A prompt as one readable string: the text, or its chat turns as ``role: content``."""
     if isinstance(prompt, str):
@@ -265,6 +307,27 @@ def prompt_display(prompt: Any) -> str:
 # -------------------------------------------------------------------------
 # Scoring completions with a model
 # -------------------------------------------------------------------------
+
+
+def batched_scores(
+    scorer: Scorer, prompts: Sequence[Any], completions: Sequence[Any], *, batch_size: int, evaluator: str
+) -> list[float]:
+    """One float per completion, asking ``scorer`` ``batch_size`` completions at a time.
+
+    ``prompts[i]`` is the prompt of ``completions[i]``. A scorer that returns another count
+    than it was given is a bug in the scorer; the ``ValueError`` names ``evaluator``.
+    """
+    scores: list[float] = []
+    for start in range(0, len(completions), batch_size):
+        stop = start + batch_size
+        batch = [float(score) for score in scorer(prompts[start:stop], completions[start:stop])]
+        if len(batch) != len(completions[start:stop]):
+            raise ValueError(
+                f"Evaluator {evaluator!r}: the scorer returned {len(batch)} scores for "
+                f"{len(completions[start:stop])} completions; it must return one per completion."
+            )
+        scores.extend(batch)
+    return scores
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -416,3 +479,37 @@ def judged_verdicts(
             _judge_value(context.judge(prompt, reference_text, policy_text), evaluator),
         )
     return {row: cache[row] for row in rows}
+
+
+@dataclass(frozen=True)
+class JudgedPairs:
+    """Policy and reference completions of the held-out prompts, each pair judged in both orders.
+
+    Row ``i * num_samples + k`` of ``policy.texts``, ``reference.texts`` and ``verdicts`` is
+    sample ``k`` of ``prompts[i]``; ``verdicts`` is in row order.
+    """
+
+    prompts: list[Any]
+    policy: GeneratedCompletions
+    reference: GeneratedCompletions
+    verdicts: dict[int, Verdict]
+
+
+def judge_against_reference(
+    context: EvaluationContext, evaluator: str, *, batch_size: int, reference_hint: str
+) -> JudgedPairs:
+    """Sample both models on the held-out prompts and judge every pair in both orders.
+
+    The common first half of judged win rates: it checks the judge, then the reference
+    (``reference_hint`` tells the user what to do without one), then the prompts, so the
+    errors come in that order.
+    """
+    if context.judge is None:
+        raise EvaluationInputError(evaluator, "a judge", JUDGE_HINT)
+    if context.reference is None:
+        raise EvaluationInputError(evaluator, "a reference model", reference_hint)
+    prompts = require_prompts(context, evaluator)
+    policy = cached_completions(context, prompts, role="policy", batch_size=batch_size)
+    reference = cached_completions(context, prompts, role="reference", batch_size=batch_size)
+    verdicts = judged_verdicts(context, prompts, policy, reference, range(len(policy.texts)), evaluator=evaluator)
+    return JudgedPairs(prompts, policy, reference, verdicts)

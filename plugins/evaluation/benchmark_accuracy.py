@@ -34,6 +34,7 @@ from prefcore.evaluation import EvaluationResult
 from prefcore.evaluation import cached_completions
 from prefcore.evaluation import evaluation_prompts
 from prefcore.evaluation import greedy
+from prefcore.evaluation import metadata_answers
 from prefcore.methods import Evaluator
 from prefcore.methods import option
 
@@ -76,15 +77,7 @@ def answer_matches(completion: str, answers: Sequence[str], *, match: Match, nor
 
 def known_answers(context: EvaluationContext) -> dict[Any, tuple[str, ...]]:
     """Prompt → accepted answers, from the held-out records' ``metadata["answer"]``."""
-    answers: dict[Any, tuple[str, ...]] = {}
-    for record in context.preferences:
-        answer = getattr(record, "metadata", {}).get("answer")
-        prompt = getattr(record, "prompt", None)
-        if answer is None or prompt is None or prompt in answers:
-            continue
-        accepted = answer if isinstance(answer, (list, tuple)) else [answer]
-        answers[prompt] = tuple(str(item) for item in accepted)
-    return answers
+    return metadata_answers(context, "answer")
 
 
 class BenchmarkAccuracy(Evaluator):

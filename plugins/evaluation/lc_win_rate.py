@@ -31,14 +31,10 @@ from typing import ClassVar
 
 from prefcore import hookimpl
 from prefcore.errors import ConfigError
-from prefcore.evaluation import JUDGE_HINT
 from prefcore.evaluation import EvaluationContext
-from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
 from prefcore.evaluation import Verdict
-from prefcore.evaluation import cached_completions
-from prefcore.evaluation import judged_verdicts
-from prefcore.evaluation import require_prompts
+from prefcore.evaluation import judge_against_reference
 from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
@@ -126,22 +122,15 @@ class LengthControlledWinRate(Evaluator):
     needs_judge: ClassVar[bool] = True
 
     def evaluate(self, context: EvaluationContext) -> EvaluationResult:
-        if context.judge is None:
-            raise EvaluationInputError(self.name, "a judge", JUDGE_HINT)
-        if context.reference is None:
-            raise EvaluationInputError(
-                self.name, "a reference model", "Keep the reference model for evaluation to judge against it."
-            )
-        prompts = require_prompts(context, self.name)
-        policy = cached_completions(context, prompts, role="policy", batch_size=self.config.batch_size)
-        reference = cached_completions(context, prompts, role="reference", batch_size=self.config.batch_size)
-        rows = range(len(policy.texts))
-        verdicts = [
-            v
-            for _, v in sorted(judged_verdicts(context, prompts, policy, reference, rows, evaluator=self.name).items())
-        ]
-        policy_lengths = [len(text) for text in policy.texts]
-        reference_lengths = [len(text) for text in reference.texts]
+        judged = judge_against_reference(
+            context,
+            self.name,
+            batch_size=self.config.batch_size,
+            reference_hint="Keep the reference model for evaluation to judge against it.",
+        )
+        verdicts = list(judged.verdicts.values())
+        policy_lengths = [len(text) for text in judged.policy.texts]
+        reference_lengths = [len(text) for text in judged.reference.texts]
         scores = [verdict.averaged for verdict in verdicts]
         differences = [a - b for a, b in zip(policy_lengths, reference_lengths, strict=True)]
         fit = fit_length_control(scores, differences, regularization=self.config.regularization)

@@ -28,8 +28,8 @@ from prefcore import hookimpl
 from prefcore.data import PairwiseComparison
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
-from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import held_out_pairs
 from prefcore.evaluation import sequence_logps
 from prefcore.evaluation import tokenize_completion
 from prefcore.lazy import lazy_module
@@ -84,15 +84,7 @@ class PreferenceAccuracy(Evaluator):
         return torch.cat(chosen_rewards), torch.cat(rejected_rewards)
 
     def evaluate(self, context: EvaluationContext) -> EvaluationResult:
-        comparisons = [record for record in context.preferences if isinstance(record, PairwiseComparison)]
-        if not comparisons:
-            raise EvaluationInputError(
-                self.name,
-                "held-out pairwise preference records",
-                "Give the run an evaluation split of pairwise comparisons (prompt, chosen, rejected).",
-            )
-        pairs = [pair for pair in comparisons if not pair.tie]
-        skipped = len(comparisons) - len(pairs)
+        pairs, skipped = held_out_pairs(context, self.name)
         if not pairs:
             nan = float("nan")
             return EvaluationResult(

@@ -31,6 +31,7 @@ from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
 from prefcore.evaluation import cached_completions
 from prefcore.evaluation import greedy
+from prefcore.evaluation import metadata_answers
 from prefcore.methods import Evaluator
 from prefcore.methods import option
 
@@ -93,15 +94,7 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
 
 def golden_answers(context: EvaluationContext, key: str) -> dict[Any, tuple[str, ...]]:
     """Prompt → golden answers, from the held-out records' ``metadata[key]`` (the first record of a prompt wins)."""
-    answers: dict[Any, tuple[str, ...]] = {}
-    for record in context.preferences:
-        answer = getattr(record, "metadata", {}).get(key)
-        prompt = getattr(record, "prompt", None)
-        if answer is None or prompt is None or prompt in answers:
-            continue
-        accepted = answer if isinstance(answer, (list, tuple)) else [answer]
-        answers[prompt] = tuple(str(item) for item in accepted)
-    return answers
+    return metadata_answers(context, key)
 
 
 class ReferenceMatch(Evaluator):

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefcore import hookimpl
-from prefcore.data import PairwiseComparison
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
 from prefcore.evaluation import Scorer
+from prefcore.evaluation import batched_scores
+from prefcore.evaluation import held_out_pairs
 from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
@@ -111,16 +112,7 @@ class RewardAccuracy(Evaluator):
     config_cls = RewardAccuracyConfig
 
     def scores(self, scorer: Scorer, prompts: Sequence[Any], completions: Sequence[Any]) -> np.ndarray:
-        values: list[float] = []
-        for start in range(0, len(completions), self.config.batch_size):
-            stop = start + self.config.batch_size
-            batch = [float(score) for score in scorer(prompts[start:stop], completions[start:stop])]
-            if len(batch) != len(completions[start:stop]):
-                raise ValueError(
-                    f"Evaluator {self.name!r}: the scorer returned {len(batch)} scores for "
-                    f"{len(completions[start:stop])} completions; it must return one per completion."
-                )
-            values.extend(batch)
+        values = batched_scores(scorer, prompts, completions, batch_size=self.config.batch_size, evaluator=self.name)
         return np.asarray(values, dtype=np.float64)
 
     def evaluate(self, context: EvaluationContext) -> EvaluationResult:
@@ -128,18 +120,8 @@ class RewardAccuracy(Evaluator):
             raise EvaluationInputError(
                 self.name, "a scorer", "Configure a reward model ([preference_model]) or pass scorer= from Python."
             )
-        comparisons = [record for record in context.preferences if isinstance(record, PairwiseComparison)]
-        if not comparisons:
-            raise EvaluationInputError(
-                self.name,
-                "held-out pairwise preference records",
-                "Give the run an evaluation split of pairwise comparisons (prompt, chosen, rejected).",
-            )
-        pairs = [pair for pair in comparisons if not pair.tie]
-        metrics: dict[str, float] = {
-            "num_pairs": float(len(pairs)),
-            "num_skipped_ties": float(len(comparisons) - len(pairs)),
-        }
+        pairs, skipped = held_out_pairs(context, self.name)
+        metrics: dict[str, float] = {"num_pairs": float(len(pairs)), "num_skipped_ties": float(skipped)}
         if not pairs:
             metrics["accuracy"] = float("nan")
             return EvaluationResult(metrics)

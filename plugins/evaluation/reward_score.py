@@ -23,6 +23,7 @@ from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
 from prefcore.evaluation import GeneratedCompletions
 from prefcore.evaluation import Scorer
+from prefcore.evaluation import batched_scores
 from prefcore.evaluation import cached_completions
 from prefcore.evaluation import require_prompts
 from prefcore.lazy import lazy_module
@@ -50,16 +51,7 @@ class RewardScore(Evaluator):
     def scores(self, scorer: Scorer, samples: GeneratedCompletions) -> np.ndarray:
         """One score per sampled completion, asking the scorer ``batch_size`` at a time."""
         prompts: Sequence[Any] = [prompt for prompt in samples.prompts for _ in range(samples.num_samples)]
-        scores: list[float] = []
-        for start in range(0, len(samples.texts), self.config.batch_size):
-            stop = start + self.config.batch_size
-            batch = [float(score) for score in scorer(prompts[start:stop], samples.texts[start:stop])]
-            if len(batch) != len(samples.texts[start:stop]):
-                raise ValueError(
-                    f"Evaluator {self.name!r}: the scorer returned {len(batch)} scores for "
-                    f"{len(samples.texts[start:stop])} completions; it must return one per completion."
-                )
-            scores.extend(batch)
+        scores = batched_scores(scorer, prompts, samples.texts, batch_size=self.config.batch_size, evaluator=self.name)
         return np.asarray(scores, dtype=np.float64)
 
     def evaluate(self, context: EvaluationContext) -> EvaluationResult:

@@ -27,15 +27,11 @@ from typing import Literal
 
 from prefcore import hookimpl
 from prefcore.errors import ConfigError
-from prefcore.evaluation import JUDGE_HINT
 from prefcore.evaluation import TIE_TOLERANCE
 from prefcore.evaluation import EvaluationContext
-from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
 from prefcore.evaluation import Verdict
-from prefcore.evaluation import cached_completions
-from prefcore.evaluation import judged_verdicts
-from prefcore.evaluation import require_prompts
+from prefcore.evaluation import judge_against_reference
 from prefcore.lazy import lazy_module
 from prefcore.methods import Evaluator
 from prefcore.methods import option
@@ -98,31 +94,24 @@ class WinRate(Evaluator):
     """A run that selects this evaluator must configure a judge; ``prefcore.judges.plan_judge`` checks it."""
 
     def evaluate(self, context: EvaluationContext) -> EvaluationResult:
-        if context.judge is None:
-            raise EvaluationInputError(self.name, "a judge", JUDGE_HINT)
-        if context.reference is None:
-            raise EvaluationInputError(
-                self.name,
-                "a reference model",
-                "Keep the reference model for evaluation, or use the 'reward_score' evaluator instead.",
-            )
-        prompts = require_prompts(context, self.name)
-        policy = cached_completions(context, prompts, role="policy", batch_size=self.config.batch_size)
-        reference = cached_completions(context, prompts, role="reference", batch_size=self.config.batch_size)
-        rows = range(len(policy.texts))
-        verdicts = judged_verdicts(context, prompts, policy, reference, rows, evaluator=self.name)
-
-        sums = np.zeros(len(prompts))
-        counts = np.zeros(len(prompts))
+        judged = judge_against_reference(
+            context,
+            self.name,
+            batch_size=self.config.batch_size,
+            reference_hint="Keep the reference model for evaluation, or use the 'reward_score' evaluator instead.",
+        )
+        num_samples = judged.policy.num_samples
+        sums = np.zeros(len(judged.prompts))
+        counts = np.zeros(len(judged.prompts))
         scores: list[float] = []
-        for row, verdict in verdicts.items():
+        for row, verdict in judged.verdicts.items():
             score = pair_score(verdict, self.config.disagreement)
             if score is None:
                 continue
             scores.append(score)
-            sums[row // policy.num_samples] += score
-            counts[row // policy.num_samples] += 1
-        all_verdicts = list(verdicts.values())
+            sums[row // num_samples] += score
+            counts[row // num_samples] += 1
+        all_verdicts = list(judged.verdicts.values())
         metrics = {
             "position_consistency": float(np.mean([verdict.consistent for verdict in all_verdicts])),
             "first_position_preference": float(
@@ -136,10 +125,10 @@ class WinRate(Evaluator):
             nan = float("nan")
             metrics.update(win_rate=nan, tie_rate=nan, win_rate_low=nan, win_rate_high=nan)
             return EvaluationResult(metrics)
-        judged = counts > 0
+        with_pairs = counts > 0
         low, high = bootstrap_interval(
-            sums[judged],
-            counts[judged],
+            sums[with_pairs],
+            counts[with_pairs],
             resamples=self.config.bootstrap_samples,
             confidence=self.config.confidence,
             seed=context.seed,
