@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Settings", "main", "measure", "parity"]
+__all__ = ["Settings", "main", "measure", "online_configs", "parity", "rule_reward", "time_online_steps"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,29 @@ def rule_score(prompt: str, text: str) -> float:
     return sum(word in vocabulary for word in words) / max(len(words), 1)
 
 
+def rule_reward(rollouts: Any, metadata: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``rule_score`` of every rollout, as a prefcore online reward (``total [S]``, its one component)."""
+    scores = torch.tensor(
+        [rule_score(rollouts.prompt_of(i), text) for i, text in enumerate(rollouts.texts)], dtype=torch.float32
+    )
+    return scores, {"rule": scores}
+
+
+def online_configs(settings: Settings) -> tuple[Any, Any]:
+    """prefcore's ``TrainConfig`` and ``OnlineLoopConfig`` for ``settings`` (one extra step for the memory probe)."""
+    from prefcore.settings import OnlineLoopConfig
+    from prefcore.settings import TrainConfig
+
+    total = settings.warmup + settings.steps + 1
+    config = TrainConfig(
+        steps=total, lr=settings.lr, seed=settings.seed, max_grad_norm=1.0, progress=False, checkpoint_every=0
+    )
+    online = OnlineLoopConfig(
+        prompts_per_step=settings.prompts, samples_per_prompt=settings.group, max_new_tokens=settings.max_new_tokens
+    )
+    return config, online
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -166,25 +189,10 @@ def prefcore_trainer(settings: Settings, run_dir: Path) -> Any:
     from prefcore.engine.online_trainer import OnlineTrainer
     from prefcore.engine.rollout import PrefixCacheBackend
     from prefcore.registry import Registry
-    from prefcore.settings import OnlineLoopConfig
-    from prefcore.settings import TrainConfig
 
     tokenizer, model, prompts = build(settings)
     objective = Registry.from_environment(third_party=False).create("usage", "grpo", {})
-
-    def reward(rollouts: Any, metadata: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        scores = torch.tensor(
-            [rule_score(rollouts.prompt_of(i), text) for i, text in enumerate(rollouts.texts)], dtype=torch.float32
-        )
-        return scores, {"rule": scores}
-
-    total = settings.warmup + settings.steps + 1
-    config = TrainConfig(
-        steps=total, lr=settings.lr, seed=settings.seed, max_grad_norm=1.0, progress=False, checkpoint_every=0
-    )
-    online = OnlineLoopConfig(
-        prompts_per_step=settings.prompts, samples_per_prompt=settings.group, max_new_tokens=settings.max_new_tokens
-    )
+    config, online = online_configs(settings)
     return OnlineTrainer(
         model,
         objective,
@@ -193,7 +201,7 @@ def prefcore_trainer(settings: Settings, run_dir: Path) -> Any:
         config,
         online,
         tokenizer=tokenizer,
-        reward=reward,
+        reward=rule_reward,
         run_dir=run_dir,
         device=torch.device("cpu"),
         backend=PrefixCacheBackend(),
@@ -202,33 +210,42 @@ def prefcore_trainer(settings: Settings, run_dir: Path) -> Any:
 
 def measure_prefcore(settings: Settings) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = prefcore_trainer(settings, Path(run_dir))
-        phase: dict[str, float] = {}
-        rollout_phase = trainer.rollout_phase
+        return time_online_steps(prefcore_trainer(settings, Path(run_dir)), settings)
 
-        def timed_rollout_phase(indices: Any) -> Any:
-            started = time.perf_counter()
-            scored = rollout_phase(indices)
-            phase["rollout"] = time.perf_counter() - started
-            phase["tokens"] = int(scored.tensors.mask.sum())
-            return scored
 
-        trainer.rollout_phase = timed_rollout_phase
-        baseline = _rss_bytes()
-        for _ in range(settings.warmup):
-            trainer.train_step()
-        walls, rollouts, tokens, cpus = [], [], [], []
-        for _ in range(settings.steps):
-            started, cpu = time.perf_counter(), time.process_time()
-            trainer.train_step()
-            walls.append(time.perf_counter() - started)
-            cpus.append(time.process_time() - cpu)
-            rollouts.append(phase["rollout"])
-            tokens.append(phase["tokens"])
-        result = _summary(walls, rollouts, tokens, cpus)
-        result["peak_rss"] = _peak_rss_bytes()
-        result["rss_rise"] = max(result["peak_rss"] - baseline, 0)
-        result["torch_peak"] = _peak_torch_bytes(trainer.train_step) if settings.memory else None
+def time_online_steps(trainer: Any, settings: Settings) -> dict[str, Any]:
+    """Time ``settings.steps`` steps of a prefcore online trainer (``OnlineTrainer`` or ``PPOTrainer``).
+
+    Wraps ``trainer.rollout_phase`` to time it and count its completion tokens, runs
+    ``settings.warmup`` untimed steps, then the timed ones; see the module docstring for what
+    each number is.
+    """
+    phase: dict[str, float] = {}
+    rollout_phase = trainer.rollout_phase
+
+    def timed_rollout_phase(indices: Any) -> Any:
+        started = time.perf_counter()
+        scored = rollout_phase(indices)
+        phase["rollout"] = time.perf_counter() - started
+        phase["tokens"] = int(scored.tensors.mask.sum())
+        return scored
+
+    trainer.rollout_phase = timed_rollout_phase
+    baseline = _rss_bytes()
+    for _ in range(settings.warmup):
+        trainer.train_step()
+    walls, rollouts, tokens, cpus = [], [], [], []
+    for _ in range(settings.steps):
+        started, cpu = time.perf_counter(), time.process_time()
+        trainer.train_step()
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu)
+        rollouts.append(phase["rollout"])
+        tokens.append(phase["tokens"])
+    result = _summary(walls, rollouts, tokens, cpus)
+    result["peak_rss"] = _peak_rss_bytes()
+    result["rss_rise"] = max(result["peak_rss"] - baseline, 0)
+    result["torch_peak"] = _peak_torch_bytes(trainer.train_step) if settings.memory else None
     return result
 
 

@@ -24,13 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from dataclasses import replace
@@ -42,43 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_grpo  # bench/ is not a package: the path above finds it (the same model, prompts and reward)
-from harness import LiveBytes
 
 __all__ = ["main", "measure"]
 
 PLACEMENTS = ("separate", "shared")
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def _peak_torch_bytes(step: Any) -> int:
-    tracker = LiveBytes()
-    with tracker:
-        step()
-    return tracker.peak
-
-
 def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f}"
-
-
-def _summary(walls: Sequence[float], rollouts: Sequence[float], tokens: Sequence[int]) -> dict[str, float]:
-    updates = [wall - rollout for wall, rollout in zip(walls, rollouts, strict=True)]
-    return {
-        "wall_s": statistics.median(walls),
-        "rollout_s": statistics.median(rollouts),
-        "update_s": statistics.median(updates),
-        "rollout_tok_s": statistics.median(t / r for t, r in zip(tokens, rollouts, strict=True)),
-        "update_tok_s": statistics.median(t / u for t, u in zip(tokens, updates, strict=True)),
-        "tokens": statistics.median(tokens),
-    }
 
 
 def ppo_trainer(settings: bench_grpo.Settings, placement: str, run_dir: Path) -> Any:
@@ -87,26 +54,10 @@ def ppo_trainer(settings: bench_grpo.Settings, placement: str, run_dir: Path) ->
     from prefcore.engine.ppo_trainer import PPOTrainer
     from prefcore.engine.value_model import build_value_model
     from prefcore.registry import Registry
-    from prefcore.settings import OnlineLoopConfig
-    from prefcore.settings import TrainConfig
 
     tokenizer, model, prompts = bench_grpo.build(settings)
     objective = Registry.from_environment(third_party=False).create("usage", "ppo", {"critic": placement})
-
-    def reward(rollouts: Any, metadata: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        scores = torch.tensor(
-            [bench_grpo.rule_score(rollouts.prompt_of(i), text) for i, text in enumerate(rollouts.texts)],
-            dtype=torch.float32,
-        )
-        return scores, {"rule": scores}
-
-    total = settings.warmup + settings.steps + 1
-    config = TrainConfig(
-        steps=total, lr=settings.lr, seed=settings.seed, max_grad_norm=1.0, progress=False, checkpoint_every=0
-    )
-    online = OnlineLoopConfig(
-        prompts_per_step=settings.prompts, samples_per_prompt=settings.group, max_new_tokens=settings.max_new_tokens
-    )
+    config, online = bench_grpo.online_configs(settings)
     return PPOTrainer(
         model,
         objective,
@@ -115,7 +66,7 @@ def ppo_trainer(settings: bench_grpo.Settings, placement: str, run_dir: Path) ->
         config,
         online,
         tokenizer=tokenizer,
-        reward=reward,
+        reward=bench_grpo.rule_reward,
         run_dir=run_dir,
         device=torch.device("cpu"),
         reference=frozen_copy(model),
@@ -128,31 +79,7 @@ def measure(placement: str, settings: bench_grpo.Settings) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = ppo_trainer(settings, placement, Path(run_dir))
-        phase: dict[str, float] = {}
-        rollout_phase = trainer.rollout_phase
-
-        def timed_rollout_phase(indices: Any) -> Any:
-            started = time.perf_counter()
-            scored = rollout_phase(indices)
-            phase["rollout"] = time.perf_counter() - started
-            phase["tokens"] = int(scored.tensors.mask.sum())
-            return scored
-
-        trainer.rollout_phase = timed_rollout_phase
-        baseline = _rss_bytes()
-        for _ in range(settings.warmup):
-            trainer.train_step()
-        walls, rollouts, tokens = [], [], []
-        for _ in range(settings.steps):
-            started = time.perf_counter()
-            trainer.train_step()
-            walls.append(time.perf_counter() - started)
-            rollouts.append(phase["rollout"])
-            tokens.append(phase["tokens"])
-        result = _summary(walls, rollouts, tokens)
-        result["peak_rss"] = _peak_rss_bytes()
-        result["rss_rise"] = max(result["peak_rss"] - baseline, 0)
-        result["torch_peak"] = _peak_torch_bytes(trainer.train_step) if settings.memory else None
+        result = bench_grpo.time_online_steps(trainer, settings)
         result["value_parameters"] = sum(p.numel() for p in trainer.value_model.parameters())
     return result
 
