@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from prefcore.kernels._checks import defer
+from prefcore.kernels._checks import deferring
 from prefcore.kernels._dispatch import HAS_TRITON
 from prefcore.kernels.sequence_logps import KERNEL_DTYPES
 from prefcore.kernels.sequence_logps import kernel_mask
@@ -329,12 +331,17 @@ class SequenceLossFunction(torch.autograd.Function):
             ref_sums = ref_sequence_logps.detach().to(torch.float32).contiguous()
             ref_name = "ref_sequence_logps"
         out = loss.launch(sums, counts, ref_sums, chosen_index, rejected_index, labels, reference_point, params)
-        # The single host sync of the call: the error counters.
-        if any(out.errors.tolist()):
+
+        def explain() -> str:
             message = diagnose(
                 loss, policy_logps, sums, counts, ref_sums, ref_name, chosen_index, rejected_index, reference_point
             )
-            raise ValueError(message or f"{loss.method}: invalid inputs (error counters {out.errors.tolist()}).")
+            return message or f"{loss.method}: invalid inputs (error counters {out.errors.tolist()})."
+
+        if deferring():  # a training step: the error counters are read once per step, with its metrics
+            defer(out.errors.any(), explain)
+        elif any(out.errors.tolist()):  # the single host sync of a direct call: the error counters
+            raise ValueError(explain())
         ctx.save_for_backward(mask, out.seq_grad, out.dchosen, out.drejected, chosen_index, rejected_index)
         ctx.unpaired = loss.unpaired
         ctx.grad_dtype = policy_logps.dtype
@@ -460,11 +467,25 @@ def sequences_ref(
     elif ref_sequence_logps is not None:
         ref_sums = ref_sequence_logps.detach().to(sums.dtype)
         ref_name = "ref_sequence_logps"
-    message = diagnose(
-        loss, policy_logps, sums.detach(), counts, ref_sums, ref_name, chosen_index, rejected_index, reference_point
-    )
-    if message is not None:
-        raise ValueError(message)
+
+    def explain() -> str | None:
+        return diagnose(
+            loss, policy_logps, sums.detach(), counts, ref_sums, ref_name, chosen_index, rejected_index, reference_point
+        )
+
+    if deferring():
+        # A training step: an index out of range is a device-side flag read with the step's metrics;
+        # every other input diagnose names makes the loss non-finite, so it runs only when the step's
+        # loss, read once per step, is not finite.
+        if not loss.unpaired:
+            n_seqs = sums.shape[0]
+            outside = [((index < 0) | (index >= n_seqs)).any() for index in (chosen_index, rejected_index)]
+            defer(outside[0] | outside[1], explain)
+        defer(None, explain)
+    else:
+        message = explain()
+        if message is not None:
+            raise ValueError(message)
     if loss.unpaired:
         return Sequences(sums, None, ref_sums, None, counts.to(sums.dtype), None)
     return Sequences(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from prefcore.kernels._checks import debug_checks
 from prefcore.kernels._dispatch import use_triton
 from prefcore.kernels.logprobs import check_targets
 from prefcore.kernels.logprobs import selective_log_softmax_bwd
@@ -103,15 +104,20 @@ def _forward(
     ignore_index: int,
     chunk_size: int,
     use_kernel: bool,
+    valid_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Log-probs ``[N]`` plus what a backward needs: valid-row index (None = all) and row stats."""
     n_tokens, vocab = hidden.shape[0], weight.shape[0]
     out_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     logps = torch.zeros(n_tokens, device=hidden.device, dtype=out_dtype)
-    valid = targets != ignore_index
-    # One host sync: the number of valid tokens sizes every chunk and buffer below.
-    n_valid = int(valid.sum())
-    rows = None if n_valid == n_tokens else valid.nonzero().squeeze(1)
+    if valid_rows is not None:  # the caller knows them on the host: no sync
+        n_valid = valid_rows.shape[0]
+        rows = None if n_valid == n_tokens else valid_rows
+    else:
+        valid = targets != ignore_index
+        # One host sync: the number of valid tokens sizes every chunk and buffer below.
+        n_valid = int(valid.sum())
+        rows = None if n_valid == n_tokens else valid.nonzero().squeeze(1)
     row_max = torch.empty(n_valid, device=hidden.device, dtype=out_dtype)
     log_norm = torch.empty_like(row_max)
     tile = torch.empty((min(chunk_size, n_valid), vocab), device=hidden.device, dtype=hidden.dtype)
@@ -188,9 +194,10 @@ class FusedLinearLogprobsFunction(torch.autograd.Function):
         ignore_index: int,
         chunk_size: int,
         use_kernel: bool,
+        valid_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         logps, rows, row_max, log_norm = _forward(
-            hidden, weight, bias, targets, temperature, ignore_index, chunk_size, use_kernel
+            hidden, weight, bias, targets, temperature, ignore_index, chunk_size, use_kernel, valid_rows
         )
         ctx.save_for_backward(hidden, weight, bias, targets, rows, row_max, log_norm)
         ctx.temperature = temperature
@@ -202,7 +209,7 @@ class FusedLinearLogprobsFunction(torch.autograd.Function):
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_logps: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None, None, None, None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None, None, None, None, None]:
         hidden, weight, bias, targets, rows, row_max, log_norm = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         chunk_size = ctx.chunk_size
@@ -264,6 +271,7 @@ class FusedLinearLogprobsFunction(torch.autograd.Function):
             None,  # ignore_index
             None,  # chunk_size
             None,  # use_kernel
+            None,  # valid_rows
         )
 
 
@@ -313,6 +321,19 @@ def _validate(
     check_targets(targets, weight.shape[0], ignore_index, fn)
 
 
+def _check_valid_rows(valid_rows: torch.Tensor, targets: torch.Tensor, ignore_index: int, fn: str) -> None:
+    """Shape, dtype and device always; that they are the non-ignored rows under PREFCORE_DEBUG_CHECKS=1 (a sync)."""
+    if valid_rows.dim() != 1 or valid_rows.dtype != torch.int64 or valid_rows.device != targets.device:
+        raise ValueError(
+            f"{fn}: valid_rows must be a 1-D int64 tensor on the targets' device; got shape "
+            f"{tuple(valid_rows.shape)}, {valid_rows.dtype} on {valid_rows.device}."
+        )
+    if debug_checks():
+        expected = (targets != ignore_index).nonzero().squeeze(1)
+        if not torch.equal(expected, valid_rows):
+            raise ValueError(f"{fn}: valid_rows are not the rows whose target is not ignore_index.")
+
+
 def fused_linear_logprobs(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -323,6 +344,7 @@ def fused_linear_logprobs(
     ignore_index: int = -100,
     chunk_size: int | None = None,
     backend: str = "auto",
+    valid_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token log p(target) of an LM head, chunked over tokens so N×V logits never exist.
 
@@ -337,6 +359,10 @@ def fused_linear_logprobs(
         chunk_size: tokens per logits tile; default keeps one ``[chunk, V]`` tile <= 256 MiB.
         backend: ``auto`` (Triton on CUDA, torch on CPU), ``triton`` or ``torch``; the matmuls
             are cuBLAS / torch either way, the backend picks the log-softmax kernels.
+        valid_rows: optional ``[n]`` int64 indices, ascending, of the flattened tokens whose target is
+            not ``ignore_index``, on ``hidden``'s device: a caller that knows them on the host (the
+            trainer, from its collated masks) saves the one host sync that counting them costs.
+            ``PREFCORE_DEBUG_CHECKS=1`` checks them against the targets.
     Returns:
         logps: ``[...]`` fp32 (fp64 for fp64 inputs). Differentiable w.r.t. hidden, weight and
         bias; under ``torch.no_grad`` (or with no input requiring grad) nothing is saved.
@@ -353,15 +379,33 @@ def fused_linear_logprobs(
         chunk_size = default_chunk_size(vocab, hidden.dtype)
     hidden_2d = hidden.reshape(-1, width)
     targets_1d = targets.reshape(-1)
+    if valid_rows is not None:
+        _check_valid_rows(valid_rows, targets_1d, ignore_index, fn)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     if needs_grad:
         logps = FusedLinearLogprobsFunction.apply(
-            hidden_2d, weight, bias, targets_1d, float(temperature), int(ignore_index), chunk_size, run_triton
+            hidden_2d,
+            weight,
+            bias,
+            targets_1d,
+            float(temperature),
+            int(ignore_index),
+            chunk_size,
+            run_triton,
+            valid_rows,
         )
     else:
         # Reference-model path: no autograd node, so neither inputs nor row statistics are kept.
         logps = _forward(
-            hidden_2d, weight, bias, targets_1d, float(temperature), int(ignore_index), chunk_size, run_triton
+            hidden_2d,
+            weight,
+            bias,
+            targets_1d,
+            float(temperature),
+            int(ignore_index),
+            chunk_size,
+            run_triton,
+            valid_rows,
         )[0]
     return logps.view(targets.shape)
 

@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from prefcore.kernels._checks import defer
+from prefcore.kernels._checks import deferring
 from prefcore.kernels._dispatch import HAS_TRITON
 from prefcore.kernels._dispatch import use_triton
 
@@ -507,14 +509,20 @@ def check_targets(targets: torch.Tensor, vocab: int, ignore_index: int, fn: str)
     """Raise ValueError if a non-ignored target is outside ``[0, vocab)``.
 
     On CUDA this costs one host synchronisation; it is what turns an out-of-range id into a clear
-    error instead of an out-of-bounds read.
+    error instead of an out-of-bounds read. Inside a training step (``deferred_checks``) the flag
+    is read with the step's metrics instead, once per step.
     """
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= vocab))
+    if deferring():  # a training step: one read per step (prefcore.kernels._checks)
+        defer(bad.any(), lambda: _target_error(targets, bad, vocab, ignore_index, fn))
+        return
     if bool(bad.any()):
-        value = int(targets[bad][0])
-        raise ValueError(
-            f"{fn}: target id {value} is outside the vocabulary [0, {vocab}) and is not ignore_index={ignore_index}."
-        )
+        raise ValueError(_target_error(targets, bad, vocab, ignore_index, fn))
+
+
+def _target_error(targets: torch.Tensor, bad: torch.Tensor, vocab: int, ignore_index: int, fn: str) -> str:
+    value = int(targets[bad][0])
+    return f"{fn}: target id {value} is outside the vocabulary [0, {vocab}) and is not ignore_index={ignore_index}."
 
 
 def selective_log_softmax(

@@ -18,6 +18,8 @@ import contextlib
 import torch
 from torch.autograd.function import once_differentiable
 
+from prefcore.kernels._checks import defer
+from prefcore.kernels._checks import deferring
 from prefcore.kernels._dispatch import HAS_TRITON
 from prefcore.kernels._dispatch import use_triton
 
@@ -198,6 +200,16 @@ def _no_average_error(empty: torch.Tensor) -> ValueError:
     )
 
 
+def _check_counts(counts: torch.Tensor) -> None:
+    """Refuse an average over no tokens: at once, or once per training step (``deferred_checks``)."""
+    if deferring():
+        defer((counts == 0).any(), lambda: str(_no_average_error((counts == 0).nonzero())))
+        return
+    empty = (counts == 0).nonzero()
+    if empty.numel():
+        raise _no_average_error(empty)
+
+
 class SequenceLogpsFunction(torch.autograd.Function):
     """Masked per-sequence sums or means with a broadcast backward."""
 
@@ -207,9 +219,7 @@ class SequenceLogpsFunction(torch.autograd.Function):
         mask = kernel_mask(mask)
         sums, counts, _ = sequence_logps_fwd(logps, mask)
         if average:
-            empty = (counts == 0).nonzero()
-            if empty.numel():
-                raise _no_average_error(empty)
+            _check_counts(counts)
             values = sums / counts
         else:
             values = sums
@@ -285,8 +295,6 @@ def sequence_logps_ref(
     sums = torch.where(keep, token_logps.to(dtype), zero).sum(-1)
     counts = keep.sum(-1)
     if average:
-        empty = (counts == 0).nonzero()
-        if empty.numel():
-            raise _no_average_error(empty)
+        _check_counts(counts)
         return sums / counts, counts
     return sums, counts

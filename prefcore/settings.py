@@ -228,7 +228,11 @@ class TrainLoopConfig:
 class TrainConfig(TrainLoopConfig):
     """Options of the ``[train]`` section."""
 
-    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", doc="autocast dtype on GPU (CPU runs in fp32)")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = option(
+        "fp32",
+        doc="autocast dtype of the forward passes (fp32 master weights, fp32 loss and log-sum-exp): bf16 on GPU "
+        "and on CPUs with native bf16; fp16 on GPU only; auto = bf16 where the device has native bf16, else fp32",
+    )
     fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
     kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
     progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
@@ -357,6 +361,12 @@ class OnlineLoopConfig:
         4,
         doc="with dynamic_sampling: extra sampling rounds per step at most; then the step trains on the groups "
         "kept (on the first round's, if none was)",
+    )
+    sampler: Literal["auto", "generate", "prefix_cache"] = option(
+        "auto",
+        doc="what samples the rollouts: generate = transformers' generate; prefix_cache = each prompt prefilled "
+        "once for its group, a plain decode loop (the same tokens for a seed, faster); auto = prefix_cache where "
+        "the model has a plain dynamic key/value cache, else generate",
     )
 
     def __post_init__(self) -> None:

@@ -9,6 +9,9 @@ linear head (soft-capping, logit scaling) take the logits path through
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -63,6 +66,7 @@ def completion_token_logps(
     backend: str = "auto",
     chunk_size: int | None = None,
     temperature: float = 1.0,
+    target_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-probs of completion tokens, ``[S, L - 1]`` float32, 0 on prompt and padding.
 
@@ -74,7 +78,13 @@ def completion_token_logps(
         chunk_size: tokens per LM-head tile of the fused kernel.
         temperature: logits are divided by it before the softmax (online objectives train at
             the sampling temperature, so the importance ratio compares like with like).
+        target_rows: ``completion_mask.reshape(-1).nonzero()[:, 0]`` on the model's device, when the
+            caller computed it on the host (``completion_rows``): the fused path then needs no
+            host sync to count the completion tokens. Without it, rows registered for this very
+            mask by ``known_completion_rows`` are used.
     """
+    if target_rows is None:
+        target_rows = _rows_of(sequences.completion_mask)
     targets = sequences.input_ids[:, 1:].masked_fill(~sequences.completion_mask, IGNORE_INDEX)
     if fused and supports_fused_head(model):
         decoder = _base_model(model).get_decoder()
@@ -89,11 +99,44 @@ def completion_token_logps(
             ignore_index=IGNORE_INDEX,
             chunk_size=chunk_size,
             backend=backend,
+            valid_rows=target_rows,
         )
     logits = model(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).logits
     return selective_log_softmax(
         logits[:, :-1], targets, temperature=temperature, ignore_index=IGNORE_INDEX, backend=backend
     )
+
+
+_KNOWN_ROWS: ContextVar[tuple[torch.Tensor, torch.Tensor] | None] = ContextVar("prefcore_known_rows", default=None)
+
+
+@contextlib.contextmanager
+def known_completion_rows(completion_mask: torch.Tensor, rows: torch.Tensor) -> Iterator[None]:
+    """Within the block, forwards of ``completion_mask`` (this tensor object) take ``rows`` as its target rows.
+
+    The trainer counts a micro-batch's completion tokens on the host and registers them here, so
+    the policy's and the reference model's forwards (``ModelReference`` among them) skip the host
+    sync of counting them on the device.
+    """
+    token = _KNOWN_ROWS.set((completion_mask, rows))
+    try:
+        yield
+    finally:
+        _KNOWN_ROWS.reset(token)
+
+
+def _rows_of(completion_mask: torch.Tensor) -> torch.Tensor | None:
+    known = _KNOWN_ROWS.get()
+    return known[1] if known is not None and known[0] is completion_mask else None
+
+
+def completion_rows(completion_mask: torch.Tensor) -> torch.Tensor:
+    """The flattened indices of the completion targets, ascending: call it on the host (CPU) mask.
+
+    On the host the count is free; on a GPU it is a host sync, which is what passing these rows to
+    ``completion_token_logps`` saves.
+    """
+    return completion_mask.reshape(-1).nonzero().squeeze(1)
 
 
 @torch.no_grad()

@@ -297,10 +297,19 @@ class OptimiserLoop:
         """Item indices of the next (global) micro-batch; a new epoch reshuffles with its own seed."""
         return self.sampler.next()[0]
 
-    def apply_update(self, metrics: dict[str, float]) -> None:
-        """Clip, step the optimiser and schedule, count the step; adds ``grad_norm`` and ``lr``."""
-        if self.config.max_grad_norm > 0:
-            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
+    def clip_gradients(self) -> torch.Tensor | None:
+        """Clip the gradients to ``max_grad_norm`` on the device; their norm before clipping (None: no clipping)."""
+        if self.config.max_grad_norm <= 0:
+            return None
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        full_tensor = getattr(norm, "full_tensor", None)  # FSDP2: a DTensor
+        return full_tensor() if callable(full_tensor) else norm
+
+    def apply_update(self, metrics: dict[str, float], *, clipped: bool = False) -> None:
+        """Clip (unless ``clipped``: the caller did and set ``grad_norm``), step the optimiser and schedule,
+        count the step; adds ``grad_norm`` and ``lr``."""
+        if not clipped and self.config.max_grad_norm > 0:
+            metrics["grad_norm"] = float(self.clip_gradients())
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
@@ -311,7 +320,11 @@ def check_finite(loss: torch.Tensor, step: int, method: Method | None = None) ->
     """Stop at the first non-finite loss, before it reaches the weights; name the method that made it."""
     if torch.isfinite(loss).all():
         return
-    value = loss.detach().float().flatten()[0].item() if loss.numel() else float("nan")
+    raise_non_finite(loss.detach().float().flatten()[0].item() if loss.numel() else float("nan"), step, method)
+
+
+def raise_non_finite(value: float, step: int, method: Method | None = None) -> None:
+    """The error of a loss that became ``value`` (nan or inf) at ``step``; names the method that made it."""
     if method is None:
         raise FloatingPointError(f"the loss became {value} at step {step}; lower the learning rate or check the data.")
     raise NonFiniteLossError(
@@ -324,8 +337,13 @@ def check_finite(loss: torch.Tensor, step: int, method: Method | None = None) ->
     )
 
 
-def check_loss(loss: Any, step: int, method: Method, *, inputs: str = "batch.policy_logps") -> None:
+def check_loss(
+    loss: Any, step: int, method: Method, *, inputs: str = "batch.policy_logps", finite: bool = True
+) -> None:
     """Check what a plugin's ``loss`` returned before autograd sees it: a finite scalar tensor with a gradient.
+
+    ``finite=False`` leaves the value check (a host sync) to the caller: the offline trainer reads
+    every loss of a step at once.
 
     Without this, a plugin bug surfaces as a bare error deep in ``backward()`` ("element 0 of
     tensors does not require grad") that does not say which of the run's methods caused it.
@@ -339,7 +357,8 @@ def check_loss(loss: Any, step: int, method: Method, *, inputs: str = "batch.pol
             step=step,
             hint="A loss is a scalar tensor (the mean over the batch's comparisons): LossOutput(loss=...).",
         )
-    check_finite(loss, step, method)
+    if finite:
+        check_finite(loss, step, method)
     if torch.is_grad_enabled() and not loss.requires_grad:
         raise ObjectiveError(
             method.label(),

@@ -10,6 +10,7 @@ objectives train together as a weighted sum; each sees the same log-prob batch.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -26,15 +27,19 @@ from prefcore.distributed.process_group import is_main
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
+from prefcore.engine.logprobs import completion_rows
 from prefcore.engine.logprobs import completion_token_logps
+from prefcore.engine.logprobs import known_completion_rows
 from prefcore.engine.loop import OptimiserLoop
-from prefcore.engine.loop import check_finite
 from prefcore.engine.loop import check_loss
 from prefcore.engine.loop import epoch_steps
+from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.models import enable_gradient_checkpointing
 from prefcore.engine.progress import StageProgress
 from prefcore.engine.sequences import PaddedSequences
 from prefcore.errors import ConfigError
+from prefcore.kernels._checks import DeferredChecks
+from prefcore.kernels._checks import deferred_checks
 from prefcore.methods import UsageObjective
 from prefcore.settings import TrainConfig
 
@@ -61,19 +66,65 @@ def with_epoch_limit(config: TrainConfig, num_items: int) -> TrainConfig:
     return replace(config, steps=limit if config.steps == 0 else min(config.steps, limit))
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast can pay off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``[train] precision`` on ``device``, or None for plain fp32.
+
+    The weights stay fp32 (the optimiser's master copy); autocast runs the matmuls in bf16/fp16 and
+    the log-probs, the log-sum-exp and the losses stay fp32. fp16 is GPU-only (CPU runs fp32);
+    ``auto`` is bf16 where the device has native bf16 (CUDA with bf16, AVX512-BF16/AMX CPUs).
+    """
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return None
+    if device.type == "cuda":
+        if precision == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
+
+
 def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type != "cuda" or config.precision == "fp32":
+    dtype = autocast_dtype(config.precision, device)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _policy_logps(
-    model: torch.nn.Module, sequences: PaddedSequences, fused: bool, backend: str, autocast: AbstractContextManager
+    model: torch.nn.Module,
+    sequences: PaddedSequences,
+    fused: bool,
+    backend: str,
+    autocast: AbstractContextManager,
 ) -> torch.Tensor:
     """The policy's per-token log-probs: what DDP and FSDP2 wrap as the forward of a micro-batch."""
     with autocast:
         return completion_token_logps(model, sequences, fused=fused, backend=backend)
+
+
+class _StepReads:
+    """What a step reads from the device, in order: ``(key, share, value)`` metric shares and losses."""
+
+    def __init__(self) -> None:
+        self.tensors: list[tuple[str, float, torch.Tensor | float]] = []
+        self.losses: list[tuple[torch.Tensor, UsageObjective | None]] = []
+
+    def add(self, key: str, share: float, value: torch.Tensor | float) -> None:
+        """A metric share; a plain number needs no read and is kept as it is."""
+        self.tensors.append((key, share, value.detach() if isinstance(value, torch.Tensor) else float(value)))
+
+    def check(self, loss: torch.Tensor, method: UsageObjective | None) -> None:
+        """A loss whose finiteness the read checks (``method`` None: the weighted sum)."""
+        self.losses.append((loss.detach(), method))
 
 
 class Trainer(OptimiserLoop):
@@ -166,36 +217,91 @@ class Trainer(OptimiserLoop):
 
     # -- loop ---------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        """One optimiser step over ``grad_accum`` micro-batches; returns the step's metrics."""
+        """One optimiser step over ``grad_accum`` micro-batches; returns the step's metrics.
+
+        The step reads the device once (``_read_step``): its metrics, losses, gradient norm and
+        the kernels' deferred input checks travel in one transfer after the last backward pass and
+        before the optimiser step, so a non-finite loss or bad input still never reaches the weights.
+        """
+        with deferred_checks() as checks:
+            return self._train_step(checks)
+
+    def _train_step(self, checks: DeferredChecks) -> dict[str, float]:
         self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.next_micro_batch() for _ in range(self.config.grad_accum)]
         num_items = sum(len(indices) for indices in micro)  # global: every rank knows every micro-batch
         local = [self.local_indices(indices) for indices in micro]  # this rank's slices (all of it in one process)
-        batches = [self._collate(indices) for indices, _ in local]
-        # every micro-batch divides its token sums by the whole step's count, known only after collating all
-        counted = [batch.target_token_count() for batch, (_, weight) in zip(batches, local, strict=True) if weight]
-        num_tokens = int(self.global_sum(sum(counted)))
-        totals: dict[str, float] = {}
-        for position, ((indices, weight), batch) in enumerate(zip(local, batches, strict=True)):
-            log_prob_batch = self._log_prob_batch(batch.to(self.device), num_items, num_tokens)
+        batches, rows, num_tokens = self._host_batches(local)
+        reads = _StepReads()
+        for position, ((indices, weight), batch, batch_rows) in enumerate(zip(local, batches, rows, strict=True)):
+            device_batch = batch.to(self.device)
+            with known_completion_rows(device_batch.sequences.completion_mask, batch_rows.to(self.device)):
+                log_prob_batch = self._log_prob_batch(device_batch, num_items, num_tokens)
             loss = torch.zeros((), device=self.device)
             share = weight * len(indices) / num_items
             for entry in self.objectives:
                 output = entry.objective.loss(log_prob_batch)
-                check_loss(output.loss, self.step + 1, entry.objective)
+                check_loss(output.loss, self.step + 1, entry.objective, finite=False)
+                reads.check(output.loss, entry.objective)
                 loss = loss + entry.weight * output.loss
                 prefix = f"{entry.objective.name}/" if len(self.objectives) > 1 else ""
                 for key, value in output.metrics.items():
-                    totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
+                    reads.add(prefix + key, share, value)
                 if prefix:  # each objective's own (unweighted) loss; micro-batch losses add up to the step's
-                    totals[prefix + "loss"] = totals.get(prefix + "loss", 0.0) + weight * float(output.loss.detach())
-            check_finite(loss, self.step + 1)
+                    reads.add(prefix + "loss", weight, output.loss)
+            reads.check(loss, None)
             self.backward(loss, final=position == len(micro) - 1, weight=weight)
-            totals["loss"] = totals.get("loss", 0.0) + weight * float(loss.detach())
+            reads.add("loss", weight, loss)
+        totals, grad_norm = self._read_step(reads, checks, self.clip_gradients())
         totals = self.reduce_metrics(totals)
-        self.apply_update(totals)
+        if grad_norm is not None:
+            totals["grad_norm"] = grad_norm
+        self.apply_update(totals, clipped=True)
         return totals
+
+    def _host_batches(
+        self, local: list[tuple[list[int], float]]
+    ) -> tuple[list[SequenceBatch], list[torch.Tensor], int]:
+        """What the step learns on the host before any device work: the collated micro-batches, each
+        one's completion rows (the fused LM head then counts nothing on the device) and the step's
+        target tokens (every micro-batch divides its token sums by the whole step's count)."""
+        batches = [self._collate(indices) for indices, _ in local]
+        rows = [completion_rows(batch.sequences.completion_mask) for batch in batches]
+        counted = [batch.target_token_count() for batch, (_, weight) in zip(batches, local, strict=True) if weight]
+        return batches, rows, int(self.global_sum(sum(counted)))
+
+    def _read_step(
+        self, reads: _StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None
+    ) -> tuple[dict[str, float], float | None]:
+        """The step's one device read: metric shares, losses, gradient norm and the kernels' flags.
+
+        Metrics add up on the host in float64 in the same order as one ``float()`` per value would,
+        so the numbers are those of reading each value on its own. Raises what the values say: a
+        kernel's flagged input (ValueError), else the first non-finite loss (as ``check_finite``).
+        """
+        tensors = [value for _, _, value in reads.tensors if isinstance(value, torch.Tensor)]
+        n_metrics = len(tensors)
+        tensors += [loss for loss, _ in reads.losses]
+        tensors += checks.flag_tensors()
+        if grad_norm is not None:
+            tensors.append(grad_norm)
+        values = torch.stack([t.detach().reshape(()).to(torch.float64) for t in tensors]).tolist() if tensors else []
+        metric_values = iter(values[:n_metrics])
+        loss_values = values[n_metrics : n_metrics + len(reads.losses)]
+        flags = values[n_metrics + len(reads.losses) : len(values) - (grad_norm is not None)]
+        checks.raise_flagged(flags)
+        for value, (_, method) in zip(loss_values, reads.losses, strict=True):
+            if not math.isfinite(value):
+                message = checks.explain_non_finite()
+                if message is not None:
+                    raise ValueError(message)
+                raise_non_finite(value, self.step + 1, method)
+        totals: dict[str, float] = {}
+        for key, share, value in reads.tensors:
+            number = next(metric_values) if isinstance(value, torch.Tensor) else value
+            totals[key] = totals.get(key, 0.0) + share * number
+        return totals, (values[-1] if grad_norm is not None else None)
 
     def fit(self) -> dict[str, float]:
         """Train until ``config.steps``; checkpoints, evaluation and metrics through the callbacks."""
