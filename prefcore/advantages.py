@@ -20,6 +20,13 @@ exactly 0 there (set explicitly, not left to floating-point cancellation); every
 counts such groups in ``advantages/zero_std_groups`` (a single-completion group counts too).
 ``dynamic_sampling_filter`` tells which groups DAPO's dynamic sampling keeps.
 
+Sharded batches. Under data parallelism each rank holds a slice of the batch (whole groups).
+Inside ``sharded_batch(sum_fn)`` the batch-wide statistics (the batch mean of ``reinforce``,
+the batch std of ``scale = "batch"``, RLOO's ``normalize``, the masked whitening of REINFORCE++
+and PPO) are taken over every rank's slice: each is made of sums (values, squares about the
+global mean, counts) that ``sum_fn`` adds up across the ranks. Group statistics need nothing,
+since a group never straddles ranks. Outside it, nothing changes.
+
 Estimators (name → function):
 
 - ``group``: GRPO, ``group_normalized``;
@@ -38,7 +45,9 @@ import difflib
 import inspect
 import math
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from types import MappingProxyType
@@ -73,6 +82,7 @@ __all__ = [
     "remax",
     "resolve_estimator",
     "return_to_go",
+    "sharded_batch",
 ]
 
 GROUP_EPSILON = 1e-4
@@ -161,9 +171,40 @@ def group_statistics(rewards: torch.Tensor, group_ids: torch.Tensor) -> GroupSta
     )
 
 
+_BATCH_SUMS: list[Callable[[torch.Tensor], torch.Tensor]] = []
+
+
+@contextmanager
+def sharded_batch(sum_fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Inside: batch statistics add up ``sum_fn`` (a tensor summed over the ranks) of each rank's sums."""
+    _BATCH_SUMS.append(sum_fn)
+    try:
+        yield
+    finally:
+        _BATCH_SUMS.pop()
+
+
+def _batch_sum() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    return _BATCH_SUMS[-1] if _BATCH_SUMS else None
+
+
+def _batch_mean_std(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and Bessel-corrected std of ``values`` over every rank's slice (inside ``sharded_batch``)."""
+    total = _BATCH_SUMS[-1]
+    count_sum = total(torch.stack([values.new_tensor(float(values.numel())), values.sum()]))
+    count, mean = count_sum[0], count_sum[1] / count_sum[0].clamp(min=1)
+    squares = total(((values - mean) ** 2).sum().reshape(1))[0]
+    std = (squares / (count - 1).clamp(min=1)).sqrt() if float(count) > 1 else torch.zeros_like(mean)
+    return mean, std
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the True entries of ``mask`` (0 when none is)."""
+    """Mean of ``values`` over the True entries of ``mask`` (0 when none is); all ranks' inside ``sharded_batch``."""
     mask = mask.to(values.dtype)
+    total = _batch_sum()
+    if total is not None:
+        sums = total(torch.stack([(values * mask).sum(), mask.sum()]))
+        return sums[0] / sums[1].clamp(min=1)
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -250,6 +291,8 @@ def group_normalized(
     centred = rewards - stats.mean
     if scale == "group":
         centred = centred / (stats.std + epsilon)
+    elif scale == "batch" and _batch_sum() is not None:
+        centred = centred / (_batch_mean_std(rewards)[1] + epsilon)
     elif scale == "batch":
         batch_std = rewards.std() if rewards.numel() > 1 else torch.zeros((), dtype=rewards.dtype)
         centred = centred / (batch_std + epsilon)
@@ -280,7 +323,10 @@ def leave_one_out(
             "Sample samples_per_prompt >= 2."
         )
     sequence = rewards - (stats.total - rewards) / (stats.size - 1)
-    if normalize:
+    if normalize and _batch_sum() is not None:
+        mean, std = _batch_mean_std(sequence)
+        sequence = (sequence - mean) / (std + GROUP_EPSILON)
+    elif normalize:
         sequence = (sequence - sequence.mean()) / (sequence.std() + GROUP_EPSILON)
     sequence = torch.where(stats.constant, torch.zeros_like(sequence), sequence)
     advantages = _broadcast(sequence, mask)
@@ -300,7 +346,8 @@ def reinforce_baseline(rewards: torch.Tensor, group_ids: torch.Tensor, mask: tor
     """
     rewards = _float(rewards)
     stats = group_statistics(rewards, group_ids)
-    advantages = _broadcast(rewards - rewards.mean(), mask)
+    baseline = rewards.mean() if _batch_sum() is None else _batch_mean_std(rewards)[0]
+    advantages = _broadcast(rewards - baseline, mask)
     return AdvantageResult(advantages, _metrics(advantages, mask, stats))
 
 

@@ -72,6 +72,7 @@ from prefcore.engine.reference import ModelReference
 from prefcore.engine.rollout import GenerationBackend
 from prefcore.engine.rollout import RolloutSettings
 from prefcore.engine.rollout import RolloutTensors
+from prefcore.engine.rollout import make_backend
 from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.rollout import rollout_logps
 from prefcore.engine.rollout import sample_rollouts
@@ -241,6 +242,8 @@ class OnlineDPOTrainer(OnlineTrainer):
     pass (0 = all of a step's pairs) and ``minibatch_size`` must be 0 (one optimiser step per
     ``update_epochs`` pass). The reference measures the KL and is the objectives' π_ref.
     """
+
+    distributed = False  # its pair updates run on the plain policy, not through DDP or FSDP2 yet
 
     def __init__(
         self,
@@ -436,6 +439,7 @@ def run_best_of_n(
         if needs_reference and reference is not None
         else None
     )
+    backend = make_backend(online.sampler, policy) if backend is None else backend
     steps = train_config.steps
     history: list[dict[str, float]] = []
 

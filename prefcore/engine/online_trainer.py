@@ -25,11 +25,24 @@ the KL controller's state, so a killed run resumes to the same weights as an uni
 one; a kill during a rollout phase simply redoes that phase from the last checkpoint.
 The optimiser, schedule, clipping and checkpoint round trip are ``OptimiserLoop``'s, shared
 with the offline trainer; its ``step`` counts optimiser steps, ``online_step`` the rollouts.
+
+Under torchrun (DDP or FSDP2, ``prefcore.distributed``) every rank draws the same global prompts
+and takes its contiguous slice (``shard_indices``), so each prompt's G completions stay on one
+rank; rank r samples its slice with its own seed (``rank_seed``: rank 0 keeps the step's seed).
+Under FSDP2 the full weights are gathered into the plain model before each rollout phase.
+Batch-wide advantage statistics are summed across the ranks (``prefcore.advantages.sharded_batch``),
+the minibatch order is global (each rank trains its rows of every minibatch, with the global
+token and completion counts, so the ranks' gradients add up to one process's), the step's
+metrics are computed on every rank's rollouts gathered, and checkpoints are sharded (DCP) with
+the prompt sampler and the objective's state. Every rank runs as many micro-batches as the
+busiest one (zero-weighted repeats), so the collectives line up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import math
 import random
 import time
 from collections.abc import Callable
@@ -39,13 +52,23 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from prefcore.advantages import dynamic_sampling_filter
 from prefcore.advantages import estimate_advantages
 from prefcore.advantages import resolve_estimator
+from prefcore.advantages import sharded_batch
+from prefcore.atomic import remove_directory
+from prefcore.distributed.checkpoint import is_sharded
+from prefcore.distributed.checkpoint import load_sharded
+from prefcore.distributed.checkpoint import save_sharded
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import is_main
+from prefcore.distributed.sampler import shard_indices
 from prefcore.engine.checkpoint import checkpoint_name
 from prefcore.engine.checkpoint import clean_staging
 from prefcore.engine.checkpoint import list_checkpoints
@@ -59,6 +82,7 @@ from prefcore.engine.rollout import GenerationBackend
 from prefcore.engine.rollout import RolloutSettings
 from prefcore.engine.rollout import RolloutTensors
 from prefcore.engine.rollout import completion_logps
+from prefcore.engine.rollout import make_backend
 from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.rollout import rollout_logps
 from prefcore.engine.rollout import sample_rollouts
@@ -69,7 +93,7 @@ from prefcore.rollout import Rollouts
 from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 
-__all__ = ["OnlineTrainer", "PromptSampler", "ScoredRollouts", "rollout_seed", "select_groups"]
+__all__ = ["OnlineTrainer", "PromptSampler", "ScoredRollouts", "rank_seed", "rollout_seed", "select_groups"]
 
 
 def rollout_seed(seed: int, step: int, attempt: int = 0) -> int:
@@ -80,6 +104,30 @@ def rollout_seed(seed: int, step: int, attempt: int = 0) -> int:
     """
     first = (seed * 1_000_003 + step * 7_919 + 17) % (2**31 - 1)
     return first if attempt == 0 else (first * 48_271 + attempt * 104_729) % (2**31 - 1)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Rank ``rank``'s sampling seed for a phase whose seed is ``seed``: ``seed`` itself on rank 0 (so one
+    process samples as it always has), distinct on the others, and a pure function, so a resume redraws it."""
+    return seed if rank == 0 else (seed * 69_069 + rank * 1_000_033 + 1) % (2**31 - 1)
+
+
+def _run(model: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
+    """The forward DDP and FSDP2 wrap: ``fn(model, *args)``, the caller naming the computation."""
+    return fn(model, *args)
+
+
+def _policy_logps(
+    model: torch.nn.Module, tensors: RolloutTensors, rows: list[int], fused: bool, backend: str, share_prefix: bool
+) -> torch.Tensor:
+    """The policy's per-token log-probs of ``rows``, with gradient (a micro-batch's forward)."""
+    return completion_logps(model, tensors, rows, fused=fused, backend=backend, share_prefix=share_prefix)
+
+
+def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    summed = values.detach().clone()
+    dist.all_reduce(summed)
+    return summed
 
 
 def select_groups(parts: Sequence[tuple[Rollouts, Sequence[int]]]) -> Rollouts:
@@ -170,6 +218,15 @@ RewardFn = Callable[[Rollouts, Sequence[Mapping[str, Any]]], tuple[torch.Tensor,
 """``reward(rollouts, metadata) -> (total [S], components)``; ``metadata[i]`` belongs to prompt ``i``."""
 
 
+def _to_cpu(value: Any) -> Any:
+    """``value`` with its tensors on the CPU (what ``all_gather_object`` pickles)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    return value
+
+
 def _takes_option(estimator: Any, name: str) -> bool:
     """Whether the advantage estimator accepts keyword ``name`` (``kl`` for REINFORCE++'s per-token penalty)."""
     parameters = inspect.signature(resolve_estimator(estimator)).parameters.values()
@@ -194,12 +251,14 @@ class OnlineTrainer(OptimiserLoop):
         tokenizer: the policy's tokenizer (prompt ids, stop ids, decoding).
         reward: the combined reward (``RewardFn``).
         reference: the frozen reference model, or None (no KL metric then).
-        backend: the rollout engine's generation backend (default: transformers' ``generate``).
+        backend: the rollout engine's generation backend (default: the one ``[online] sampler`` names).
         prefix: condition text before each prompt, as the objective trains it.
     """
 
     trains_critic = False
     """True for a trainer with a value model (``PPOTrainer``): objectives with ``needs_critic`` need one."""
+
+    distributed = True
 
     def __init__(
         self,
@@ -240,7 +299,21 @@ class OnlineTrainer(OptimiserLoop):
             what="the policy",
             shuffle=False,
             group_by_length=False,
+            forward=_run,
         )
+        if self.parallel is not None:
+            if online.prompts_per_step < self.world_size:
+                raise ConfigError(
+                    f"[online] prompts_per_step = {online.prompts_per_step} gives some of the {self.world_size} "
+                    "processes no prompt: use at least one prompt per process.",
+                    field="online.prompts_per_step",
+                )
+            if online.dynamic_sampling:
+                raise ConfigError(
+                    "[online] dynamic_sampling does not run distributed yet (the ranks would draw replacement "
+                    "prompts apart): run it in one process.",
+                    field="online.dynamic_sampling",
+                )
         self.train_config = config
         self.policy = policy
         self.objective = objective
@@ -250,7 +323,7 @@ class OnlineTrainer(OptimiserLoop):
         self.reward = reward
         self.device = device
         self.reference = reference
-        self.backend = backend
+        self.backend = make_backend(online.sampler, policy) if backend is None else backend
         self.prefix = prefix
         self.settings = RolloutSettings(
             samples_per_prompt=online.samples_per_prompt,
@@ -279,7 +352,10 @@ class OnlineTrainer(OptimiserLoop):
         return state
 
     def save(self) -> Path:
-        """``checkpoints/step-N`` named by the online step (atomic; see ``prefcore.engine.checkpoint``)."""
+        """``checkpoints/step-N`` named by the online step (atomic; see ``prefcore.engine.checkpoint``;
+        sharded with DCP under torchrun)."""
+        if self.sharded is not None:
+            return self._save_online_sharded()
         model, optimizer, scheduler = self.checkpoint_parts()
         path = save_checkpoint(
             self.run_dir,
@@ -294,6 +370,26 @@ class OnlineTrainer(OptimiserLoop):
             self.on_checkpoint(self.online_step, path)
         return path
 
+    def _save_online_sharded(self) -> Path:
+        if is_main():
+            clean_staging(self.run_dir)
+        path = save_sharded(
+            self.run_dir / "checkpoints" / checkpoint_name(self.online_step),
+            model=self.sharded.module,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            step=self.online_step,
+            trainer_state=self._state(),
+        )
+        keep = self.config.keep_checkpoints
+        if is_main():
+            for old in list_checkpoints(self.run_dir)[:-keep] if keep > 0 else []:
+                remove_directory(old)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self.online_step, path)
+        barrier()
+        return path
+
     def save_final(self) -> Path | None:
         if not self.config.checkpoint_every:
             return None
@@ -304,23 +400,40 @@ class OnlineTrainer(OptimiserLoop):
 
     def resume(self) -> bool:
         """Continue from the newest complete checkpoint, if any; True when one was loaded."""
-        clean_staging(self.run_dir)
+        if is_main():
+            clean_staging(self.run_dir)
+        barrier()
         checkpoints = list_checkpoints(self.run_dir)
         if not checkpoints:
             return False
+        if self.sharded is not None or is_sharded(checkpoints[-1]):
+            if self.sharded is None or not is_sharded(checkpoints[-1]):
+                raise ConfigError(
+                    f"checkpoint {checkpoints[-1]} was written by a "
+                    f"{'distributed' if self.sharded is None else 'single-process'} run; resume it the same way "
+                    "(distributed checkpoints resume on any number of processes under torchrun)."
+                )
+            _, state = load_sharded(
+                checkpoints[-1], model=self.sharded.module, optimizer=self.optimizer, scheduler=self.scheduler
+            )
+            self._load_state(state)
+            self.gather_weights()
+            return True
         model, optimizer, scheduler = self.checkpoint_parts()
         restored = load_checkpoint(checkpoints[-1], model=model, optimizer=optimizer, scheduler=scheduler)
-        state = restored.trainer
+        self._load_state(restored.trainer)
+        return True
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
         self.online_step = int(state["online_step"])
         self.step = int(state["optimiser_step"])
         self.sampler.load(state["sampler"])
         if "objective" in state:
             self.objective.load_state_dict(state["objective"])
-        return True
 
     # -- one online step --------------------------------------------------------------------
     def _sample(self, prompts: Sequence[Any], settings: RolloutSettings, attempt: int = 0) -> Rollouts:
-        seed = rollout_seed(self.train_config.seed, self.online_step, attempt)
+        seed = rank_seed(rollout_seed(self.train_config.seed, self.online_step, attempt), self.rank)
         return sample_rollouts(
             self.policy, self.tokenizer, prompts, settings, backend=self.backend, prefix=self.prefix, seed=seed
         )
@@ -413,7 +526,10 @@ class OnlineTrainer(OptimiserLoop):
                 baselines.detach().float().to(self.device).repeat_interleave(rollouts.samples_per_prompt)
             )
             extras["baseline"] = options["baselines"]
-        result = estimate_advantages(self.objective.estimator(), rewards, tensors.group_ids, tensors.mask, **options)
+        with self.batch_statistics():
+            result = estimate_advantages(
+                self.objective.estimator(), rewards, tensors.group_ids, tensors.mask, **options
+            )
         return ScoredRollouts(
             rollouts,
             tensors,
@@ -433,8 +549,8 @@ class OnlineTrainer(OptimiserLoop):
 
     def _rows(self, scored: ScoredRollouts, rows: list[int], num_tokens: int, num_sequences: int) -> RolloutBatch:
         config = self.train_config
-        policy_logps = completion_logps(
-            self.policy, scored.tensors, rows, fused=config.fused_lm_head, backend=config.kernel_backend
+        policy_logps = self.forward(
+            _policy_logps, scored.tensors, rows, config.fused_lm_head, config.kernel_backend, self.share_prefix
         )
         return self._batch(scored, rows, policy_logps, num_tokens, num_sequences)
 
@@ -479,30 +595,138 @@ class OnlineTrainer(OptimiserLoop):
         )
         return self.objective.loss_mask(whole)
 
+    # -- distributed helpers (each is the plain single-process computation without torchrun) -------
+    @property
+    def rank(self) -> int:
+        return self.parallel.rank if self.parallel is not None else 0
+
+    @property
+    def share_prefix(self) -> bool:
+        """Shared-prompt log-probs (``prefcore.engine.rollout.prefix``), except on FSDP2 shards, whose layers
+        would run twice in one forward: the full sequences there (the same log-probs to float tolerance)."""
+        return self.sharded is None or self.sharded.strategy != "fsdp"
+
+    def batch_statistics(self) -> contextlib.AbstractContextManager:
+        """Batch-wide advantage statistics over every rank's rollouts (a no-op in one process)."""
+        return sharded_batch(_all_reduce_sum) if self.parallel is not None else contextlib.nullcontext()
+
+    def local_prompts(self, indices: Sequence[int]) -> list[int]:
+        """This rank's contiguous slice of a step's prompts (all of them in one process): groups stay whole."""
+        if self.parallel is None:
+            return list(indices)
+        return shard_indices(indices, self.rank, self.world_size)
+
+    def row_ranges(self, count: int) -> list[tuple[int, int]]:
+        """``(first global row, rows)`` of every rank's rollouts, in rank order (prompt-major, so the
+        ranks' rows in turn are the global batch's); ``[(0, count)]`` in one process."""
+        if self.parallel is None:
+            return [(0, count)]
+        counts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(counts, int(count))
+        starts = [sum(counts[:rank]) for rank in range(self.world_size)]
+        return list(zip(starts, counts, strict=True))
+
+    def micro_batches(
+        self, minibatch: Sequence[int], ranges: Sequence[tuple[int, int]], size: int
+    ) -> list[tuple[list[int], float]]:
+        """This rank's local rows of ``minibatch`` (global rows) in micro-batches of ``size``, with weight 1;
+        distributed, as many as the busiest rank has, the missing ones repeating row 0 with weight 0."""
+        first, count = ranges[self.rank]
+        mine = [row - first for row in minibatch if first <= row < first + count]
+        chunks = [(mine[start : start + size], 1.0) for start in range(0, len(mine), size)]
+        if self.parallel is None:
+            return chunks
+        busiest = max(
+            math.ceil(sum(1 for row in minibatch if start <= row < start + rows) / size) for start, rows in ranges
+        )
+        return chunks + [([0], 0.0)] * (max(busiest, 1) - len(chunks))
+
+    def train_mode(self) -> None:
+        """The policy in training mode (and its FSDP2 shards)."""
+        self.policy.train()
+        if self.sharded is not None:
+            self.sharded.module.train()
+
+    def gather_rollouts(self, scored: ScoredRollouts) -> ScoredRollouts:
+        """Every rank's scored rollouts, in rank order, as far as ``rollout_metrics`` reads them; ``scored`` itself
+        in one process. Per-token tensors are padded to the longest completion, as one process pads them."""
+        if self.parallel is None:
+            return scored
+        tensors = scored.tensors
+        rows = scored.rewards.shape[0]
+        mine = {
+            "rewards": scored.rewards,
+            "advantages": scored.advantages,
+            "mask": tensors.mask,
+            "sampling_logps": tensors.sampling_logps,
+            "truncated": tensors.truncated,
+            "ref_logps": scored.ref_logps,
+            "components": dict(scored.components),
+            "extras": {
+                name: value
+                for name, value in scored.extras.items()
+                if isinstance(value, torch.Tensor) and value.shape[:1] == (rows,)
+            },
+            "metrics": {name: float(value) * rows for name, value in scored.metrics.items()},
+        }
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, _to_cpu(mine))
+        width = max(part["mask"].shape[1] for part in gathered)
+
+        def joined(get: Callable[[Any], Any]) -> torch.Tensor:
+            values = [get(part) for part in gathered]
+            if values[0].dim() == 2:
+                values = [torch.nn.functional.pad(value, (0, width - value.shape[1])) for value in values]
+            return torch.cat(values)
+
+        total = sum(part["rewards"].shape[0] for part in gathered)
+        truncated = joined(lambda part: part["truncated"])
+        size = scored.rollouts.samples_per_prompt
+        return ScoredRollouts(
+            SimpleNamespace(samples_per_prompt=size, truncated=tuple(bool(flag) for flag in truncated)),  # type: ignore[arg-type]
+            SimpleNamespace(  # type: ignore[arg-type]
+                mask=joined(lambda part: part["mask"]),
+                sampling_logps=joined(lambda part: part["sampling_logps"]),
+                truncated=truncated,
+                group_ids=torch.arange(total) // size,
+            ),
+            None if scored.ref_logps is None else joined(lambda part: part["ref_logps"]),
+            joined(lambda part: part["rewards"]),
+            {name: joined(lambda part, name=name: part["components"][name]) for name in scored.components},
+            joined(lambda part: part["advantages"]),
+            {name: joined(lambda part, name=name: part["extras"][name]) for name in mine["extras"]},
+            {name: sum(part["metrics"][name] for part in gathered) / total for name in scored.metrics},
+        )
+
     def update_phase(self, scored: ScoredRollouts) -> dict[str, float]:
         """``update_epochs`` passes of minibatch optimiser steps; returns the mean of their metrics."""
         totals: dict[str, float] = {}
         updates = 0
         micro = self.online.micro_batch_size
         loss_mask = self._loss_mask(scored)
+        ranges = self.row_ranges(scored.rewards.shape[0])
+        first, count = ranges[self.rank]
         for epoch in range(self.online.update_epochs):
-            for minibatch in self._minibatches(scored.rewards.shape[0], epoch):
-                self.policy.train()
+            for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):
+                self.train_mode()
                 self.optimizer.zero_grad(set_to_none=True)
-                num_tokens = int(loss_mask[minibatch].sum())  # the tokens that carry the loss, all micro-batches
+                mine = [row - first for row in minibatch if first <= row < first + count]
+                # the tokens that carry the loss, all micro-batches (of every rank)
+                num_tokens = int(self.global_sum(int(loss_mask[mine].sum())))
                 step: dict[str, float] = {}
-                size = micro or len(minibatch)
-                for start in range(0, len(minibatch), size):
-                    rows = minibatch[start : start + size]
+                widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
+                chunks = self.micro_batches(minibatch, ranges, micro or widest)
+                for position, (rows, weight) in enumerate(chunks):
                     batch = self._rows(scored, rows, num_tokens, len(minibatch))
                     output = self.objective.loss(batch)
                     check_loss(output.loss, self.step + 1, self.objective)
-                    output.loss.backward()
-                    share = len(rows) / len(minibatch)
-                    step["loss"] = step.get("loss", 0.0) + float(output.loss.detach())
+                    self.backward(output.loss, final=position == len(chunks) - 1, weight=weight)
+                    share = weight * len(rows) / len(minibatch)
+                    step["loss"] = step.get("loss", 0.0) + weight * float(output.loss.detach())
                     for key, value in output.metrics.items():
                         value = value.detach() if isinstance(value, torch.Tensor) else value
                         step[key] = step.get(key, 0.0) + share * float(value)
+                step = self.reduce_metrics(step)
                 self.apply_update(step)
                 updates += 1
                 for key, value in step.items():
@@ -542,10 +766,11 @@ class OnlineTrainer(OptimiserLoop):
     def train_step(self) -> dict[str, float]:
         """One online step: rollouts, scores, advantages, updates; returns the step's metrics."""
         started = time.perf_counter()
-        indices = self.sampler.draw(self.online.prompts_per_step)
+        indices = self.local_prompts(self.sampler.draw(self.online.prompts_per_step))
+        self.gather_weights()  # FSDP2: the sampler needs the full weights in the plain model
         scored = self.rollout_phase(indices)
         rollout_s = time.perf_counter() - started
-        metrics = self.rollout_metrics(scored)
+        metrics = self.rollout_metrics(self.gather_rollouts(scored))
         metrics.update(self.update_phase(scored))
         if "kl/k1" in metrics:  # an adaptive β follows the observed per-token KL (a fixed one stays)
             self.objective.update_kl(metrics["kl/k1"], self.online.completions_per_step)
@@ -559,16 +784,21 @@ class OnlineTrainer(OptimiserLoop):
         """Run until ``online_steps``; checkpoints, evaluation and metrics through the callbacks."""
         metrics: dict[str, float] = {}
         config = self.train_config
-        with StageProgress(self.stage, self.online_steps, enabled=config.progress, initial=self.online_step) as bar:
+        main = is_main()  # under torchrun, rank 0 alone reports and evaluates
+        enabled = config.progress and main
+        with StageProgress(self.stage, self.online_steps, enabled=enabled, initial=self.online_step) as bar:
             while self.online_step < self.online_steps:
                 metrics = self.train_step()
                 step = self.online_step
                 last = step == self.online_steps
-                if self.on_step is not None and (step % config.log_every == 0 or last):
+                if self.on_step is not None and main and (step % config.log_every == 0 or last):
                     self.on_step(step, metrics)
                 bar.update(step, metrics)
                 if config.eval_every and step % config.eval_every == 0 and not last and self.on_evaluate:
-                    self.on_evaluate(step)
+                    self.gather_weights()  # evaluation runs on the plain model, on rank 0
+                    if main:
+                        self.on_evaluate(step)
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
                     self.save()
+        self.gather_weights()
         return metrics

@@ -125,6 +125,7 @@ class PPOTrainer(OnlineTrainer):
     """
 
     trains_critic = True
+    distributed = False  # the value model and its optimiser are not spread over the ranks yet
 
     def __init__(self, *args: Any, value_model: ValueModel, cost_names: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

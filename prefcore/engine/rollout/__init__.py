@@ -6,6 +6,8 @@
   decode loop (the same draws as ``generate`` for a seed, faster);
 * ``prefix``: one forward per distinct prompt, completions on its cached keys and values
   (what ``completion_logps`` and ``rollout_logps`` use where the model allows);
+* ``choice``: ``make_backend``, the backend ``[online] sampler`` names (``auto``: the cached one where
+  the model allows it);
 * ``sampler``: ``RolloutSettings`` and ``sample_rollouts`` (``prefcore.rollout.Rollouts``);
 * ``tensors``: ``pad_rollouts`` into ``[S, T]`` tensors, ``completion_logps`` (policy, with
   gradient) and ``rollout_logps`` (reference and old log-probs, without).
@@ -20,6 +22,8 @@ from prefcore.engine.rollout.backend import Sample
 from prefcore.engine.rollout.backend import TransformersBackend
 from prefcore.engine.rollout.backend import logprob_temperature
 from prefcore.engine.rollout.cached import PrefixCacheBackend
+from prefcore.engine.rollout.choice import SAMPLERS
+from prefcore.engine.rollout.choice import make_backend
 from prefcore.engine.rollout.sampler import RolloutSettings
 from prefcore.engine.rollout.sampler import cut_at_stop
 from prefcore.engine.rollout.sampler import sample_rollouts
@@ -29,6 +33,7 @@ from prefcore.engine.rollout.tensors import pad_rollouts
 from prefcore.engine.rollout.tensors import rollout_logps
 
 __all__ = [
+    "SAMPLERS",
     "GenerationBackend",
     "PrefixCacheBackend",
     "RolloutSettings",
@@ -38,6 +43,7 @@ __all__ = [
     "completion_logps",
     "cut_at_stop",
     "logprob_temperature",
+    "make_backend",
     "pad_rollouts",
     "rollout_logps",
     "sample_rollouts",

@@ -27,6 +27,7 @@ from prefcore.engine.rollout.backend import seeded_rng
 from prefcore.engine.rollout.prefix import _cache_keyword
 from prefcore.engine.rollout.prefix import expand_cache
 from prefcore.engine.rollout.prefix import prefill
+from prefcore.engine.rollout.prefix import supports_prefix_cache
 from prefcore.lazy import lazy_module
 
 __all__ = ["PrefixCacheBackend", "top_p_filter"]
@@ -121,8 +122,11 @@ class PrefixCacheBackend:
         seed: int,
     ) -> list[Sample]:
         keyword = _cache_keyword(model)
-        if keyword is None:
-            raise ValueError(f"PrefixCacheBackend needs a model that takes a key/value cache; {type(model).__name__}.")
+        if keyword is None or not supports_prefix_cache(model):
+            raise ValueError(
+                f"PrefixCacheBackend needs a transformers decoder with a plain dynamic key/value cache; "
+                f"{type(model).__name__} is not one (use TransformersBackend, or [online] sampler = 'auto')."
+            )
         if any(len(prompt) == 0 for prompt in prompt_ids):
             raise ValueError("PrefixCacheBackend needs non-empty prompts.")
         # Greedy decoding gives one continuation per prompt; its copies fill the group.

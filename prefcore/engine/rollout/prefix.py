@@ -29,7 +29,15 @@ from typing import NamedTuple
 
 from prefcore.lazy import lazy_module
 
-__all__ = ["Prefixes", "expand_cache", "left_positions", "prefill", "shared_prefix_logps", "split_prompts"]
+__all__ = [
+    "Prefixes",
+    "expand_cache",
+    "left_positions",
+    "prefill",
+    "shared_prefix_logps",
+    "split_prompts",
+    "supports_prefix_cache",
+]
 
 torch = lazy_module("torch")
 logprobs = lazy_module("prefcore.engine.logprobs")
@@ -85,6 +93,26 @@ def _cache_keyword(module: Any) -> str | None:
         if name in parameters:
             return name
     return None
+
+
+def supports_prefix_cache(module: Any) -> bool:
+    """Whether ``module`` can run on a prefilled, expanded cache: a transformers decoder (not encoder-decoder)
+    that takes a cache keyword and whose default cache is plain dynamic layers (no sliding window, no
+    recurrent state). ``PrefixCacheBackend`` refuses other models, and ``sampler = "auto"`` gives them
+    transformers' ``generate``."""
+    config = getattr(module, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False) or _cache_keyword(module) is None:
+        return False
+    default_dynamic = getattr(module, "_supports_default_dynamic_cache", None)
+    if callable(default_dynamic) and not default_dynamic():
+        return False
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=config)
+    except Exception:  # a config the dynamic cache cannot read: not a plain decoder
+        return False
+    return all(type(layer).__name__ == "DynamicLayer" for layer in getattr(cache, "layers", ()))
 
 
 def prefill(module: Any, keyword: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[Any, Any]:
