@@ -9,13 +9,12 @@ the rule logged beside it as a weight-0 gold score and plotted with the KL (``ov
 
 from __future__ import annotations
 
-import csv
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from prefcore.config import load_run_config
 from prefcore.config import parse_run_config
@@ -32,13 +31,19 @@ from prefcore.report import write_plots
 from prefcore.rollout import ROLLOUT_FORMAT
 from prefcore.validation import check_run_config
 
+sys.path.insert(0, str(Path(__file__).parent))  # the online run-file helpers beside this file
+
+from online_runs import assert_same_weights
+from online_runs import metric_rows
+from online_runs import quick_online_run
+from online_runs import run_killed_and_resumed
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_rlvr.toml"
 RLHF_EXAMPLE = EXAMPLE.with_name("demo_rlhf.toml")
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return metric_rows(run_dir)
 
 
 def _accuracy(run_dir: Path) -> dict[int, float]:
@@ -51,25 +56,7 @@ def _accuracy(run_dir: Path) -> dict[int, float]:
 
 def _small(**sections: Any) -> dict[str, Any]:
     """A quick online run on the demo's sums: a short warm start, a few online steps."""
-    data: dict[str, Any] = {
-        "run": {"seed": 0, "heldout_fraction": 0.0, "max_new_tokens": 8, "report_to": []},
-        "model": {"demo": True},
-        "feedback": {"method": "demo_rule", "kind": "answers", "categories": ["sum"], "demonstrations": 256},
-        "warm_start": {"steps": 4, "batch_size": 32, "lr": 3e-3},
-        "usage": {"method": "grpo"},
-        "reward": [{"kind": "verifiable", "mode": "exact", "extract": "whole"}],
-        "online": {"prompts_per_step": 4, "samples_per_prompt": 4, "max_new_tokens": 6},
-        "evaluation": [{"method": "benchmark_accuracy", "match": "exact"}],
-        "train": {"steps": 4, "lr": 1e-3, "progress": False, "checkpoint_every": 2},
-    }
-    for name, values in sections.items():
-        if values is None:
-            data.pop(name, None)
-        elif isinstance(data.get(name), dict) and isinstance(values, dict):
-            data[name] = {**data[name], **values}
-        else:
-            data[name] = values
-    return data
+    return quick_online_run("grpo", **sections)
 
 
 # -- checks of the run file ----------------------------------------------------------------
@@ -130,26 +117,8 @@ def test_an_online_run_logs_per_step_metrics_and_evaluates_before_and_after(tmp_
 
 
 def test_a_killed_online_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = parse_run_config(_small())
-    straight = run_pipeline(config, out=str(tmp_path / "straight"))
-
-    real_step = OnlineTrainer.train_step
-
-    def dies_at_step_three(self: OnlineTrainer) -> dict[str, float]:
-        if self.online_step == 2:  # the step-2 checkpoint is written; step 3 dies mid-rollout
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(OnlineTrainer, "train_step", dies_at_step_three)
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(config, out=str(tmp_path / "killed"))
-    monkeypatch.setattr(OnlineTrainer, "train_step", real_step)
-    resumed = run_pipeline(config, out=str(tmp_path / "killed"), resume=True)
-
-    expected = load_file(str(straight.run_dir / "model" / "model.safetensors"))
-    got = load_file(str(resumed.run_dir / "model" / "model.safetensors"))
-    for name, value in expected.items():
-        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+    straight, resumed = run_killed_and_resumed(parse_run_config(_small()), OnlineTrainer, tmp_path, monkeypatch)
+    assert_same_weights(straight.run_dir, resumed.run_dir)
 
 
 def test_dynamic_sampling_from_a_run_file_trains_only_on_groups_with_signal(tmp_path: Path) -> None:

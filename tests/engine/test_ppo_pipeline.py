@@ -7,12 +7,11 @@ that reward model; the rule is logged as a weight-0 gold score and judges the wi
 
 from __future__ import annotations
 
-import csv
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from prefcore.config import load_run_config
@@ -25,33 +24,24 @@ from prefcore.report import gold_columns
 from prefcore.report import plot_reward_kl
 from prefcore.validation import check_run_config
 
+sys.path.insert(0, str(Path(__file__).parent))  # the online run-file helpers beside this file
+
+from online_runs import assert_same_weights
+from online_runs import metric_rows
+from online_runs import quick_online_run
+from online_runs import run_killed_and_resumed
+from online_runs import with_sections
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_ppo.toml"
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [row for row in csv.DictReader(handle) if row.get("reward/mean")]
+    return metric_rows(run_dir, "reward/mean")
 
 
 def _small(**sections: Any) -> dict[str, Any]:
     """A quick PPO run on the demo's sums: a short warm start, a few online steps."""
-    data: dict[str, Any] = {
-        "run": {"seed": 0, "heldout_fraction": 0.0, "max_new_tokens": 8, "report_to": []},
-        "model": {"demo": True},
-        "feedback": {"method": "demo_rule", "kind": "answers", "categories": ["sum"], "demonstrations": 256},
-        "warm_start": {"steps": 4, "batch_size": 32, "lr": 3e-3},
-        "usage": {"method": "ppo"},
-        "reward": [{"kind": "verifiable", "mode": "exact", "extract": "whole"}],
-        "online": {"prompts_per_step": 4, "samples_per_prompt": 4, "max_new_tokens": 6, "minibatch_size": 8},
-        "evaluation": [{"method": "benchmark_accuracy", "match": "exact"}],
-        "train": {"steps": 4, "lr": 1e-3, "progress": False, "checkpoint_every": 2},
-    }
-    for name, values in sections.items():
-        if isinstance(data.get(name), dict) and isinstance(values, dict):
-            data[name] = {**data[name], **values}
-        else:
-            data[name] = values
-    return data
+    return with_sections(quick_online_run("ppo", online={"minibatch_size": 8}), **sections)
 
 
 def test_the_ppo_example_trains_a_reward_model_and_starts_the_critic_from_it() -> None:
@@ -102,25 +92,9 @@ def test_the_reward_kl_trajectory_needs_reward_and_kl(tmp_path: Path) -> None:
 
 
 def test_a_killed_ppo_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = parse_run_config(_small())
-    straight = run_pipeline(config, out=str(tmp_path / "straight"))
-    real_step = PPOTrainer.train_step
-
-    def dies_at_step_three(self: PPOTrainer) -> dict[str, float]:
-        if self.online_step == 2:  # the step-2 checkpoint is written
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(PPOTrainer, "train_step", dies_at_step_three)
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(config, out=str(tmp_path / "killed"))
-    monkeypatch.setattr(PPOTrainer, "train_step", real_step)
-    resumed = run_pipeline(config, out=str(tmp_path / "killed"), resume=True)
-    for folder in ("model", "checkpoints/step-000004"):
-        expected = load_file(str(straight.run_dir / folder / "model.safetensors"))
-        got = load_file(str(resumed.run_dir / folder / "model.safetensors"))
-        for name, value in expected.items():  # the final policy, and policy + value model at the last step
-            torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=f"{folder}: {name}")
+    straight, resumed = run_killed_and_resumed(parse_run_config(_small()), PPOTrainer, tmp_path, monkeypatch)
+    for folder in ("model", "checkpoints/step-000004"):  # the final policy, and policy + value model at the last step
+        assert_same_weights(straight.run_dir, resumed.run_dir, folder)
 
 
 @pytest.mark.slow

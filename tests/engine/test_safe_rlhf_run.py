@@ -9,14 +9,12 @@ and the report draws ``constraint.png``.
 
 from __future__ import annotations
 
-import csv
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import tomllib
-import torch
-from safetensors.torch import load_file
 
 from prefcore.config import load_run_config
 from prefcore.config import parse_run_config
@@ -26,12 +24,17 @@ from prefcore.pipeline import run_pipeline
 from prefcore.report import plot_constraint
 from prefcore.validation import check_run_config
 
+sys.path.insert(0, str(Path(__file__).parent))  # the online run-file helpers beside this file
+
+from online_runs import assert_same_weights
+from online_runs import metric_rows
+from online_runs import run_killed_and_resumed
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo_safe_rlhf.toml"
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [row for row in csv.DictReader(handle) if row.get("lagrange/lambda")]
+    return metric_rows(run_dir, "lagrange/lambda")
 
 
 def test_the_example_passes_the_dry_run_checks() -> None:
@@ -103,23 +106,8 @@ def test_the_constraint_plot_needs_lambda(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_killed_constrained_run_resumes_lambda_and_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = load_run_config(EXAMPLE, [*TINY, "train.checkpoint_every=2"])
-    straight = run_pipeline(config, out=str(tmp_path / "straight"))
-    real_step = PPOTrainer.train_step
-
-    def dies_at_step_three(self: PPOTrainer) -> dict[str, float]:
-        if self.online_step == 2:  # the step-2 checkpoint (λ and its cost window in it) is written
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(PPOTrainer, "train_step", dies_at_step_three)
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(config, out=str(tmp_path / "killed"))
-    monkeypatch.setattr(PPOTrainer, "train_step", real_step)
-    resumed = run_pipeline(config, out=str(tmp_path / "killed"), resume=True)
+    config = load_run_config(EXAMPLE, [*TINY, "train.checkpoint_every=2"])  # the step-2 checkpoint holds λ's window
+    straight, resumed = run_killed_and_resumed(config, PPOTrainer, tmp_path, monkeypatch)
     lambdas = [float(row["lagrange/lambda"]) for row in _rows(straight.run_dir)]
     assert [float(row["lagrange/lambda"]) for row in _rows(resumed.run_dir)][-2:] == lambdas[-2:]
-    expected = load_file(str(straight.run_dir / "model" / "model.safetensors"))
-    got = load_file(str(resumed.run_dir / "model" / "model.safetensors"))
-    for name, value in expected.items():
-        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+    assert_same_weights(straight.run_dir, resumed.run_dir)
