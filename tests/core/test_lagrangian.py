@@ -73,27 +73,26 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("bound", "init", "lr", "max_value", "delay", "window", "centre"), CASES)
-def test_log_update_matches_safe_rlhf(bound, init, lr, max_value, delay, window, centre) -> None:
-    steps = _cost_steps(0, 40, 8, centre)
-    multiplier = LagrangeMultiplier(
-        bound, init=init, lr=lr, max_value=max_value, update="log", delay=delay, window=window
-    )
-    got = [multiplier.update(costs) for costs in steps]
-    expected = safe_rlhf_lambdas(steps, bound=bound, init=init, lr=lr, max_value=max_value, delay=delay, window=window)
-    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
-    assert got[:delay] == [init] * delay
+UPDATES = [
+    # (update, its independent reference, seed of the cost draws)
+    ("log", safe_rlhf_lambdas, 0),  # Safe-RLHF's log-space step
+    ("projected", projected_lambdas, 1),  # projected gradient ascent on λ
+]
 
 
+@pytest.mark.parametrize(("update", "reference", "seed"), UPDATES, ids=[update for update, _, _ in UPDATES])
 @pytest.mark.parametrize(("bound", "init", "lr", "max_value", "delay", "window", "centre"), CASES)
-def test_projected_update_matches_the_recurrence(bound, init, lr, max_value, delay, window, centre) -> None:
-    steps = _cost_steps(1, 40, 8, centre)
+def test_update_matches_its_reference(
+    update, reference, seed, bound, init, lr, max_value, delay, window, centre
+) -> None:
+    steps = _cost_steps(seed, 40, 8, centre)
     multiplier = LagrangeMultiplier(
-        bound, init=init, lr=lr, max_value=max_value, update="projected", delay=delay, window=window
+        bound, init=init, lr=lr, max_value=max_value, update=update, delay=delay, window=window
     )
     got = [multiplier.update(costs) for costs in steps]
-    expected = projected_lambdas(steps, bound=bound, init=init, lr=lr, max_value=max_value, delay=delay, window=window)
+    expected = reference(steps, bound=bound, init=init, lr=lr, max_value=max_value, delay=delay, window=window)
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert got[:delay] == [init] * delay  # λ holds still for the first ``delay`` steps
 
 
 def test_direction_clamp_and_zero() -> None:
