@@ -27,6 +27,8 @@ from safetensors.torch import save_file
 
 from prefcore.distributed.process_group import barrier
 from prefcore.distributed.process_group import is_main
+from prefcore.engine.checkpoint import python_rng_from_json
+from prefcore.engine.checkpoint import python_rng_to_json
 
 __all__ = ["DCP_FOLDER", "is_sharded", "load_sharded", "save_sharded", "to_safetensors"]
 
@@ -71,7 +73,7 @@ def save_sharded(
             "step": step,
             "world_size": dist.get_world_size(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "python_rng": _python_rng_to_json(random.getstate()),
+            "python_rng": python_rng_to_json(random.getstate()),
             "trainer": dict(trainer_state),
         }
         (staging / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
@@ -107,7 +109,7 @@ def load_sharded(
     if scheduler is not None and meta["scheduler"] is not None:
         scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_cpu"])
-    random.setstate(_python_rng_from_json(meta["python_rng"]))
+    random.setstate(python_rng_from_json(meta["python_rng"]))
     return int(meta["step"]), dict(meta["trainer"])
 
 
@@ -131,16 +133,6 @@ def to_safetensors(checkpoint: Path, out: Path, *, prefix: str = "model.") -> Pa
     }
     save_file(weights, str(out))
     return out
-
-
-def _python_rng_to_json(rng_state: tuple) -> list:
-    version, internal, gauss = rng_state
-    return [version, list(internal), gauss]
-
-
-def _python_rng_from_json(data: list) -> tuple:
-    version, internal, gauss = data
-    return (version, tuple(internal), gauss)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,12 +71,14 @@ def _optimizer_state_dict(tensors: Mapping[str, torch.Tensor], meta: Mapping[str
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _python_rng_to_json(rng_state: tuple) -> list:
+def python_rng_to_json(rng_state: tuple) -> list:
+    """``random.getstate()`` as JSON lists, for a checkpoint's ``state.json`` (the single and sharded ones)."""
     version, internal, gauss = rng_state
     return [version, list(internal), gauss]
 
 
-def _python_rng_from_json(data: list) -> tuple:
+def python_rng_from_json(data: list) -> tuple:
+    """The ``random.setstate`` argument back from ``python_rng_to_json``'s lists."""
     version, internal, gauss = data
     return (version, tuple(internal), gauss)
 
@@ -116,7 +118,7 @@ def save_checkpoint(
             "step": step,
             "optimizer": optimizer_meta,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "python_rng": _python_rng_to_json(random.getstate()),
+            "python_rng": python_rng_to_json(random.getstate()),
             "trainer": dict(trainer_state),
         }
         (staging / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
@@ -176,5 +178,5 @@ def load_checkpoint(
         cuda_states = [rng[key] for key in sorted(k for k in rng if k.startswith("torch_cuda_"))]
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
-    random.setstate(_python_rng_from_json(state["python_rng"]))
+    random.setstate(python_rng_from_json(state["python_rng"]))
     return RestoredState(step=int(state["step"]), trainer=state["trainer"])
