@@ -32,7 +32,7 @@ from prefcore.data.records import Text
 from prefcore.data.records import check_text
 from prefcore.errors import DataError
 
-__all__ = ["Row", "jsonl_rows", "read_rows"]
+__all__ = ["Row", "jsonl_rows", "model_samples", "read_rows"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,36 @@ def read_rows(path: str | os.PathLike[str], accepted: str) -> Iterator[Row]:
     source = os.fspath(path)
     for line, data in jsonl_rows(source):
         yield Row(data, source, line, accepted)
+
+
+def model_samples(
+    model_path: str | os.PathLike[str],
+    prompts: list[Any],
+    *,
+    samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+    device: str,
+) -> list[str]:
+    """``samples`` sampled answers per prompt from the saved model in ``model_path``, prompt-major.
+
+    For sources whose pairs set a model's own answers against something better (a human
+    reference, a refusal): the model and its tokenizer are loaded from the folder, and torch
+    only on this call, so listing the sources stays light.
+    """
+    import torch
+
+    from prefcore.engine.generation import generate_completions
+    from prefcore.engine.models import ModelConfig
+    from prefcore.engine.models import load_pretrained
+    from prefcore.engine.models import load_tokenizer
+    from prefcore.evaluation import GenerationSettings
+
+    tokenizer = load_tokenizer(ModelConfig(path=str(model_path)))
+    model = load_pretrained(str(model_path), torch.device(device))
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens, temperature=temperature, num_samples=samples, seed=seed
+    )
+    return generate_completions(model, tokenizer, prompts, settings, batch_size=batch_size, device=device)

@@ -32,6 +32,7 @@ from prefcore.data import BinaryLabel
 from prefcore.data import Provenance
 from prefcore.errors import ConfigError
 from prefcore.feedback import Row
+from prefcore.feedback import model_samples
 from prefcore.feedback import read_rows
 from prefcore.lazy import lazy_module
 from prefcore.methods import FeedbackSource
@@ -122,25 +123,15 @@ def sample_generations(
     config: ReferenceOverGenerationConfig, demonstrations: list[BinaryLabel]
 ) -> tuple[list[BinaryLabel], list[str]]:
     """``samples`` answers of the local model per demonstration, demonstration-major."""
-    import torch
-
-    from prefcore.engine.generation import generate_completions
-    from prefcore.engine.models import ModelConfig
-    from prefcore.engine.models import load_pretrained
-    from prefcore.engine.models import load_tokenizer
-    from prefcore.evaluation import GenerationSettings
-
-    tokenizer = load_tokenizer(ModelConfig(path=str(config.model_path)))
-    model = load_pretrained(str(config.model_path), torch.device(config.device))
-    settings = GenerationSettings(
+    answers = model_samples(
+        config.model_path,
+        [demonstration.prompt for demonstration in demonstrations],
+        samples=config.samples,
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
-        num_samples=config.samples,
         seed=config.seed,
-    )
-    prompts = [demonstration.prompt for demonstration in demonstrations]
-    answers = generate_completions(
-        model, tokenizer, prompts, settings, batch_size=config.batch_size, device=config.device
+        batch_size=config.batch_size,
+        device=config.device,
     )
     aligned = [demonstration for demonstration in demonstrations for _ in range(config.samples)]
     return aligned, answers

@@ -40,6 +40,7 @@ from typing import Any
 from prefcore import hookimpl
 from prefcore.data import PairwiseComparison
 from prefcore.errors import ConfigError
+from prefcore.feedback import model_samples
 from prefcore.feedback import read_rows
 from prefcore.methods import FeedbackSource
 from prefcore.methods import option
@@ -131,24 +132,15 @@ def _demo_replies(prompts: list[Any], config: RefusalPolicyConfig) -> list[list[
 
 
 def _model_replies(prompts: list[Any], config: RefusalPolicyConfig) -> list[list[str]]:
-    import torch
-
-    from prefcore.engine.generation import generate_completions
-    from prefcore.engine.models import ModelConfig
-    from prefcore.engine.models import load_pretrained
-    from prefcore.engine.models import load_tokenizer
-    from prefcore.evaluation import GenerationSettings
-
-    tokenizer = load_tokenizer(ModelConfig(path=str(config.model_path)))
-    model = load_pretrained(str(config.model_path), torch.device(config.device))
-    settings = GenerationSettings(
+    texts = model_samples(
+        config.model_path,
+        prompts,
+        samples=config.samples,
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
-        num_samples=config.samples,
         seed=config.seed,
-    )
-    texts = generate_completions(
-        model, tokenizer, prompts, settings, batch_size=config.batch_size, device=config.device
+        batch_size=config.batch_size,
+        device=config.device,
     )
     return [texts[index * config.samples : (index + 1) * config.samples] for index in range(len(prompts))]
 
