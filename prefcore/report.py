@@ -89,7 +89,8 @@ def _moving_average(values: Sequence[float], window: int) -> list[float]:
     return averaged
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Lay out ``figure`` and write it as a PNG atomically (a killed run never leaves half an image)."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -110,7 +111,7 @@ def plot_loss(rows: Rows, path: Path) -> Path | None:
         axes.legend()
     else:
         axes.plot(steps, values, color="tab:blue", marker="." if len(values) < 50 else None)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_reward_margin(rows: Rows, path: Path) -> Path | None:
@@ -137,7 +138,7 @@ def plot_reward_margin(rows: Rows, path: Path) -> Path | None:
         twin.set_ylim(0.0, 1.0)
         twin.legend(loc="lower right")
     axes.legend(loc="upper left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_win_rate(rows: Rows, path: Path) -> Path | None:
@@ -157,7 +158,7 @@ def plot_win_rate(rows: Rows, path: Path) -> Path | None:
     axes.axhline(0.5, color="grey", linestyle=":", label="parity with the reference")
     axes.set_ylim(0.0, 1.0)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_online(rows: Rows, path: Path) -> Path | None:
@@ -187,7 +188,7 @@ def plot_online(rows: Rows, path: Path) -> Path | None:
             axes.legend(fontsize="small")
     for axes in panels[1]:
         axes.set_xlabel("step")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_reward_kl(rows: Rows, path: Path) -> Path | None:
@@ -216,7 +217,7 @@ def plot_reward_kl(rows: Rows, path: Path) -> Path | None:
         axes.plot(x[-1:], y[-1:], marker="s", color=line.get_color(), linestyle="none")
     axes.set_xlabel("KL to the reference (per token, k1)   ○ first step, □ last")
     axes.legend(fontsize="small")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def gold_columns(config: Mapping[str, Any] | None) -> list[str]:
@@ -277,7 +278,7 @@ def plot_overoptimisation(rows: Rows, path: Path, gold: Sequence[str]) -> Path |
         if names:
             axes.legend(fontsize="small")
     panels[2].set_xlabel("step")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_constraint(rows: Rows, path: Path) -> Path | None:
@@ -304,7 +305,7 @@ def plot_constraint(rows: Rows, path: Path) -> Path | None:
             axes.plot(steps, values, marker="o" if len(steps) < 12 else None, label=name)
         axes.legend(fontsize="small")
     panels[2].set_xlabel("step")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_reliability(rows: Rows, path: Path) -> Path | None:
@@ -336,7 +337,7 @@ def plot_reliability(rows: Rows, path: Path) -> Path | None:
     axes.set_xlim(0.5, 1.0)
     axes.set_ylim(0.0, 1.0)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 OVEROPTIMISATION = ("overoptimisation.png", "Proxy reward, gold score and KL (over-optimisation)")

@@ -13,15 +13,12 @@ safety section.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from prefcore.atomic import atomic_write_bytes
 
 __all__ = ["ATTACK_PLOT", "REFUSAL_PLOT", "plot_attack_success", "plot_refusal", "safety_section"]
 
@@ -53,14 +50,6 @@ def _value(metrics: Mapping[str, float], key: str) -> float:
     return float(value) if value is not None and math.isfinite(value) else math.nan
 
 
-def _save(figure: Figure, path: Path) -> Path:
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
 def _bars(title: str, labels: list[str], series: dict[str, list[float]], ylabel: str, path: Path) -> Path:
     figure = Figure(figsize=(max(6.4, 1.2 * len(labels) + 2), 3.8), dpi=100)
     FigureCanvasAgg(figure)
@@ -76,7 +65,9 @@ def _bars(title: str, labels: list[str], series: dict[str, list[float]], ylabel:
     axes.set_xticklabels(labels, fontsize="small")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize="small")
-    return _save(figure, path)
+    from prefcore.report import save_figure  # prefcore.report imports this module
+
+    return save_figure(figure, path)
 
 
 def plot_refusal(metrics: Mapping[str, float], path: Path) -> Path | None:
