@@ -41,8 +41,6 @@ from prefcore.config import read_run_file
 from prefcore.console import write_line
 from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
-from prefcore.evaluation import GenerationSettings
-from prefcore.evaluation import evaluation_beta
 from prefcore.registry import Registry
 
 __all__ = ["EvaluationOutcome", "evaluate_from_cli", "evaluate_model"]
@@ -110,6 +108,7 @@ def evaluate_model(
     from prefcore.engine.models import resolve_device
     from prefcore.engine.reward_model.storage import load_tokenizer
     from prefcore.inference.files import model_folder
+    from prefcore.stages.evaluate import run_sampling
     from prefcore.stages.feedback import gather_feedback
     from prefcore.validation import check_run_config
 
@@ -160,16 +159,8 @@ def evaluate_model(
         training=feedback.train,
         judge=judge,
         scorer=scorer,
-        generation=GenerationSettings(
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            num_samples=settings.samples_per_prompt,
-            seed=settings.seed,
-        ),
-        generation_prefix=first.generation_prefix(),
-        beta=evaluation_beta(first),
         device=str(device),
-        seed=settings.seed,
+        **run_sampling(settings, first),
     )
     metrics: dict[str, float] = {}
     samples: list[Mapping[str, Any]] = []

@@ -35,10 +35,9 @@ from prefcore.distributed.process_group import teardown
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.models import resolve_device
 from prefcore.errors import ConfigError
-from prefcore.evaluation import GenerationSettings
-from prefcore.evaluation import evaluation_beta
 from prefcore.registry import Registry
 from prefcore.stages.evaluate import Evaluation
+from prefcore.stages.evaluate import run_sampling
 from prefcore.stages.feedback import FeedbackData
 from prefcore.stages.feedback import InMemoryFeedback
 from prefcore.stages.feedback import gather_feedback
@@ -215,16 +214,8 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
             [entry.method for entry in checked.selected("feedback")], trained_scorer=scorer, device=str(run.device)
         ),
         scorer=scorer,
-        generation=GenerationSettings(
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            num_samples=settings.samples_per_prompt,
-            seed=settings.seed,
-        ),
-        generation_prefix=first.generation_prefix(),
-        beta=evaluation_beta(first),  # the objective declares it (implicit_reward_beta)
         device=str(run.device),
-        seed=settings.seed,
+        **run_sampling(settings, first),
     )
     trained = train_policy(
         run,

@@ -10,15 +10,42 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 from prefcore.engine.progress import StageProgress
 from prefcore.evaluation import EvaluationContext
+from prefcore.evaluation import GenerationSettings
+from prefcore.evaluation import evaluation_beta
 from prefcore.stages.session import RunHooks
 
-__all__ = ["Evaluation"]
+if TYPE_CHECKING:
+    from prefcore.methods import UsageObjective
+    from prefcore.settings import RunSettings
+
+__all__ = ["Evaluation", "run_sampling"]
 
 logger = logging.getLogger("prefcore.pipeline")
+
+
+def run_sampling(settings: RunSettings, objective: UsageObjective) -> dict[str, Any]:
+    """The ``EvaluationContext`` fields fixed by ``[run]`` and the run's first objective.
+
+    How evaluators sample, the condition before each prompt and the β of implicit rewards:
+    ``prefcore run`` and ``prefcore evaluate`` both take them from here, so a saved run
+    evaluates as it was evaluated during training.
+    """
+    return {
+        "generation": GenerationSettings(
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            num_samples=settings.samples_per_prompt,
+            seed=settings.seed,
+        ),
+        "generation_prefix": objective.generation_prefix(),
+        "beta": evaluation_beta(objective),  # the objective declares it (implicit_reward_beta)
+        "seed": settings.seed,
+    }
 
 
 class Evaluation:
