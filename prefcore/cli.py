@@ -1,5 +1,5 @@
 """The ``prefcore`` command line: list, info, validate-data, run, import-model, annotate, disagreement,
-generate, evaluate and human-eval.
+elicit, generate, evaluate and human-eval.
 
 Every user error ends in one readable line on stderr and exit status 2 (1 for invalid
 data found by ``validate-data``); tracebacks are for bugs only.
@@ -160,6 +160,12 @@ def cmd_disagreement(args: argparse.Namespace) -> int:
     return disagreement_from_cli(args)
 
 
+def cmd_elicit(args: argparse.Namespace) -> int:
+    from prefcore.elicitation import elicit_from_cli
+
+    return elicit_from_cli(args)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from prefcore.evaluate_model import evaluate_from_cli
 
@@ -250,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         action="append",
         default=[],
-        help="pairwise, tie, ranking, likert, binary, critique; comma-separated or repeated (default: pairwise)",
+        help="pairwise, tie, ranking, likert, binary, critique; comma-separated or repeated (default: pairwise); "
+        "norm alone: ITEMS is a rules file (TOML) and each rule is asked about (prefcore.elicitation)",
     )
     annotate.add_argument("--scale", nargs=2, type=int, default=(1, 5), metavar=("LOW", "HIGH"), help="Likert scale")
     annotate.add_argument("--aspect", default="overall", help="what Likert scores rate (default: overall)")
@@ -278,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     disagree.add_argument("--top", type=int, default=10, help="how many largest-gap items to list (default 10)")
     disagree.set_defaults(func=cmd_disagreement)
+
+    elicit = commands.add_parser(
+        "elicit", help="norm elicitation: agreement with proposed rules per group and round, objections, changes"
+    )
+    elicit.add_argument("action", choices=("report",), help="report: the markdown report of norm-session answers")
+    elicit.add_argument("answers", nargs="+", help="answer files of prefcore annotate RULES.toml --mode norm")
+    elicit.add_argument("--by", help="the group attribute to compare (default: every participant together)")
+    elicit.add_argument("--participants", help="participants table (CSV or JSONL): annotator_id, attributes")
+    elicit.add_argument("--out", help="write the markdown here (default: print it)")
+    elicit.add_argument("--top", type=int, default=10, help="how many most-disputed rules to list (default 10)")
+    elicit.set_defaults(func=cmd_elicit)
 
     generate = commands.add_parser(
         "generate", help="best-of-n answers with alignment checks, a fallback and RA-LLM's robustness check"

@@ -15,10 +15,10 @@ from prefcore.annotate.session import Terminal
 from prefcore.annotate.session import run_session
 from prefcore.errors import ConfigError
 
-__all__ = ["annotate_from_cli"]
+__all__ = ["annotate_from_cli", "check_groups_match"]
 
 
-def _check_groups_match(log: AnnotationLog, config: SessionConfig) -> None:
+def check_groups_match(log: AnnotationLog, config: SessionConfig) -> None:
     """A resumed session's --group must agree with the groups the annotator's earlier answers carry."""
     from prefcore.groups import GroupConflictError
 
@@ -47,12 +47,19 @@ def annotate_from_cli(args: Any, stdin: TextIO | None = None, stdout: TextIO | N
             "--annotator ID [--mode pairwise,likert,...], or prefcore annotate --agreement OUT.jsonl.",
             field="annotate",
         )
+    modes = parse_modes(args.mode)
+    if "norm" in modes:  # a rules file, not an items file: prefcore.elicitation runs the session
+        if len(modes) > 1:
+            raise ConfigError("--mode norm asks about rules and combines with no other mode.", field="mode")
+        from prefcore.elicitation.cli import norm_session_from_cli
+
+        return norm_session_from_cli(args, stdin, stdout)
     from prefcore.groups import parse_group_options  # prefcore.groups imports this package
 
     config = SessionConfig(
         annotator=args.annotator,
         groups=parse_group_options(getattr(args, "group", None) or ()),
-        modes=parse_modes(args.mode),
+        modes=modes,
         scale=tuple(args.scale),
         aspect=args.aspect,
         shuffle=not args.no_shuffle,
@@ -63,6 +70,6 @@ def annotate_from_cli(args: Any, stdin: TextIO | None = None, stdout: TextIO | N
     )
     terminal = Terminal(sys.stdin if stdin is None else stdin, stdout)
     with AnnotationLog(args.out) as log:
-        _check_groups_match(log, config)
+        check_groups_match(log, config)
         summary = run_session(items, log, config, terminal)
     return 130 if summary.stopped == "interrupted" else 0
