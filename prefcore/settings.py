@@ -234,6 +234,11 @@ class TrainConfig(TrainLoopConfig):
         "and on CPUs with native bf16; fp16 on GPU only; auto = bf16 where the device has native bf16, else fp32",
     )
     fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
+    share_prompts: bool = option(
+        False,
+        doc="run each prompt once for the completions that share it (a pair's chosen and rejected), policy and "
+        "reference: same losses up to float summation order; off with gradient checkpointing",
+    )
     kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
     progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
     steps: int | None = option(

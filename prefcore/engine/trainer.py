@@ -35,6 +35,10 @@ from prefcore.engine.loop import check_loss
 from prefcore.engine.loop import epoch_steps
 from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.models import enable_gradient_checkpointing
+from prefcore.engine.pair_prefix import PromptPlan
+from prefcore.engine.pair_prefix import plan_prompts
+from prefcore.engine.pair_prefix import reference_shared_prompt_logps
+from prefcore.engine.pair_prefix import shared_prompt_token_logps
 from prefcore.engine.progress import StageProgress
 from prefcore.engine.sequences import PaddedSequences
 from prefcore.errors import ConfigError
@@ -105,9 +109,17 @@ def _policy_logps(
     fused: bool,
     backend: str,
     autocast: AbstractContextManager,
+    plan: PromptPlan | None = None,
 ) -> torch.Tensor:
-    """The policy's per-token log-probs: what DDP and FSDP2 wrap as the forward of a micro-batch."""
+    """The policy's per-token log-probs: what DDP and FSDP2 wrap as the forward of a micro-batch.
+
+    With a ``plan`` (``[train] share_prompts``) each shared prompt runs once, when the model suits.
+    """
     with autocast:
+        if plan is not None:
+            shared = shared_prompt_token_logps(model, plan, sequences.input_ids.device, fused=fused, backend=backend)
+            if shared is not None:
+                return shared
         return completion_token_logps(model, sequences, fused=fused, backend=backend)
 
 
@@ -188,14 +200,25 @@ class Trainer(OptimiserLoop):
         cached = [self.cached_reference[index] for index in indices] if self.cached_reference is not None else None
         return collate(items, self.pad_token_id, reference_logps=cached)
 
-    def _log_prob_batch(self, batch: SequenceBatch, num_items: int, num_tokens: int) -> LogProbBatch:
-        policy_logps = self.forward(
-            batch.sequences, self.config.fused_lm_head, self.config.kernel_backend, _autocast(self.config, self.device)
-        )
+    def _log_prob_batch(
+        self, batch: SequenceBatch, num_items: int, num_tokens: int, plan: PromptPlan | None = None
+    ) -> LogProbBatch:
+        autocast = _autocast(self.config, self.device)
+        if plan is None:  # the forward's arguments as they always were (DDP and FSDP2 wrap it)
+            policy_logps = self.forward(
+                batch.sequences, self.config.fused_lm_head, self.config.kernel_backend, autocast
+            )
+        else:
+            policy_logps = self.forward(
+                batch.sequences, self.config.fused_lm_head, self.config.kernel_backend, autocast, plan
+            )
         ref_logps = None
         if self.reference_logps is not None and batch.ref_sequence_logps is None:
             with torch.no_grad(), _autocast(self.config, self.device):
-                ref_logps = self.reference_logps(batch)
+                if plan is not None:
+                    ref_logps = reference_shared_prompt_logps(self.reference_logps, plan, self.device)
+                if ref_logps is None:
+                    ref_logps = self.reference_logps(batch)
         return LogProbBatch(
             policy_logps=policy_logps.float(),
             mask=batch.sequences.completion_mask,
@@ -232,12 +255,14 @@ class Trainer(OptimiserLoop):
         micro = [self.next_micro_batch() for _ in range(self.config.grad_accum)]
         num_items = sum(len(indices) for indices in micro)  # global: every rank knows every micro-batch
         local = [self.local_indices(indices) for indices in micro]  # this rank's slices (all of it in one process)
-        batches, rows, num_tokens = self._host_batches(local)
+        batches, rows, plans, num_tokens = self._host_batches(local)
         reads = _StepReads()
-        for position, ((indices, weight), batch, batch_rows) in enumerate(zip(local, batches, rows, strict=True)):
+        for position, ((indices, weight), batch, batch_rows, plan) in enumerate(
+            zip(local, batches, rows, plans, strict=True)
+        ):
             device_batch = batch.to(self.device)
             with known_completion_rows(device_batch.sequences.completion_mask, batch_rows.to(self.device)):
-                log_prob_batch = self._log_prob_batch(device_batch, num_items, num_tokens)
+                log_prob_batch = self._log_prob_batch(device_batch, num_items, num_tokens, plan)
             loss = torch.zeros((), device=self.device)
             share = weight * len(indices) / num_items
             for entry in self.objectives:
@@ -262,14 +287,16 @@ class Trainer(OptimiserLoop):
 
     def _host_batches(
         self, local: list[tuple[list[int], float]]
-    ) -> tuple[list[SequenceBatch], list[torch.Tensor], int]:
+    ) -> tuple[list[SequenceBatch], list[torch.Tensor], list[PromptPlan | None], int]:
         """What the step learns on the host before any device work: the collated micro-batches, each
-        one's completion rows (the fused LM head then counts nothing on the device) and the step's
-        target tokens (every micro-batch divides its token sums by the whole step's count)."""
+        one's completion rows (the fused LM head then counts nothing on the device), its shared
+        prompts (``share_prompts``) and the step's target tokens (every micro-batch divides its token
+        sums by the whole step's count)."""
         batches = [self._collate(indices) for indices, _ in local]
         rows = [completion_rows(batch.sequences.completion_mask) for batch in batches]
+        plans = [plan_prompts(batch.sequences) if self.config.share_prompts else None for batch in batches]
         counted = [batch.target_token_count() for batch, (_, weight) in zip(batches, local, strict=True) if weight]
-        return batches, rows, int(self.global_sum(sum(counted)))
+        return batches, rows, plans, int(self.global_sum(sum(counted)))
 
     def _read_step(
         self, reads: _StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None
