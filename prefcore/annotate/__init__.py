@@ -16,7 +16,9 @@ Every answer is a prefcore record (``PairwiseComparison``, ``Ranking``, ``Scores
 a session resumes where it stopped. ``--group ATTR=VALUE`` (repeatable) writes the
 annotator's groups on every answer as ``annotator_groups`` (``prefcore.groups``).
 ``prefcore annotate --agreement OUT [OUT ...]`` reports agreement over units answered by two
-or more annotators; ``prefcore disagreement`` compares groups.
+or more annotators; ``prefcore disagreement`` compares groups. ``--mode norm`` reads a rules
+file instead of items and asks each participant about proposed policy rules, round by round
+(``prefcore.elicitation``, which builds on this package's terminal and log).
 
 One module per job, in the order an answer travels:
 

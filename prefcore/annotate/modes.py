@@ -78,7 +78,10 @@ class SessionConfig:
             raise ConfigError(f"give at least one --mode: {', '.join(MODES)}.", field="mode")
         for mode in self.modes:
             if mode not in MODES:
-                raise ConfigError(f"unknown --mode {mode!r}. Accepted: {', '.join(MODES)}.", field="mode")
+                raise ConfigError(
+                    f"unknown --mode {mode!r}. Accepted: {', '.join(MODES)} (or norm alone, with a rules file).",
+                    field="mode",
+                )
         low, high = self.scale
         if not low < high:
             raise ConfigError(f"--scale needs LOW < HIGH, got {low} {high}.", field="scale")

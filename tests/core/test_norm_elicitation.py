@@ -15,6 +15,7 @@ import pytest
 
 from prefcore.annotate import annotate_from_cli
 from prefcore.cli import build_parser
+from prefcore.cli import main
 from prefcore.data import BinaryLabel
 from prefcore.data import Critique
 from prefcore.data import Scores
@@ -261,3 +262,26 @@ def test_unknown_attribute_and_mixed_modes_are_named_errors(study: tuple[Path, P
     assert excinfo.value.known == ("community",)
     with pytest.raises(ConfigError, match="combines with no other mode"):
         _annotate(first, outs[0].with_name("x.jsonl"), "alice", "", "--mode", "likert")
+
+
+def test_report_without_by_and_with_a_participants_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "round1.toml"
+    rules.write_text(ROUND_1, encoding="utf-8")
+    outs = []
+    for person in PEOPLE:  # no --group: the table supplies the communities
+        out = tmp_path / f"{person}.jsonl"
+        assert _annotate(rules, out, person, _script(ANSWERS[1][person]))[0] == 0
+        outs.append(out)
+    together = _report(outs)
+    assert "| (all) | 4 | 3.00 | 50% |" in together  # brief, round 1: (5 + 4 + 1 + 2) / 4; 5 and 4 above 3
+    table = tmp_path / "people.csv"
+    table.write_text("annotator_id,community\n" + "".join(f"{p},{c}\n" for p, c in PEOPLE.items()), encoding="utf-8")
+    markdown_path = tmp_path / "report" / "norms.md"
+    argv = ["elicit", "report", *map(str, outs), "--by", "community", "--participants", str(table)]
+    assert main([*argv, "--out", str(markdown_path)]) == 0
+    markdown = markdown_path.read_text(encoding="utf-8")
+    assert (
+        "| rural | 2 | 4.50 | 100% |" in markdown and "| `brief` | 1 | 3.00 | rural (4.50) | urban (1.50) |" in markdown
+    )
+    assert main([*argv[:-4], "--by", "language"]) == 2
+    assert "UnknownAttributeError" in capsys.readouterr().err
