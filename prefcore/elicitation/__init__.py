@@ -37,8 +37,10 @@ from prefcore.elicitation.rules import RuleSet
 from prefcore.elicitation.rules import read_rules
 from prefcore.elicitation.session import AGREEMENT
 from prefcore.elicitation.session import NORM_QUESTIONS
+from prefcore.elicitation.session import EarlierAnswer
 from prefcore.elicitation.session import RoundOrderError
 from prefcore.elicitation.session import check_round_order
+from prefcore.elicitation.session import earlier_answers
 from prefcore.elicitation.session import norm_config
 from prefcore.elicitation.session import norm_item_id
 from prefcore.elicitation.session import norm_records
@@ -54,6 +56,7 @@ __all__ = [
     "RULES_FORMAT",
     "Change",
     "Comment",
+    "EarlierAnswer",
     "Example",
     "GroupAgreement",
     "NormReport",
@@ -62,6 +65,7 @@ __all__ = [
     "RuleRound",
     "RuleSet",
     "check_round_order",
+    "earlier_answers",
     "elicit_from_cli",
     "norm_config",
     "norm_item_id",

@@ -13,14 +13,18 @@ and ordinary records. For each rule of a round a participant answers two questio
   ``BinaryLabel`` with aspect ``objection`` and label false, so that "no objection" is on
   record and the question is not asked again.
 
-Every record carries ``annotator_groups`` and ``metadata`` ``{rule_id, round, item_id,
+In a later round each revised rule is shown beside what the participant saw and scored in
+their latest earlier round (read back from the same output file), so that a revision is
+judged against the version it replaces. Every record carries ``annotator_groups`` and ``metadata`` ``{rule_id, round, item_id,
 question}``. Rounds only go forward: a participant whose answers in the file reach round 3
 cannot answer a round-2 file into it (``RoundOrderError``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from datetime import timezone
 from typing import Any
@@ -46,8 +50,10 @@ from prefcore.errors import ConfigError
 __all__ = [
     "AGREEMENT",
     "NORM_QUESTIONS",
+    "EarlierAnswer",
     "RoundOrderError",
     "check_round_order",
+    "earlier_answers",
     "norm_config",
     "norm_item_id",
     "norm_records",
@@ -91,18 +97,47 @@ def rule_prompt(rule_id: str, round_number: int) -> str:
     return f"Proposed policy rule {rule_id!r} (round {round_number}): do you agree?"
 
 
-def check_round_order(log: AnnotationLog, annotator: str, round_number: int) -> None:
-    """``RoundOrderError`` when ``annotator``'s answers in the log reach a later round."""
-    latest = 0
+@dataclass(frozen=True)
+class EarlierAnswer:
+    """A participant's agreement with a rule in an earlier round: shown beside the revised rule."""
+
+    round: int
+    text: str
+    score: float
+
+
+def _norm_rows(log: AnnotationLog, annotator: str) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """``(row, metadata)`` of ``annotator``'s norm-session answers in the log."""
     for _, row in jsonl_rows(log.path):
         metadata = row.get("metadata")
         if row.get("annotator_id") != annotator or not isinstance(metadata, Mapping):
             continue
         found = metadata.get("round")
-        if isinstance(found, int) and not isinstance(found, bool) and "rule_id" in metadata:
-            latest = max(latest, found)
+        if isinstance(found, int) and not isinstance(found, bool) and isinstance(metadata.get("rule_id"), str):
+            yield row, metadata
+
+
+def check_round_order(log: AnnotationLog, annotator: str, round_number: int) -> None:
+    """``RoundOrderError`` when ``annotator``'s answers in the log reach a later round."""
+    latest = max((metadata["round"] for _, metadata in _norm_rows(log, annotator)), default=0)
     if latest > round_number:
         raise RoundOrderError(annotator, round_number, latest, log.path)
+
+
+def earlier_answers(log: AnnotationLog, annotator: str, round_number: int) -> dict[str, EarlierAnswer]:
+    """Rule id → ``annotator``'s agreement in the latest round before ``round_number``, from the log."""
+    found: dict[str, EarlierAnswer] = {}
+    for row, metadata in _norm_rows(log, annotator):
+        if metadata.get("question") != AGREEMENT or not metadata["round"] < round_number:
+            continue
+        try:
+            text, score = row["completions"][0], row["scores"][0][AGREEMENT]
+        except (KeyError, IndexError, TypeError):
+            continue  # not a norm session's Scores line: nothing to show
+        previous = found.get(metadata["rule_id"])
+        if isinstance(text, str) and (previous is None or previous.round < metadata["round"]):
+            found[metadata["rule_id"]] = EarlierAnswer(metadata["round"], text, score)
+    return found
 
 
 def _common(rule: Rule, round_number: int, question: str, config: SessionConfig, **extra: Any) -> dict[str, Any]:
@@ -138,10 +173,18 @@ def norm_records(rule: Rule, round_number: int, question: str, value: Any, confi
     return Critique(prompt, rule.text, critique, revision, **common)
 
 
-def _show_rule(terminal: Terminal, rule: Rule, round_number: int, number: int, total: int) -> None:
+def _show_rule(
+    terminal: Terminal, rule: Rule, round_number: int, number: int, total: int, earlier: EarlierAnswer | None
+) -> None:
     lines = [f"\n=== rule {number} of {total} (id {rule.id}, round {round_number}) ===", f"Rule: {rule.text}"]
     if rule.previous is not None:
         lines.append(f"Revises: {rule.previous}")
+    if earlier is not None:  # a revision: what the participant saw and said last time
+        if earlier.text == rule.text:
+            lines.append(f"Unchanged since round {earlier.round}.")
+        elif earlier.text != rule.previous:
+            lines.append(f"In round {earlier.round} it read: {earlier.text}")
+        lines.append(f"Your agreement in round {earlier.round}: {earlier.score:g}.")
     for index, example in enumerate(rule.examples, start=1):
         lines += [f"[{index}] Prompt: {example.prompt}", f"    Reply: {example.reply}"]
         if example.verdict is not None:
@@ -191,6 +234,7 @@ def run_norm_session(rules: RuleSet, log: AnnotationLog, config: SessionConfig, 
         return [q for q in NORM_QUESTIONS if not log.answered(config.annotator, item, q)]
 
     todo = sum(len(open_questions(rule)) for rule in rules.rules)
+    earlier = earlier_answers(log, config.annotator, rules.round)
     if log.dropped_partial_line:
         terminal.show(f"Dropped an unfinished last line of {log.path} (cut off by a crash); its question comes again.")
     terminal.show(
@@ -204,7 +248,7 @@ def run_norm_session(rules: RuleSet, log: AnnotationLog, config: SessionConfig, 
             questions = open_questions(rule)
             if not questions:
                 continue
-            _show_rule(terminal, rule, rules.round, number, len(rules.rules))
+            _show_rule(terminal, rule, rules.round, number, len(rules.rules), earlier.get(rule.id))
             value: Any = ()
             for question in questions:
                 value = _ask_agreement(terminal, config) if question == AGREEMENT else _ask_comment(terminal)

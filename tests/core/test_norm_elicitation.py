@@ -285,3 +285,63 @@ def test_report_without_by_and_with_a_participants_table(tmp_path: Path, capsys:
     )
     assert main([*argv[:-4], "--by", "language"]) == 2
     assert "UnknownAttributeError" in capsys.readouterr().err
+
+
+def test_a_revised_rule_is_shown_beside_the_participants_earlier_answer(tmp_path: Path) -> None:
+    first, second = tmp_path / "round1.toml", tmp_path / "round2.toml"
+    first.write_text(ROUND_1, encoding="utf-8")
+    second.write_text(ROUND_2.replace('revises = { brief = "Replies are at most three sentences." }', ""), "utf-8")
+    out = tmp_path / "carol.jsonl"
+    _annotate(first, out, "carol", _script(ANSWERS[1]["carol"]))
+    code, shown = _annotate(second, out, "carol", "q\n")
+    assert code == 0 and "Revises:" not in shown
+    assert "In round 1 it read: Replies are at most three sentences.\nYour agreement in round 1: 1." in shown
+    with_revises = tmp_path / "round2b.toml"
+    with_revises.write_text(ROUND_2, encoding="utf-8")
+    _, shown = _annotate(with_revises, out, "carol", "4\n\n\n")
+    assert "Revises: Replies are at most three sentences.\nYour agreement in round 1: 1." in shown
+    assert "In round 1 it read" not in shown
+    assert "Unchanged since round 1.\nYour agreement in round 1: 4." in shown
+
+
+class _InterruptAfter(io.StringIO):
+    """Answers, then Ctrl-C at the next question."""
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+        line = super().readline()
+        if line == "":
+            raise KeyboardInterrupt
+        return line
+
+
+def test_ctrl_c_keeps_every_answer_given_and_the_rerun_asks_only_the_rest(tmp_path: Path) -> None:
+    rules = tmp_path / "round1.toml"
+    rules.write_text(ROUND_1, encoding="utf-8")
+    out = tmp_path / "dan.jsonl"
+    args = build_parser().parse_args(
+        [
+            "annotate",
+            str(rules),
+            "--mode",
+            "norm",
+            "--out",
+            str(out),
+            "--annotator",
+            "dan",
+            "--group",
+            "community=urban",
+        ]
+    )
+    stdout = io.StringIO()
+    assert annotate_from_cli(args, stdin=_InterruptAfter("2\n\nshort by default\n5\n"), stdout=stdout) == 130
+    assert "Stopped (interrupted): 3 answers saved" in stdout.getvalue()
+    code, shown = _annotate(rules, out, "dan", "\n\n", "--group", "community=urban")
+    assert code == 0 and "Round 1: 1 questions" in shown and "Agreement with this rule" not in shown
+    records = load_preferences(out)[0]
+    assert [(r.metadata["rule_id"], r.metadata["question"]) for r in records] == [
+        ("brief", "agreement"),
+        ("brief", "comment"),
+        ("cite", "agreement"),
+        ("cite", "comment"),
+    ]
+    assert records[2].scores == ({"agreement": 5.0},)
