@@ -20,12 +20,14 @@ This module loads no torch: the scoring helpers import the engine on first use.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Literal
 from typing import Protocol
 from typing import runtime_checkable
 
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_BETA",
     "JUDGE_HINT",
     "TIE_TOLERANCE",
+    "AnswerMatch",
     "EvaluationContext",
     "EvaluationInputError",
     "EvaluationResult",
@@ -60,6 +63,7 @@ __all__ = [
     "Scorer",
     "TokenIds",
     "Verdict",
+    "answer_matches",
     "batched_scores",
     "cached_completions",
     "check_judge",
@@ -295,6 +299,32 @@ def metadata_answers(context: EvaluationContext, key: str = "answer") -> dict[An
         accepted = answer if isinstance(answer, (list, tuple)) else [answer]
         answers[prompt] = tuple(str(item) for item in accepted)
     return answers
+
+
+AnswerMatch = Literal["exact", "contains"]
+"""How a completion gives an answer: ``exact`` (equals it) or ``contains`` (has it as a whole word or phrase)."""
+
+
+def _normal(text: str, normalize: bool) -> str:
+    return " ".join(text.lower().split()) if normalize else text.strip()
+
+
+def answer_matches(completion: str, answers: Sequence[str], *, match: AnswerMatch, normalize: bool = True) -> bool:
+    """Whether ``completion`` equals, or contains as a whole word or phrase, one of ``answers``.
+
+    ``normalize`` compares lower-cased text with runs of whitespace collapsed (else stripped
+    text as is); an empty answer never matches.
+    """
+    text = _normal(completion, normalize)
+    for answer in answers:
+        expected = _normal(answer, normalize)
+        if not expected:
+            continue
+        if match == "exact" and text == expected:
+            return True
+        if match == "contains" and re.search(rf"(?<!\w){re.escape(expected)}(?!\w)", text):
+            return True
+    return False
 
 
 def prompt_display(prompt: Any) -> str:

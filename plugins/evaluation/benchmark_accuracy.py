@@ -19,18 +19,17 @@ of the policy, not of a sampling seed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from typing import Literal
 
 from prefcore import hookimpl
 from prefcore.errors import ConfigError
+from prefcore.evaluation import AnswerMatch
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import answer_matches
 from prefcore.evaluation import cached_completions
 from prefcore.evaluation import evaluation_prompts
 from prefcore.evaluation import greedy
@@ -38,7 +37,7 @@ from prefcore.evaluation import metadata_answers
 from prefcore.methods import Evaluator
 from prefcore.methods import option
 
-Match = Literal["exact", "contains"]
+Match = AnswerMatch
 Checker = Callable[[Any, str], Any]
 
 
@@ -55,24 +54,6 @@ class BenchmarkAccuracyConfig:
             )
         if self.batch_size < 1:
             raise ConfigError("batch_size must be at least 1.", method="benchmark_accuracy", field="batch_size")
-
-
-def _normal(text: str, normalize: bool) -> str:
-    return " ".join(text.lower().split()) if normalize else text.strip()
-
-
-def answer_matches(completion: str, answers: Sequence[str], *, match: Match, normalize: bool = True) -> bool:
-    """Whether ``completion`` equals, or contains as a whole word or phrase, one of ``answers``."""
-    text = _normal(completion, normalize)
-    for answer in answers:
-        expected = _normal(answer, normalize)
-        if not expected:
-            continue
-        if match == "exact" and text == expected:
-            return True
-        if match == "contains" and re.search(rf"(?<!\w){re.escape(expected)}(?!\w)", text):
-            return True
-    return False
 
 
 def known_answers(context: EvaluationContext) -> dict[Any, tuple[str, ...]]:

@@ -24,7 +24,6 @@ the demo world: another colour for a colour question).
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from prefcore.errors import ConfigError
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import EvaluationInputError
 from prefcore.evaluation import EvaluationResult
+from prefcore.evaluation import answer_matches
 from prefcore.evaluation import cached_completions
 from prefcore.evaluation import greedy
 from prefcore.methods import Evaluator
@@ -70,11 +70,11 @@ class Probe:
 
 
 def states(text: str, answer: str) -> bool:
-    """Whether ``answer`` occurs in ``text`` as a whole word or phrase, case and spacing ignored."""
-    expected = " ".join(answer.lower().split())
-    return (
-        bool(expected) and re.search(rf"(?<!\w){re.escape(expected)}(?!\w)", " ".join(text.lower().split())) is not None
-    )
+    """Whether ``answer`` occurs in ``text`` as a whole word or phrase, case and spacing ignored.
+
+    ``benchmark_accuracy``'s "contains" match: an answer counts here exactly as it counts there.
+    """
+    return answer_matches(text, [answer], match="contains")
 
 
 def probes(context: EvaluationContext, config: SycophancyConfig) -> list[Probe]:
