@@ -337,6 +337,10 @@ class OnlineTrainer(OptimiserLoop):
         self.stage = stage
         self.sampler = PromptSampler(len(self.prompts), config.seed)
         self.online_step = 0
+        # Shared-prompt log-probs (prefcore.engine.rollout.prefix) run each decoder layer twice in one forward,
+        # which FSDP2's per-layer gathers do not follow: its shards take the full sequences (same log-probs to
+        # float tolerance).
+        self.share_prefix = self.sharded is None or self.sharded.strategy != "fsdp"
 
     # -- checkpoints ----------------------------------------------------------------------
     def checkpoint_parts(self) -> tuple[torch.nn.Module, Any, Any]:
@@ -599,12 +603,6 @@ class OnlineTrainer(OptimiserLoop):
     @property
     def rank(self) -> int:
         return self.parallel.rank if self.parallel is not None else 0
-
-    @property
-    def share_prefix(self) -> bool:
-        """Shared-prompt log-probs (``prefcore.engine.rollout.prefix``), except on FSDP2 shards, whose layers
-        would run twice in one forward: the full sequences there (the same log-probs to float tolerance)."""
-        return self.sharded is None or self.sharded.strategy != "fsdp"
 
     def batch_statistics(self) -> contextlib.AbstractContextManager:
         """Batch-wide advantage statistics over every rank's rollouts (a no-op in one process)."""

@@ -1,0 +1,317 @@
+"""Online loops under torchrun: 2 ranks × 4 prompts per step train exactly what 1 process × 8 prompts does.
+
+Why the rollouts can be compared. Each rank samples its own prompts with its own seed
+(``rank_seed``): a distributed run is a different draw from one process, not the same one, so
+as a reference it is useless unless the draws are pinned. Here they are pinned by
+``PromptSeeded``: a real sampler (``PrefixCacheBackend`` on the policy) that samples each prompt
+on its own, seeded by the prompt's token ids and the online step, whichever rank or batch the
+prompt falls in. With identical rollouts, everything the distributed path adds is checked
+against the single process: the prompt shards, the batch-wide advantage statistics summed across
+ranks (GRPO with ``scale_rewards = "batch"``; REINFORCE++'s global whitening with the KL in the
+reward), the global minibatch order with the global token count (``token_mean``), the
+zero-weighted filler micro-batches when the ranks' shares of a minibatch differ, the gathered
+step metrics, the adaptive KL controller (it reads the gathered ``kl/k1``), the gradient
+reduction of DDP and FSDP2, and the sharded checkpoint that resumes to the same weights.
+
+One torchrun launch (2 processes, gloo, CPU, about 20 s) runs every case; this file is also the
+worker (``python test_online_distributed.py JOB OUT``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import zlib
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from prefcore.demo import task
+from prefcore.demo.model import build_tiny_model
+from prefcore.demo.tokenizer import build_tokenizer
+from prefcore.engine.models import frozen_copy
+from prefcore.engine.online_trainer import OnlineTrainer
+from prefcore.engine.rollout import PrefixCacheBackend
+from prefcore.engine.rollout import Sample
+from prefcore.registry import Registry
+from prefcore.rollout import Rollouts
+from prefcore.settings import OnlineLoopConfig
+from prefcore.settings import TrainConfig
+
+GLOO = dist.is_available() and dist.is_gloo_available()
+CASES: dict[str, dict[str, Any]] = {
+    # batch-std scaling, KL in the loss against the reference, adaptive β (its state is checkpointed)
+    "grpo": {"beta": 0.04, "scale_rewards": "batch", "kl_target": 0.05},
+    # the KL in a per-token reward, whitened over every token of the batch
+    "reinforce_pp": {},
+}
+STEPS = 2
+RECORDS = task.answer_records(("sum",))[:20]
+
+
+class PromptSeeded:
+    """Samples each prompt alone, seeded by its token ids and the trainer's online step (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.inner = PrefixCacheBackend()
+        self.trainer: OnlineTrainer | None = None
+
+    def sample(self, model: Any, prompt_ids: Sequence[tuple[int, ...]], **options: Any) -> list[Sample]:
+        step = self.trainer.online_step if self.trainer is not None else 0
+        samples: list[Sample] = []
+        for prompt in prompt_ids:
+            seed = (zlib.crc32(json.dumps(list(prompt)).encode()) + 7_919 * step) % (2**31 - 1)
+            samples += self.inner.sample(model, [prompt], **{**options, "seed": seed})
+        return samples
+
+
+def reward(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The exact answer, less a little per word: rewards vary within and across groups."""
+    answers = [metadata[group]["answer"] for group in rollouts.group_ids]
+    exact = torch.tensor([float(text.strip() == answer) for text, answer in zip(rollouts.texts, answers, strict=True)])
+    words = torch.tensor([float(len(text.split())) for text in rollouts.texts])
+    return exact - 0.1 * words, {"exact": exact}
+
+
+def build(
+    case: str, run_dir: Path, *, steps: int = STEPS, checkpoint_every: int = 0, full_sequences: bool = False
+) -> OnlineTrainer:
+    tokenizer = build_tokenizer()
+    policy = build_tiny_model(tokenizer, seed=1)
+    backend = PromptSeeded()
+    log: list[dict[str, float]] = []
+    trainer = OnlineTrainer(
+        policy,
+        Registry.from_environment(third_party=False).create("usage", case, CASES[case]),
+        [record.prompt for record in RECORDS],
+        [record.metadata for record in RECORDS],
+        TrainConfig(
+            steps=steps,
+            lr=1e-2,
+            seed=3,
+            schedule="constant",
+            warmup_steps=0,
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=0,
+            progress=False,
+            kernel_backend="torch",
+        ),
+        # 32 completions a step; minibatches of 12 split unevenly between the ranks, micro-batches of 5
+        OnlineLoopConfig(
+            prompts_per_step=8,
+            samples_per_prompt=4,
+            max_new_tokens=6,
+            update_epochs=2,
+            minibatch_size=12,
+            micro_batch_size=5,
+        ),
+        tokenizer=tokenizer,
+        reward=reward,
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        reference=frozen_copy(policy),
+        backend=backend,
+        on_step=lambda step, metrics: log.append(dict(metrics)),
+    )
+    backend.trainer = trainer
+    if full_sequences:  # what FSDP2's shards run (OnlineTrainer.share_prefix)
+        trainer.share_prefix = False
+    trainer.metrics_log = log  # type: ignore[attr-defined]
+    return trainer
+
+
+def outcome(trainer: OnlineTrainer) -> dict[str, Any]:
+    return {
+        "metrics": trainer.metrics_log,  # type: ignore[attr-defined]
+        "weights": {name: value.detach().clone() for name, value in trainer.policy.named_parameters()},
+        "objective": dict(trainer.objective.state_dict()) if hasattr(trainer.objective, "state_dict") else {},
+        "online_step": trainer.online_step,
+    }
+
+
+def run(case: str, run_dir: Path, **options: Any) -> dict[str, Any]:
+    trainer = build(case, run_dir, **options)
+    trainer.fit()
+    return outcome(trainer)
+
+
+# -- the worker ---------------------------------------------------------------------------------
+def _sharded_advantages(rank: int, world: int) -> dict[str, float]:
+    """Each batch-wide estimator on this rank's half inside ``sharded_batch``, against the whole batch here."""
+    from prefcore import advantages
+
+    generator = torch.Generator().manual_seed(0)
+    rewards = torch.randn(16, generator=generator)
+    group_ids = torch.arange(16) // 4
+    mask = torch.rand(16, 7, generator=generator) > 0.3
+    mask[:, 0] = True
+    kl = torch.randn(16, 7, generator=generator) * 0.1
+    half = slice(rank * 16 // world, (rank + 1) * 16 // world)
+    cases = {
+        "group_batch": (advantages.group_normalized, {"scale": "batch"}),
+        "rloo_normalize": (advantages.leave_one_out, {"normalize": True}),
+        "reinforce": (advantages.reinforce_baseline, {}),
+        "reinforce_pp": (advantages.reinforce_pp, {"kl": kl, "kl_coef": 0.1}),
+        "reinforce_pp_baseline": (advantages.reinforce_pp_baseline, {"center": True}),
+    }
+    errors: dict[str, float] = {}
+
+    def total(values: torch.Tensor) -> torch.Tensor:
+        summed = values.clone()
+        dist.all_reduce(summed)
+        return summed
+
+    for name, (estimator, options) in cases.items():
+        whole = estimator(rewards, group_ids, mask, **options).advantages[half]
+        local_options = {key: value[half] if key == "kl" else value for key, value in options.items()}
+        with advantages.sharded_batch(total):
+            mine = estimator(rewards[half], group_ids[half], mask[half], **local_options).advantages
+        alone = estimator(rewards[half], group_ids[half], mask[half], **local_options).advantages
+        errors[name] = float((mine - whole).abs().max())
+        errors[f"{name}/alone"] = float((alone - whole).abs().max())  # the statistics do matter
+    return errors
+
+
+def worker(job: str, out: Path) -> int:
+    from prefcore import distributed
+
+    torch.set_num_threads(1)
+    parallel = distributed.init("ddp", timeout_s=60.0)
+    try:
+        results: dict[str, Any] = {"advantages": _sharded_advantages(parallel.rank, parallel.world_size)}
+        for strategy in ("ddp", "fsdp"):
+            distributed.init(strategy, timeout_s=60.0)
+            for case in CASES:
+                folder = out / f"{strategy}-{case}"
+                results[f"{strategy}/{case}"] = run(case, folder, checkpoint_every=1)
+                # resume from the step-1 checkpoint (sharded) and redo step 2: the same weights
+                for stale in sorted((folder / "checkpoints").glob("step-*"))[1:]:
+                    if parallel.is_main:
+                        import shutil
+
+                        shutil.rmtree(stale)
+                distributed.barrier()
+                resumed = build(case, folder, checkpoint_every=0)
+                assert resumed.resume(), "no checkpoint to resume from"
+                results[f"{strategy}/{case}/resumed_from"] = resumed.online_step
+                resumed.fit()
+                results[f"{strategy}/{case}/resumed"] = outcome(resumed)
+        torch.save(results, out / f"rank{parallel.rank}.pt")
+        return 0
+    finally:
+        distributed.teardown()
+
+
+# -- the tests ----------------------------------------------------------------------------------
+pytestmark = pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("online-dist")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
+    env.pop("PREFCORE_DISABLE_PLUGINS", None)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(Path(__file__).resolve()),
+        "all",
+        str(out),
+    ]
+    # run from the output folder: the repository root's kernels/ would shadow the package transformers imports
+    result = subprocess.run(command, cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {rank: torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def single() -> dict[str, dict[str, Any]]:
+    """Each case in this one process, 8 prompts a step: log-probs on shared prompts (as DDP takes them)
+    and on the full sequences (as FSDP2 takes them). The two agree to float rounding, which AdamW's
+    normalised steps magnify to ~1e-3 at embedding rows with rounding-level gradients, so each
+    strategy is compared with the same computation in one process."""
+    return {
+        f"{strategy}/{case}": run(case, Path(tempfile.mkdtemp()), full_sequences=strategy == "fsdp")
+        for case in CASES
+        for strategy in ("ddp", "fsdp")
+    }
+
+
+def test_batch_statistics_are_summed_across_ranks(launched: dict[int, dict[str, Any]]) -> None:
+    for rank in (0, 1):
+        errors = launched[rank]["advantages"]
+        for name in ("group_batch", "rloo_normalize", "reinforce", "reinforce_pp", "reinforce_pp_baseline"):
+            assert errors[name] < 1e-5, (rank, name, errors)
+            assert errors[f"{name}/alone"] > 1e-3, (rank, name, errors)  # half a batch alone would differ
+
+
+COMPARED = (
+    "loss",
+    "reward/mean",
+    "reward/std",
+    "reward/exact",
+    "advantages/std",
+    "kl/k1",
+    "entropy",
+    "completion_length",
+)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_ranks_equal_one_process(
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str, case: str
+) -> None:
+    got, want = launched[0][f"{strategy}/{case}"], single[f"{strategy}/{case}"]
+    assert len(got["metrics"]) == len(want["metrics"]) == STEPS
+    for ours, theirs in zip(got["metrics"], want["metrics"], strict=True):
+        for key in COMPARED:
+            if key in theirs:
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
+    assert got["objective"] == pytest.approx(want["objective"], rel=1e-5)
+    for name, tensor in want["weights"].items():
+        torch.testing.assert_close(got["weights"][name], tensor, rtol=0, atol=2e-4, msg=name)
+        torch.testing.assert_close(launched[1][f"{strategy}/{case}"]["weights"][name], got["weights"][name])
+    # not vacuous: training moved the weights far beyond the tolerance
+    start = build_tiny_model(build_tokenizer(), seed=1).state_dict()
+    assert max(float((tensor - start[name]).abs().max()) for name, tensor in want["weights"].items()) > 1e-2
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_sharded_checkpoint_resumes_to_the_same_weights(
+    launched: dict[int, dict[str, Any]], strategy: str, case: str
+) -> None:
+    result = launched[0]
+    assert result[f"{strategy}/{case}/resumed_from"] == 1
+    straight, resumed = result[f"{strategy}/{case}"], result[f"{strategy}/{case}/resumed"]
+    assert resumed["online_step"] == STEPS
+    assert resumed["objective"] == pytest.approx(straight["objective"], rel=1e-6)
+    for name, tensor in straight["weights"].items():
+        torch.testing.assert_close(resumed["weights"][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+if __name__ == "__main__":
+    sys.exit(worker(sys.argv[1], Path(sys.argv[2])))
