@@ -214,6 +214,8 @@ def render_norm_report(report: NormReport, *, top: int = 10) -> str:
         for name, row in entry.groups.items():
             lines.append(f"| {_cell(name)} | {row.n} | {row.mean:.2f} | {row.agreeing:.0%} |")
         lines.append("")
+        if entry.gap is not None:
+            lines += [f"Gap between groups (highest mean minus lowest): {entry.gap:.2f}.", ""]
     disputed = report.most_disputed(top)
     lines += ["## Rules the groups disagree on most", ""]
     if not disputed:

@@ -15,9 +15,10 @@ and ordinary records. For each rule of a round a participant answers two questio
 
 In a later round each revised rule is shown beside what the participant saw and scored in
 their latest earlier round (read back from the same output file), so that a revision is
-judged against the version it replaces. Every record carries ``annotator_groups`` and ``metadata`` ``{rule_id, round, item_id,
-question}``. Rounds only go forward: a participant whose answers in the file reach round 3
-cannot answer a round-2 file into it (``RoundOrderError``).
+judged against the version it replaces. Every record carries ``annotator_groups`` and
+``metadata`` ``{rule_id, round, item_id, question}``. Rounds only go forward: a participant
+whose answers in the file reach round 3 cannot answer a round-2 file into it
+(``RoundOrderError``).
 """
 
 from __future__ import annotations

@@ -179,6 +179,7 @@ def test_report_agreement_by_group_and_change_between_rounds(study: tuple[Path, 
 
     markdown = _report(outs, "--by", "community")
     assert "| rural | 2 | 4.50 | 100% |" in markdown and "| urban | 2 | 1.50 | 0% |" in markdown
+    assert "Gap between groups (highest mean minus lowest): 3.00." in markdown
     assert "| `cite` | 2 | 1.00 | urban (4.50) | rural (3.50) |" in markdown
     assert "| urban | 1.50 | 4.50 | +3.00 |" in markdown and "| rural | 4.50 | 4.00 | -0.50 |" in markdown
     assert "carol (urban) objects: Detail matters when we ask about farming law." in markdown
