@@ -346,3 +346,16 @@ def test_ctrl_c_keeps_every_answer_given_and_the_rerun_asks_only_the_rest(tmp_pa
         ("cite", "comment"),
     ]
     assert records[2].scores == ({"agreement": 5.0},)
+
+
+def test_participants_without_a_group_are_counted_apart_and_left_out_of_the_gap(
+    study: tuple[Path, Path, list[Path]],
+) -> None:
+    first, _, outs = study
+    erin = outs[0].with_name("erin.jsonl")
+    _annotate(first, erin, "erin", "5\n\n\n")  # no --group; agrees fully with brief
+    report = norm_report([r for out in [*outs, erin] for r in load_preferences(out)[0]], "community")
+    brief1 = report.rounds[("brief", 1)]
+    assert list(brief1.groups) == ["(all)", "rural", "urban", "(no group)"]
+    assert brief1.groups["(no group)"].n == 1 and brief1.groups["(all)"].mean == pytest.approx(17 / 5)
+    assert brief1.gap == pytest.approx(3.0)
