@@ -131,7 +131,7 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None, giv
     except PrefcoreError as exc:
         problems.append(exc)
     try:
-        _check_distributed(sections, data_format)
+        _check_distributed(sections, data_format, methods)
     except PrefcoreError as exc:
         problems.append(exc)
 
@@ -147,14 +147,25 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None, giv
     return CheckedRun(config=config, methods=methods, sections=sections, data_format=data_format)
 
 
-def _check_distributed(sections: Mapping[str, Any], data_format: str) -> None:
-    """``[distributed]`` runs the offline trainers, the preference models and the warm start; not yet the rest."""
+def _check_distributed(
+    sections: Mapping[str, Any], data_format: str, methods: Mapping[str, list[SelectedMethod]] | None = None
+) -> None:
+    """``[distributed]`` runs the offline trainers, the preference models, the warm start and the online
+    objectives without a value model; not yet the rest."""
     section = sections.get("distributed")
     if section is None or section.strategy == "none":
         return
     loop, self_play, run = sections.get("loop"), sections.get("self_play"), sections.get("run")
+    online = sections.get("online")
+    rollout = data_format == "rollout"
+    critic = any(getattr(entry.method, "needs_critic", False) for entry in (methods or {}).get("usage", []))
     unsupported = [
-        (data_format == "rollout", "an online objective (data format 'rollout')", "usage"),
+        (rollout and critic, "an online objective with a value model (PPO, Safe-RLHF)", "usage"),
+        (
+            rollout and online is not None and online.dynamic_sampling,
+            "[online] dynamic_sampling",
+            "online.dynamic_sampling",
+        ),
         (loop is not None and loop.kind != "none", f"[loop] kind = {getattr(loop, 'kind', '')!r}", "loop.kind"),
         (self_play is not None and self_play.rounds > 0, "[self_play] rounds > 0", "self_play.rounds"),
         (run is not None and run.reference == "precomputed", "[run] reference = 'precomputed'", "run.reference"),

@@ -92,7 +92,10 @@ def test_dry_run_accepts_offline_training_and_refuses_what_is_not_distributed_ye
     checked = check_run_config(parse_run_config(_run_file()), registry=REGISTRY)
     assert checked.sections["distributed"].strategy == "fsdp"
     for sections, what in (
-        ({"usage": {"method": "grpo"}}, "an online objective"),
+        (
+            {"usage": {"method": "ppo"}, "reward": [{"kind": "rule", "method": "demo_rule"}]},
+            "an online objective with a value model",
+        ),
         ({"self_play": {"rounds": 1}}, r"\[self_play\] rounds > 0"),
         ({"run": {"reference": "precomputed"}}, r"\[run\] reference = 'precomputed'"),
         ({"loop": {"kind": "best_of_n"}}, r"\[loop\] kind = 'best_of_n'"),

@@ -1,0 +1,98 @@
+"""``prefcore run --nproc 2`` trains an online objective under [distributed] strategy = "fsdp"; the dry run checks it.
+
+The two processes sample different draws than one process would (each rank seeds its own prompts),
+so the run is checked for what it must write: one metrics row per step (rank 0 alone), the
+evaluation, sharded checkpoints holding the prompt sampler and the KL controller, and a final
+``from_pretrained`` model that holds the last checkpoint's gathered weights. That the training
+itself equals one process is ``test_online_distributed.py``'s.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from prefcore.config import parse_run_config
+from prefcore.distributed.checkpoint import to_safetensors
+from prefcore.errors import ConfigError
+from prefcore.registry import Registry
+from prefcore.toml_writer import dumps
+from prefcore.validation import check_run_config
+
+GLOO = dist.is_available() and dist.is_gloo_available()
+REGISTRY = Registry.from_environment(third_party=False)
+
+RUN_FILE: dict[str, Any] = {
+    "run": {"seed": 1, "heldout_fraction": 0.0, "eval_prompts": 4, "max_new_tokens": 6, "threads": 1, "report_to": []},
+    "model": {"demo": True},
+    "feedback": {"method": "demo_rule", "kind": "answers", "categories": ["sum"]},
+    "usage": {"method": "grpo", "beta": 0.02, "kl_target": 0.05},
+    "reward": [{"kind": "verifiable", "mode": "exact", "extract": "whole"}],
+    "online": {"prompts_per_step": 4, "samples_per_prompt": 4, "max_new_tokens": 6},
+    "evaluation": [{"method": "benchmark_accuracy", "match": "exact"}],
+    "train": {"steps": 4, "lr": 1e-3, "progress": False, "checkpoint_every": 2, "eval_every": 2},
+    "distributed": {"strategy": "fsdp", "timeout_s": 60},
+}
+
+
+def _with(**sections: Any) -> dict[str, Any]:
+    data = {**RUN_FILE, **sections}
+    return {name: value for name, value in data.items() if value is not None}
+
+
+def test_dry_run_accepts_online_objectives_and_refuses_what_is_not_distributed_yet() -> None:
+    checked = check_run_config(parse_run_config(RUN_FILE), registry=REGISTRY)
+    assert checked.sections["distributed"].strategy == "fsdp" and checked.data_format == "rollout"
+    for sections, what in (
+        ({"usage": {"method": "ppo"}}, "an online objective with a value model"),
+        ({"online": {"dynamic_sampling": True}}, r"\[online\] dynamic_sampling"),
+        (
+            {"usage": {"method": "dpo"}, "loop": {"kind": "online_dpo"}, "online": {"samples_per_prompt": 2}},
+            r"\[loop\] kind = 'online_dpo'",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=f"strategy = 'fsdp' does not yet run {what}"):
+            check_run_config(parse_run_config(_with(**sections)), registry=REGISTRY)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")
+def test_grpo_runs_from_the_run_file_on_two_processes(tmp_path: Path) -> None:
+    run_file = tmp_path / "job.toml"
+    run_file.write_text(dumps(RUN_FILE), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
+    command = [sys.executable, "-m", "prefcore", "run", str(run_file), "--out", "two", "--nproc", "2"]
+    launched = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    two = tmp_path / "two"
+    with open(two / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [row["step"] for row in rows if row.get("reward/mean")]
+    assert steps == ["1", "2", "3", "4"]  # once each: only rank 0 writes
+    assert [row["step"] for row in rows if row.get("benchmark_accuracy/accuracy")] == ["0", "2", "4"]
+    assert all(float(row["completion_length"]) > 0 for row in rows if row.get("reward/mean"))
+
+    checkpoints = sorted(path.name for path in (two / "checkpoints").iterdir())
+    assert checkpoints == ["step-000002", "step-000004"]
+    last = two / "checkpoints" / "step-000004"
+    state = json.loads((last / "state.json").read_text(encoding="utf-8"))["trainer"]
+    assert state["online_step"] == 4 and state["sampler"] == {"epoch": 0, "position": 16}
+    assert "beta" in state["objective"]
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    saved = load_file(str(to_safetensors(last, tmp_path / "last.safetensors")))
+    final = AutoModelForCausalLM.from_pretrained(two / "model").state_dict()
+    assert saved.keys() <= final.keys()
+    for name, tensor in saved.items():
+        torch.testing.assert_close(final[name], tensor, rtol=0, atol=0, msg=name)
