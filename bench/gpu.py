@@ -59,6 +59,11 @@ class Row:
     roofline_s: float | None
     roofline_formula: str
     notes: list[str] = field(default_factory=list)
+    # The torch fp32 reference of what every provider's ``outputs()`` returns, and the largest
+    # error allowed, relative to the reference's largest magnitude (bf16 inputs and outputs); a
+    # provider that misses it is reported, never timed.
+    expected: Callable[[], tuple[torch.Tensor, ...]] | None = None
+    tolerance: float = 0.0
 
 
 @dataclass
@@ -96,16 +101,55 @@ def _time_ms(fn: Callable[[], object], device: torch.device, warmup_ms: int, rep
     return statistics.median(samples)
 
 
+def _reset(fn: Callable[[], object]) -> None:
+    """Free what a provider's previous call left behind (its gradients), so the next call's count includes them."""
+    reset = getattr(fn, "reset", None)
+    if callable(reset):
+        reset()
+
+
 def _peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
-    if not _is_cuda(device):
-        return None
+    """Peak bytes allocated during one call beyond what was allocated before it, gradients included.
+
+    The gradients the previous call left are freed first (``fn.reset``): otherwise they count in
+    ``before`` and the call's own gradients, which replace them, vanish from the figure. On CPU the
+    storages created and alive are counted (``harness.LiveBytes``), the same accounting.
+    """
     gc.collect()
+    _reset(fn)
+    if not _is_cuda(device):
+        from harness import LiveBytes
+
+        tracker = LiveBytes()
+        with tracker:
+            fn()
+        return tracker.peak
     _sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     fn()
     _sync(device)
     return torch.cuda.max_memory_allocated(device) - before
+
+
+def check(row: Row, fn: Callable[[], object]) -> str:
+    """ "" when the provider's ``outputs()`` after a call match the row's torch reference, else why not."""
+    outputs = getattr(fn, "outputs", None)
+    if row.expected is None or not callable(outputs):
+        return "unchecked: no reference for this provider"
+    got, expected = outputs(), row.expected()
+    if len(got) != len(expected):
+        return f"wrong: {len(got)} outputs, the reference has {len(expected)}"
+    for index, (ours, theirs) in enumerate(zip(got, expected, strict=True)):
+        if ours is None or ours.shape != theirs.shape:
+            return f"wrong: output {index} has shape {None if ours is None else tuple(ours.shape)}"
+        if not ours.numel():
+            continue
+        scale = theirs.float().abs().max().item()
+        error = (ours.float().reshape(theirs.shape) - theirs.float()).abs().max().item()
+        if not error <= row.tolerance * scale:  # also catches NaN
+            return f"wrong: output {index} is off by {error:.3g} > {row.tolerance:g} x {scale:.3g}"
+    return ""
 
 
 def measure(row: Row, device: torch.device, rounds: int, warmup_ms: int, rep_ms: int) -> list[Result]:
@@ -118,6 +162,9 @@ def measure(row: Row, device: torch.device, rounds: int, warmup_ms: int, rep_ms:
             fn = factory()
             fn()  # compile / autotune / allocator warm-up outside every measurement
             _sync(device)
+            result.status = check(row, fn)
+            if result.status.startswith("wrong"):  # a wrong result is never timed
+                continue
             result.peak_bytes = _peak_extra_bytes(fn, device)
             callables[name] = fn
         except Unavailable as exc:
@@ -155,6 +202,19 @@ def _naive_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+def returning(call: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """A forward-only provider whose last output is its ``outputs()`` and is freed by ``reset``."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def step() -> torch.Tensor:
+        kept["out"] = call()
+        return kept["out"]
+
+    step.outputs = lambda: (kept["out"].reshape(-1),)
+    step.reset = kept.clear
+    return step
+
+
 def _compiled(fn: Callable, device: torch.device, allow_cpu_compile: bool) -> Callable:
     if not _is_cuda(device) and not allow_cpu_compile:
         raise Unavailable("torch.compile on CPU is off in smoke mode (pass --compile)")
@@ -175,14 +235,14 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
 
     def fwd_providers() -> dict[str, Callable[[], Callable[[], object]]]:
         def prefcore():
-            return lambda: selective_log_softmax(logits, targets)
+            return returning(lambda: selective_log_softmax(logits, targets))
 
         def naive():
-            return lambda: _naive_logprobs(logits, targets)
+            return returning(lambda: _naive_logprobs(logits, targets))
 
         def compiled():
             fn = _compiled(_naive_logprobs, device, args.compile)
-            return lambda: fn(logits, targets)
+            return returning(lambda: fn(logits, targets))
 
         def liger():
             _need_cuda(device, "Liger's Triton kernel")
@@ -192,7 +252,7 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
                 raise Unavailable(f"liger-kernel: {exc}") from exc
             view = storage.view(1, n_rows + 1, vocab)
             ids = targets.view(1, n_rows)
-            return lambda: fused_selective_log_softmax(view, ids, temperature=1.0)
+            return returning(lambda: fused_selective_log_softmax(view, ids, temperature=1.0))
 
         def trl():
             _need_cuda(device, "TRL's Triton kernel")
@@ -200,7 +260,7 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
                 from trl.kernels import selective_log_softmax_and_entropy
             except ImportError as exc:
                 raise Unavailable(f"trl.kernels: {exc}") from exc
-            return lambda: selective_log_softmax_and_entropy(logits, targets)
+            return returning(lambda: selective_log_softmax_and_entropy(logits, targets)[0])
 
         return {"prefcore": prefcore, "naive torch": naive, "torch.compile": compiled, "liger": liger, "trl": trl}
 
@@ -209,7 +269,17 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
             leaf.grad = None
             forward(leaf).backward(upstream)
 
+        step.outputs = lambda: (leaf.grad,)
+        step.reset = lambda: setattr(leaf, "grad", None)
         return step
+
+    def expected_logps() -> tuple[torch.Tensor, ...]:
+        return (_naive_logprobs(logits.float(), targets),)
+
+    def expected_grad() -> tuple[torch.Tensor, ...]:
+        leaf = logits.detach().float().requires_grad_()
+        _naive_logprobs(leaf, targets).backward(upstream)
+        return (leaf.grad,)
 
     def fwdbwd_providers() -> dict[str, Callable[[], Callable[[], object]]]:
         leaf = logits.detach().requires_grad_()
@@ -259,6 +329,8 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
             fwd_bytes / bandwidth if bandwidth else None,
             "N·V·2 B / HBM bandwidth",
             ["trl also computes the entropy in the same pass"],
+            expected_logps,
+            1e-2,
         ),
         Row(
             "logprob-fwdbwd",
@@ -267,6 +339,8 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
             fwdbwd_bytes / bandwidth if bandwidth else None,
             "3·N·V·2 B / HBM bandwidth",
             ["liger computes the gradient inside its forward and writes it over the logits"],
+            expected_grad,
+            2e-2,
         ),
     ]
 
@@ -317,7 +391,21 @@ def dpo_row(args: argparse.Namespace, device: torch.device, peaks: tuple[float, 
                 ref_logps = ref_fn(ref_hidden, ref_weight)
             _dpo_loss(policy_logps, mask, chosen, rejected, ref_logps).backward()
 
+        return with_grads(step, policy_hidden, policy_weight)
+
+    def with_grads(step: Callable[[], None], *grad_leaves: torch.Tensor) -> Callable[[], None]:
+        """The step with its gradients as outputs (the correctness check) and freed by ``reset`` (memory)."""
+        step.outputs = lambda: tuple(leaf.grad for leaf in grad_leaves)
+        step.reset = lambda: [setattr(leaf, "grad", None) for leaf in grad_leaves]
         return step
+
+    def expected() -> tuple[torch.Tensor, ...]:
+        """fp32 reference gradients of the DPO loss w.r.t. the policy's hidden states and LM-head weight."""
+        policy_hidden, policy_weight = hidden.float().requires_grad_(), weight.float().requires_grad_()
+        with torch.no_grad():
+            ref_logps = naive_logps(ref_hidden.float(), ref_weight.float())
+        _dpo_loss(naive_logps(policy_hidden, policy_weight), mask, chosen, rejected, ref_logps).backward()
+        return policy_hidden.grad, policy_weight.grad
 
     def naive_logps(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         logits = h @ w.T
@@ -353,7 +441,7 @@ def dpo_row(args: argparse.Namespace, device: torch.device, peaks: tuple[float, 
             loss = loss_fn(policy_weight, policy_hidden, liger_targets, ref_input=ref_hidden, ref_weight=ref_weight)
             (loss[0] if isinstance(loss, tuple) else loss).backward()
 
-        return step
+        return with_grads(step, policy_hidden, policy_weight)
 
     def trl():
         try:
@@ -381,6 +469,8 @@ def dpo_row(args: argparse.Namespace, device: torch.device, peaks: tuple[float, 
         flops / peaks[1] if peaks else None,
         "8·N·H·V FLOPs / bf16 peak (prefcore recomputes the logits: 10·N·H·V)",
         ["trl and prefcore recompute logits in the backward; liger computes gradients in its forward"],
+        expected,
+        3e-2,
     )
 
 
@@ -415,9 +505,10 @@ def render(rows: list[tuple[Row, list[Result]]], header: list[str]) -> str:
             ratio = f"{result.median_ms / ours:.2f}x" if ours else "–"
             roof = f"{roofline_ms:.3f}" if roofline_ms else "n/a"
             share = f"{100 * roofline_ms / result.median_ms:.0f}%" if roofline_ms else "n/a"
+            status = f" · {result.status}" if result.status else ""
             lines.append(
                 f"| {row.key} | {result.provider} | {result.median_ms:.3f} | {ratio} | "
-                f"{_format_bytes(result.peak_bytes)} | {roof} | {share} |"
+                f"{_format_bytes(result.peak_bytes)} | {roof} | {share}{status} |"
             )
         notes.append(f"- **{row.key}**: {row.title}; roofline = {row.roofline_formula}.")
         notes.extend(f"  {note}." for note in row.notes)
@@ -481,8 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(warm-up {args.warmup_ms} ms, {args.rep_ms} ms of repetitions, L2 flushed)."
         if _is_cuda(device)
         else "Timing: CPU wall clock (smoke mode).",
-        "Peak extra memory: max_memory_allocated during one call minus memory allocated before it "
-        "(inputs excluded; gradients, outputs and workspaces included).",
+        "Peak extra memory: max_memory_allocated during one call minus memory allocated before it, the "
+        "previous call's gradients and outputs freed first (inputs excluded; gradients, outputs and workspaces "
+        "included). Every result was checked against an fp32 torch reference before it was timed.",
     ]
     if peaks is None and _is_cuda(device):
         header.append(f"No peak numbers known for {name!r}: the roofline columns are n/a.")
