@@ -13,6 +13,7 @@ clipping at 1, β = 0.1, sigmoid loss, a live reference model (TRL's default; pr
 ``--rounds`` times (the machine may be shared: compare the medians and note ``uptime``):
 
 * ``prefcore fp32`` / ``prefcore bf16``: ``[train] precision = "fp32"`` / ``"bf16"`` (CPU autocast);
+  ``prefcore bf16 shared`` adds ``share_prompts = true`` (a pair's prompt runs once);
 * ``TRL fp32`` / ``TRL bf16``: ``DPOConfig(bf16=False / True)``; TRL's own default
   ``gradient_checkpointing`` applies, ``--trl-gradient-checkpointing off`` turns it off.
 
@@ -47,7 +48,7 @@ from typing import Any
 
 __all__ = ["Settings", "main", "measure", "pairs"]
 
-CONFIGS = ("prefcore fp32", "prefcore bf16", "TRL fp32", "TRL bf16")
+CONFIGS = ("prefcore fp32", "prefcore bf16", "prefcore bf16 shared", "TRL fp32", "TRL bf16")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _summary(walls: Sequence[float], cpus: Sequence[float], last_loss: float, to
     }
 
 
-def measure_prefcore(settings: Settings, precision: str) -> dict[str, Any]:
+def measure_prefcore(settings: Settings, precision: str, share_prompts: bool = False) -> dict[str, Any]:
     import torch
 
     from prefcore.data import PairwiseComparison
@@ -140,6 +141,7 @@ def measure_prefcore(settings: Settings, precision: str) -> dict[str, Any]:
         weight_decay=0.0,
         max_grad_norm=1.0,
         precision=precision,
+        share_prompts=share_prompts,
         progress=False,
     )
     with tempfile.TemporaryDirectory() as run_dir:
@@ -236,9 +238,9 @@ def measure(config: str, settings: Settings) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(settings.threads)
-    tool, precision = config.split()
+    tool, precision, *extra = config.split()
     if tool == "prefcore":
-        return measure_prefcore(settings, precision)
+        return measure_prefcore(settings, precision, share_prompts="shared" in extra)
     return measure_trl(settings, bf16=precision == "bf16")
 
 
