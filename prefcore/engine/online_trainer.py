@@ -374,14 +374,19 @@ class OnlineTrainer(OptimiserLoop):
             self.on_checkpoint(self.online_step, path)
         return path
 
+    def sharded_parts(self) -> tuple[torch.nn.Module, Any, Any]:
+        """What a sharded (DCP) checkpoint holds: the wrapped module, the optimiser(s) and the schedule."""
+        return self.sharded.module, self.optimizer, self.scheduler
+
     def _save_online_sharded(self) -> Path:
         if is_main():
             clean_staging(self.run_dir)
+        model, optimizer, scheduler = self.sharded_parts()
         path = save_sharded(
             self.run_dir / "checkpoints" / checkpoint_name(self.online_step),
-            model=self.sharded.module,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
             step=self.online_step,
             trainer_state=self._state(),
         )
@@ -417,9 +422,8 @@ class OnlineTrainer(OptimiserLoop):
                     f"{'distributed' if self.sharded is None else 'single-process'} run; resume it the same way "
                     "(distributed checkpoints resume on any number of processes under torchrun)."
                 )
-            _, state = load_sharded(
-                checkpoints[-1], model=self.sharded.module, optimizer=self.optimizer, scheduler=self.scheduler
-            )
+            model, optimizer, scheduler = self.sharded_parts()
+            _, state = load_sharded(checkpoints[-1], model=model, optimizer=optimizer, scheduler=scheduler)
             self._load_state(state)
             self.gather_weights()
             return True

@@ -37,6 +37,12 @@ reward components (``reward(rollouts, metadata)``'s second result) that are cost
 Checkpoints hold the policy and the value model (one safetensors file, ``policy.*`` and
 ``value.*``), both optimisers and schedules, the objective's state and the RNG states, so a
 killed run resumes to the same weights (``checkpoint_parts``).
+
+Under torchrun PPO runs with DDP (FSDP2 and costs are refused): the policy's forward goes
+through DDP as ``OnlineTrainer``'s does; the value model's gradients (its own trunk, or the heads
+on the policy's) are summed across the ranks by hand before its optimiser steps; reward and
+advantage whitening take the batch statistics of every rank (``batch_statistics``); checkpoints
+are sharded (DCP) with both models and both optimisers.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from prefcore.critic import generalized_advantage_estimation
 from prefcore.critic import token_rewards
@@ -125,7 +132,6 @@ class PPOTrainer(OnlineTrainer):
     """
 
     trains_critic = True
-    distributed = False  # the value model and its optimiser are not spread over the ranks yet
 
     def __init__(self, *args: Any, value_model: ValueModel, cost_names: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -146,6 +152,36 @@ class PPOTrainer(OnlineTrainer):
         self.critic_optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=self.config.weight_decay)
         self.critic_scheduler = make_scheduler(self.critic_optimizer, self.config)
         self._checkpointed = torch.nn.ModuleDict({"policy": self.policy, "value": value_model})
+        if self.parallel is not None:
+            if self.parallel.strategy != "ddp" or self.cost_names:
+                raise ConfigError(
+                    f"{self.objective.name} runs distributed under DDP without costs only: "
+                    "set [distributed] strategy = 'ddp', or run it in one process."
+                )
+            policy_ids = {id(parameter) for parameter in self.policy.parameters()}
+            self.critic_own = [parameter for parameter in trainable if id(parameter) not in policy_ids]
+            with torch.no_grad():  # every rank starts from rank 0's value model
+                for tensor in [*value_model.parameters(), *value_model.buffers()]:
+                    dist.broadcast(tensor.data, src=0)
+
+    def sharded_parts(self) -> tuple[torch.nn.Module, Any, Any]:
+        """Both models, both optimisers (DCP takes a list) and both schedules."""
+        return (
+            self._checkpointed,
+            [self.optimizer, self.critic_optimizer],
+            CombinedScheduler(policy=self.scheduler, value=self.critic_scheduler),
+        )
+
+    def _sync_critic(self) -> None:
+        """The value model's gradients summed over the ranks, as DDP averages the policy's (each rank's
+        loss carries the world size: ``backward``)."""
+        if self.parallel is None:
+            return
+        for parameter in self.critic_own:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+            parameter.grad.div_(self.world_size)
 
     # -- checkpoints ----------------------------------------------------------------------
     def checkpoint_parts(self) -> tuple[torch.nn.Module, Any, Any]:
@@ -169,41 +205,42 @@ class PPOTrainer(OnlineTrainer):
         mask = tensors.mask
         rewards = rewards.to(self.device)
         old_values = self.value_model.rollout_values(tensors)
-        kl, beta = None, 0.0
-        penalty = self.objective.reward_kl()
-        if penalty is not None:
-            estimator = "k3" if penalty.estimator == "k3+" else penalty.estimator  # k3+ differs only in gradient
-            kl, beta = per_token_kl(tensors.sampling_logps, ref_logps, mask, estimator=estimator), penalty.beta
-            counts["kl/reward_penalty"] = float((beta * kl * mask).sum(-1).mean())  # β·Σ_t k_t, per completion
-        outcomes = {"reward": rewards}
-        extras: dict[str, Any] = {}
-        if self.cost_names:
-            missing = [name for name in self.cost_names if name not in components]
-            if missing:
-                raise ConfigError(f"cost {missing[0]!r} is not a reward component; they are {sorted(components)}.")
-            costs = torch.stack([components[name].to(self.device).float() for name in self.cost_names]).sum(0)
-            outcomes["cost"] = costs
-            extras["costs"] = costs
-        config = self.critic_config
-        advantages: dict[str, torch.Tensor] = {}
-        for head, outcome in outcomes.items():
-            per_token = token_rewards(outcome, kl, mask, beta if head == "reward" else -beta)
-            if config.whiten_rewards:
-                per_token = whiten(per_token, mask, shift_mean=False)
-            head_advantages, returns = generalized_advantage_estimation(
-                per_token, old_values[head].to(per_token.dtype), mask, config.gamma, config.lam
-            )
-            advantages[head] = head_advantages
-            extras[f"returns/{head}"] = returns.float()
-            extras[f"old_values/{head}"] = old_values[head].float()
-            extras[f"token_rewards/{head}"] = per_token.float()
-        combine = getattr(self.objective, "combine_advantages", None)
-        if self.cost_names and callable(combine):
-            policy_advantages = combine(advantages, mask, costs=outcomes["cost"])
-        else:
-            policy_advantages = advantages["reward"]
-        if config.whiten_advantages:
-            policy_advantages = whiten(policy_advantages, mask)
+        with self.batch_statistics():  # whitening over every rank's rollouts
+            kl, beta = None, 0.0
+            penalty = self.objective.reward_kl()
+            if penalty is not None:
+                estimator = "k3" if penalty.estimator == "k3+" else penalty.estimator  # k3+ differs only in gradient
+                kl, beta = per_token_kl(tensors.sampling_logps, ref_logps, mask, estimator=estimator), penalty.beta
+                counts["kl/reward_penalty"] = float((beta * kl * mask).sum(-1).mean())  # β·Σ_t k_t, per completion
+            outcomes = {"reward": rewards}
+            extras: dict[str, Any] = {}
+            if self.cost_names:
+                missing = [name for name in self.cost_names if name not in components]
+                if missing:
+                    raise ConfigError(f"cost {missing[0]!r} is not a reward component; they are {sorted(components)}.")
+                costs = torch.stack([components[name].to(self.device).float() for name in self.cost_names]).sum(0)
+                outcomes["cost"] = costs
+                extras["costs"] = costs
+            config = self.critic_config
+            advantages: dict[str, torch.Tensor] = {}
+            for head, outcome in outcomes.items():
+                per_token = token_rewards(outcome, kl, mask, beta if head == "reward" else -beta)
+                if config.whiten_rewards:
+                    per_token = whiten(per_token, mask, shift_mean=False)
+                head_advantages, returns = generalized_advantage_estimation(
+                    per_token, old_values[head].to(per_token.dtype), mask, config.gamma, config.lam
+                )
+                advantages[head] = head_advantages
+                extras[f"returns/{head}"] = returns.float()
+                extras[f"old_values/{head}"] = old_values[head].float()
+                extras[f"token_rewards/{head}"] = per_token.float()
+            combine = getattr(self.objective, "combine_advantages", None)
+            if self.cost_names and callable(combine):
+                policy_advantages = combine(advantages, mask, costs=outcomes["cost"])
+            else:
+                policy_advantages = advantages["reward"]
+            if config.whiten_advantages:
+                policy_advantages = whiten(policy_advantages, mask)
         return ScoredRollouts(
             rollouts,
             tensors,
@@ -260,27 +297,30 @@ class PPOTrainer(OnlineTrainer):
         warm = self.warming_up()
         entropy = self._needs_entropy() and not warm
         config = self.train_config
+        ranges = self.row_ranges(scored.rewards.shape[0])
+        first, count = ranges[self.rank]
         for epoch in range(self.online.update_epochs):
-            for minibatch in self._minibatches(scored.rewards.shape[0], epoch):
-                self.policy.train()
+            for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):
+                self.train_mode()
                 self.value_model.train()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
-                num_tokens = int(loss_mask[minibatch].sum())
+                mine = [row - first for row in minibatch if first <= row < first + count]
+                num_tokens = int(self.global_sum(int(loss_mask[mine].sum())))
                 step: dict[str, float] = {}
-                size = micro or len(minibatch)
-                for start in range(0, len(minibatch), size):
-                    rows = minibatch[start : start + size]
-                    share = len(rows) / len(minibatch)
+                widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
+                chunks = self.micro_batches(minibatch, ranges, micro or widest)
+                for position, (rows, weight) in enumerate(chunks):
+                    share = weight * len(rows) / len(minibatch)
                     with torch.set_grad_enabled(not warm or self.value_model.shared):
-                        outputs = policy_outputs(
-                            self.policy,
+                        outputs = self.forward(
+                            _policy_outputs,
                             scored.tensors,
                             rows,
-                            value_model=self.value_model,
-                            entropy=entropy,
-                            fused=config.fused_lm_head,
-                            backend=config.kernel_backend,
+                            self.value_model,
+                            entropy,
+                            config.fused_lm_head,
+                            config.kernel_backend,
                         )
                     values = outputs.values
                     if values is None:
@@ -297,12 +337,16 @@ class PPOTrainer(OnlineTrainer):
                         check_loss(output.loss, self.step + 1, self.objective)
                         total = output.loss + total
                         parts.update(output.metrics)
-                        step["policy_loss"] = step.get("policy_loss", 0.0) + float(output.loss.detach())
-                    total.backward()
-                    step["loss"] = step.get("loss", 0.0) + float(total.detach())
+                        step["policy_loss"] = step.get("policy_loss", 0.0) + weight * float(output.loss.detach())
+                    elif self.sharded is not None and outputs.logps.requires_grad:
+                        total = total + 0.0 * outputs.logps.sum()  # DDP reduces every parameter it ran
+                    self._backward_both(total, final=position == len(chunks) - 1, weight=weight, policy=not warm)
+                    step["loss"] = step.get("loss", 0.0) + weight * float(total.detach())
                     for key, value in parts.items():
                         value = value.detach() if isinstance(value, torch.Tensor) else value
                         step[key] = step.get(key, 0.0) + share * float(value)
+                self._sync_critic()
+                step = self.reduce_metrics(step)
                 if not warm:
                     self.apply_update(step)
                 self._critic_update(step)
@@ -312,3 +356,23 @@ class PPOTrainer(OnlineTrainer):
         metrics = {key: value / updates for key, value in totals.items()}
         metrics["critic/warmup"] = float(warm)
         return metrics
+
+    def _backward_both(self, loss: torch.Tensor, *, final: bool, weight: float, policy: bool) -> None:
+        """``backward`` through DDP when the policy's forward went through it, else a plain one scaled alike."""
+        if self.sharded is None or policy or self.value_model.shared:
+            self.backward(loss, final=final, weight=weight)
+        else:  # critic warm-up with a separate critic: the policy ran without gradient, outside DDP's reducer
+            (loss * (weight * self.world_size)).backward()
+
+
+def _policy_outputs(
+    policy: torch.nn.Module,
+    tensors: Any,
+    rows: list[int],
+    value_model: ValueModel,
+    entropy: bool,
+    fused: bool,
+    backend: str,
+) -> Any:
+    """``policy_outputs`` of a micro-batch: what DDP wraps as the policy's forward."""
+    return policy_outputs(policy, tensors, rows, value_model=value_model, entropy=entropy, fused=fused, backend=backend)

@@ -52,6 +52,8 @@ def _with(**sections: Any) -> dict[str, Any]:
 def test_dry_run_accepts_online_objectives_and_refuses_what_is_not_distributed_yet() -> None:
     checked = check_run_config(parse_run_config(RUN_FILE), registry=REGISTRY)
     assert checked.sections["distributed"].strategy == "fsdp" and checked.data_format == "rollout"
+    ppo = _with(usage={"method": "ppo"}, distributed={"strategy": "ddp"})
+    assert check_run_config(parse_run_config(ppo), registry=REGISTRY).data_format == "rollout"
     for sections, what in (
         ({"usage": {"method": "ppo"}}, "an online objective with a value model"),
         ({"online": {"dynamic_sampling": True}}, r"\[online\] dynamic_sampling"),
