@@ -151,7 +151,7 @@ def _check_distributed(
     sections: Mapping[str, Any], data_format: str, methods: Mapping[str, list[SelectedMethod]] | None = None
 ) -> None:
     """``[distributed]`` runs the offline trainers, the preference models, the warm start and the online
-    objectives (PPO under DDP only, Safe-RLHF not yet); not yet the rest."""
+    objectives and online DPO (PPO under DDP only, Safe-RLHF not yet); not yet the rest."""
     section = sections.get("distributed")
     if section is None or section.strategy == "none":
         return
@@ -172,7 +172,11 @@ def _check_distributed(
             "[online] dynamic_sampling",
             "online.dynamic_sampling",
         ),
-        (loop is not None and loop.kind != "none", f"[loop] kind = {getattr(loop, 'kind', '')!r}", "loop.kind"),
+        (
+            loop is not None and loop.kind not in ("none", "online_dpo"),
+            f"[loop] kind = {getattr(loop, 'kind', '')!r}",
+            "loop.kind",
+        ),
         (self_play is not None and self_play.rounds > 0, "[self_play] rounds > 0", "self_play.rounds"),
         (run is not None and run.reference == "precomputed", "[run] reference = 'precomputed'", "run.reference"),
         (run is not None and run.ensemble == "soup", "[run] ensemble = 'soup'", "run.ensemble"),

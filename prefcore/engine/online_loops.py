@@ -18,7 +18,9 @@ token ids that were sampled (no re-tokenisation, a truncated sample stays withou
 token), train any pairwise objective (dpo, ipo, ...) against the frozen reference for
 ``update_epochs`` optimiser steps. The loop is ``OnlineTrainer``'s -- seeded prompt order,
 rollout seeds a function of ``(seed, step)``, atomic checkpoints that hold the sampler's place
--- so a killed run resumes to the same weights; only the step differs.
+-- so a killed run resumes to the same weights; only the step differs. Under torchrun each rank
+samples its slice of the step's prompts, pairs its own groups, and trains on its pairs with the
+global pair and token counts (``OnlineTrainer``'s sharding; the forward through DDP or FSDP2).
 
 **Best-of-n / rejection-sampling fine-tuning** (RAFT, Dong et al. 2023,
 https://arxiv.org/abs/2304.06767; ReST, Gulcehre et al. 2023, https://arxiv.org/abs/2308.08998).
@@ -54,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from prefcore.batch import LogProbBatch
 from prefcore.engine.batching import SequenceBatch
@@ -206,18 +209,19 @@ def sample_metrics(
     return metrics
 
 
+def _sequence_logps(model: torch.nn.Module, sequences: Any, fused: bool, backend: str) -> torch.Tensor:
+    """The policy's per-token log-probs of a micro-batch of pairs (what DDP and FSDP2 wrap)."""
+    return completion_token_logps(model, sequences, fused=fused, backend=backend)
+
+
 def _log_prob_batch(
-    policy: torch.nn.Module,
+    policy_logps: torch.Tensor,
     batch: SequenceBatch,
     reference: ModelReference | None,
-    config: TrainConfig,
     num_items: int,
     num_tokens: int,
 ) -> LogProbBatch:
     """The offline objectives' batch for pairs of sampled sequences (policy with gradient, reference without)."""
-    policy_logps = completion_token_logps(
-        policy, batch.sequences, fused=config.fused_lm_head, backend=config.kernel_backend
-    )
     ref_logps = None if reference is None else reference(batch)
     return LogProbBatch(
         policy_logps=policy_logps.float(),
@@ -242,8 +246,6 @@ class OnlineDPOTrainer(OnlineTrainer):
     pass (0 = all of a step's pairs) and ``minibatch_size`` must be 0 (one optimiser step per
     ``update_epochs`` pass). The reference measures the KL and is the objectives' π_ref.
     """
-
-    distributed = False  # its pair updates run on the plain policy, not through DDP or FSDP2 yet
 
     def __init__(
         self,
@@ -321,22 +323,31 @@ class OnlineDPOTrainer(OnlineTrainer):
             {},
         )
 
-    def update(self, items: Sequence[TrainingItem]) -> dict[str, float]:
-        """One optimiser step of the weighted objectives over all ``items`` (micro-batches add up exactly)."""
-        self.policy.train()
+    def update(self, items: Sequence[TrainingItem], filler: Sequence[TrainingItem] = ()) -> dict[str, float]:
+        """One optimiser step of the weighted objectives over all ``items`` (micro-batches add up exactly).
+
+        Distributed, ``items`` are this rank's pairs; every rank runs as many micro-batches as the busiest,
+        the missing ones on ``filler`` (one pair) with weight 0, and the counts are global.
+        """
+        self.train_mode()
         self.optimizer.zero_grad(set_to_none=True)
-        size = self.online.micro_batch_size or len(items)
-        batches = [
-            collate(items[start : start + size], self.tokenizer.pad_token_id) for start in range(0, len(items), size)
-        ]
-        num_tokens = sum(batch.target_token_count() for batch in batches)
+        counts = self.rank_counts(len(items))
+        size = self.online.micro_batch_size or max(counts)
+        chunks = [(list(items[start : start + size]), 1.0) for start in range(0, len(items), size)]
+        if self.parallel is not None:
+            busiest = max(-(-count // size) for count in counts)
+            chunks += [(list(filler[:1]), 0.0)] * (busiest - len(chunks))
+        batches = [(collate(chunk, self.tokenizer.pad_token_id), weight) for chunk, weight in chunks]
+        num_items = sum(counts)
+        num_tokens = int(self.global_sum(sum(batch.target_token_count() for batch, weight in batches if weight)))
+        config = self.train_config
         totals: dict[str, float] = {}
-        for batch in batches:
-            log_prob_batch = _log_prob_batch(
-                self.policy, batch.to(self.device), self.model_reference, self.train_config, len(items), num_tokens
-            )
+        for position, (batch, weight) in enumerate(batches):
+            batch = batch.to(self.device)
+            policy_logps = self.forward(_sequence_logps, batch.sequences, config.fused_lm_head, config.kernel_backend)
+            log_prob_batch = _log_prob_batch(policy_logps, batch, self.model_reference, num_items, num_tokens)
             loss = torch.zeros((), device=self.device)
-            share = batch.num_items / len(items)
+            share = weight * batch.num_items / num_items
             for entry in self.objectives:
                 output = entry.objective.loss(log_prob_batch)
                 check_loss(output.loss, self.step + 1, entry.objective)
@@ -345,30 +356,45 @@ class OnlineDPOTrainer(OnlineTrainer):
                 for key, value in output.metrics.items():
                     totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
             check_finite(loss, self.step + 1)
-            loss.backward()
-            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+            self.backward(loss, final=position == len(batches) - 1, weight=weight)
+            totals["loss"] = totals.get("loss", 0.0) + weight * float(loss.detach())
+        totals = self.reduce_metrics(totals)
         self.apply_update(totals)
         return totals
+
+    def rank_counts(self, count: int) -> list[int]:
+        """``count`` of every rank (``[count]`` in one process)."""
+        if self.parallel is None:
+            return [count]
+        counts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(counts, int(count))
+        return [int(value) for value in counts]
 
     def train_step(self) -> dict[str, float]:
         """Sample, rank, pair, then ``update_epochs`` optimiser steps on the pairs; returns the step's metrics."""
         started = time.perf_counter()
-        indices = self.sampler.draw(self.online.prompts_per_step)
+        indices = self.local_prompts(self.sampler.draw(self.online.prompts_per_step))
+        self.gather_weights()  # FSDP2: the sampler needs the full weights in the plain model
         scored = self.score(indices)
         rollout_s = time.perf_counter() - started
-        metrics = sample_metrics(scored.rollouts, scored.tensors, scored.rewards, scored.components, scored.ref_logps)
-        made = rollout_pairs(scored.rewards, self.online.samples_per_prompt)
+        everyone = self.gather_rollouts(scored)
+        metrics = sample_metrics(
+            everyone.rollouts, everyone.tensors, everyone.rewards, everyone.components, everyone.ref_logps
+        )
+        made = rollout_pairs(everyone.rewards, self.online.samples_per_prompt)  # every rank's, for the metrics
         metrics["pairs"] = float(len(made.pairs))
         metrics["tied_groups"] = float(made.tied_groups)
         if made.pairs:
-            chosen = scored.rewards[[pair[0] for pair in made.pairs]]
-            rejected = scored.rewards[[pair[1] for pair in made.pairs]]
+            chosen = everyone.rewards[[pair[0] for pair in made.pairs]]
+            rejected = everyone.rewards[[pair[1] for pair in made.pairs]]
             metrics["reward/chosen"] = float(chosen.mean())
             metrics["reward/rejected"] = float(rejected.mean())
-            items = _pair_items(scored.rollouts, made.pairs)
+            mine = rollout_pairs(scored.rewards, self.online.samples_per_prompt).pairs  # this rank's own groups
+            items = _pair_items(scored.rollouts, mine)
+            filler = _pair_items(scored.rollouts, [(0, 1)])
             updates: dict[str, float] = {}
             for _ in range(self.online.update_epochs):
-                for key, value in self.update(items).items():
+                for key, value in self.update(items, filler).items():
                     updates[key] = updates.get(key, 0.0) + value / self.online.update_epochs
             metrics.update(updates)
         else:  # every prompt tied: nothing to prefer, no update (the schedule does not advance either)

@@ -39,10 +39,12 @@ from prefcore.demo import task
 from prefcore.demo.model import build_tiny_model
 from prefcore.demo.tokenizer import build_tokenizer
 from prefcore.engine.models import frozen_copy
+from prefcore.engine.online_loops import OnlineDPOTrainer
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.ppo_trainer import PPOTrainer
 from prefcore.engine.rollout import PrefixCacheBackend
 from prefcore.engine.rollout import Sample
+from prefcore.engine.trainer import WeightedObjective
 from prefcore.engine.value_model import build_value_model
 from prefcore.registry import Registry
 from prefcore.rollout import Rollouts
@@ -59,6 +61,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "ppo": ("ppo", {"whiten_rewards": True}),
     # the value head on the policy's trunk: one forward through DDP serves both
     "ppo_shared": ("ppo", {"critic": "shared"}),
+    # the [loop]: best-against-worst pairs of each rank's groups train DPO with the global pair count
+    "online_dpo": ("dpo", {"beta": 0.1}),
 }
 STRATEGIES: dict[str, tuple[str, ...]] = {"reinforce_pp": ("ddp",), "ppo": ("ddp",), "ppo_shared": ("ddp",)}
 """PPO runs under DDP only; FSDP2 is shown on GRPO (to keep the launch short)."""
@@ -102,9 +106,12 @@ def build(
     objective = Registry.from_environment(third_party=False).create("usage", method, options)
     critic: dict[str, Any] = {}
     trainer_class: type[OnlineTrainer] = OnlineTrainer
+    online = {"minibatch_size": 12, "micro_batch_size": 5}
     if method == "ppo":
         trainer_class = PPOTrainer
         critic["value_model"] = build_value_model(objective.config.critic, policy, heads=("reward",), seed=2)
+    if case == "online_dpo":  # one optimiser step per pass over a step's pairs, 3 pairs per forward
+        trainer_class, objective, online = OnlineDPOTrainer, [WeightedObjective(objective)], {"micro_batch_size": 3}
     trainer = trainer_class(
         policy,
         objective,
@@ -122,14 +129,7 @@ def build(
             kernel_backend="torch",
         ),
         # 32 completions a step; minibatches of 12 split unevenly between the ranks, micro-batches of 5
-        OnlineLoopConfig(
-            prompts_per_step=8,
-            samples_per_prompt=4,
-            max_new_tokens=6,
-            update_epochs=2,
-            minibatch_size=12,
-            micro_batch_size=5,
-        ),
+        OnlineLoopConfig(prompts_per_step=8, samples_per_prompt=4, max_new_tokens=6, update_epochs=2, **online),
         tokenizer=tokenizer,
         reward=reward,
         run_dir=run_dir,
@@ -298,6 +298,12 @@ COMPARED = (
     "kl/k1",
     "entropy",
     "completion_length",
+    "zero_std_groups",
+    "truncated_fraction",
+    "pairs",
+    "tied_groups",
+    "reward/chosen",
+    "reward/rejected",
 )
 
 

@@ -52,14 +52,16 @@ def _with(**sections: Any) -> dict[str, Any]:
 def test_dry_run_accepts_online_objectives_and_refuses_what_is_not_distributed_yet() -> None:
     checked = check_run_config(parse_run_config(RUN_FILE), registry=REGISTRY)
     assert checked.sections["distributed"].strategy == "fsdp" and checked.data_format == "rollout"
+    online_dpo = _with(usage={"method": "dpo"}, loop={"kind": "online_dpo"}, online={"samples_per_prompt": 2})
+    assert check_run_config(parse_run_config(online_dpo), registry=REGISTRY).data_format == "pairwise"
     ppo = _with(usage={"method": "ppo"}, distributed={"strategy": "ddp"})
     assert check_run_config(parse_run_config(ppo), registry=REGISTRY).data_format == "rollout"
     for sections, what in (
         ({"usage": {"method": "ppo"}}, "an online objective with a value model"),
         ({"online": {"dynamic_sampling": True}}, r"\[online\] dynamic_sampling"),
         (
-            {"usage": {"method": "dpo"}, "loop": {"kind": "online_dpo"}, "online": {"samples_per_prompt": 2}},
-            r"\[loop\] kind = 'online_dpo'",
+            {"usage": {"method": "sft"}, "loop": {"kind": "best_of_n"}, "online": {"samples_per_prompt": 2}},
+            r"\[loop\] kind = 'best_of_n'",
         ),
     ):
         with pytest.raises(ConfigError, match=f"strategy = 'fsdp' does not yet run {what}"):
