@@ -1,6 +1,9 @@
 """Side-by-side GPU comparison of prefcore's log-prob kernels with naive torch, torch.compile and peers.
 
-Prints one markdown table: median time (CUDA events via ``triton.testing.do_bench``, warm-up,
+Prints the issue's summary table first (workload | best peer | limit | prefcore | goal, then every
+peer side by side; the limit is the roofline floor, max(bytes / HBM bandwidth, FLOPs / bf16 peak),
+with the work each row must do counted by ``logprob_work``, ``linear_logprob_work`` and
+``dpo_work``), then the detailed table: median time (CUDA events via ``triton.testing.do_bench``, warm-up,
 providers interleaved round by round) and peak extra memory (``torch.cuda.max_memory_allocated``
 minus what was allocated before the call: inputs are excluded, gradients and workspaces are not),
 with the roofline of each row. Rows (bf16):
@@ -43,6 +46,60 @@ GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
 )
 IGNORE = -100
 BETA = 0.1
+# The issue's goals at the default sizes (bf16, H100): row key -> (time ms, peak extra memory GiB or None).
+GOALS: dict[str, tuple[float, float | None]] = {
+    "logprob-fwd": (1.55, None),
+    "logprob-fwdbwd": (5.0, 4.0),
+    "dpo": (51.0, 1.5),
+}
+
+
+@dataclass(frozen=True)
+class Work:
+    """The least work a workload must do: tensor-core FLOPs and HBM bytes; its floor is the larger time."""
+
+    flops: float
+    bytes: float
+    formula: str
+
+    def floor_s(self, peaks: tuple[float, float] | None) -> float | None:
+        """max(bytes / bandwidth, FLOPs / bf16 peak): the roofline's limit on this GPU."""
+        if peaks is None:
+            return None
+        bandwidth, flops_per_s = peaks
+        return max(self.bytes / bandwidth, self.flops / flops_per_s)
+
+
+def logprob_work(n_tokens: int, vocab: int, element: int, *, backward: bool) -> Work:
+    """Log-probs from materialised logits: no matmul, so the bytes set the floor.
+
+    Forward: one read of the N·V logits (the per-token outputs, O(N), are neglected). Forward +
+    backward: that read, the backward's second read, and the N·V gradient written.
+    """
+    reads = 3 if backward else 1
+    return Work(0.0, reads * n_tokens * vocab * element, f"{reads}·N·V·{element} B / HBM bandwidth")
+
+
+def linear_logprob_work(n_tokens: int, hidden: int, vocab: int, *, backward: bool) -> Work:
+    """Log-probs through the LM head (hidden states in): the N×H @ H×V matmul sets the floor.
+
+    Forward 2·N·H·V FLOPs; the backward adds 2·N·H·V for dH and 2·N·H·V for dW (4·N·H·V), so
+    forward + backward is 6·N·H·V. A kernel that recomputes the logits in the backward does
+    2·N·H·V more than this floor.
+    """
+    factor = 6 if backward else 2
+    return Work(float(factor * n_tokens * hidden * vocab), 0.0, f"{factor}·N·H·V FLOPs / bf16 peak")
+
+
+def dpo_work(valid_tokens: int, hidden: int, vocab: int) -> Work:
+    """One DPO step through the LM head: policy forward + backward (6·N·H·V) and reference forward (2·N·H·V).
+
+    N counts the completion tokens only (ignored prompt tokens need no logits). 8·N·H·V in all;
+    a provider that recomputes the policy's logits in its backward (prefcore, TRL) does 10·N·H·V.
+    """
+    policy = linear_logprob_work(valid_tokens, hidden, vocab, backward=True)
+    reference = linear_logprob_work(valid_tokens, hidden, vocab, backward=False)
+    return Work(policy.flops + reference.flops, 0.0, "8·N·H·V FLOPs / bf16 peak (policy 6·N·H·V + reference 2·N·H·V)")
 
 
 class Unavailable(Exception):
@@ -56,14 +113,15 @@ class Row:
     key: str
     title: str
     providers: dict[str, Callable[[], Callable[[], object]]]  # name -> factory of the timed callable
-    roofline_s: float | None
-    roofline_formula: str
+    work: Work
     notes: list[str] = field(default_factory=list)
     # The torch fp32 reference of what every provider's ``outputs()`` returns, and the largest
     # error allowed, relative to the reference's largest magnitude (bf16 inputs and outputs); a
     # provider that misses it is reported, never timed.
     expected: Callable[[], tuple[torch.Tensor, ...]] | None = None
     tolerance: float = 0.0
+    roofline_s: float | None = None  # work.floor_s(peaks), set where the GPU's peaks are known
+    goal: tuple[float, float | None] | None = None  # the issue's goal, at the issue's sizes only
 
 
 @dataclass
@@ -318,16 +376,15 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
 
         return {"prefcore": prefcore, "naive torch": naive, "torch.compile": compiled, "liger": liger, "trl": trl}
 
-    bandwidth = peaks[0] if peaks else None
-    fwd_bytes = n_rows * vocab * element  # one read of the logits; O(N) outputs neglected
-    fwdbwd_bytes = 3 * n_rows * vocab * element  # forward read, backward read + gradient write
-    return [
+    fwd_work = logprob_work(n_rows, vocab, element, backward=False)
+    fwdbwd_work = logprob_work(n_rows, vocab, element, backward=True)
+    at_goal_sizes = (n_rows, vocab) == (16384, 128256)
+    rows = [
         Row(
             "logprob-fwd",
             f"log-prob forward, logits {n_rows} x {vocab} bf16",
             fwd_providers(),
-            fwd_bytes / bandwidth if bandwidth else None,
-            "N·V·2 B / HBM bandwidth",
+            fwd_work,
             ["trl also computes the entropy in the same pass"],
             expected_logps,
             1e-2,
@@ -336,13 +393,16 @@ def logprob_rows(args: argparse.Namespace, device: torch.device, peaks: tuple[fl
             "logprob-fwdbwd",
             f"log-prob forward + backward, logits {n_rows} x {vocab} bf16",
             fwdbwd_providers(),
-            fwdbwd_bytes / bandwidth if bandwidth else None,
-            "3·N·V·2 B / HBM bandwidth",
+            fwdbwd_work,
             ["liger computes the gradient inside its forward and writes it over the logits"],
             expected_grad,
             2e-2,
         ),
     ]
+    for row in rows:
+        row.roofline_s = row.work.floor_s(peaks)
+        row.goal = GOALS[row.key] if at_goal_sizes else None
+    return rows
 
 
 def _dpo_loss(policy_logps, mask, chosen, rejected, ref_logps) -> torch.Tensor:
@@ -459,18 +519,19 @@ def dpo_row(args: argparse.Namespace, device: torch.device, peaks: tuple[float, 
 
         return with_loss(fn, fn)
 
-    valid_tokens = n_seqs * (seq_len - n_prompt)
-    flops = 8 * valid_tokens * width * vocab  # policy 6NHV (fwd, dH, dW) + reference 2NHV
+    work = dpo_work(n_seqs * (seq_len - n_prompt), width, vocab)
+    at_goal_sizes = (pairs, seq_len, width, vocab, n_prompt) == (4, 1024, 4096, 128256, 0)
     return Row(
         "dpo",
         f"DPO step, {pairs} pairs x {seq_len} tokens, H={width}, V={vocab} bf16 "
         f"(prompt fraction {args.prompt_fraction:g})",
         {"prefcore": prefcore, "naive torch": naive, "torch.compile": compiled, "liger": liger, "trl": trl},
-        flops / peaks[1] if peaks else None,
-        "8·N·H·V FLOPs / bf16 peak (prefcore recomputes the logits: 10·N·H·V)",
-        ["trl and prefcore recompute logits in the backward; liger computes gradients in its forward"],
+        work,
+        ["trl and prefcore recompute logits in the backward (10·N·H·V); liger computes gradients in its forward"],
         expected,
         3e-2,
+        work.floor_s(peaks),
+        GOALS["dpo"] if at_goal_sizes else None,
     )
 
 
@@ -490,8 +551,42 @@ def _format_bytes(value: int | None) -> str:
     return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
 
 
+def _cell(result: Result | None) -> str:
+    if result is None:
+        return "–"
+    if result.median_ms is None:  # the reason is in the detailed table below
+        return result.status.split(":")[0] or "–"
+    return f"{result.median_ms:.3f} ms, {_format_bytes(result.peak_bytes)}"
+
+
+def summary(rows: list[tuple[Row, list[Result]]]) -> list[str]:
+    """The issue's table: workload | best peer | limit | prefcore | goal, then every peer side by side."""
+    peers = list(dict.fromkeys(r.provider for _, results in rows for r in results if r.provider != "prefcore"))
+    lines = [
+        "| workload | best peer | limit | prefcore | goal | " + " | ".join(peers) + " |",
+        "|---|---|---:|---|---|" + "---|" * len(peers),
+    ]
+    for row, results in rows:
+        by_name = {result.provider: result for result in results}
+        timed = [r for r in results if r.provider != "prefcore" and r.median_ms is not None]
+        best = min(timed, key=lambda r: r.median_ms) if timed else None
+        best_cell = f"{best.provider} {_cell(best)}" if best else "–"
+        limit = f"{row.roofline_s * 1e3:.2f} ms" if row.roofline_s else "n/a"
+        if row.goal is None:
+            goal = "– (other sizes)"
+        else:
+            goal = f"≤ {row.goal[0]:g} ms" + (f", ≤ {row.goal[1]:g} GiB" if row.goal[1] is not None else "")
+        cells = [_cell(by_name.get(peer)) for peer in peers]
+        lines.append(
+            f"| {row.key} | {best_cell} | {limit} | {_cell(by_name.get('prefcore'))} | {goal} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
 def render(rows: list[tuple[Row, list[Result]]], header: list[str]) -> str:
-    lines = [*header, ""]
+    lines = [*header, "", *summary(rows), ""]
     lines.append("| op | provider | median ms | vs prefcore | peak extra memory | roofline ms | % of roofline |")
     lines.append("|---|---|---:|---:|---:|---:|---:|")
     notes: list[str] = []
@@ -510,7 +605,7 @@ def render(rows: list[tuple[Row, list[Result]]], header: list[str]) -> str:
                 f"| {row.key} | {result.provider} | {result.median_ms:.3f} | {ratio} | "
                 f"{_format_bytes(result.peak_bytes)} | {roof} | {share}{status} |"
             )
-        notes.append(f"- **{row.key}**: {row.title}; roofline = {row.roofline_formula}.")
+        notes.append(f"- **{row.key}**: {row.title}; roofline = {row.work.formula}.")
         notes.extend(f"  {note}." for note in row.notes)
     return "\n".join([*lines, "", *notes])
 

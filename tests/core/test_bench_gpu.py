@@ -56,8 +56,7 @@ def test_a_wrong_result_is_reported_and_never_timed(gpu) -> None:
         "logprob-fwd",
         "test",
         {"right": lambda: right, "wrong": lambda: wrong},
-        None,
-        "n/a",
+        gpu.Work(0.0, 0.0, "n/a"),
         expected=lambda: (gpu._naive_logprobs(logits.float(), targets),),
         tolerance=1e-2,
     )
@@ -82,3 +81,53 @@ def test_dpo_row_providers_match_the_fp32_reference_gradients(gpu) -> None:
     peak = gpu._peak_extra_bytes(step, CPU)
     weight_grad_bytes = args.vocab_dpo * args.hidden * 2  # the bf16 LM-head gradient is in the figure
     assert peak >= weight_grad_bytes
+
+
+def test_work_counts_match_the_matmul_flops_and_the_logit_bytes(gpu) -> None:
+    n, h, v = 16384, 4096, 128256
+    # A fused LM-head forward is one N×H @ H×V matmul: 2·N·H·V; dH and dW are two more of the same size.
+    assert gpu.linear_logprob_work(n, h, v, backward=False).flops == 2 * n * h * v
+    assert gpu.linear_logprob_work(n, h, v, backward=True).flops == 3 * 2 * n * h * v
+    # DPO: the policy's forward and backward plus the reference's forward, on completion tokens only.
+    assert gpu.dpo_work(n, h, v).flops == 2 * n * h * v * 3 + 2 * n * h * v
+    # From materialised bf16 logits: read once forward; read twice and write the gradient with the backward.
+    assert gpu.logprob_work(n, v, 2, backward=False).bytes == n * v * 2
+    assert gpu.logprob_work(n, v, 2, backward=True).bytes == 3 * n * v * 2
+    h100 = gpu._peaks_for("NVIDIA H100 80GB HBM3")
+    assert gpu.logprob_work(n, v, 2, backward=False).floor_s(h100) == pytest.approx(n * v * 2 / 3.35e12)
+    assert gpu.dpo_work(8192, h, v).floor_s(h100) == pytest.approx(8 * 8192 * h * v / 989e12)
+    assert gpu.dpo_work(8192, h, v).floor_s(None) is None
+
+
+def test_dpo_row_counts_completion_tokens_and_keeps_the_goal_for_the_issue_sizes_only(gpu) -> None:
+    args = argparse.Namespace(
+        pairs=2, seq_len=16, hidden=32, vocab_dpo=300, prompt_fraction=0.25, compile=False, rows=8, vocab=50
+    )
+    row = gpu.dpo_row(args, CPU, (1e12, 1e14))
+    assert row.work.flops == 8 * (4 * 12) * 32 * 300  # 4 sequences of 16 tokens, the first 4 ignored
+    assert row.roofline_s == pytest.approx(row.work.flops / 1e14)
+    assert row.goal is None
+
+
+def test_summary_puts_the_best_peer_limit_prefcore_and_goal_side_by_side(gpu) -> None:
+    row = gpu.Row("dpo", "t", {}, gpu.dpo_work(1, 1, 1), roofline_s=0.0448, goal=(51.0, 1.5))
+    results = [
+        gpu.Result("prefcore", 50.0, 2**30),
+        gpu.Result("naive torch", 90.0, 3 * 2**30),
+        gpu.Result("liger", 64.5, 2**31),
+        gpu.Result("trl", None, None, "skipped: trl.kernels: missing"),
+    ]
+    header, rule, line = gpu.summary([(row, results)])
+    assert header == "| workload | best peer | limit | prefcore | goal | naive torch | liger | trl |"
+    assert rule.count("|") == header.count("|")
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells == [
+        "dpo",
+        "liger 64.500 ms, 2.00 GiB",
+        "44.80 ms",
+        "50.000 ms, 1.00 GiB",
+        "≤ 51 ms, ≤ 1.5 GiB",
+        "90.000 ms, 3.00 GiB",
+        "64.500 ms, 2.00 GiB",
+        "skipped",
+    ]
