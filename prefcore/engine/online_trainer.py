@@ -382,14 +382,23 @@ class OnlineTrainer(OptimiserLoop):
         if is_main():
             clean_staging(self.run_dir)
         model, optimizer, scheduler = self.sharded_parts()
+        # DCP saves an optimiser that has not stepped yet (PPO's policy during critic warm-up) by running it
+        # once with lr 0, which counts an AdamW step: such an optimiser is put back as it was after the
+        # save, and after a resume (``pristine``), so that its first real step stays the first.
+        parts = optimizer if isinstance(optimizer, list) else [optimizer]
+        pristine = [index for index, part in enumerate(parts) if not part.state]
+        for part in parts:
+            part.zero_grad(set_to_none=True)  # DCP fills an empty state only when no gradient is left over
         path = save_sharded(
             self.run_dir / "checkpoints" / checkpoint_name(self.online_step),
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
             step=self.online_step,
-            trainer_state=self._state(),
+            trainer_state={**self._state(), "pristine_optimisers": pristine},
         )
+        for index in pristine:
+            parts[index].state.clear()
         keep = self.config.keep_checkpoints
         if is_main():
             for old in list_checkpoints(self.run_dir)[:-keep] if keep > 0 else []:
@@ -424,6 +433,9 @@ class OnlineTrainer(OptimiserLoop):
                 )
             model, optimizer, scheduler = self.sharded_parts()
             _, state = load_sharded(checkpoints[-1], model=model, optimizer=optimizer, scheduler=scheduler)
+            parts = optimizer if isinstance(optimizer, list) else [optimizer]
+            for index in state.get("pristine_optimisers", []):
+                parts[index].state.clear()
             self._load_state(state)
             self.gather_weights()
             return True

@@ -59,8 +59,9 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "reinforce_pp": ("reinforce_pp", {}),
     # a separate critic (its gradients summed by hand), whitened rewards and advantages
     "ppo": ("ppo", {"whiten_rewards": True}),
-    # the value head on the policy's trunk: one forward through DDP serves both
-    "ppo_shared": ("ppo", {"critic": "shared"}),
+    # the value head on the policy's trunk: one forward through DDP serves both; a critic warm-up step,
+    # checkpointed before the policy's optimiser has stepped
+    "ppo_shared": ("ppo", {"critic": "shared", "critic_warmup": 1}),
     # the [loop]: best-against-worst pairs of each rank's groups train DPO with the global pair count
     "online_dpo": ("dpo", {"beta": 0.1}),
 }
