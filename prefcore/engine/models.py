@@ -100,7 +100,13 @@ def load_causal_lm(path: str | Path, *, dtype: torch.dtype = torch.float32) -> t
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    # Every weight is overwritten below, so the random initialisation (seconds for 135M parameters)
+    # is skipped; ``no_init_weights`` also skips the tying in ``init_weights``, so tie here.
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()
     model.load_state_dict(loaded.state_dict())
     model.generation_config = copy.deepcopy(loaded.generation_config)
     return model
