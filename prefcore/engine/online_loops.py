@@ -67,10 +67,10 @@ from prefcore.engine.loop import check_finite
 from prefcore.engine.loop import check_loss
 from prefcore.engine.models import load_pretrained
 from prefcore.engine.models import save_model
+from prefcore.engine.online_schedule import rollout_seed
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import RewardFn
 from prefcore.engine.online_trainer import ScoredRollouts
-from prefcore.engine.online_trainer import rollout_seed
 from prefcore.engine.reference import ModelReference
 from prefcore.engine.rollout import GenerationBackend
 from prefcore.engine.rollout import RolloutSettings

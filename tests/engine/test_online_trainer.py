@@ -21,9 +21,9 @@ from prefcore.demo.model import build_tiny_model
 from prefcore.demo.tokenizer import build_tokenizer
 from prefcore.engine.checkpoint import list_checkpoints
 from prefcore.engine.models import frozen_copy
+from prefcore.engine.online_schedule import PromptSampler
+from prefcore.engine.online_schedule import rollout_seed
 from prefcore.engine.online_trainer import OnlineTrainer
-from prefcore.engine.online_trainer import PromptSampler
-from prefcore.engine.online_trainer import rollout_seed
 from prefcore.online_objectives import KLPenalty
 from prefcore.rollout import RolloutBatch
 from prefcore.rollout import Rollouts
