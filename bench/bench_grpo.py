@@ -151,6 +151,7 @@ def _rss_bytes() -> int:
 
 def _peak_torch_bytes(step: Any) -> int | None:
     from harness import LiveBytes  # bench/ is on the path (module top)
+
     tracker = LiveBytes()
     with tracker:
         step()
