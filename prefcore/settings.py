@@ -240,6 +240,11 @@ class TrainConfig(TrainLoopConfig):
         "reference: same losses up to float summation order; off with gradient checkpointing",
     )
     kernel_backend: Literal["auto", "triton", "torch"] = option("auto", doc="kernel path; auto = Triton on CUDA")
+    loss_aware_head: bool = option(
+        False,
+        doc="a lone dpo, cdpo, ipo, hinge or simpo objective computes its loss and the LM head's gradients in one "
+        "pass over the logits (no recompute in the backward): same losses up to float summation order",
+    )
     progress: bool = option(True, doc="show each stage's progress bar (on a terminal) or ten log lines")
     steps: int | None = option(
         None,

@@ -27,6 +27,7 @@ from prefcore.distributed.process_group import is_main
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
+from prefcore.engine.fused_pairwise_step import loss_aware_output
 from prefcore.engine.logprobs import completion_rows
 from prefcore.engine.logprobs import completion_token_logps
 from prefcore.engine.logprobs import known_completion_rows
@@ -262,11 +263,13 @@ class Trainer(OptimiserLoop):
         ):
             device_batch = batch.to(self.device)
             with known_completion_rows(device_batch.sequences.completion_mask, batch_rows.to(self.device)):
-                log_prob_batch = self._log_prob_batch(device_batch, num_items, num_tokens, plan)
+                fused = loss_aware_output(self, batch, device_batch, num_items, plan)  # [train] loss_aware_head
+                if fused is None:
+                    log_prob_batch = self._log_prob_batch(device_batch, num_items, num_tokens, plan)
             loss = torch.zeros((), device=self.device)
             share = weight * len(indices) / num_items
             for entry in self.objectives:
-                output = entry.objective.loss(log_prob_batch)
+                output = fused if fused is not None else entry.objective.loss(log_prob_batch)
                 check_loss(output.loss, self.step + 1, entry.objective, finite=False)
                 reads.check(output.loss, entry.objective)
                 loss = loss + entry.weight * output.loss

@@ -1,0 +1,208 @@
+"""``[train] loss_aware_head``: DPO-family steps through the loss-aware fused head equal the usual path.
+
+Both paths train the same tiny demo model from the same seed for a few optimiser steps; the
+losses, every logged metric and the final weights must agree to 1e-5 in fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import traceback
+
+import pytest
+import torch
+
+from prefcore.demo.model import build_tiny_model
+from prefcore.demo.task import preference_pairs
+from prefcore.demo.tokenizer import build_tokenizer
+from prefcore.engine import fused_pairwise_step
+from prefcore.engine.batching import build_items
+from prefcore.engine.batching import collate
+from prefcore.engine.logprobs import sequence_logps
+from prefcore.engine.models import frozen_copy
+from prefcore.engine.reference import ModelReference
+from prefcore.engine.trainer import TrainConfig
+from prefcore.engine.trainer import Trainer
+from prefcore.engine.trainer import WeightedObjective
+from prefcore.registry import Registry
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def _trainer(tokenizer, tmp_path, name, options, *, loss_aware, cached=False, **config) -> Trainer:
+    torch.manual_seed(0)
+    policy = build_tiny_model(tokenizer, seed=0)
+    reference_model = frozen_copy(policy)
+    with torch.no_grad():  # a reference unlike the policy: a real loss from the first step
+        for parameter in reference_model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    items = build_items(list(preference_pairs(count=12, seed=1)), "pairwise", tokenizer, max_length=64)
+    objective = Registry.from_environment(third_party=False).create("usage", name, options)
+    # lr 1e-4: AdamW's first steps move a weight by about lr·sign(gradient), so a weight whose gradient is
+    # at rounding level on either path may move either way: at lr 1e-2 one weight of 8192 differed by 3.5e-5
+    # (DPO), at 1e-3 by 3.5e-6 (DPO) and 1.5e-5 (SimPO). The first step's gradients are compared directly.
+    settings = {"steps": 3, "batch_size": 4, "grad_accum": 2, "lr": 1e-4, "progress": False, **config}
+    reference = {}
+    if cached:
+        reference["cached_reference"] = [
+            sequence_logps(reference_model, collate([item], tokenizer.pad_token_id).sequences).tolist()
+            for item in items
+        ]
+    elif objective.uses_reference():
+        reference["reference_logps"] = ModelReference(reference_model, fused=True, backend="auto")
+    return Trainer(
+        policy,
+        [WeightedObjective(objective)],
+        items,
+        TrainConfig(loss_aware_head=loss_aware, **settings),
+        pad_token_id=tokenizer.pad_token_id,
+        run_dir=tmp_path / f"{name}-{loss_aware}",
+        device=CPU,
+        **reference,
+    )
+
+
+def _train(trainer: Trainer, steps: int = 3) -> tuple[list[dict[str, float]], list[torch.Tensor]]:
+    """Each step's metrics; the first step's gradients and the final weights."""
+    metrics = [trainer.train_step()]
+    grads = [parameter.grad.clone() for parameter in trainer.trainable]
+    metrics += [trainer.train_step() for _ in range(steps - 1)]
+    return metrics, grads + [parameter.detach().clone() for parameter in trainer.trainable]
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[str]:
+    """The loss each call of the loss-aware kernel computed: proof that the path ran."""
+    seen: list[str] = []
+    kernel = fused_pairwise_step.fused_linear_pairwise_loss
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["loss"])
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(fused_pairwise_step, "fused_linear_pairwise_loss", recording)
+    return seen
+
+
+def _assert_same(ours, theirs) -> None:
+    (our_metrics, our_weights), (their_metrics, their_weights) = ours, theirs
+    for step, (mine, expected) in enumerate(zip(our_metrics, their_metrics, strict=True)):
+        assert set(mine) == set(expected)
+        for key, value in expected.items():
+            if key != "elapsed_s":
+                assert mine[key] == pytest.approx(value, rel=1e-5, abs=1e-5), (step, key)
+    half = len(their_weights) // 2
+    for mine, expected in zip(our_weights[:half], their_weights[:half], strict=True):  # the first step's gradients
+        torch.testing.assert_close(mine, expected, rtol=1e-4, atol=1e-7)
+    for mine, expected in zip(our_weights[half:], their_weights[half:], strict=True):  # the final weights
+        torch.testing.assert_close(mine, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, options, row",
+    [
+        ("dpo", {}, "dpo"),
+        ("cdpo", {"label_smoothing": 0.2}, "dpo"),
+        ("ipo", {"beta": 0.5}, "ipo"),
+        ("hinge", {"beta": 0.5}, "hinge"),
+        ("simpo", {"gamma": 0.5, "label_smoothing": 0.1}, "simpo"),
+    ],
+)
+def test_steps_equal_the_unfused_path(tokenizer, tmp_path, calls, name, options, row) -> None:
+    usual = _train(_trainer(tokenizer, tmp_path, name, options, loss_aware=False))
+    assert calls == []
+    loss_aware = _train(_trainer(tokenizer, tmp_path, name, options, loss_aware=True))
+    assert calls == [row] * 6  # 3 steps x 2 micro-batches
+    assert usual[0][0]["loss"] != pytest.approx(math.log(2), abs=1e-3)  # a real loss, not the untrained log 2
+    _assert_same(loss_aware, usual)
+
+
+def test_cached_reference_sums(tokenizer, tmp_path, calls) -> None:
+    usual = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=False, cached=True), steps=2)
+    loss_aware = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True, cached=True), steps=2)
+    assert len(calls) == 4
+    _assert_same(loss_aware, usual)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["share_prompts", "unfused_head", "soft_labels", "other_objective", "two_objectives"],
+)
+def test_other_steps_take_the_usual_path(tokenizer, tmp_path, case) -> None:
+    name, options, config = "dpo", {}, {}
+    if case == "share_prompts":
+        config["share_prompts"] = True
+    elif case == "unfused_head":
+        config["fused_lm_head"] = False
+    elif case == "soft_labels":
+        name = "ipo"
+    elif case == "other_objective":
+        name = "robust_dpo"
+    trainer = _trainer(tokenizer, tmp_path, name, options, loss_aware=True, **config)
+    if case == "two_objectives":
+        trainer.objectives = trainer.objectives * 2
+    batches, _, plans, _ = trainer._host_batches([(list(range(4)), 1.0)])
+    batch = batches[0]
+    if case == "soft_labels":
+        batch = dataclasses.replace(batch, probabilities=torch.full((2,), 0.8))
+    assert fused_pairwise_step.loss_aware_output(trainer, batch, batch, 4, plans[0]) is None
+
+
+def test_a_subclass_is_not_matched(tokenizer, tmp_path) -> None:
+    trainer = _trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True)
+    objective = trainer.objectives[0].objective
+    batch = trainer._collate(list(range(4)))
+    assert fused_pairwise_step.loss_aware_row(objective, batch) == ("dpo", {"beta": 0.1})
+    subclass = type("MyDPO", (type(objective),), {})
+    assert fused_pairwise_step.loss_aware_row(subclass(objective.config), batch) is None
+
+
+def test_the_step_reads_the_device_once(tokenizer, tmp_path, calls, monkeypatch) -> None:
+    """As tests/kernels/test_step_sync.py for the usual path: only the trainer's one read, AdamW and SDPA."""
+    allowed = {("prefcore/engine/trainer.py", "_read_step"): 0}
+    tolerated = (
+        ("torch/optim/optimizer.py", "_get_value"),
+        ("transformers/masking_utils.py", "_ignore_causal_mask_sdpa"),
+    )
+    trainer = _trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True)
+    active = [False]
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def reading(tensor, *args, _original=original, _name=name, **kwargs):
+            if active[0]:
+                frame = traceback.extract_stack(limit=2)[0]
+                key = next(
+                    (k for k in (*allowed, *tolerated) if frame.filename.endswith(k[0]) and frame.name == k[1]), None
+                )
+                if key is None:
+                    raise AssertionError(f"host read Tensor.{_name} in {frame.filename}:{frame.name} during the step")
+                if key in allowed:
+                    allowed[key] += 1
+            return _original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, reading)
+    host_batches = trainer._host_batches
+
+    def unguarded(local):
+        active[0] = False
+        try:
+            return host_batches(local)
+        finally:
+            active[0] = True
+
+    trainer._host_batches = unguarded
+    active[0] = True
+    try:
+        metrics = trainer.train_step()
+    finally:
+        active[0] = False
+    assert calls == ["dpo", "dpo"]
+    assert list(allowed.values()) == [1]
+    assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
