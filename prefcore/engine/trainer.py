@@ -27,6 +27,7 @@ from prefcore.distributed.process_group import is_main
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
+from prefcore.engine.cpu_attention import cpu_training_attention
 from prefcore.engine.fused_pairwise_step import loss_aware_output
 from prefcore.engine.logprobs import completion_rows
 from prefcore.engine.logprobs import completion_token_logps
@@ -116,7 +117,7 @@ def _policy_logps(
 
     With a ``plan`` (``[train] share_prompts``) each shared prompt runs once, when the model suits.
     """
-    with autocast:
+    with autocast, cpu_training_attention(model):
         if plan is not None:
             shared = shared_prompt_token_logps(model, plan, sequences.input_ids.device, fused=fused, backend=backend)
             if shared is not None:
