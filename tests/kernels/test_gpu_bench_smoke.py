@@ -17,3 +17,4 @@ def test_gpu_benchmark_dry_run_prints_the_table() -> None:
     for op in ("logprob-fwd", "logprob-fwdbwd", "dpo"):
         assert (op, "prefcore") in measured, f"no prefcore row for {op}"
         assert (op, "naive torch") in measured, f"no naive torch row for {op}"
+    assert ("dpo", "prefcore loss-aware") in measured, "no row for the loss-aware fused DPO step"
