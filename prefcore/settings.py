@@ -228,10 +228,12 @@ class TrainLoopConfig:
 class TrainConfig(TrainLoopConfig):
     """Options of the ``[train]`` section."""
 
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = option(
+    precision: Literal["fp32", "bf16", "bf16-params", "fp16", "auto"] = option(
         "fp32",
         doc="autocast dtype of the forward passes (fp32 master weights, fp32 loss and log-sum-exp): bf16 on GPU "
-        "and on CPUs with native bf16; fp16 on GPU only; auto = bf16 where the device has native bf16, else fp32",
+        "and on CPUs with native bf16; fp16 on GPU only; auto = bf16 where the device has native bf16, else fp32; "
+        "bf16-params = forward and backward on bf16 copies of the weights, activations in bf16 too (FSDP2's "
+        "param_dtype recipe), fp32 master weights, gradients and optimiser",
     )
     fused_lm_head: bool = option(True, doc="compute log-probs with the fused LM-head kernel")
     share_prompts: bool = option(

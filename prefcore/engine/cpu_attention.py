@@ -5,8 +5,11 @@ lengths of preference pairs (forward + backward at 16 × 4 heads × 97 tokens ×
 21.5 ms in bf16, 7.3 ms in fp32; the two meet near 256 keys, and bf16 wins beyond). So while the
 policy trains on CPU in low precision, a transformers model that uses ``sdpa`` computes attention
 in fp32 up to ``FP32_MAX_KEYS`` keys and returns it in the precision it would have had. Only
-the attention maths changes precision, upward: every other op is as before. Inference, GPUs, fp32
-runs, longer sequences and models with another attention implementation are left untouched.
+the attention maths changes precision, upward: every other op is as before. Forwards outside the
+block (generation, evaluation), GPUs, fp32 runs, longer sequences and models with another attention
+implementation are left untouched.
+The trainer runs the reference model's forward through it as well, so that policy and reference
+compute the same function of the same weights (the implicit rewards start at exactly 0).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def _attention(
 ) -> tuple[torch.Tensor, Any]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    dtype = _low_precision_dtype(query) if query.device.type == "cpu" and torch.is_grad_enabled() else None
+    dtype = _low_precision_dtype(query) if query.device.type == "cpu" else None
     if dtype is None or key.shape[-2] > FP32_MAX_KEYS:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if attention_mask is not None and attention_mask.is_floating_point():

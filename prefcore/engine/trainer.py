@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 
 from prefcore.batch import LogProbBatch
+from prefcore.distributed.process_group import current
 from prefcore.distributed.process_group import is_main
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
+from prefcore.engine.compute_weights import compute_weights
 from prefcore.engine.cpu_attention import cpu_training_attention
 from prefcore.engine.fused_pairwise_step import loss_aware_output
 from prefcore.engine.logprobs import completion_rows
@@ -87,7 +89,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     the log-probs, the log-sum-exp and the losses stay fp32. fp16 is GPU-only (CPU runs fp32);
     ``auto`` is bf16 where the device has native bf16 (CUDA with bf16, AVX512-BF16/AMX CPUs).
     """
-    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+    if precision in ("fp32", "bf16-params") or device.type not in ("cuda", "cpu"):
         return None
     if device.type == "cuda":
         if precision == "auto":
@@ -106,6 +108,17 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
 
 
 def _policy_logps(
+def _attention(model: torch.nn.Module | None) -> AbstractContextManager:
+    return contextlib.nullcontext() if model is None else cpu_training_attention(model)
+
+
+def _precision(config: TrainConfig, device: torch.device, model: torch.nn.Module | None) -> AbstractContextManager:
+    """The forward's precision context: autocast, or ``model`` on bf16 copies of its weights (``bf16-params``)."""
+    if config.precision == "bf16-params" and model is not None:
+        return compute_weights(model, torch.bfloat16)
+    return _autocast(config, device)
+
+
     model: torch.nn.Module,
     sequences: PaddedSequences,
     fused: bool,
@@ -177,6 +190,13 @@ class Trainer(OptimiserLoop):
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(policy)
         super().__init__(
+        parallel = current()
+        if config.precision == "bf16-params" and parallel is not None and parallel.strategy == "fsdp":
+            raise ConfigError(
+                "[train] precision = 'bf16-params' is FSDP2's own recipe: under [distributed] strategy = 'fsdp' "
+                "set [distributed] mixed_precision = 'bf16' instead.",
+                field="train.precision",
+            )
             policy,
             items,
             config,
@@ -205,7 +225,7 @@ class Trainer(OptimiserLoop):
     def _log_prob_batch(
         self, batch: SequenceBatch, num_items: int, num_tokens: int, plan: PromptPlan | None = None
     ) -> LogProbBatch:
-        autocast = _autocast(self.config, self.device)
+        autocast = _precision(self.config, self.device, self.policy)
         if plan is None:  # the forward's arguments as they always were (DDP and FSDP2 wrap it)
             policy_logps = self.forward(
                 batch.sequences, self.config.fused_lm_head, self.config.kernel_backend, autocast
@@ -216,7 +236,8 @@ class Trainer(OptimiserLoop):
             )
         ref_logps = None
         if self.reference_logps is not None and batch.ref_sequence_logps is None:
-            with torch.no_grad(), _autocast(self.config, self.device):
+            reference_model = getattr(self.reference_logps, "model", None)
+            with torch.no_grad(), _precision(self.config, self.device, reference_model), _attention(reference_model):
                 if plan is not None:
                     ref_logps = reference_shared_prompt_logps(self.reference_logps, plan, self.device)
                 if ref_logps is None:
