@@ -4,6 +4,7 @@ Run from the repository root::
 
     python bench/bench_fused_pairwise.py                 # 4 pairs x 256 tokens (half prompt), H 512, V 32000, fp32
     python bench/bench_fused_pairwise.py --dtype bf16 --threads 2
+    python bench/bench_fused_pairwise.py --engine --pairs 8 --seq-len 96 --hidden 256   # Trainer steps, off vs on
 
 Each provider computes the same thing from the last hidden states ``[2P, T, H]`` of the policy
 and of the reference and the LM-head weight ``[V, H]``: the reference's summed completion
@@ -23,6 +24,10 @@ The reference model's forward is part of every provider's step (prefcore's throu
 against an fp32 naive reference before it is timed; a mismatch is reported, not timed. Time:
 median wall and CPU time of ``--repeats`` calls after the check; memory: the peak bytes of
 torch storages created and alive during one call (``harness.LiveBytes``), gradients included.
+
+``--engine`` times whole ``Trainer`` DPO steps instead (a random ``--layers`` x ``--hidden`` Llama
+with the ``--vocab`` vocabulary, random token pairs, live reference), ``[train] loss_aware_head``
+off and on in interleaved rounds, after checking that their first steps give the same loss.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +47,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import LiveBytes
 
-__all__ = ["Inputs", "Result", "main", "make_inputs", "providers", "run", "table"]
+__all__ = ["Inputs", "Result", "engine_table", "main", "make_inputs", "providers", "run", "table"]
 
 BETA = 0.1
 IGNORE = -100
@@ -230,6 +236,101 @@ def table(results: list[Result], header: str) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------
+# Engine step: the trainer with [train] loss_aware_head off and on
+# ----------------------------------------------------------------------------------------------
+def _llama(vocab: int, hidden_size: int, layers: int, seed: int = 0) -> Any:
+    from transformers import LlamaConfig
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).float()
+
+
+def _trainer(args: argparse.Namespace, loss_aware: bool, run_dir: Path) -> Any:
+    from prefcore.engine.batching import TrainingItem
+    from prefcore.engine.models import frozen_copy
+    from prefcore.engine.reference import ModelReference
+    from prefcore.engine.sequences import TokenizedSequence
+    from prefcore.engine.trainer import TrainConfig
+    from prefcore.engine.trainer import Trainer
+    from prefcore.engine.trainer import WeightedObjective
+    from prefcore.registry import Registry
+
+    policy = _llama(args.vocab, args.hidden, args.layers)
+    reference = frozen_copy(policy)
+    generator = torch.Generator().manual_seed(1)
+
+    def ids(count: int) -> tuple[int, ...]:
+        return tuple(int(i) for i in torch.randint(3, args.vocab, (count,), generator=generator).numpy())
+
+    items = []
+    for _ in range(args.pairs):
+        prompt = ids(args.seq_len // 2)
+        chosen, rejected = ids(args.seq_len - len(prompt)), ids(args.seq_len - len(prompt))
+        pair = (TokenizedSequence(prompt, chosen), TokenizedSequence(prompt, rejected))
+        items.append(TrainingItem(sequences=pair, data_format="pairwise"))
+    config = TrainConfig(
+        steps=10**6, batch_size=args.pairs, grad_accum=1, lr=1e-4, progress=False, loss_aware_head=loss_aware
+    )
+    objective = Registry.from_environment(third_party=False).create("usage", "dpo", {"beta": BETA})
+    return Trainer(
+        policy,
+        [WeightedObjective(objective)],
+        items,
+        config,
+        pad_token_id=0,
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        reference_logps=ModelReference(reference, fused=True, backend="torch"),
+    )
+
+
+def engine_table(args: argparse.Namespace) -> str:
+    """Trainer steps with the loss-aware head off and on: same first loss checked, then CPU time and peak."""
+    import tempfile
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {name: _trainer(args, name == "on", Path(tmp) / name) for name in ("off", "on")}
+        first = {name: trainer.train_step()["loss"] for name, trainer in trainers.items()}
+        if abs(first["on"] - first["off"]) > 1e-5 * max(1.0, abs(first["off"])):
+            return f"engine step: the losses differ ({first}); not timed"
+        samples: dict[str, list[float]] = {name: [] for name in trainers}
+        for _ in range(args.repeats):  # interleaved rounds
+            for name, trainer in trainers.items():
+                started = time.process_time()
+                trainer.train_step()
+                samples[name].append((time.process_time() - started) * 1e3)
+        for name, trainer in trainers.items():
+            tracker = LiveBytes()
+            with tracker:
+                trainer.train_step()
+            results[name] = (statistics.median(samples[name]), tracker.peak)
+    base = results["off"][0]
+    lines = [
+        f"Trainer DPO step on CPU: Llama {args.layers}x{args.hidden}, V = {args.vocab}, {args.pairs} pairs of "
+        f"{args.seq_len} tokens (half prompt), live reference, fp32, {args.threads} thread(s); first-step loss "
+        f"{first['off']:.6f} (off) vs {first['on']:.6f} (on)",
+        "",
+        "| [train] loss_aware_head | CPU ms per step | vs off | peak MiB |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, (cpu_ms, peak) in results.items():
+        lines.append(f"| {name} | {cpu_ms:.0f} | {base / cpu_ms:.2f}x | {peak / 2**20:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=4)
@@ -240,8 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--engine", action="store_true", help="time Trainer steps (a --layers x --hidden Llama) with the head off/on"
+    )
+    parser.add_argument("--layers", type=int, default=4, help="decoder layers of the --engine model")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.engine:
+        print(engine_table(args))
+        return 0
     inputs = make_inputs(args.pairs, args.seq_len, args.hidden, args.vocab, DTYPES[args.dtype], args.prompt)
     results = run(inputs, args.repeats)
     tokens = int((inputs.targets != IGNORE).sum())
