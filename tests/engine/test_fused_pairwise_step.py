@@ -36,7 +36,7 @@ def tokenizer():
     return build_tokenizer()
 
 
-def _trainer(tokenizer, tmp_path, name, options, *, loss_aware, cached=False, **config) -> Trainer:
+def _trainer(tokenizer, tmp_path, name, options, *, loss_aware, cached=False, weighted=False, **config) -> Trainer:
     torch.manual_seed(0)
     policy = build_tiny_model(tokenizer, seed=0)
     reference_model = frozen_copy(policy)
@@ -44,6 +44,8 @@ def _trainer(tokenizer, tmp_path, name, options, *, loss_aware, cached=False, **
         for parameter in reference_model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     items = build_items(list(preference_pairs(count=12, seed=1)), "pairwise", tokenizer, max_length=64)
+    if weighted:  # per-pair weights: batch.weights, applied before the num_items reduction
+        items = [dataclasses.replace(item, weight=0.25 + 0.5 * (index % 4)) for index, item in enumerate(items)]
     objective = Registry.from_environment(third_party=False).create("usage", name, options)
     # lr 1e-4: AdamW's first steps move a weight by about lr·sign(gradient), so a weight whose gradient is
     # at rounding level on either path may move either way: at lr 1e-2 one weight of 8192 differed by 3.5e-5
@@ -124,9 +126,10 @@ def test_steps_equal_the_unfused_path(tokenizer, tmp_path, calls, name, options,
     _assert_same(loss_aware, usual)
 
 
-def test_cached_reference_sums(tokenizer, tmp_path, calls) -> None:
-    usual = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=False, cached=True), steps=2)
-    loss_aware = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True, cached=True), steps=2)
+@pytest.mark.parametrize("setting", ["cached", "weighted"])
+def test_cached_reference_sums_and_pair_weights(tokenizer, tmp_path, calls, setting) -> None:
+    usual = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=False, **{setting: True}), steps=2)
+    loss_aware = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True, **{setting: True}), steps=2)
     assert len(calls) == 4
     _assert_same(loss_aware, usual)
 
