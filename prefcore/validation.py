@@ -155,7 +155,7 @@ def _check_distributed(
     section = sections.get("distributed")
     if section is None or section.strategy == "none":
         return
-    loop, self_play, run = sections.get("loop"), sections.get("self_play"), sections.get("run")
+    loop, self_play = sections.get("loop"), sections.get("self_play")
     online = sections.get("online")
     rollout = data_format == "rollout"
     usage = (methods or {}).get("usage", [])
@@ -178,8 +178,6 @@ def _check_distributed(
             "loop.kind",
         ),
         (self_play is not None and self_play.rounds > 0, "[self_play] rounds > 0", "self_play.rounds"),
-        (run is not None and run.reference == "precomputed", "[run] reference = 'precomputed'", "run.reference"),
-        (run is not None and run.ensemble == "soup", "[run] ensemble = 'soup'", "run.ensemble"),
     ]
     for found, what, field in unsupported:
         if found:

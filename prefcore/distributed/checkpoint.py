@@ -8,6 +8,8 @@ writes them). It is written into a staging sibling and renamed into place by ran
 every rank has finished, so a killed run never leaves a partial ``step-N``.
 ``to_safetensors`` turns its model part into one ``model.safetensors`` file, also from the shell:
 ``python -m prefcore.distributed.checkpoint RUN/checkpoints/step-000120 model.safetensors``.
+A sharded checkpoint also resumes in one plain process, without torchrun: ``load_sharded`` then
+reads every rank's shards without a process group.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import random
 import shutil
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -89,7 +92,11 @@ def save_sharded(
 def load_sharded(
     path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> tuple[int, dict[str, Any]]:
-    """Restore a ``save_sharded`` folder on this world size (collective); returns ``(step, trainer state)``."""
+    """Restore a ``save_sharded`` folder on this world size (collective); returns ``(step, trainer state)``.
+
+    Without a process group (one plain process, no torchrun) this process reads every rank's shards
+    into ``model``, which must then name its parameters as the wrapped model did (``Forward(model, fn)``).
+    """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
     from torch.distributed.checkpoint.state_dict import set_state_dict
@@ -97,7 +104,11 @@ def load_sharded(
     path = Path(path)
     model_state, optimizer_state = get_state_dict(model, optimizer, options=_options())
     state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=str(path / DCP_FOLDER))
+    no_dist = not (dist.is_available() and dist.is_initialized())
+    with warnings.catch_warnings():
+        if no_dist:  # DCP warns that it assumes one process: that is what the caller asked for
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        dcp.load(state, checkpoint_id=str(path / DCP_FOLDER), no_dist=no_dist)
     set_state_dict(
         model,
         optimizer,

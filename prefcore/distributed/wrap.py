@@ -27,7 +27,15 @@ import torch.distributed as dist
 
 from prefcore.distributed.process_group import Parallel
 
-__all__ = ["Forward", "Sharded", "decoder_layers", "wrap_model"]
+__all__ = [
+    "Forward",
+    "Sharded",
+    "broadcast_weights",
+    "decoder_layers",
+    "local_parameter_bytes",
+    "wrap_frozen",
+    "wrap_model",
+]
 
 
 class Forward(torch.nn.Module):
@@ -115,7 +123,7 @@ def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Paralle
 
     Every rank starts from rank 0's weights (broadcast), whatever each built.
     """
-    _broadcast_weights(model)
+    broadcast_weights(model)
     if parallel.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -127,20 +135,55 @@ def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Paralle
         return Sharded(wrapped, model, "ddp", parallel.world_size)
     if parallel.strategy != "fsdp":
         raise ValueError(f"strategy must be 'ddp' or 'fsdp'. Got {parallel.strategy!r}.")
+    root = _fully_shard(Forward(copy.deepcopy(model), _no_view(fn)), parallel)
+    return Sharded(root, model, "fsdp", parallel.world_size)
+
+
+def wrap_frozen(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel) -> Sharded:
+    """A frozen model that only runs forwards (the reference), spread like the policy; call ``module`` under no_grad.
+
+    FSDP2 shards a deep copy per decoder layer, then root; once the caller frees the plain model's
+    parameters (``release``, at its first forward, as for the policy) each rank holds 1/N of the
+    weights. Every layer, the root included (embeddings, final norm, LM head), is gathered for its
+    forward and resharded right after, as there is no backward to keep it for. DDP keeps
+    ``Forward(model, fn)`` on the model itself: a full copy per rank, with nothing to synchronise.
+    Every rank starts from rank 0's weights (broadcast), whatever each built.
+    """
+    broadcast_weights(model)
+    if parallel.strategy == "ddp":
+        return Sharded(Forward(model, fn), model, "ddp", parallel.world_size)
+    if parallel.strategy != "fsdp":
+        raise ValueError(f"strategy must be 'ddp' or 'fsdp'. Got {parallel.strategy!r}.")
+    root = _fully_shard(Forward(copy.deepcopy(model), fn), parallel, reshard_after_forward=True)
+    root.eval()
+    return Sharded(root, model, "fsdp", parallel.world_size)
+
+
+def local_parameter_bytes(module: torch.nn.Module) -> int:
+    """Bytes of ``module``'s parameters held by this rank: a DTensor counts its local shard only."""
+    total = 0
+    for parameter in module.parameters():
+        to_local = getattr(parameter, "to_local", None)
+        local = to_local() if callable(to_local) else parameter
+        total += local.numel() * local.element_size()
+    return total
+
+
+def _fully_shard(root: Forward, parallel: Parallel, **extra: Any) -> Forward:
+    """``fully_shard`` each decoder layer of ``root.model``, then ``root``, with the run's precision and offload."""
     from torch.distributed.fsdp import CPUOffloadPolicy
     from torch.distributed.fsdp import MixedPrecisionPolicy
     from torch.distributed.fsdp import fully_shard
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(extra)
     if parallel.mixed_precision == "bf16":
         options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     if parallel.cpu_offload and parallel.device.type != "cpu":  # on CPU the parameters are there already
         options["offload_policy"] = CPUOffloadPolicy()
-    root = Forward(copy.deepcopy(model), _no_view(fn))
     for layer in decoder_layers(root.model):
         fully_shard(layer, **options)
     fully_shard(root, **options)
-    return Sharded(root, model, "fsdp", parallel.world_size)
+    return root
 
 
 def _no_view(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -166,7 +209,7 @@ def _autocast(fn: Callable[..., Any], parallel: Parallel) -> Callable[..., Any]:
     return run
 
 
-def _broadcast_weights(model: torch.nn.Module) -> None:
+def broadcast_weights(model: torch.nn.Module) -> None:
     """Rank 0's parameters and buffers on every rank (a model built from a seed is already equal)."""
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:

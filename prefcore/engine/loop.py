@@ -35,6 +35,7 @@ from prefcore.distributed.reduce import all_sum
 from prefcore.distributed.reduce import sum_metrics
 from prefcore.distributed.sampler import MicroBatchSampler
 from prefcore.distributed.sampler import shard_indices
+from prefcore.distributed.wrap import Forward
 from prefcore.distributed.wrap import Sharded
 from prefcore.distributed.wrap import wrap_model
 from prefcore.engine.checkpoint import checkpoint_name
@@ -237,14 +238,14 @@ class OptimiserLoop:
         return True
 
     def _resume_sharded(self, path: Path) -> None:
-        if self.sharded is None or not is_sharded(path):
+        if not is_sharded(path):
             raise ConfigError(
-                f"checkpoint {path} was written by a {'distributed' if is_sharded(path) else 'single-process'} run; "
-                "resume it the same way (distributed checkpoints resume on any number of processes under torchrun)."
+                f"checkpoint {path} was written by a single-process run; resume it in one process "
+                "(distributed checkpoints resume on any number of processes, with or without torchrun)."
             )
-        self.step, trainer = load_sharded(
-            path, model=self.sharded.module, optimizer=self.optimizer, scheduler=self.scheduler
-        )
+        # one plain process reads every rank's shards (no process group); the names match the wrapped model's
+        model = self.sharded.module if self.sharded is not None else Forward(self.model, self._forward)
+        self.step, trainer = load_sharded(path, model=model, optimizer=self.optimizer, scheduler=self.scheduler)
         self.epoch, self.position = int(trainer["epoch"]), int(trainer["position"])
         self.gather_weights()
 

@@ -20,6 +20,10 @@ From a run file, several ``[[preference_model]]`` sections are combined by ``[ru
 ``mean``, ``min`` or ``mean_minus_std`` (with ``ensemble_penalty`` = λ) score as a
 ``RewardEnsemble``; ``soup`` interpolates their weights, each section's ``weight`` its share
 (``soup_weights``). ``check_soup`` is the run-file check of a soup's members.
+
+Under torchrun the members train distributed one after another and come out with their full
+weights gathered on every rank; ``save_soup`` averages them there, gives every rank rank 0's soup
+and lets rank 0 alone write it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ from typing import Literal
 
 import torch
 
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import current
+from prefcore.distributed.process_group import is_main
+from prefcore.distributed.wrap import broadcast_weights
 from prefcore.engine.reward_model import RewardModel
 from prefcore.engine.reward_model import RewardNetwork
 from prefcore.engine.reward_trainer import RewardTrainConfig
@@ -57,6 +65,7 @@ __all__ = [
     "check_soup",
     "combine_scores",
     "rewarded_soup",
+    "save_soup",
     "soup_weights",
     "train_reward_ensemble",
 ]
@@ -279,4 +288,20 @@ def rewarded_soup(models: Sequence[RewardModel], weights: Sequence[float]) -> Re
                 raise ConfigError(f"buffer {name!r} differs between models; they do not share one architecture.")
             mixed[name] = reference.clone()
     soup.load_state_dict(mixed)
+    return soup
+
+
+def save_soup(models: Sequence[RewardModel], weights: Sequence[float], folder: str | Path) -> RewardModel:
+    """``rewarded_soup(models, weights)`` saved in ``folder``; under torchrun (collective) every rank holds
+    rank 0's soup and rank 0 alone writes it.
+
+    Every rank holds the members' full weights (distributed training gathers them back), so each rank
+    averages them itself; the broadcast then makes the soups identical whatever each rank summed.
+    """
+    soup = rewarded_soup(models, weights)
+    if current() is not None:
+        broadcast_weights(soup)
+    if is_main():
+        soup.save(folder)
+    barrier()
     return soup

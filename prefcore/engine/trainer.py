@@ -44,6 +44,7 @@ from prefcore.engine.pair_prefix import plan_prompts
 from prefcore.engine.pair_prefix import reference_shared_prompt_logps
 from prefcore.engine.pair_prefix import shared_prompt_token_logps
 from prefcore.engine.progress import StageProgress
+from prefcore.engine.reference import spread_reference
 from prefcore.engine.sequences import PaddedSequences
 from prefcore.errors import ConfigError
 from prefcore.kernels._checks import DeferredChecks
@@ -107,7 +108,6 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _policy_logps(
 def _attention(model: torch.nn.Module | None) -> AbstractContextManager:
     return contextlib.nullcontext() if model is None else cpu_training_attention(model)
 
@@ -119,6 +119,7 @@ def _precision(config: TrainConfig, device: torch.device, model: torch.nn.Module
     return _autocast(config, device)
 
 
+def _policy_logps(
     model: torch.nn.Module,
     sequences: PaddedSequences,
     fused: bool,
@@ -189,7 +190,6 @@ class Trainer(OptimiserLoop):
         config = with_epoch_limit(config, len(items))
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(policy)
-        super().__init__(
         parallel = current()
         if config.precision == "bf16-params" and parallel is not None and parallel.strategy == "fsdp":
             raise ConfigError(
@@ -197,6 +197,7 @@ class Trainer(OptimiserLoop):
                 "set [distributed] mixed_precision = 'bf16' instead.",
                 field="train.precision",
             )
+        super().__init__(
             policy,
             items,
             config,
@@ -211,11 +212,19 @@ class Trainer(OptimiserLoop):
         self.objectives = list(objectives)
         self.pad_token_id = pad_token_id
         self.device = device
-        self.reference_logps = reference_logps if needs_reference else None
+        # under FSDP2 the frozen reference is sharded like the policy (collective: every rank builds it)
+        self.reference_logps = spread_reference(reference_logps, self.parallel) if needs_reference else None
         self.cached_reference = cached_reference if needs_reference else None
         self.on_step = on_step
         self.on_evaluate = on_evaluate
         self.stage = stage
+
+    def gather_weights(self) -> None:
+        """The policy's weights, and a sharded reference's, back in the plain models (every rank calls it)."""
+        super().gather_weights()
+        gather = getattr(self.reference_logps, "gather", None)
+        if callable(gather):
+            gather()
 
     def _collate(self, indices: list[int]) -> SequenceBatch:
         items = [self.items[index] for index in indices]

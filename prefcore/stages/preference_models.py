@@ -22,7 +22,7 @@ from typing import Any
 from prefcore.api import SelectedMethod
 from prefcore.engine.reward_ensemble import RewardEnsemble
 from prefcore.engine.reward_ensemble import check_combinable
-from prefcore.engine.reward_ensemble import rewarded_soup
+from prefcore.engine.reward_ensemble import save_soup
 from prefcore.engine.reward_ensemble import soup_weights
 from prefcore.engine.reward_trainer import train_preference_model
 from prefcore.evaluation import Scorer
@@ -80,8 +80,8 @@ def train_preference_models(
         return PreferenceModels(networks, networks[0].scorer(), "single")
     if ensemble == "soup":
         weights = soup_weights([entry.weight for entry in selected])
-        soup = rewarded_soup(networks, weights)
-        folder = soup.save(run.run_dir / "reward_model" / "soup" / "model")
+        folder = run.run_dir / "reward_model" / "soup" / "model"
+        soup = save_soup(networks, weights, folder)  # under torchrun: rank 0's soup on every rank, rank 0 writes
         shares = ", ".join(
             f"{objective.name} {weight:.3g}" for objective, weight in zip(objectives, weights, strict=True)
         )

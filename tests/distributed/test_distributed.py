@@ -1,10 +1,11 @@
 """Two processes with the global batch split train exactly what one process does with the whole batch.
 
 One torchrun launch (2 ranks, gloo, CPU) runs the registry check with rank 1 missing a plugin,
-then DPO, a listwise objective (Plackett-Luce DPO) and reward-model training (Bradley-Terry)
-under DDP and under FSDP2; the test compares each with the same training in this process
-(``dist_cases``). The fused LM-head path is on in every policy case: under FSDP2 it receives the
-gathered head weight inside the wrapped forward.
+then DPO, a listwise objective (Plackett-Luce DPO), reward-model training (Bradley-Terry), DPO
+on precomputed reference sums and a soup of two preference models under DDP and under FSDP2;
+the test compares each with the same training in this process (``dist_cases``). The fused
+LM-head path is on in every policy case: under FSDP2 it receives the gathered head weight inside
+the wrapped forward, the policy's and the sharded reference's alike.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ pytestmark = pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is
 
 # Bradley-Terry only sees reward differences: the head's bias gets a gradient of rounding noise,
 # which AdamW turns into steps of ±lr whatever its size, so it is not comparable across batch splits.
-SHIFT_INVARIANT = {"reward": {"head.bias"}}
+SHIFT_INVARIANT = {"reward": {"head.bias"}, "soup": {"head.bias"}}
+POLICY_CASES = [case for case in dist_cases.CASES if case not in ("reward", "soup")]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, An
     out = tmp_path_factory.mktemp("dist")
     result = torchrun(2, "all", str(out), cwd=out)
     assert result.returncode == 0, result.stderr[-4000:]
-    return {rank: torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)}
+    return {rank: torch.load(out / f"rank{rank}.pt", weights_only=False) | {"out": out} for rank in (0, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_two_ranks_equal_one_process(
     launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str, case: str
 ) -> None:
     got, want = launched[0][f"{strategy}/{case}"], single[case]
-    assert len(got["losses"]) == dist_cases.STEPS
+    assert len(got["losses"]) == dist_cases.STEPS * (2 if case == "soup" else 1)  # a soup trains 2 members
     torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=1e-5, atol=1e-6)
     assert got["weights"].keys() == want["weights"].keys()
     for name, tensor in want["weights"].items():
@@ -87,3 +89,44 @@ def test_bf16_mixed_precision_stays_near_float32(
     torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=5e-3, atol=0)
     assert got["losses"][1:] != want["losses"][1:]  # it did compute in bf16
     assert all(tensor.dtype == torch.float32 for tensor in got["weights"].values())
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_fsdp_shards_the_reference_and_gathers_it_back(launched: dict[int, dict[str, Any]], strategy: str) -> None:
+    """FSDP2: each rank held half of the reference's bytes while training (DDP: all of them); at the end
+    the plain reference (what evaluation reads) is whole again on every rank."""
+    for case in POLICY_CASES:
+        if case == "dpo_cached":  # no reference model at all: the sums are cached
+            assert "reference_bytes" not in launched[0][f"{strategy}/{case}"]
+            continue
+        held = [launched[rank][f"{strategy}/{case}"]["reference_bytes"] for rank in (0, 1)]
+        full = launched[0][f"{strategy}/{case}"]["reference_full_bytes"]
+        if strategy == "fsdp":
+            assert sum(held) == full and max(held) <= 0.51 * full, (case, held, full)
+        else:
+            assert held == [full, full]
+        assert all(launched[rank][f"{strategy}/{case}"]["reference_whole"] for rank in (0, 1))
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_precomputed_reference_sums_are_those_of_one_process(
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str
+) -> None:
+    """Each rank computed half of the batches; every rank got every sum, rank 0 wrote them once, and a
+    second call on every rank read the file instead of running the reference."""
+    want = torch.tensor([value for sums in single["dpo_cached"]["cached"] for value in sums])
+    for rank in (0, 1):
+        got = launched[rank][f"{strategy}/dpo_cached"]
+        torch.testing.assert_close(torch.tensor([v for sums in got["cached"] for v in sums]), want, rtol=1e-5, atol=0)
+        torch.testing.assert_close(got["cache_file"]["logps"], want, rtol=1e-5, atol=0)
+        assert got["cache_hit"]
+    assert want.numel() == 40 and bool((want < 0).all())
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_the_soup_is_written_once_with_every_rank_s_weights(launched: dict[int, dict[str, Any]], strategy: str) -> None:
+    from prefcore.engine.reward_model import RewardModel
+
+    saved = RewardModel.load(launched[0]["out"] / f"{strategy}-soup" / "soup").state_dict()
+    for name, tensor in launched[0][f"{strategy}/soup"]["weights"].items():
+        torch.testing.assert_close(saved[name], tensor, rtol=0, atol=0, msg=name)

@@ -2,9 +2,9 @@
 
 Rank 1 of a 2-process FSDP2 DPO run exits before step 3 (a checkpoint after every step). The
 launch must fail well within the collective timeout, leaving complete checkpoints of steps 1
-and 2; resuming the newest on ONE process (DCP reshards it) must end with the weights of the
-uninterrupted single-process run, and the step-2 checkpoint converted to safetensors must hold
-the weights of a 2-step run.
+and 2; resuming the newest in this plain process (no torchrun, no process group: DCP reads both
+ranks' shards) must end with the weights of the uninterrupted single-process run, and the step-2
+checkpoint converted to safetensors must hold the weights of a 2-step run.
 """
 
 from __future__ import annotations
@@ -43,15 +43,17 @@ def test_killed_rank_fails_the_run_and_a_resume_on_one_process_reproduces_it(tmp
     assert [path.name for path in saved] == ["step-000001", "step-000002"]
     assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".")]
 
-    resumed = torchrun(1, "resume", str(tmp_path), "dpo", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
-    result = torch.load(tmp_path / "resume.pt", weights_only=False)
-    assert [row["step"] for row in result["losses"]] == [dist_cases.STEPS]  # continued at step 3 only
+    assert not torch.distributed.is_initialized()
+    trainer, model = dist_cases.build_case("dpo", tmp_path / "run", checkpoint_every=1, keep_checkpoints=0)
+    assert trainer.sharded is None and trainer.resume() and trainer.step == 2
+    trainer.fit()
+    assert [row["step"] for row in trainer.metrics_log] == [dist_cases.STEPS]  # continued at step 3 only
 
     uninterrupted = dist_cases.run_case("dpo", Path(tempfile.mkdtemp()))
-    torch.testing.assert_close(result["losses"][-1]["loss"], uninterrupted["losses"][-1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trainer.metrics_log[-1]["loss"], uninterrupted["losses"][-1], rtol=1e-5, atol=1e-6)
+    resumed = dist_cases.weights(model)
     for name, tensor in uninterrupted["weights"].items():
-        torch.testing.assert_close(result["weights"][name], tensor, rtol=0, atol=2e-4, msg=name)
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=2e-4, msg=name)
 
     assert main([str(saved[-1]), str(tmp_path / "step2.safetensors")]) == 0
     converted = load_file(str(tmp_path / "step2.safetensors"))

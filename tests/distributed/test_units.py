@@ -91,13 +91,15 @@ def _run_file(**sections: dict) -> dict:
 def test_dry_run_accepts_offline_training_and_refuses_what_is_not_distributed_yet() -> None:
     checked = check_run_config(parse_run_config(_run_file()), registry=REGISTRY)
     assert checked.sections["distributed"].strategy == "fsdp"
+    soup = [{"method": "bradley_terry"}, {"method": "margin_bradley_terry"}]
+    for sections in ({"run": {"reference": "precomputed"}}, {"run": {"ensemble": "soup"}, "preference_model": soup}):
+        check_run_config(parse_run_config(_run_file(**sections)), registry=REGISTRY)  # distributed now
     for sections, what in (
         (
             {"usage": {"method": "ppo"}, "reward": [{"kind": "rule", "method": "demo_rule"}]},
             "an online objective with a value model",
         ),
         ({"self_play": {"rounds": 1}}, r"\[self_play\] rounds > 0"),
-        ({"run": {"reference": "precomputed"}}, r"\[run\] reference = 'precomputed'"),
         ({"loop": {"kind": "best_of_n"}}, r"\[loop\] kind = 'best_of_n'"),
     ):
         with pytest.raises(ConfigError, match=f"strategy = 'fsdp' does not yet run {what}"):
