@@ -296,6 +296,28 @@ def _pair_terms_triton(
 
 
 # ----------------------------------------------------------------------------------------------
+# fp32/fp64 tiles on the torch path: the softmax in place over the tile
+# ----------------------------------------------------------------------------------------------
+# The logits are not needed once the log-probs are known, so the tile can hold exp(z − max) instead:
+# the gradient is then one in-place scale and a scatter, with no second exp and no fp32 temporaries
+# (the logprobs.py torch path rebuilds p from the logits in blocks: two more passes and a copy).
+# Half-precision tiles keep the logprobs.py path: storing exp(z − max) in bf16 would round p twice.
+def _softmax_in_place(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs ``[n]`` and Σ exp(z − max) ``[n]``; ``logits`` becomes exp(z − max). Every target is valid."""
+    logits.sub_(logits.amax(dim=-1, keepdim=True))
+    target_shifted = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    sum_exp = logits.exp_().sum(dim=-1)
+    return target_shifted - sum_exp.log(), sum_exp
+
+
+def _dlogits_in_place(exp_tile: torch.Tensor, targets: torch.Tensor, sum_exp: torch.Tensor, grad: torch.Tensor) -> None:
+    """d/dz of Σ g·logp over the tile: g·(onehot − p) = g·onehot − (g / Σexp)·exp(z − max), in place."""
+    exp_tile.mul_((-grad / sum_exp).to(exp_tile.dtype).unsqueeze(-1))
+    rows = torch.arange(exp_tile.shape[0], device=exp_tile.device)
+    exp_tile.index_put_((rows, targets), grad.to(exp_tile.dtype), accumulate=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # The chunk loop: loss, metrics and (when asked) the gradients, in one pass
 # ----------------------------------------------------------------------------------------------
 @dataclass
@@ -340,6 +362,7 @@ def _run(
         grad_weight = torch.zeros(weight.shape, device=device, dtype=_accumulator_dtype(weight.dtype))
     grad_bias = torch.zeros(vocab, device=device, dtype=acc_dtype) if need_bias else None
     terms_of = _pair_terms_triton if use_kernel else _pair_terms_torch
+    in_place = not use_kernel and hidden.dtype in (torch.float32, torch.float64)
     errors = []
     tile = torch.empty((plan.max_rows, vocab), device=device, dtype=hidden.dtype)
     for chunk in plan.chunks:
@@ -347,9 +370,12 @@ def _run(
         t = targets.index_select(0, chunk.rows)
         logits = tile[: chunk.rows.shape[0]]
         _project(h, weight, bias, logits)
-        logps, row_max, log_norm, _ = selective_log_softmax_fwd(
-            logits, t, temperature=1.0, ignore_index=ignore_index, return_entropy=False, use_kernel=use_kernel
-        )
+        if in_place:
+            logps, sum_exp = _softmax_in_place(logits, t)
+        else:
+            logps, row_max, log_norm, _ = selective_log_softmax_fwd(
+                logits, t, temperature=1.0, ignore_index=ignore_index, return_entropy=False, use_kernel=use_kernel
+            )
         chunk_sums = torch.zeros(chunk.sequences.shape[0], device=device, dtype=acc_dtype)
         chunk_sums.index_add_(0, chunk.segments, logps.to(acc_dtype))
         sums.index_copy_(0, chunk.sequences, chunk_sums)
@@ -365,19 +391,23 @@ def _run(
             continue
         # d loss / d logp of each token: its sequence's g over the normaliser; then dlogits over the tile.
         token_grad = (terms.seq_grad.to(acc_dtype) / normalizer).index_select(0, chunk.segments)
-        dlogits = selective_log_softmax_bwd(
-            logits,
-            t,
-            row_max,
-            log_norm,
-            None,
-            token_grad,
-            None,
-            temperature=1.0,
-            ignore_index=ignore_index,
-            use_kernel=use_kernel,
-            out=logits,
-        )
+        if in_place:
+            _dlogits_in_place(logits, t, sum_exp, token_grad)
+            dlogits = logits
+        else:
+            dlogits = selective_log_softmax_bwd(
+                logits,
+                t,
+                row_max,
+                log_norm,
+                None,
+                token_grad,
+                None,
+                temperature=1.0,
+                ignore_index=ignore_index,
+                use_kernel=use_kernel,
+                out=logits,
+            )
         if grad_hidden is not None:
             grad_hidden.index_add_(0, chunk.rows, dlogits @ weight)
         if need_weight:
