@@ -24,7 +24,8 @@
 # Kernels: the per-token log-softmax and its gradient are the Triton kernels of logprobs.py
 # (backend "triton", or "auto" on CUDA); the per-pair term and its derivative are the table's
 # pair kernel (pairwise_losses.py). The matmuls are torch. backend "torch" runs the same maths
-# in torch, the per-pair derivative by autograd through the table's torch term (term_ref).
+# in torch, the per-pair derivative by autograd through the table's torch term (term_ref); there an
+# fp32/fp64 tile is turned into exp(z − max) in place, so the gradient is one scale and a scatter.
 #
 # Precision: logits in the inputs' dtype (as an unfused head), log-probs, sums, losses and g in
 # fp32; dlogits in the inputs' dtype; grad_weight summed across chunks in fp32 (half-precision
