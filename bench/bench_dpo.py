@@ -12,10 +12,14 @@ clipping at 1, β = 0.1, sigmoid loss, a live reference model (TRL's default; pr
 ``reference = "model"``). Configurations, each in its own fresh child process, run round-robin
 ``--rounds`` times (the machine may be shared: compare the medians and note ``uptime``):
 
-* ``prefcore fp32`` / ``prefcore bf16``: ``[train] precision = "fp32"`` / ``"bf16"`` (CPU autocast);
-  ``prefcore bf16 shared`` adds ``share_prompts = true`` (a pair's prompt runs once);
-* ``TRL fp32`` / ``TRL bf16``: ``DPOConfig(bf16=False / True)``; TRL's own default
-  ``gradient_checkpointing`` applies, ``--trl-gradient-checkpointing off`` turns it off.
+* ``prefcore fp32`` / ``prefcore bf16`` / ``prefcore bf16-params``: ``[train] precision = "fp32"`` /
+  ``"bf16"`` (CPU autocast) / ``"bf16-params"`` (bf16 copies of the fp32 master weights);
+  ``shared`` adds ``share_prompts = true`` (a pair's prompt runs once);
+* ``TRL fp32`` / ``TRL bf16``: ``DPOConfig(bf16=False / True)`` (autocast, fp32 weights); ``TRL
+  bf16-weights``: the model itself in bf16 with ``bf16=True``, TRL's fastest set-up, whose AdamW
+  updates bf16 weights directly (no fp32 master copy): the table's last column says how many weights
+  a run changed at all. TRL's own default ``gradient_checkpointing`` applies,
+  ``--trl-gradient-checkpointing off`` turns it off.
 
 Timed: the median step over ``--steps`` steps after ``--warmup`` (prefcore ``Trainer.train_step``;
 TRL the time between consecutive ``on_step_end`` callbacks), the process CPU time over the same
@@ -50,7 +54,19 @@ from child_process import run_child
 
 __all__ = ["Settings", "main", "measure", "pairs"]
 
-CONFIGS = ("prefcore fp32", "prefcore bf16", "prefcore bf16 shared", "TRL fp32", "TRL bf16")
+CONFIGS = (
+    "prefcore fp32",
+    "prefcore bf16",
+    "prefcore bf16-params",
+    "prefcore bf16-params shared",
+    "TRL fp32",
+    "TRL bf16",
+    "TRL bf16-weights",
+)
+
+
+TRAINS = 0.5
+"""A configuration trains when its run changed at least this share of the weights."""
 
 
 @dataclass(frozen=True)
@@ -109,13 +125,29 @@ def pairs(settings: Settings, tokenizer: Any) -> list[dict[str, str]]:
     ]
 
 
-def _summary(walls: Sequence[float], cpus: Sequence[float], last_loss: float, tokens: int) -> dict[str, Any]:
+def _summary(
+    walls: Sequence[float], cpus: Sequence[float], last_loss: float, tokens: int, changed: float
+) -> dict[str, Any]:
     return {
         "step_s": statistics.median(walls),
         "cpu_s": statistics.median(cpus),
         "last_loss": last_loss,
         "tokens_per_pair": tokens,
+        "changed": changed,
     }
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+
+
+def _changed_share(model: Any, before: dict[str, Any]) -> float:
+    """The share of weight elements a run changed at all (0 where updates were lost to rounding)."""
+    changed = total = 0
+    for name, parameter in model.named_parameters():
+        changed += int((parameter.detach() != before[name]).sum())
+        total += parameter.numel()
+    return changed / total
 
 
 def measure_prefcore(settings: Settings, precision: str, share_prompts: bool = False) -> dict[str, Any]:
@@ -131,6 +163,7 @@ def measure_prefcore(settings: Settings, precision: str, share_prompts: bool = F
     from prefcore.registry import Registry
 
     tokenizer, model = build(settings)
+    before = _snapshot(model)
     records = [PairwiseComparison(**pair) for pair in pairs(settings, tokenizer)]
     items = build_items(records, "pairwise", tokenizer, max_length=1024)
     objective = Registry.from_environment(third_party=False).create("usage", "dpo", {"beta": settings.beta})
@@ -165,10 +198,12 @@ def measure_prefcore(settings: Settings, precision: str, share_prompts: bool = F
             cpus.append(time.process_time() - cpu)
             losses.append(metrics["loss"])
     tokens = items[0].sequences[0].length
-    return _summary(walls[settings.warmup :], cpus[settings.warmup :], losses[-1], tokens)
+    return _summary(
+        walls[settings.warmup :], cpus[settings.warmup :], losses[-1], tokens, _changed_share(model, before)
+    )
 
 
-def measure_trl(settings: Settings, bf16: bool) -> dict[str, Any]:
+def measure_trl(settings: Settings, bf16: bool, bf16_weights: bool = False) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.utils import logging as hf_logging
@@ -177,6 +212,11 @@ def measure_trl(settings: Settings, bf16: bool) -> dict[str, Any]:
 
     hf_logging.set_verbosity_error()
     tokenizer, model = build(settings)
+    if bf16_weights:
+        import torch
+
+        model = model.to(torch.bfloat16)
+    before = _snapshot(model)
     options: dict[str, Any] = {}
     if settings.trl_gradient_checkpointing != "default":
         options["gradient_checkpointing"] = settings.trl_gradient_checkpointing == "on"
@@ -232,7 +272,8 @@ def measure_trl(settings: Settings, bf16: bool) -> dict[str, Any]:
     walls = [b - a for a, b in zip(marks["ends"], marks["ends"][1:], strict=False)]
     cpus = [b - a for a, b in zip(marks["cpu_ends"], marks["cpu_ends"][1:], strict=False)]
     last_loss = marks["losses"][-1] if marks["losses"] else float("nan")
-    return _summary(walls[settings.warmup :], cpus[settings.warmup :], last_loss, tokens)
+    changed = _changed_share(trainer.model, before)
+    return _summary(walls[settings.warmup :], cpus[settings.warmup :], last_loss, tokens, changed)
 
 
 def measure(config: str, settings: Settings) -> dict[str, Any]:
@@ -243,7 +284,7 @@ def measure(config: str, settings: Settings) -> dict[str, Any]:
     tool, precision, *extra = config.split()
     if tool == "prefcore":
         return measure_prefcore(settings, precision, share_prompts="shared" in extra)
-    return measure_trl(settings, bf16=precision == "bf16")
+    return measure_trl(settings, bf16=precision != "fp32", bf16_weights=precision == "bf16-weights")
 
 
 def _child(config: str, settings: Settings) -> dict[str, Any]:
@@ -254,8 +295,8 @@ def _child(config: str, settings: Settings) -> dict[str, Any]:
 def table(results: dict[str, list[dict[str, Any]]], settings: Settings) -> str:
     """One markdown table: median over rounds of each round's median step, and the ratio."""
     rows = [
-        "| configuration | step (ms) | CPU per step (ms) | last step's loss | tokens per sequence |",
-        "|---|---|---|---|---|",
+        "| configuration | step (ms) | CPU per step (ms) | last step's loss | tokens per sequence | weights changed |",
+        "|---|---|---|---|---|---|",
     ]
     medians, cpu_medians = {}, {}
     for config, runs in results.items():
@@ -264,15 +305,23 @@ def table(results: dict[str, list[dict[str, Any]]], settings: Settings) -> str:
         medians[config], cpu_medians[config] = step, cpu
         rows.append(
             f"| {config} | {step * 1e3:.1f} | {cpu * 1e3:.1f} | {runs[0]['last_loss']:.6f} | "
-            f"{runs[0]['tokens_per_pair']} |"
+            f"{runs[0]['tokens_per_pair']} | {runs[0]['changed']:.1%} |"
         )
 
+    trains = {config for config, runs in results.items() if runs[0]["changed"] >= TRAINS}
+
     def ratio(values: dict[str, float]) -> float:
-        ours = min(value for config, value in values.items() if config.startswith("prefcore"))
-        theirs = min(value for config, value in values.items() if config.startswith("TRL"))
+        ours = min(value for config, value in values.items() if config.startswith("prefcore") and config in trains)
+        theirs = min(value for config, value in values.items() if config.startswith("TRL") and config in trains)
         return theirs / ours
 
     rows.append("")
+    left_out = sorted(set(results) - trains)
+    if left_out:
+        rows.append(
+            f"Left out of the ratio (changed under {TRAINS:.0%} of the weights: the updates were lost): "
+            + ", ".join(left_out)
+        )
     rows.append(
         f"TRL's fastest / prefcore's fastest: **{ratio(medians):.2f}x** wall, **{ratio(cpu_medians):.2f}x** CPU time "
         f"({settings.pairs} pairs, {settings.layers}×{settings.hidden} Llama, {settings.threads} thread(s), "
