@@ -151,22 +151,14 @@ def _check_distributed(
     sections: Mapping[str, Any], data_format: str, methods: Mapping[str, list[SelectedMethod]] | None = None
 ) -> None:
     """``[distributed]`` runs the offline trainers, the preference models, the warm start and the online
-    objectives and online DPO (PPO under DDP only, Safe-RLHF not yet); not yet the rest."""
+    objectives (PPO and Safe-RLHF included) and online DPO; not yet the rest."""
     section = sections.get("distributed")
     if section is None or section.strategy == "none":
         return
     loop, self_play = sections.get("loop"), sections.get("self_play")
     online = sections.get("online")
     rollout = data_format == "rollout"
-    usage = (methods or {}).get("usage", [])
-    critic = any(getattr(entry.method, "needs_critic", False) for entry in usage)
-    costs = any(getattr(entry.method, "uses_costs", False) for entry in usage)
     unsupported = [
-        (
-            rollout and critic and (section.strategy != "ddp" or costs),
-            "an online objective with a value model under FSDP2, or with costs (PPO runs under DDP)",
-            "usage",
-        ),
         (
             rollout and online is not None and online.dynamic_sampling,
             "[online] dynamic_sampling",

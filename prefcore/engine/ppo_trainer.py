@@ -28,7 +28,8 @@ reward components (``reward(rollouts, metadata)``'s second result) that are cost
   the last token (``token_rewards(C, kl, mask, −β)``), its GAE gives A_C and the cost returns
   (``returns/cost``, ``old_values/cost`` in the extras; ``costs`` [S] too);
 - the policy's advantages are ``objective.combine_advantages({"reward": A_R, "cost": A_C},
-  mask, costs=C)`` when the objective has that method (Safe-RLHF: (A_R − λ·A_C)/(1 + λ)), else
+  mask, costs=C)`` when the objective has that method (``costs``: the episode costs of the whole
+  step, every rank's under torchrun) (Safe-RLHF: (A_R − λ·A_C)/(1 + λ)), else
   A_R; whitening, if on, applies to the combined advantages;
 - the objective's ``value_loss`` gets both heads' values; λ lives in the objective's
   ``state_dict()``, which every checkpoint holds (with the KL controller's β); an objective
@@ -38,15 +39,22 @@ Checkpoints hold the policy and the value model (one safetensors file, ``policy.
 ``value.*``), both optimisers and schedules, the objective's state and the RNG states, so a
 killed run resumes to the same weights (``checkpoint_parts``).
 
-Under torchrun PPO runs with DDP (FSDP2 and costs are refused): the policy's forward goes
-through DDP as ``OnlineTrainer``'s does; the value model's gradients (its own trunk, or the heads
-on the policy's) are summed across the ranks by hand before its optimiser steps; reward and
-advantage whitening take the batch statistics of every rank (``batch_statistics``); checkpoints
-are sharded (DCP) with both models and both optimisers.
+Under torchrun the policy's forward goes through DDP or FSDP2 as ``OnlineTrainer``'s does. Under
+DDP the value model's gradients (its own trunk, or the heads on the policy's) are summed across
+the ranks by hand before its optimiser steps. Under FSDP2 the value model is sharded like the
+policy (``wrap_model``: ``fully_shard`` per decoder layer of its trunk, then its root), so its
+gradients are reduce-scattered and its optimiser state is sharded; with ``shared`` the heads alone
+are a sharded root, called on the hidden states inside the policy's forward. Before each rollout
+phase the full value model is gathered into the plain one, which computes the old values. Reward
+and advantage whitening take the batch statistics of every rank (``batch_statistics``); with
+costs, ``combine_advantages`` receives every rank's episode costs (in rank order, what one process
+would see), so λ moves on the global costs and is the same on every rank. Checkpoints are sharded
+(DCP) with both models, both optimisers and the objective's state (β, λ).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import replace
@@ -58,12 +66,15 @@ import torch.distributed as dist
 from prefcore.critic import generalized_advantage_estimation
 from prefcore.critic import token_rewards
 from prefcore.critic import whiten
+from prefcore.distributed.wrap import Sharded
+from prefcore.distributed.wrap import wrap_model
 from prefcore.engine.loop import check_loss
 from prefcore.engine.loop import make_scheduler
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import ScoredRollouts
 from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.value_model import ValueModel
+from prefcore.engine.value_model import linear_head_values
 from prefcore.engine.value_model import policy_outputs
 from prefcore.errors import ConfigError
 from prefcore.kernels.kl import per_token_kl
@@ -147,22 +158,26 @@ class PPOTrainer(OnlineTrainer):
         trainable = [parameter for parameter in value_model.parameters() if parameter.requires_grad]
         if not trainable:
             raise ConfigError("the value model has no trainable parameter.")
-        self.critic_trainable = trainable
-        lr = self.critic_config.critic_lr or self.config.lr
-        self.critic_optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=self.config.weight_decay)
-        self.critic_scheduler = make_scheduler(self.critic_optimizer, self.config)
         self._checkpointed = torch.nn.ModuleDict({"policy": self.policy, "value": value_model})
-        if self.parallel is not None:
-            if self.parallel.strategy != "ddp" or self.cost_names:
-                raise ConfigError(
-                    f"{self.objective.name} runs distributed under DDP without costs only: "
-                    "set [distributed] strategy = 'ddp', or run it in one process."
-                )
+        self.critic_sharded: Sharded | None = None
+        """FSDP2: the value model's shards (its heads alone with ``shared``); None in one process and under DDP."""
+        if self.parallel is not None and self.parallel.strategy == "fsdp":
+            # every rank starts from rank 0's weights (wrap_model broadcasts them)
+            shard = value_model.head if value_model.shared else value_model
+            self.critic_sharded = wrap_model(shard, _call, self.parallel)
+            trainable = self.critic_sharded.parameters()
+            shards = {"policy": self.sharded.module, "value": self.critic_sharded.module}
+            self._checkpointed = torch.nn.ModuleDict(shards)
+        elif self.parallel is not None:
             policy_ids = {id(parameter) for parameter in self.policy.parameters()}
             self.critic_own = [parameter for parameter in trainable if id(parameter) not in policy_ids]
             with torch.no_grad():  # every rank starts from rank 0's value model
                 for tensor in [*value_model.parameters(), *value_model.buffers()]:
                     dist.broadcast(tensor.data, src=0)
+        self.critic_trainable = trainable
+        lr = self.critic_config.critic_lr or self.config.lr
+        self.critic_optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=self.config.weight_decay)
+        self.critic_scheduler = make_scheduler(self.critic_optimizer, self.config)
 
     def sharded_parts(self) -> tuple[torch.nn.Module, Any, Any]:
         """Both models, both optimisers (DCP takes a list) and both schedules."""
@@ -173,15 +188,50 @@ class PPOTrainer(OnlineTrainer):
         )
 
     def _sync_critic(self) -> None:
-        """The value model's gradients summed over the ranks, as DDP averages the policy's (each rank's
-        loss carries the world size: ``backward``)."""
-        if self.parallel is None:
+        """DDP: the value model's gradients averaged over the ranks by hand, as DDP averages the policy's
+        (each rank's loss carries the world size: ``backward``). FSDP2 reduces its shards' itself."""
+        if self.parallel is None or self.critic_sharded is not None:
             return
         for parameter in self.critic_own:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
             dist.all_reduce(parameter.grad)
             parameter.grad.div_(self.world_size)
+
+    def gather_weights(self) -> None:
+        """The policy's and (FSDP2) the value model's full weights into the plain models (collective)."""
+        super().gather_weights()
+        if self.critic_sharded is not None:
+            self.critic_sharded.copy_into()
+
+    def train_mode(self) -> None:
+        """Policy and value model (and their FSDP2 shards) in training mode."""
+        super().train_mode()
+        self.value_model.train()
+        if self.critic_sharded is not None:
+            self.critic_sharded.module.train()
+
+    def global_costs(self, costs: torch.Tensor) -> torch.Tensor:
+        """``[S]`` episode costs of every rank, in rank order (the step's costs as one process has them)."""
+        if self.parallel is None:
+            return costs
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, costs.detach().cpu())
+        return torch.cat(gathered).to(costs.device)
+
+    def _critic_values(self, tensors: Any, rows: list[int]) -> dict[str, torch.Tensor]:
+        """``{head: [len(rows), T]}`` values with gradient from the value model's own trunk (FSDP2: its shards)."""
+        if self.critic_sharded is None:
+            return self.value_model.completion_values(tensors, rows)
+        self.critic_sharded.release()
+        return self.critic_sharded.module(_completion_values, tensors, rows)
+
+    def _heads(self) -> Any:
+        """What ``policy_outputs`` reads the shared heads through: the value model, or (FSDP2) its sharded heads."""
+        if self.critic_sharded is None or not self.value_model.shared:
+            return self.value_model
+        self.critic_sharded.release()
+        return _ShardedHeads(self.value_model.heads, self.critic_sharded)
 
     # -- checkpoints ----------------------------------------------------------------------
     def checkpoint_parts(self) -> tuple[torch.nn.Module, Any, Any]:
@@ -235,8 +285,8 @@ class PPOTrainer(OnlineTrainer):
                 extras[f"old_values/{head}"] = old_values[head].float()
                 extras[f"token_rewards/{head}"] = per_token.float()
             combine = getattr(self.objective, "combine_advantages", None)
-            if self.cost_names and callable(combine):
-                policy_advantages = combine(advantages, mask, costs=outcomes["cost"])
+            if self.cost_names and callable(combine):  # λ moves on every rank's costs: the same λ everywhere
+                policy_advantages = combine(advantages, mask, costs=self.global_costs(outcomes["cost"]))
             else:
                 policy_advantages = advantages["reward"]
             if config.whiten_advantages:
@@ -283,7 +333,8 @@ class PPOTrainer(OnlineTrainer):
     def _critic_update(self, metrics: dict[str, float]) -> None:
         if self.config.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.critic_trainable, self.config.max_grad_norm)
-            metrics["critic/grad_norm"] = float(norm)
+            full_tensor = getattr(norm, "full_tensor", None)  # FSDP2: a DTensor
+            metrics["critic/grad_norm"] = float(full_tensor() if callable(full_tensor) else norm)
         self.critic_optimizer.step()
         self.critic_scheduler.step()
         metrics["critic/lr"] = self.critic_scheduler.get_last_lr()[0]
@@ -302,7 +353,6 @@ class PPOTrainer(OnlineTrainer):
         for epoch in range(self.online.update_epochs):
             for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):
                 self.train_mode()
-                self.value_model.train()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 mine = [row - first for row in minibatch if first <= row < first + count]
@@ -317,14 +367,14 @@ class PPOTrainer(OnlineTrainer):
                             _policy_outputs,
                             scored.tensors,
                             rows,
-                            self.value_model,
+                            self._heads(),
                             entropy,
                             config.fused_lm_head,
                             config.kernel_backend,
                         )
                     values = outputs.values
                     if values is None:
-                        values = self.value_model.completion_values(scored.tensors, rows)
+                        values = self._critic_values(scored.tensors, rows)
                     batch = replace(
                         self._batch(scored, rows, outputs.logps, num_tokens, len(minibatch)), entropy=outputs.entropy
                     )
@@ -358,11 +408,39 @@ class PPOTrainer(OnlineTrainer):
         return metrics
 
     def _backward_both(self, loss: torch.Tensor, *, final: bool, weight: float, policy: bool) -> None:
-        """``backward`` through DDP when the policy's forward went through it, else a plain one scaled alike."""
-        if self.sharded is None or policy or self.value_model.shared:
+        """``backward`` through DDP when the policy's forward went through it, else a plain one scaled alike;
+        under FSDP2 the value model's shards reduce their gradients on the ``final`` micro-batch with the policy's."""
+        if self.critic_sharded is not None:
+            with self.critic_sharded.sync(final):
+                self.backward(loss, final=final, weight=weight)
+        elif self.sharded is None or policy or self.value_model.shared:
             self.backward(loss, final=final, weight=weight)
         else:  # critic warm-up with a separate critic: the policy ran without gradient, outside DDP's reducer
             (loss * (weight * self.world_size)).backward()
+
+
+def _call(module: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
+    """The forward FSDP2 wraps around the value model: ``fn(module, *args)``."""
+    return fn(module, *args)
+
+
+def _completion_values(value_model: ValueModel, tensors: Any, rows: list[int]) -> dict[str, torch.Tensor]:
+    """A separate value model's values of ``rows``, as copies (FSDP2 hooks its root's outputs: a view could
+    drop the hook)."""
+    return {name: values.clone() for name, values in value_model.completion_values(tensors, rows).items()}
+
+
+class _ShardedHeads:
+    """A shared value model's heads as ``policy_outputs`` reads them, called through their FSDP2 root."""
+
+    shared = True
+
+    def __init__(self, heads: Sequence[str], sharded: Sharded) -> None:
+        self.heads = tuple(heads)
+        self.sharded = sharded
+
+    def head_values(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.sharded.module(linear_head_values, hidden)
 
 
 def _policy_outputs(
@@ -374,5 +452,11 @@ def _policy_outputs(
     fused: bool,
     backend: str,
 ) -> Any:
-    """``policy_outputs`` of a micro-batch: what DDP wraps as the policy's forward."""
-    return policy_outputs(policy, tensors, rows, value_model=value_model, entropy=entropy, fused=fused, backend=backend)
+    """``policy_outputs`` of a micro-batch: what DDP and FSDP2 wrap as the policy's forward (shared values as
+    copies, not views of the heads' output: FSDP2 hooks the root's outputs)."""
+    outputs = policy_outputs(
+        policy, tensors, rows, value_model=value_model, entropy=entropy, fused=fused, backend=backend
+    )
+    if outputs.values is None:
+        return outputs
+    return replace(outputs, values={name: values.clone() for name, values in outputs.values.items()})

@@ -38,7 +38,7 @@ from prefcore.engine.rollout import logprob_temperature
 from prefcore.errors import ConfigError
 from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs
 
-__all__ = ["PLACEMENTS", "PolicyOutputs", "ValueModel", "build_value_model", "policy_outputs"]
+__all__ = ["PLACEMENTS", "PolicyOutputs", "ValueModel", "build_value_model", "linear_head_values", "policy_outputs"]
 
 PLACEMENTS: tuple[str, ...] = ("separate", "reward_model", "shared")
 
@@ -73,6 +73,12 @@ def _to_completion(per_position: torch.Tensor, tensors: RolloutTensors, width: i
         return nn.functional.pad(gathered, (0, 0, 0, width - gathered.shape[1]))
     gathered = per_position.gather(1, columns).masked_fill(~tensors.mask, 0.0)
     return nn.functional.pad(gathered, (0, width - gathered.shape[1]))
+
+
+def linear_head_values(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``[..., K]`` float32 values of the heads ``head`` (a linear layer) on hidden states ``[..., H]``;
+    also what FSDP2 wraps when the heads ride on the policy's trunk (``PPOTrainer``)."""
+    return head(hidden.to(head.weight.dtype)).float()
 
 
 class ValueModel(nn.Module):
@@ -130,7 +136,7 @@ class ValueModel(nn.Module):
 
     def head_values(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[..., K]`` float32 values from hidden states ``[..., H]``."""
-        return self.head(hidden.to(self.head.weight.dtype)).float()
+        return linear_head_values(self.head, hidden)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``[S, L, K]`` values at every position."""

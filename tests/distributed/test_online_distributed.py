@@ -8,8 +8,11 @@ on its own, seeded by the prompt's token ids and the online step, whichever rank
 prompt falls in. With identical rollouts, everything the distributed path adds is checked
 against the single process: the prompt shards, the batch-wide advantage statistics summed across
 ranks (GRPO with ``scale_rewards = "batch"``; REINFORCE++'s global whitening with the KL in the
-reward), the global minibatch order with the global token count (``token_mean``), the
-zero-weighted filler micro-batches when the ranks' shares of a minibatch differ, the gathered
+reward), PPO's critic (a separate value model, or heads on the policy's trunk: gradients summed by
+hand under DDP, sharded with the policy under FSDP2) and Safe-RLHF's Lagrange multiplier (λ moves on
+every rank's costs, so it is the same on every rank and equals one process's), the global
+minibatch order with the global token count (``token_mean``), the zero-weighted filler
+micro-batches when the ranks' shares of a minibatch differ, the gathered
 step metrics, the adaptive KL controller (it reads the gathered ``kl/k1``), the gradient
 reduction of DDP and FSDP2, and the sharded checkpoint that resumes to the same weights.
 
@@ -59,14 +62,18 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "reinforce_pp": ("reinforce_pp", {}),
     # a separate critic (its gradients summed by hand), whitened rewards and advantages
     "ppo": ("ppo", {"whiten_rewards": True}),
-    # the value head on the policy's trunk: one forward through DDP serves both; a critic warm-up step,
-    # checkpointed before the policy's optimiser has stepped
+    # the value head on the policy's trunk: one forward through DDP (FSDP2: the heads a sharded root called
+    # inside the policy's) serves both; a critic warm-up step, checkpointed before the policy's optimiser has stepped
     "ppo_shared": ("ppo", {"critic": "shared", "critic_warmup": 1}),
+    # reward and cost heads on a separate critic; λ moves on the gathered costs (its window is checkpointed).
+    # Advantages unwhitened (Safe-RLHF's default): whitened ones move ρ across the clip bounds within 6 updates
+    # at lr 1e-2, where rounding-level differences then flip whole tokens' gradients
+    "safe_rlhf": ("safe_rlhf", {"lambda_lr": 0.05}),
     # the [loop]: best-against-worst pairs of each rank's groups train DPO with the global pair count
     "online_dpo": ("dpo", {"beta": 0.1}),
 }
-STRATEGIES: dict[str, tuple[str, ...]] = {"reinforce_pp": ("ddp",), "ppo": ("ddp",), "ppo_shared": ("ddp",)}
-"""PPO runs under DDP only; FSDP2 is shown on GRPO (to keep the launch short)."""
+STRATEGIES: dict[str, tuple[str, ...]] = {"reinforce_pp": ("ddp",)}
+"""REINFORCE++ under DDP only: FSDP2's batch statistics are shown on GRPO and PPO (to keep the launch short)."""
 RUNS = [(case, strategy) for case in CASES for strategy in STRATEGIES.get(case, ("ddp", "fsdp"))]
 STEPS = 2
 RECORDS = task.answer_records(("sum",))[:20]
@@ -96,6 +103,15 @@ def reward(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[t
     return exact - 0.1 * words, {"exact": exact}
 
 
+def costly_reward(
+    rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Safe-RLHF's split: the exact answer is the reward, words beyond two the cost (``length``, not in the total)."""
+    _, components = reward(rollouts, metadata)
+    words = torch.tensor([float(len(text.split())) for text in rollouts.texts])
+    return components["exact"], {**components, "length": words - 2.0}
+
+
 def build(
     case: str, run_dir: Path, *, steps: int = STEPS, checkpoint_every: int = 0, full_sequences: bool = False
 ) -> OnlineTrainer:
@@ -108,9 +124,12 @@ def build(
     critic: dict[str, Any] = {}
     trainer_class: type[OnlineTrainer] = OnlineTrainer
     online = {"minibatch_size": 12, "micro_batch_size": 5}
-    if method == "ppo":
+    if method in ("ppo", "safe_rlhf"):
         trainer_class = PPOTrainer
-        critic["value_model"] = build_value_model(objective.config.critic, policy, heads=("reward",), seed=2)
+        heads = ("reward", "cost") if method == "safe_rlhf" else ("reward",)
+        critic["value_model"] = build_value_model(objective.config.critic, policy, heads=heads, seed=2)
+        if method == "safe_rlhf":
+            critic["cost_names"] = ("length",)
     if case == "online_dpo":  # one optimiser step per pass over a step's pairs, 3 pairs per forward
         trainer_class, objective, online = OnlineDPOTrainer, [WeightedObjective(objective)], {"micro_batch_size": 3}
     trainer = trainer_class(
@@ -132,7 +151,7 @@ def build(
         # 32 completions a step; minibatches of 12 split unevenly between the ranks, micro-batches of 5
         OnlineLoopConfig(prompts_per_step=8, samples_per_prompt=4, max_new_tokens=6, update_epochs=2, **online),
         tokenizer=tokenizer,
-        reward=reward,
+        reward=costly_reward if method == "safe_rlhf" else reward,
         run_dir=run_dir,
         device=torch.device("cpu"),
         reference=frozen_copy(policy),
@@ -305,7 +324,28 @@ COMPARED = (
     "tied_groups",
     "reward/chosen",
     "reward/rejected",
+    # PPO's and Safe-RLHF's
+    "policy_loss",
+    "cost/mean",
+    "cost/length",
+    "cost/window_mean",
+    "cost/over_bound_fraction",
+    "lagrange/lambda",
 )
+CRITIC_COMPARED = ("critic/grad_norm", "critic/old_value_mean", "critic/returns_mean", "critic/cost_returns_mean")
+"""Read off the value model's outputs, whose weights agree to ~1e-5 after a step (AdamW's normalised steps
+magnify rounding): compared to a relative 1e-4."""
+
+
+def flat(state: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """An objective's state as one level of ``a/b`` keys (Safe-RLHF nests its multiplier's)."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, Mapping):
+            out.update(flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 @pytest.mark.parametrize(("case", "strategy"), RUNS)
@@ -318,7 +358,15 @@ def test_two_ranks_equal_one_process(
         for key in COMPARED:
             if key in theirs:
                 assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
-    assert got["objective"] == pytest.approx(want["objective"], rel=1e-5)
+        for key in CRITIC_COMPARED:
+            if key in theirs:
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), key
+    assert flat(got["objective"]) == pytest.approx(flat(want["objective"]), rel=1e-5)
+    assert launched[1][f"{strategy}/{case}"]["objective"] == got["objective"]  # β, λ: the same on every rank
+    compared = [key for key in (*COMPARED, *CRITIC_COMPARED) if key in want["metrics"][-1]]
+    if CASES[case][0] in ("ppo", "safe_rlhf"):
+        assert {"policy_loss", "critic/returns_mean", "critic/grad_norm"} <= set(compared), compared
+        assert any(name.startswith("value.") for name in want["weights"])  # the value model is compared too
     for name, tensor in want["weights"].items():
         torch.testing.assert_close(got["weights"][name], tensor, rtol=0, atol=2e-4, msg=name)
         torch.testing.assert_close(launched[1][f"{strategy}/{case}"]["weights"][name], got["weights"][name])
@@ -326,6 +374,30 @@ def test_two_ranks_equal_one_process(
     start = build_tiny_model(build_tokenizer(), seed=1).state_dict()
     moved = [float((tensor - start[name]).abs().max()) for name, tensor in want["weights"].items() if name in start]
     assert max(moved) > 1e-2
+
+
+@pytest.mark.parametrize("strategy", [strategy for case, strategy in RUNS if case == "safe_rlhf"])
+def test_lambda_moves_on_every_ranks_costs(
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str
+) -> None:
+    """Safe-RLHF's λ: its cost window holds the step's 32 costs of both ranks in one process's order, so λ is
+    one process's on both ranks (and after resume); it moved, and would have differed on one rank's costs."""
+    want = single[f"{strategy}/safe_rlhf"]["objective"]["lagrange"]
+    for rank in (0, 1):
+        for run in ("", "/resumed"):
+            got = launched[rank][f"{strategy}/safe_rlhf{run}"]["objective"]["lagrange"]
+            assert got["costs"] == want["costs"] and len(want["costs"]) == 2 * 32, (rank, run)
+            assert got["lambda"] == pytest.approx(want["lambda"], rel=1e-12), (rank, run)
+    assert abs(want["lambda"] - 1.0) > 1e-2  # λ_init = 1: it moved
+    lambdas = [launched[0][f"{strategy}/safe_rlhf"]["metrics"][step]["lagrange/lambda"] for step in range(STEPS)]
+    assert lambdas == pytest.approx([row["lagrange/lambda"] for row in single[f"{strategy}/safe_rlhf"]["metrics"]])
+    # what rank 0 alone would have made of its own 16 costs a step
+    from prefcore.lagrangian import LagrangeMultiplier
+
+    alone = LagrangeMultiplier(0.0, init=1.0, lr=0.05)
+    for step in range(STEPS):
+        alone.update(want["costs"][32 * step : 32 * step + 16])
+    assert abs(alone.value - want["lambda"]) > 1e-3
 
 
 @pytest.mark.parametrize(("case", "strategy"), RUNS)
@@ -336,7 +408,7 @@ def test_a_sharded_checkpoint_resumes_to_the_same_weights(
     assert result[f"{strategy}/{case}/resumed_from"] == 1
     straight, resumed = result[f"{strategy}/{case}"], result[f"{strategy}/{case}/resumed"]
     assert resumed["online_step"] == STEPS
-    assert resumed["objective"] == pytest.approx(straight["objective"], rel=1e-6)
+    assert flat(resumed["objective"]) == pytest.approx(flat(straight["objective"]), rel=1e-6)
     for name, tensor in straight["weights"].items():
         torch.testing.assert_close(resumed["weights"][name], tensor, rtol=0, atol=1e-6, msg=name)
 

@@ -54,10 +54,16 @@ def test_dry_run_accepts_online_objectives_and_refuses_what_is_not_distributed_y
     assert checked.sections["distributed"].strategy == "fsdp" and checked.data_format == "rollout"
     online_dpo = _with(usage={"method": "dpo"}, loop={"kind": "online_dpo"}, online={"samples_per_prompt": 2})
     assert check_run_config(parse_run_config(online_dpo), registry=REGISTRY).data_format == "pairwise"
-    ppo = _with(usage={"method": "ppo"}, distributed={"strategy": "ddp"})
-    assert check_run_config(parse_run_config(ppo), registry=REGISTRY).data_format == "rollout"
+    cost = {"kind": "rule", "method": "demo_rule", "score": "harm", "role": "cost"}
+    for strategy in ("ddp", "fsdp"):  # the critics, sharded under FSDP2; Safe-RLHF's λ on every rank's costs
+        for usage, rewards in (
+            ({"method": "ppo"}, RUN_FILE["reward"]),
+            ({"method": "ppo", "critic": "shared"}, RUN_FILE["reward"]),
+            ({"method": "safe_rlhf"}, [*RUN_FILE["reward"], cost]),
+        ):
+            data = _with(usage=usage, reward=rewards, distributed={"strategy": strategy})
+            assert check_run_config(parse_run_config(data), registry=REGISTRY).data_format == "rollout"
     for sections, what in (
-        ({"usage": {"method": "ppo"}}, "an online objective with a value model"),
         ({"online": {"dynamic_sampling": True}}, r"\[online\] dynamic_sampling"),
         (
             {"usage": {"method": "sft"}, "loop": {"kind": "best_of_n"}, "online": {"samples_per_prompt": 2}},
