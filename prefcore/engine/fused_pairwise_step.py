@@ -87,11 +87,15 @@ def _applies(trainer: Trainer, batch: SequenceBatch, plan: PromptPlan | None) ->
     return loss_aware_row(trainer.objectives[0].objective, batch)
 
 
-def _autocast(trainer: Trainer) -> contextlib.AbstractContextManager:
-    from prefcore.engine.trainer import autocast_dtype  # the trainer imports this module
+def _forward_context(trainer: Trainer, model: Any) -> contextlib.AbstractContextManager:
+    """The trainer's own precision and attention contexts for ``model`` (autocast or bf16 weight copies)."""
+    from prefcore.engine.trainer import _attention  # the trainer imports this module: import at call time
+    from prefcore.engine.trainer import _precision
 
-    dtype = autocast_dtype(trainer.config.precision, trainer.device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(trainer.device.type, dtype=dtype)
+    stack = contextlib.ExitStack()
+    stack.enter_context(_precision(trainer.config, trainer.device, model))
+    stack.enter_context(_attention(model))
+    return stack
 
 
 def loss_aware_output(
@@ -106,18 +110,19 @@ def loss_aware_output(
     if row is None:
         return None
     loss, options = row
-    model, sequences = trainer.model, batch.sequences
-    with _autocast(trainer):
+    model, sequences = trainer.policy, batch.sequences
+    # The weights read inside the context (bf16 copies under ``bf16-params``) keep their graph after it.
+    with _forward_context(trainer, model):
         decoder = _base_model(model).get_decoder()
         hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
-    weight, bias = lm_head_weight_and_bias(model)
+        weight, bias = lm_head_weight_and_bias(model)
     hidden = hidden[:, :-1]
     targets = sequences.input_ids[:, 1:].masked_fill(~sequences.completion_mask, IGNORE_INDEX)
     ref_sums = None
     if loss != "simpo":
         ref_sums = batch.ref_sequence_logps
         if ref_sums is None:
-            with torch.no_grad(), _autocast(trainer):
+            with torch.no_grad(), _forward_context(trainer, getattr(trainer.reference_logps, "model", None)):
                 ref_logps = trainer.reference_logps(batch)
             ref_sums = sequence_logps_ref(ref_logps.float(), sequences.completion_mask)[0]
     chunks = plan_pair_chunks(

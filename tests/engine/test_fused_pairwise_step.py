@@ -212,10 +212,11 @@ def test_the_step_reads_the_device_once(tokenizer, tmp_path, calls, monkeypatch)
     assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
 
 
-def test_bf16_autocast_step(tokenizer, tmp_path, calls) -> None:
-    """``precision = "bf16"``: the same bf16 hidden states and logits tile on both paths, fp32 sums and loss."""
-    usual = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=False, precision="bf16"), steps=1)
-    loss_aware = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True, precision="bf16"), steps=1)
+@pytest.mark.parametrize("precision", ["bf16", "bf16-params"])
+def test_bf16_step(tokenizer, tmp_path, calls, precision) -> None:
+    """bf16 autocast or bf16 weight copies: bf16 hidden states and logits tile on both paths, fp32 sums and loss."""
+    usual = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=False, precision=precision), steps=1)
+    loss_aware = _train(_trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True, precision=precision), steps=1)
     assert calls == ["dpo", "dpo"]
     for key, value in usual[0][0].items():
         if key != "elapsed_s":
