@@ -280,8 +280,15 @@ def _trainer(args: argparse.Namespace, loss_aware: bool, run_dir: Path) -> Any:
         chosen, rejected = ids(args.seq_len - len(prompt)), ids(args.seq_len - len(prompt))
         pair = (TokenizedSequence(prompt, chosen), TokenizedSequence(prompt, rejected))
         items.append(TrainingItem(sequences=pair, data_format="pairwise"))
+    precision = "bf16" if args.dtype == "bf16" else "fp32"  # bf16: CPU autocast with fp32 master weights
     config = TrainConfig(
-        steps=10**6, batch_size=args.pairs, grad_accum=1, lr=1e-4, progress=False, loss_aware_head=loss_aware
+        steps=10**6,
+        batch_size=args.pairs,
+        grad_accum=1,
+        lr=1e-4,
+        progress=False,
+        precision=precision,
+        loss_aware_head=loss_aware,
     )
     objective = Registry.from_environment(third_party=False).create("usage", "dpo", {"beta": BETA})
     return Trainer(
@@ -304,7 +311,8 @@ def engine_table(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: _trainer(args, name == "on", Path(tmp) / name) for name in ("off", "on")}
         first = {name: trainer.train_step()["loss"] for name, trainer in trainers.items()}
-        if abs(first["on"] - first["off"]) > 1e-5 * max(1.0, abs(first["off"])):
+        tolerance = 1e-5 if args.dtype == "fp32" else 1e-2  # bf16 logits round at 2^-8
+        if abs(first["on"] - first["off"]) > tolerance * max(1.0, abs(first["off"])):
             return f"engine step: the losses differ ({first}); not timed"
         samples: dict[str, list[float]] = {name: [] for name in trainers}
         for _ in range(args.repeats):  # interleaved rounds
@@ -320,7 +328,7 @@ def engine_table(args: argparse.Namespace) -> str:
     base = results["off"][0]
     lines = [
         f"Trainer DPO step on CPU: Llama {args.layers}x{args.hidden}, V = {args.vocab}, {args.pairs} pairs of "
-        f"{args.seq_len} tokens (half prompt), live reference, fp32, {args.threads} thread(s); first-step loss "
+        f"{args.seq_len} tokens (half prompt), live reference, {args.dtype}, {args.threads} thread(s); first-step loss "
         f"{first['off']:.6f} (off) vs {first['on']:.6f} (on)",
         "",
         "| [train] loss_aware_head | CPU ms per step | vs off | peak MiB |",
