@@ -3,10 +3,12 @@
 - ``process_group``: ``init`` from torchrun's environment, ``rank``, ``world_size``, ``is_main``,
   ``barrier``, ``teardown``; ``current()`` is what the trainers read.
 - ``sampler``: each rank's slice of the seeded global micro-batches (resumable on any world size).
-- ``wrap``: DDP or FSDP2 (``fully_shard`` per decoder layer, then root; bf16 policy; CPU offload).
+- ``wrap``: DDP or FSDP2 (``fully_shard`` per decoder layer, then root; bf16 policy; CPU offload);
+  ``wrap_frozen`` shards the frozen reference the same way, for forwards only.
 - ``reduce``: metrics and token counts summed across ranks.
 - ``fingerprint``: every rank must load the same plugins.
-- ``checkpoint``: sharded checkpoints (torch.distributed.checkpoint), convertible to safetensors.
+- ``checkpoint``: sharded checkpoints (torch.distributed.checkpoint), convertible to safetensors,
+  resumable on any number of processes, one plain process (no torchrun) included.
 - ``launch``: ``prefcore run --nproc N`` re-executes itself under torchrun.
 """
 
