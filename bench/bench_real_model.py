@@ -48,7 +48,8 @@ from child_process import run_child
 __all__ = ["PAIRS", "Settings", "Timer", "gguf_file", "main", "summarise", "table"]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CONFIGS = ("prefcore folder", "prefcore gguf", "TRL folder")
+CONFIGS = ("prefcore folder", "prefcore gguf", "TRL folder", "prefcore folder bf16-params", "TRL folder bf16")
+"""Default set: fp32. ``bf16-params`` (prefcore) and ``bf16`` (TRL's autocast) are each tool's fastest bf16."""
 PAIRS = (
     ("What is the capital of France?", "The capital of France is Paris.", "France is a country in Europe. Its"),
     ("What is the capital of Italy?", "The capital of Italy is Rome.", "Italy has many cities, such as"),
@@ -118,7 +119,7 @@ def _chat_rows(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def measure_prefcore(settings: Settings, source: str, timer: Timer) -> dict[str, Any]:
+def measure_prefcore(settings: Settings, source: str, timer: Timer, precision: str = "fp32") -> dict[str, Any]:
     import torch
 
     from prefcore.data import Message
@@ -162,6 +163,7 @@ def measure_prefcore(settings: Settings, source: str, timer: Timer) -> dict[str,
         schedule="constant",
         weight_decay=0.0,
         max_grad_norm=1.0,
+        precision=precision,
         progress=False,
     )
     losses = []
@@ -184,7 +186,7 @@ def measure_prefcore(settings: Settings, source: str, timer: Timer) -> dict[str,
     return {"losses": losses, "tokens": sum(tokens) / len(tokens)}
 
 
-def measure_trl(settings: Settings, timer: Timer) -> dict[str, Any]:
+def measure_trl(settings: Settings, timer: Timer, bf16: bool = False) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoTokenizer
     from transformers import TrainerCallback
@@ -210,7 +212,7 @@ def measure_trl(settings: Settings, timer: Timer) -> dict[str, Any]:
             max_length=settings.max_length,
             seed=settings.seed,
             use_cpu=True,
-            bf16=False,
+            bf16=bf16,
             model_init_kwargs={"dtype": "float32"},
             report_to="none",
             save_strategy="no",
@@ -255,8 +257,11 @@ def measure(config: str, settings: Settings, started: tuple[float, float]) -> di
     torch.set_num_threads(settings.threads)
     timer = Timer()
     timer._wall, timer._cpu = started  # the imports phase counts from the script's start
-    tool, source = config.split()
-    result = measure_trl(settings, timer) if tool == "TRL" else measure_prefcore(settings, source, timer)
+    tool, source, *precision = config.split()
+    if tool == "TRL":
+        result = measure_trl(settings, timer, bf16=precision == ["bf16"])
+    else:
+        result = measure_prefcore(settings, source, timer, *precision)
     result.update(summarise(timer.phases), phases=timer.phases, peak_rss=peak_rss_bytes())
     return result
 
@@ -302,7 +307,8 @@ def table(results: dict[str, list[dict[str, Any]]], settings: Settings, import_s
     lines.append("")
     lines.append(
         f"{settings.pairs} pairs, batch {settings.batch_size}, max length {settings.max_length}, "
-        f"{settings.threads} thread(s), fp32, live reference, {len(next(iter(results.values())))} round(s)."
+        f"{settings.threads} thread(s), fp32 unless named, live reference, "
+        f"{len(next(iter(results.values())))} round(s)."
     )
     if import_s is not None:
         lines.append(f"`prefcore import-model` (GGUF → folder, once): {_ms_pair(import_s)}.")
