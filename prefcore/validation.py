@@ -155,21 +155,17 @@ def _check_distributed(
     section = sections.get("distributed")
     if section is None or section.strategy == "none":
         return
-    loop, self_play = sections.get("loop"), sections.get("self_play")
     online = sections.get("online")
     rollout = data_format == "rollout"
     unsupported = [
         (
-            rollout and online is not None and online.dynamic_sampling,
-            "[online] dynamic_sampling",
+            rollout
+            and online is not None
+            and online.dynamic_sampling
+            and any(getattr(entry.method, "needs_critic", False) for entry in (methods or {}).get("usage", [])),
+            "[online] dynamic_sampling with a value model (PPO)",
             "online.dynamic_sampling",
         ),
-        (
-            loop is not None and loop.kind not in ("none", "online_dpo"),
-            f"[loop] kind = {getattr(loop, 'kind', '')!r}",
-            "loop.kind",
-        ),
-        (self_play is not None and self_play.rounds > 0, "[self_play] rounds > 0", "self_play.rounds"),
     ]
     for found, what, field in unsupported:
         if found:

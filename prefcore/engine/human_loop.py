@@ -20,6 +20,12 @@ Nothing is ever sampled twice: an exported iteration is read back from disk, and
 sampler's draw is redone from the checkpointed sampler state and checked against the export.
 From a run file, ``[loop] kind = "human_online_dpo"`` makes each ``prefcore run`` one ``advance``
 (``prefcore.stages.loops.train_with_people``).
+
+Under torchrun the exchange folder is rank 0's: each rank samples its contiguous slice of the
+iteration's prompts (its own seed), rank 0 gathers the samples in rank order (the prompts' order)
+and writes the items; rank 0 alone reads the export and the answers and broadcasts what it
+found (or its error) to every rank, which then trains its contiguous slice of the voted pairs
+with the global pair and token counts (``OnlineDPOTrainer.update``), as one process trains them all.
 """
 
 from __future__ import annotations
@@ -32,11 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from prefcore.data.readers import load_preferences
 from prefcore.data.records import PairwiseComparison
 from prefcore.data.records import text_to_json
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import is_main
+from prefcore.distributed.sampler import shard_indices
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.online_loops import OnlineDPOTrainer
+from prefcore.engine.online_schedule import select_groups
 from prefcore.engine.sequences import TokenizedSequence
 from prefcore.errors import DataError
 from prefcore.rollout import Rollouts
@@ -139,19 +151,32 @@ class HumanOnlineDPO(OnlineDPOTrainer):
         state = self.sampler.state()
         indices = self.sampler.draw(self.online.prompts_per_step)
         self.sampler.load(state)  # training redraws the same prompts from the checkpointed state
-        rollouts = self._sample([self.prompts[index] for index in indices], self.settings)
+        self.gather_weights()  # FSDP2: the sampler needs the full weights in the plain model
+        rollouts = self._sample([self.prompts[index] for index in self.local_prompts(indices)], self.settings)
+        if self.parallel is not None:  # every rank's samples, in rank order: the prompts' order
+            gathered: list[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, rollouts)
+            rollouts = select_groups([(part, range(len(part.prompts))) for part in gathered])
         rows, tokens = _items(rollouts, iteration)
-        folder = self.iteration_dir(iteration)
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / "tokens.json", json.dumps({"indices": indices, "items": tokens}))
-        _write_atomic(
-            folder / "items.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        )  # written last: its presence marks a complete export
+        if is_main():
+            folder = self.iteration_dir(iteration)
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / "tokens.json", json.dumps({"indices": indices, "items": tokens}))
+            _write_atomic(
+                folder / "items.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            )  # written last: its presence marks a complete export
+        barrier()
         return {"exported_items": float(len(rows)), "single_completion_prompts": float(len(indices) - len(rows))}
 
-    def train_iteration(self, iteration: int, answers: HumanAnswers) -> dict[str, float]:
-        """One iteration's update on the voted pairs; the prompt draw is redone and checked against the export."""
-        saved = json.loads((self.iteration_dir(iteration) / "tokens.json").read_text())
+    def train_iteration(
+        self, iteration: int, answers: HumanAnswers, saved: Mapping[str, Any] | None = None
+    ) -> dict[str, float]:
+        """One iteration's update on the voted pairs; the prompt draw is redone and checked against the export.
+
+        ``saved``: the export's ``tokens.json`` (read here when not given).
+        """
+        if saved is None:
+            saved = json.loads((self.iteration_dir(iteration) / "tokens.json").read_text())
         indices = self.sampler.draw(self.online.prompts_per_step)
         if indices != saved["indices"]:
             raise DataError(
@@ -166,14 +191,18 @@ class HumanOnlineDPO(OnlineDPOTrainer):
             )
             for item, chosen, rejected in answers.pairs
         ]
+        everyone = items
+        if self.parallel is not None:  # this rank's slice of the pairs; the counts are global
+            items = shard_indices(everyone, self.rank, self.world_size)  # type: ignore[arg-type]
         metrics: dict[str, float] = {
-            "pairs": float(len(items)),
+            "pairs": float(len(everyone)),
             "tied_pairs": float(answers.tied_pairs),
             "answers": float(answers.answers),
             "annotators": float(len(answers.annotators)),
         }
-        for _ in range(self.online.update_epochs if items else 0):
-            for key, value in self.update(items).items():
+        for _ in range(self.online.update_epochs if everyone else 0):
+            update = self.update(items) if self.parallel is None else self.update(items, everyone[:1])
+            for key, value in update.items():
                 metrics[key] = metrics.get(key, 0.0) + value / self.online.update_epochs
         self.online_step += 1
         self.save()
@@ -185,21 +214,50 @@ class HumanOnlineDPO(OnlineDPOTrainer):
         iteration = self.online_step + 1
         if iteration > self.online_steps:
             return HumanStep("done", self.online_step, {}, f"all {self.online_steps} iterations are trained.")
-        folder = self.iteration_dir(iteration)
-        if not (folder / "items.jsonl").is_file():
+        status, answers, saved = self._read_exchange(iteration)
+        if status == "export":
             metrics = self.export(iteration)
             return HumanStep("exported", iteration, metrics, self.instructions(iteration))
-        items = [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines() if line.strip()]
-        answers = read_answers(folder / "answers", items)
-        if not answers.answers:
+        if status == "waiting":
             return HumanStep("waiting", iteration, {}, "no answers yet; " + self.instructions(iteration))
-        metrics = self.train_iteration(iteration, answers)
-        if self.on_step is not None:
+        metrics = self.train_iteration(iteration, answers, saved)
+        if self.on_step is not None and is_main():
             self.on_step(self.online_step, metrics)
         if self.online_step >= self.online_steps:
             return HumanStep("trained", iteration, metrics, f"all {self.online_steps} iterations are trained.")
         metrics.update(self.export(iteration + 1))
         return HumanStep("trained", iteration, metrics, self.instructions(iteration + 1))
+
+    def _read_exchange(self, iteration: int) -> tuple[str, HumanAnswers | None, Any]:
+        """``("export" | "waiting" | "train", answers, tokens.json)`` of iteration ``iteration``, read by rank 0
+        and broadcast (its error is raised on every rank)."""
+        if self.parallel is None:
+            return _read_iteration(self.iteration_dir(iteration))
+        box: list[Any] = [None]
+        failure: Exception | None = None
+        if is_main():
+            try:
+                box[0] = ("ok", _read_iteration(self.iteration_dir(iteration)))
+            except Exception as exc:  # any failure: the other ranks must not wait for what never comes
+                failure, box[0] = exc, ("error", f"{type(exc).__name__}: {exc}")
+        dist.broadcast_object_list(box, src=0)
+        if failure is not None:
+            raise failure
+        outcome, value = box[0]
+        if outcome == "error":
+            raise DataError(f"rank 0 could not read the exchange folder: {value}", source=str(self.exchange))
+        return value
+
+
+def _read_iteration(folder: Path) -> tuple[str, HumanAnswers | None, Any]:
+    """What the exchange folder holds for one iteration (see ``HumanOnlineDPO._read_exchange``)."""
+    if not (folder / "items.jsonl").is_file():
+        return "export", None, None
+    items = [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines() if line.strip()]
+    answers = read_answers(folder / "answers", items)
+    if not answers.answers:
+        return "waiting", answers, None
+    return "train", answers, json.loads((folder / "tokens.json").read_text())
 
 
 def _items(rollouts: Rollouts, iteration: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -39,10 +39,17 @@ count and the policy's KL to the reference, *measured* on its samples
 (k1 = mean of log π_θ − log π_ref), not the log n − (n−1)/n bound of Beirami et al. 2024
 (https://arxiv.org/abs/2401.01879), which is loose when samples tie. After the last iteration
 one more sampling pass measures the final policy.
+
+Under torchrun each rank samples its contiguous slice of an iteration's prompts with its own seed
+(``rank_seed``) and scores it; the scored samples are gathered in rank order (the prompts' order),
+so every rank keeps the same rows (``top_fraction`` ranks all of them) and builds the same SFT
+items, which the ``Trainer`` then splits across the ranks as any offline data. Rank 0 writes the
+finished iterations' models.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import random
@@ -59,6 +66,10 @@ import torch
 import torch.distributed as dist
 
 from prefcore.batch import LogProbBatch
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import current
+from prefcore.distributed.process_group import is_main
+from prefcore.distributed.sampler import shard_indices
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
@@ -67,7 +78,9 @@ from prefcore.engine.loop import check_finite
 from prefcore.engine.loop import check_loss
 from prefcore.engine.models import load_pretrained
 from prefcore.engine.models import save_model
+from prefcore.engine.online_schedule import rank_seed
 from prefcore.engine.online_schedule import rollout_seed
+from prefcore.engine.online_schedule import select_groups
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import RewardFn
 from prefcore.engine.online_trainer import ScoredRollouts
@@ -468,9 +481,18 @@ def run_best_of_n(
     backend = make_backend(online.sampler, policy) if backend is None else backend
     steps = train_config.steps
     history: list[dict[str, float]] = []
+    parallel = current()
+    if parallel is not None and len(_iteration_prompts(len(prompts), loop.prompts, 0, 1)) < parallel.world_size:
+        raise ConfigError(
+            f"best-of-n samples fewer prompts per iteration than the {parallel.world_size} processes: "
+            "use at least one prompt per process ([loop] prompts).",
+            field="loop.prompts",
+        )
 
     def sample_pass(iteration: int) -> tuple[Rollouts, torch.Tensor, dict[str, float]]:
         indices = _iteration_prompts(len(prompts), loop.prompts, train_config.seed, iteration)
+        if parallel is not None:  # this rank's slice, its own seed (rank 0 keeps the single-process one)
+            indices = shard_indices(indices, parallel.rank, parallel.world_size)
         chosen_prompts = [prompts[index] for index in indices]
         rollouts = sample_rollouts(
             policy,
@@ -479,19 +501,24 @@ def run_best_of_n(
             settings,
             backend=backend,
             prefix=prefix,
-            seed=rollout_seed(train_config.seed, iteration),
+            seed=rank_seed(rollout_seed(train_config.seed, iteration), parallel.rank if parallel else 0),
         )
         tensors = pad_rollouts(rollouts, tokenizer.pad_token_id).to(device)
         ref_logps = None
         if reference is not None:
             ref_logps = rollout_logps(
                 reference, tensors, fused=train_config.fused_lm_head, backend=train_config.kernel_backend
-            )
+            ).cpu()
         total, components = reward(rollouts, [metadata[index] for index in indices])
         total = total.detach().float().cpu()
-        metrics = sample_metrics(
-            rollouts, tensors.to("cpu"), total, components, None if ref_logps is None else ref_logps.cpu()
-        )
+        components = {name: value.detach().float().cpu() for name, value in components.items()}
+        tensors = tensors.to("cpu")
+        if parallel is not None:
+            rollouts, total, components, ref_logps = _gather_samples(rollouts, total, components, ref_logps)
+            tensors = pad_rollouts(rollouts, tokenizer.pad_token_id)
+            if ref_logps is not None:
+                ref_logps = torch.nn.functional.pad(ref_logps, (0, tensors.mask.shape[1] - ref_logps.shape[1]))
+        metrics = sample_metrics(rollouts, tensors, total, components, ref_logps)
         metrics["iteration"] = float(iteration - 1)  # the iterations the sampling policy has been trained for
         return rollouts, total, metrics
 
@@ -509,7 +536,7 @@ def run_best_of_n(
         metrics["kept_fraction"] = len(kept) / max(1, len(total))
         metrics["reward/kept_mean"] = float(total[kept].mean()) if kept else float("nan")
         history.append(metrics)
-        if on_iteration is not None:
+        if on_iteration is not None and is_main():
             on_iteration(offset, metrics)
         logger.info(
             "best-of-n iteration %d/%d: %d samples, reward %.4f, kept %d with reward %.4f, KL %.4f",
@@ -538,14 +565,35 @@ def run_best_of_n(
             trainer.resume()
             trainer.fit()
             trainer.save_final()
+            del trainer  # under DDP: its hooks leave the policy before the next iteration wraps it again
+            gc.collect()
         else:
             logger.warning("best-of-n iteration %d: no sample kept (reward below the threshold); no update", iteration)
-        done.parent.mkdir(parents=True, exist_ok=True)
-        save_model(policy, tokenizer, done)
+        if is_main():
+            done.parent.mkdir(parents=True, exist_ok=True)
+            save_model(policy, tokenizer, done)
+        barrier()
         if on_evaluate is not None and iteration < loop.iterations:
             on_evaluate(iteration * steps)
     _, total, metrics = sample_pass(loop.iterations + 1)
     history.append(metrics)
-    if on_iteration is not None:
+    if on_iteration is not None and is_main():
         on_iteration(loop.iterations * steps, metrics)
     return history
+
+
+def _gather_samples(
+    rollouts: Rollouts, total: torch.Tensor, components: Mapping[str, torch.Tensor], ref_logps: torch.Tensor | None
+) -> tuple[Rollouts, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+    """Every rank's scored samples (CPU) in rank order, as one process holds them; reference log-probs padded
+    to the widest rank's completions."""
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (rollouts, total, dict(components), ref_logps))
+    merged = select_groups([(part[0], range(len(part[0].prompts))) for part in gathered])
+    totals = torch.cat([part[1] for part in gathered])
+    joined = {name: torch.cat([part[2][name] for part in gathered]) for name in components}
+    if ref_logps is None:
+        return merged, totals, joined, None
+    width = max(part[3].shape[1] for part in gathered)
+    padded = [torch.nn.functional.pad(part[3], (0, width - part[3].shape[1])) for part in gathered]
+    return merged, totals, joined, torch.cat(padded)

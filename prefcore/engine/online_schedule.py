@@ -3,6 +3,8 @@
 Every random draw of an online step is a pure function of ``(seed, step)`` (and the
 dynamic-sampling round, and the rank), so a resumed run redraws exactly what an uninterrupted
 one would; ``select_groups`` merges the groups kept over several samplings of one step.
+Under torchrun, ``group_entries`` and ``entries_rollouts`` carry whole groups between the ranks
+(dynamic sampling rebalances the kept groups, the loops gather every rank's samples).
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from typing import Any
 from prefcore.errors import ConfigError
 from prefcore.rollout import Rollouts
 
-__all__ = ["PromptSampler", "rank_seed", "rollout_seed", "select_groups"]
+__all__ = [
+    "PromptSampler",
+    "entries_rollouts",
+    "group_entries",
+    "rank_seed",
+    "rollout_seed",
+    "select_groups",
+    "slice_start",
+]
 
 
 def rollout_seed(seed: int, step: int, attempt: int = 0) -> int:
@@ -60,6 +70,39 @@ def select_groups(parts: Sequence[tuple[Rollouts, Sequence[int]]]) -> Rollouts:
         samples_per_prompt=size,
         temperature=first.temperature,
         **{name: tuple(values) for name, values in fields.items()},
+    )
+
+
+def slice_start(count: int, rank: int, world_size: int) -> int:
+    """The first position of rank ``rank``'s slice of ``count`` items (``shard_indices``'s contiguous split)."""
+    base, extra = divmod(count, world_size)
+    return rank * base + min(rank, extra)
+
+
+def group_entries(rollouts: Rollouts, groups: Sequence[int], **per_group: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each of ``groups`` (prompt positions in ``rollouts``) as a plain dict of its G rows, picklable for
+    ``all_gather_object``; ``per_group`` adds one value per group (``scores=[...]``, the prompt's index)."""
+    size = rollouts.samples_per_prompt
+    entries = []
+    for number, group in enumerate(groups):
+        rows = range(group * size, (group + 1) * size)
+        entry: dict[str, Any] = {"prompt": rollouts.prompts[group]}
+        for name in ("prompt_ids", "completion_ids", "texts", "sampling_logps", "truncated"):
+            entry[name] = [getattr(rollouts, name)[row] for row in rows]
+        entry.update({name: values[number] for name, values in per_group.items()})
+        entries.append(entry)
+    return entries
+
+
+def entries_rollouts(entries: Sequence[Mapping[str, Any]], samples_per_prompt: int, temperature: float) -> Rollouts:
+    """One ``Rollouts`` of ``group_entries``' groups in order, group ids 0..K−1 (as ``select_groups`` makes)."""
+    fields = ("prompt_ids", "completion_ids", "texts", "sampling_logps", "truncated")
+    return Rollouts(
+        prompts=tuple(entry["prompt"] for entry in entries),
+        group_ids=tuple(index // samples_per_prompt for index in range(len(entries) * samples_per_prompt)),
+        samples_per_prompt=samples_per_prompt,
+        temperature=temperature,
+        **{name: tuple(value for entry in entries for value in entry[name]) for name in fields},
     )
 
 

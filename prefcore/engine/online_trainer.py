@@ -78,9 +78,12 @@ from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import check_finite
 from prefcore.engine.loop import check_loss
 from prefcore.engine.online_schedule import PromptSampler
+from prefcore.engine.online_schedule import entries_rollouts
+from prefcore.engine.online_schedule import group_entries
 from prefcore.engine.online_schedule import rank_seed
 from prefcore.engine.online_schedule import rollout_seed
 from prefcore.engine.online_schedule import select_groups
+from prefcore.engine.online_schedule import slice_start
 from prefcore.engine.progress import StageProgress
 from prefcore.engine.rollout import GenerationBackend
 from prefcore.engine.rollout import RolloutSettings
@@ -123,7 +126,9 @@ class ScoredRollouts:
     """A rollout phase's outcome as per-token tensors (``[S, T]``) and per-completion ones (``[S]``).
 
     ``extras`` reach the objective (``RolloutBatch.extras``); ``metrics`` are the phase's own
-    counts (dynamic sampling's), logged with the step.
+    counts (dynamic sampling's), logged with the step. ``counted``: the rows that count (None: all);
+    the rest stand in for a rank that dynamic sampling left without a group, so that it still joins
+    the forward and backward passes (with weight 0).
     """
 
     rollouts: Rollouts
@@ -134,6 +139,12 @@ class ScoredRollouts:
     advantages: torch.Tensor
     extras: Mapping[str, Any]
     metrics: Mapping[str, float] = field(default_factory=dict)
+    counted: int | None = None
+
+    @property
+    def rows(self) -> int:
+        """The rows that count (a stand-in group counts none)."""
+        return self.rewards.shape[0] if self.counted is None else self.counted
 
 
 RewardFn = Callable[[Rollouts, Sequence[Mapping[str, Any]]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
@@ -147,6 +158,29 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _to_cpu(item) for key, item in value.items()}
     return value
+
+
+def _entries(
+    rollouts: Rollouts,
+    groups: Sequence[int],
+    indices: Sequence[int],
+    scores: torch.Tensor,
+    components: Mapping[str, torch.Tensor],
+    *,
+    order: tuple[int, int],
+) -> list[dict[str, Any]]:
+    """``group_entries`` of dynamic sampling's kept ``groups`` with their prompt index, scores and components;
+    ``order`` = (round, the rank's first place in the round's draw) sorts them as one process keeps them."""
+    size = rollouts.samples_per_prompt
+    spans = [slice(group * size, (group + 1) * size) for group in groups]
+    return group_entries(
+        rollouts,
+        groups,
+        order=[(order[0], order[1] + group) for group in groups],
+        index=[indices[group] for group in groups],
+        scores=[scores[span] for span in spans],
+        components=[{name: values[span] for name, values in components.items()} for span in spans],
+    )
 
 
 def _takes_option(estimator: Any, name: str) -> bool:
@@ -230,10 +264,9 @@ class OnlineTrainer(OptimiserLoop):
                     "processes no prompt: use at least one prompt per process.",
                     field="online.prompts_per_step",
                 )
-            if online.dynamic_sampling:
+            if online.dynamic_sampling and self.trains_critic:
                 raise ConfigError(
-                    "[online] dynamic_sampling does not run distributed yet (the ranks would draw replacement "
-                    "prompts apart): run it in one process.",
+                    "[online] dynamic_sampling with a value model does not run distributed yet: run it in one process.",
                     field="online.dynamic_sampling",
                 )
         self.train_config = config
@@ -259,6 +292,7 @@ class OnlineTrainer(OptimiserLoop):
         self.stage = stage
         self.sampler = PromptSampler(len(self.prompts), config.seed)
         self.online_step = 0
+        self._counted: int | None = None  # dynamic sampling's counted rows of this rank (None: all)
         # Shared-prompt log-probs (prefcore.engine.rollout.prefix) run each decoder layer twice in one forward,
         # which FSDP2's per-layer gathers do not follow: its shards take the full sequences (same log-probs to
         # float tolerance).
@@ -396,6 +430,9 @@ class OnlineTrainer(OptimiserLoop):
         self, indices: Sequence[int]
     ) -> tuple[list[int], Rollouts, torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
         """DAPO's dynamic sampling: keep non-constant groups, sample more prompts until the step is full."""
+        self._counted = None
+        if self.parallel is not None:
+            return self._dynamic_sampling_sharded(indices)
         wanted = len(indices)
         parts: list[tuple[Rollouts, list[int]]] = []
         kept: list[int] = []
@@ -435,6 +472,71 @@ class OnlineTrainer(OptimiserLoop):
         merged = {name: torch.cat(values) for name, values in components.items()}
         return kept, select_groups(parts), torch.cat(rewards), merged, metrics
 
+    def _dynamic_sampling_sharded(
+        self, indices: Sequence[int]
+    ) -> tuple[list[int], Rollouts, torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
+        """Dynamic sampling over the ranks, equal to one process's (``indices``: this rank's slice of the step).
+
+        Each round, every rank samples its slice of the round's global draw and the kept-group counts are
+        summed: "the step is full" is one global decision, every rank draws the same replacement prompts
+        (a round of fewer prompts than ranks samples on the first ranks only) and runs the same number of
+        rounds. The kept groups are then gathered in one process's order (round, then place in the round's
+        draw) and split into contiguous, balanced slices, so the ranks' rows in turn are one process's
+        rows. A rank left without a group (fewer kept groups than ranks) trains a stand-in group of its
+        own with weight 0 (``ScoredRollouts.counted``).
+        """
+        wanted, size = self.online.prompts_per_step, self.online.samples_per_prompt
+        entries: list[dict[str, Any]] = []
+        first: tuple[list[int], Rollouts, torch.Tensor, Mapping[str, torch.Tensor]] | None = None
+        kept, sampled, dropped, total = 0, 0, 0, 0.0
+        attempt, count, local = 0, wanted, list(indices)
+        while True:
+            start = slice_start(count, self.rank, self.world_size)
+            mine = [0.0, 0.0]  # kept groups, reward sum
+            if local:
+                rollouts, scores, parts_scores = self._sample_and_score(local, attempt)
+                scores = scores.cpu()
+                parts_scores = {name: values.cpu() for name, values in parts_scores.items()}
+                first = first or (list(local), rollouts, scores, parts_scores)
+                groups = dynamic_sampling_filter(scores, torch.tensor(rollouts.group_ids)).kept_groups
+                entries += _entries(rollouts, groups, local, scores, parts_scores, order=(attempt, start))
+                mine = [float(len(groups)), float(scores.sum())]
+            round_kept, round_reward = _all_reduce_sum(torch.tensor(mine, dtype=torch.float64)).tolist()
+            sampled, kept, total = sampled + count, kept + int(round_kept), total + round_reward
+            dropped += count - int(round_kept)
+            missing = wanted - kept
+            if missing == 0 or attempt == self.online.max_sampling_rounds:
+                break
+            attempt, count = attempt + 1, missing
+            local = self.local_prompts(self.sampler.draw(missing))
+        metrics = {
+            "dynamic_sampling/rounds": float(attempt + 1),
+            "dynamic_sampling/sampled_prompts": float(sampled),
+            "dynamic_sampling/dropped_groups": float(dropped),
+            "dynamic_sampling/kept_groups": float(kept),
+            "dynamic_sampling/sampled_reward_mean": total / (sampled * size),
+        }
+        if first is None:  # cannot happen: every rank has a prompt of the step's first draw
+            raise ConfigError("a process got no prompt: use at least one prompt per process.")
+        if not kept:  # nothing to learn from within the cap: the first round, as without the filter
+            return first[0], first[1], first[2], dict(first[3]), metrics
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, entries)
+        ordered = sorted((entry for part in gathered for entry in part), key=lambda entry: entry["order"])
+        share = shard_indices(ordered, self.rank, self.world_size)  # type: ignore[arg-type]
+        if not share:
+            share = _entries(first[1], [0], first[0], first[2], first[3], order=(0, 0))
+            self._counted = 0
+        rollouts = entries_rollouts(share, size, first[1].temperature)
+        components = {name: torch.cat([entry["components"][name] for entry in share]) for name in first[3]}
+        return (
+            [entry["index"] for entry in share],
+            rollouts,
+            torch.cat([entry["scores"] for entry in share]),
+            components,
+            metrics,
+        )
+
     def rollout_phase(self, indices: Sequence[int]) -> ScoredRollouts:
         """Sample, score and estimate advantages for the prompts at ``indices`` (no gradient).
 
@@ -468,20 +570,20 @@ class OnlineTrainer(OptimiserLoop):
                 baselines.detach().float().to(self.device).repeat_interleave(rollouts.samples_per_prompt)
             )
             extras["baseline"] = options["baselines"]
+        counted = self._counted if self.online.dynamic_sampling else None
+        rows = slice(0, rewards.shape[0] if counted is None else counted)  # a stand-in group adds nothing
+        options = {
+            name: value[rows] if isinstance(value, torch.Tensor) and value.shape[:1] == rewards.shape else value
+            for name, value in options.items()
+        }
         with self.batch_statistics():
             result = estimate_advantages(
-                self.objective.estimator(), rewards, tensors.group_ids, tensors.mask, **options
+                self.objective.estimator(), rewards[rows], tensors.group_ids[rows], tensors.mask[rows], **options
             )
-        return ScoredRollouts(
-            rollouts,
-            tensors,
-            ref_logps,
-            rewards,
-            components,
-            result.advantages.detach().float(),
-            extras,
-            counts,
-        )
+        advantages = result.advantages.detach().float()
+        if counted is not None:
+            advantages = torch.cat([advantages, advantages.new_zeros(tensors.mask[counted:].shape)])
+        return ScoredRollouts(rollouts, tensors, ref_logps, rewards, components, advantages, extras, counts, counted)
 
     def _minibatches(self, count: int, epoch: int) -> list[list[int]]:
         order = list(range(count))
@@ -589,19 +691,19 @@ class OnlineTrainer(OptimiserLoop):
         if self.parallel is None:
             return scored
         tensors = scored.tensors
-        rows = scored.rewards.shape[0]
+        whole, rows = scored.rewards.shape[0], scored.rows
         mine = {
-            "rewards": scored.rewards,
-            "advantages": scored.advantages,
-            "mask": tensors.mask,
-            "sampling_logps": tensors.sampling_logps,
-            "truncated": tensors.truncated,
-            "ref_logps": scored.ref_logps,
-            "components": dict(scored.components),
+            "rewards": scored.rewards[:rows],
+            "advantages": scored.advantages[:rows],
+            "mask": tensors.mask[:rows],
+            "sampling_logps": tensors.sampling_logps[:rows],
+            "truncated": tensors.truncated[:rows],
+            "ref_logps": None if scored.ref_logps is None else scored.ref_logps[:rows],
+            "components": {name: value[:rows] for name, value in scored.components.items()},
             "extras": {
-                name: value
+                name: value[:rows]
                 for name, value in scored.extras.items()
-                if isinstance(value, torch.Tensor) and value.shape[:1] == (rows,)
+                if isinstance(value, torch.Tensor) and value.shape[:1] == (whole,)
             },
             "metrics": {name: float(value) * rows for name, value in scored.metrics.items()},
         }
@@ -640,7 +742,7 @@ class OnlineTrainer(OptimiserLoop):
         updates = 0
         micro = self.online.micro_batch_size
         loss_mask = self._loss_mask(scored)
-        ranges = self.row_ranges(scored.rewards.shape[0])
+        ranges = self.row_ranges(scored.rows)
         first, count = ranges[self.rank]
         for epoch in range(self.online.update_epochs):
             for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):

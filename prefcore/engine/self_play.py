@@ -9,10 +9,16 @@ every round to the previous round's model.
 
 Each finished round is saved (``round-N/model``), and each round checkpoints on its own,
 so a killed run resumes inside the round it was in.
+
+Under torchrun each rank answers its contiguous slice of the round's prompts (its own seed,
+``rank_seed``: rank 0 keeps the single-process one) and the answers are gathered in rank order,
+which is the prompts' order: every rank builds the round's same pairs, which the ``Trainer``
+then splits across the ranks as any offline data. Rank 0 writes the finished rounds' models.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 from collections.abc import Callable
@@ -23,14 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from prefcore.data import Message
 from prefcore.data import PairwiseComparison
+from prefcore.distributed.process_group import barrier
+from prefcore.distributed.process_group import current
+from prefcore.distributed.process_group import is_main
+from prefcore.distributed.sampler import shard_indices
 from prefcore.engine.batching import build_items
 from prefcore.engine.generation import generate_completions
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.models import load_pretrained
 from prefcore.engine.models import save_model
+from prefcore.engine.online_schedule import rank_seed
 from prefcore.engine.reference import ModelReference
 from prefcore.engine.sequences import completion_text
 from prefcore.engine.trainer import TrainConfig
@@ -101,10 +113,7 @@ def run_self_play(
         drawn = random.Random(train_config.seed * 1_000 + round_index).sample(
             list(demonstrations), min(config.prompts, len(demonstrations))
         )
-        settings = GenerationSettings(
-            max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=train_config.seed + round_index
-        )
-        answers = generate_completions(previous, tokenizer, [d.prompt for d in drawn], settings, device=str(device))
+        answers = _answers(previous, tokenizer, drawn, config, seed=train_config.seed + round_index, device=device)
         pairs = reference_over_generation(drawn, answers)
         logger.info(
             "self-play round %d/%d: %d pairs from %d prompts (human answer over the model's)",
@@ -142,6 +151,34 @@ def run_self_play(
         trainer.resume()
         trainer.fit()
         trainer.save_final()
-        done.parent.mkdir(parents=True, exist_ok=True)
-        save_model(policy, tokenizer, done)
+        del trainer, previous  # under DDP: its hooks leave the policy before the next round wraps it again
+        gc.collect()
+        if is_main():
+            done.parent.mkdir(parents=True, exist_ok=True)
+            save_model(policy, tokenizer, done)
+        barrier()
     return policy
+
+
+def _answers(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    drawn: Sequence[Any],
+    config: SelfPlayConfig,
+    *,
+    seed: int,
+    device: torch.device,
+) -> list[str]:
+    """The model's answer to each drawn prompt; under torchrun each rank answers its slice and all are gathered."""
+    parallel = current()
+    prompts = [demonstration.prompt for demonstration in drawn]
+    if parallel is not None:
+        prompts = shard_indices(prompts, parallel.rank, parallel.world_size)  # type: ignore[arg-type]
+        seed = rank_seed(seed, parallel.rank)
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=seed)
+    answers = generate_completions(model, tokenizer, prompts, settings, device=str(device)) if prompts else []
+    if parallel is None:
+        return answers
+    gathered: list[Any] = [None] * parallel.world_size
+    dist.all_gather_object(gathered, answers)
+    return [answer for part in gathered for answer in part]

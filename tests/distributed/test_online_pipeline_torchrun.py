@@ -63,15 +63,22 @@ def test_dry_run_accepts_online_objectives_and_refuses_what_is_not_distributed_y
         ):
             data = _with(usage=usage, reward=rewards, distributed={"strategy": strategy})
             assert check_run_config(parse_run_config(data), registry=REGISTRY).data_format == "rollout"
-    for sections, what in (
-        ({"online": {"dynamic_sampling": True}}, r"\[online\] dynamic_sampling"),
-        (
-            {"usage": {"method": "sft"}, "loop": {"kind": "best_of_n"}, "online": {"samples_per_prompt": 2}},
-            r"\[loop\] kind = 'best_of_n'",
-        ),
+    for sections in (  # dynamic sampling, the best-of-n and human loops and self-play rounds run distributed
+        {"online": {"dynamic_sampling": True}},
+        {"usage": {"method": "sft"}, "loop": {"kind": "best_of_n"}, "online": {"samples_per_prompt": 2}},
+        {
+            "usage": {"method": "dpo"},
+            "loop": {"kind": "human_online_dpo"},
+            "online": {"samples_per_prompt": 2},
+            "train": {"lr": 1e-3, "progress": False},
+            "reward": None,
+        },
+        {"usage": {"method": "dpo"}, "self_play": {"rounds": 2}, "reward": None, "online": None},
     ):
-        with pytest.raises(ConfigError, match=f"strategy = 'fsdp' does not yet run {what}"):
-            check_run_config(parse_run_config(_with(**sections)), registry=REGISTRY)
+        check_run_config(parse_run_config(_with(**sections)), registry=REGISTRY)
+    ppo_dynamic = _with(usage={"method": "ppo"}, online={"dynamic_sampling": True}, distributed={"strategy": "ddp"})
+    with pytest.raises(ConfigError, match=r"'ddp' does not yet run \[online\] dynamic_sampling with a value model"):
+        check_run_config(parse_run_config(ppo_dynamic), registry=REGISTRY)
 
 
 @pytest.mark.slow
