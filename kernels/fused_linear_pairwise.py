@@ -122,6 +122,7 @@ class PairChunk:
     rejected: torch.Tensor  # [p] int64 likewise for the rejected one
     rows: torch.Tensor  # [n] int64 flattened [S·T] rows of the chunk's completion tokens
     segments: torch.Tensor  # [n] int64 position in ``sequences`` of each row's sequence
+    columns: torch.Tensor  # [n] int64 token position of each row in its sequence
     counts: torch.Tensor  # [s] int64 completion tokens per sequence
 
     def to(self, device: torch.device) -> PairChunk:
@@ -216,8 +217,10 @@ def plan_pair_chunks(
                 if s not in sequences:
                     sequences.append(s)
         position = {s: i for i, s in enumerate(sequences)}
-        rows = np.concatenate([np.flatnonzero(mask[s]) + s * seq_len for s in sequences])
-        segments = np.repeat(np.arange(len(sequences)), counts[sequences])
+        # Rows ascending, as the recompute path gathers them: with every pair in one chunk the logits
+        # GEMM then sees the same rows in the same order, and the sums come out bit for bit the same.
+        rows = np.sort(np.concatenate([np.flatnonzero(mask[s]) + s * seq_len for s in sequences]))
+        segments = np.asarray([position[int(s)] for s in rows // seq_len], dtype=np.int64)
         chunks.append(
             PairChunk(
                 pairs=torch.as_tensor(np.asarray(group, dtype=np.int64)),
@@ -225,7 +228,8 @@ def plan_pair_chunks(
                 chosen=torch.as_tensor(np.asarray([position[int(chosen[p])] for p in group], dtype=np.int64)),
                 rejected=torch.as_tensor(np.asarray([position[int(rejected[p])] for p in group], dtype=np.int64)),
                 rows=torch.as_tensor(rows.astype(np.int64)),
-                segments=torch.as_tensor(segments.astype(np.int64)),
+                segments=torch.as_tensor(segments),
+                columns=torch.as_tensor((rows % seq_len).astype(np.int64)),
                 counts=torch.as_tensor(counts[sequences].astype(np.int64)),
             )
         )
@@ -377,8 +381,10 @@ def _run(
             logps, row_max, log_norm, _ = selective_log_softmax_fwd(
                 logits, t, temperature=1.0, ignore_index=ignore_index, return_entropy=False, use_kernel=use_kernel
             )
-        chunk_sums = torch.zeros(chunk.sequences.shape[0], device=device, dtype=acc_dtype)
-        chunk_sums.index_add_(0, chunk.segments, logps.to(acc_dtype))
+        # Sums over the padded [s, T] rows (zeros off the completion), the reduction of sequence_logps_ref.
+        dense = torch.zeros((chunk.sequences.shape[0], plan.seq_len), device=device, dtype=acc_dtype)
+        dense.index_put_((chunk.segments, chunk.columns), logps.to(acc_dtype))
+        chunk_sums = dense.sum(dim=-1)
         sums.index_copy_(0, chunk.sequences, chunk_sums)
         chunk_ref = ref_sums.index_select(0, chunk.sequences) if ref_sums is not None else None
         chunk_weights = weights.index_select(0, chunk.pairs) if weights is not None else None
