@@ -36,13 +36,15 @@ def tokenizer():
     return build_tokenizer()
 
 
-def _trainer(tokenizer, tmp_path, name, options, *, loss_aware, cached=False, weighted=False, **config) -> Trainer:
+def _trainer(
+    tokenizer, tmp_path, name, options, *, loss_aware, cached=False, weighted=False, same_reference=False, **config
+) -> Trainer:
     torch.manual_seed(0)
     policy = build_tiny_model(tokenizer, seed=0)
     reference_model = frozen_copy(policy)
     with torch.no_grad():  # a reference unlike the policy: a real loss from the first step
         for parameter in reference_model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+            parameter.add_(0.0 if same_reference else 0.05 * torch.randn_like(parameter))
     items = build_items(list(preference_pairs(count=12, seed=1)), "pairwise", tokenizer, max_length=64)
     if weighted:  # per-pair weights: batch.weights, applied before the num_items reduction
         items = [dataclasses.replace(item, weight=0.25 + 0.5 * (index % 4)) for index, item in enumerate(items)]
@@ -230,3 +232,17 @@ def test_bf16_step(tokenizer, tmp_path, calls, precision) -> None:
     expected = torch.cat([grad.flatten() for grad in usual[1][:half]])
     assert float(F.cosine_similarity(mine, expected, dim=0)) > 0.999  # measured 0.999996
     assert float((mine - expected).norm() / expected.norm()) < 5e-2  # measured 3.4e-3
+
+
+def test_first_step_from_the_reference_logs_the_same_ties(tokenizer, tmp_path, calls) -> None:
+    """Policy = reference: every reward is exactly 0 on both paths, so ``rewards/accuracies`` (a strict >) agrees.
+
+    The chunk's rows are gathered in the recompute path's order and summed over the padded rows as
+    it sums them, so the sequence sums are bit for bit the usual path's, ties included.
+    """
+    usual = _trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=False, same_reference=True).train_step()
+    loss_aware = _trainer(tokenizer, tmp_path, "dpo", {}, loss_aware=True, same_reference=True).train_step()
+    assert calls == ["dpo", "dpo"]
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "loss"):
+        assert loss_aware[key] == usual[key], key
+    assert usual["rewards/margins"] == 0.0 and usual["loss"] == pytest.approx(math.log(2))
