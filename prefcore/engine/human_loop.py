@@ -206,6 +206,7 @@ class HumanOnlineDPO(OnlineDPOTrainer):
                 metrics[key] = metrics.get(key, 0.0) + value / self.online.update_epochs
         self.online_step += 1
         self.save()
+        self.gather_weights()  # FSDP2: evaluation, the next export and the final model read the plain model
         return metrics
 
     def advance(self) -> HumanStep:

@@ -14,7 +14,8 @@ in. Everything the distributed path adds is then checked against one process:
 - self-play (SPIN), two rounds: each rank answers its slice, the pairs are gathered.
 - the human loop: export (rank 0 writes the samples of both ranks), scripted answers, training on
   the voted pairs sharded across the ranks, a resume from the sharded checkpoint, the second
-  iteration; the same steps in one process give the same weights.
+  iteration (the last one gathers FSDP2's weights back); the same steps in one process give the
+  same weights.
 
 One torchrun launch (2 processes, gloo, CPU) runs every case; this file is also the worker
 (``python test_loops_distributed.py all OUT``).
@@ -319,6 +320,7 @@ def worker(out: Path) -> int:
         }
         distributed.init("fsdp", timeout_s=60.0)
         results["fsdp/dynamic"] = dynamic(out / "fsdp-dynamic")
+        results["fsdp/human"] = human(out / "fsdp-human")
         torch.save(results, out / f"rank{parallel.rank}.pt")
         return 0
     finally:
@@ -364,13 +366,15 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, An
 def single() -> dict[str, dict[str, Any]]:
     """Each case in this one process (FSDP2's on the full sequences, as its shards take them)."""
     folder = Path(tempfile.mkdtemp())
-    return {
+    runs = {
         "ddp/dynamic": dynamic(folder / "dynamic"),
         "fsdp/dynamic": dynamic(folder / "dynamic-full", full_sequences=True),
         "ddp/best_of_n": best_of_n(folder / "best-of-n"),
         "ddp/spin": spin(folder / "spin"),
         "ddp/human": human(folder / "human"),
     }
+    runs["fsdp/human"] = runs["ddp/human"]  # the loop's pairs train on full sequences either way
+    return runs
 
 
 def _same_weights(launched: dict[int, dict[str, Any]], want: dict[str, Any], key: str) -> None:
@@ -449,17 +453,19 @@ def test_self_play_on_two_ranks_equals_one_process(
     _same_weights(launched, want, "ddp/spin")
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_the_human_loop_on_two_ranks_exports_resumes_and_trains_as_one_process(
-    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]]
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str
 ) -> None:
-    got, want = launched[0]["ddp/human"], single["ddp/human"]
+    key = f"{strategy}/human"
+    got, want = launched[0][key], single[key]
     assert got["statuses"] == want["statuses"] == ["exported", "trained", "waiting", "trained"]
     assert got["items"] == want["items"]  # rank 0 wrote both ranks' samples, in the prompts' order
-    assert len(got["metrics"]) == len(want["metrics"]) == 2 and launched[1]["ddp/human"]["metrics"] == []
+    assert len(got["metrics"]) == len(want["metrics"]) == 2 and launched[1][key]["metrics"] == []
     for ours, theirs in zip(got["metrics"], want["metrics"], strict=True):
         assert ours["pairs"] == theirs["pairs"] > 1
         _same_metrics(ours, theirs, ("loss", "answers"))
-    _same_weights(launched, want, "ddp/human")
+    _same_weights(launched, want, key)
 
 
 if __name__ == "__main__":
