@@ -405,9 +405,14 @@ def sequence_logps(model: Any, rows: Sequence[TokenIds], context: EvaluationCont
     log π(y | x) = Σ_t log π(y_t | x, y_<t), computed in eval mode (no dropout) without
     gradients, in one padded batch: pass as many rows as fit in memory at once.
     """
-    padded = _padded(rows, context)
-    with eval_mode(model):
-        return logprobs.sequence_logps(model, padded).double()
+
+    from prefcore.distributed.shards import gather_tensor_rows  # torch-free import of this module
+
+    def score(share: Sequence[TokenIds]) -> torch.Tensor:
+        with eval_mode(model):
+            return logprobs.sequence_logps(model, _padded(share, context)).double()
+
+    return gather_tensor_rows(rows, score, device=context.device)  # under torchrun: each rank its share
 
 
 def completion_token_logps(model: Any, rows: Sequence[TokenIds], context: EvaluationContext) -> torch.Tensor:
@@ -416,10 +421,17 @@ def completion_token_logps(model: Any, rows: Sequence[TokenIds], context: Evalua
     Row ``i`` contributes ``len(rows[i][1])`` entries, in order; computed in eval mode
     without gradients, in one padded batch.
     """
-    padded = _padded(rows, context)
-    with eval_mode(model), torch.no_grad():
-        token_logps = logprobs.completion_token_logps(model, padded)
-    return token_logps[padded.completion_mask].double().cpu()
+    from prefcore.distributed.shards import gather_rows  # torch-free import of this module
+
+    def score(share: Sequence[TokenIds]) -> list[torch.Tensor]:
+        padded = _padded(share, context)
+        with eval_mode(model), torch.no_grad():
+            token_logps = logprobs.completion_token_logps(model, padded)
+        flat = token_logps[padded.completion_mask].double().cpu()
+        return list(flat.split([len(completion) for _, completion in share]))
+
+    pieces = gather_rows(rows, score)  # under torchrun: each rank its share
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float64)
 
 
 # -------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
     first = objectives[0].method
     reference = frozen_copy(warm.policy)  # also the baseline of every comparison at evaluation
     evaluation = Evaluation(
-        [entry.method for entry in checked.selected("evaluation")] if is_main() else [],  # rank 0 evaluates
+        [entry.method for entry in checked.selected("evaluation")],  # every rank: the work is split across them
         run.hooks,
         progress=train_config.progress,
         policy=warm.policy,
@@ -236,7 +236,7 @@ def _run_stages(run: RunContext, checked: CheckedRun, feedback: FeedbackData, st
     )
     if trained.paused is not None:  # the human loop waits for answers: no final save, evaluation or report
         return RunResult(run_dir=run.run_dir, metrics={}, model=warm.policy, tokenizer=tokenizer, paused=trained.paused)
-    if not is_main():  # rank 0 evaluates and writes the report and the (gathered) final model
+    evaluation.run(trained.final_step)  # every rank takes its share; rank 0 reports
+    if not is_main():  # rank 0 writes the report and the (gathered) final model
         return RunResult(run_dir=run.run_dir, metrics={}, model=warm.policy, tokenizer=tokenizer)
-    evaluation.run(trained.final_step)
     return write_outputs(run, warm.policy, tokenizer, evaluation, summary)

@@ -230,10 +230,49 @@ def cached_completions(
     prefix = context.generation_prefix if role == "policy" else ""
     key = ("completions", role, settings, prefix, prompts_key(prompts))
     if key not in context.cache:
-        context.cache[key] = generate(
+        context.cache[key] = _sharded_generate(
             model, context.tokenizer, prompts, settings, prefix=prefix, batch_size=batch_size, device=context.device
         )
     return context.cache[key]
+
+
+def _sharded_generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    settings: GenerationSettings,
+    *,
+    prefix: str,
+    batch_size: int,
+    device: str | torch.device,
+) -> GeneratedCompletions:
+    """``generate`` in one process; under torchrun each rank samples its share of the prompts, all get the whole.
+
+    Rank r samples with seed ``settings.seed + r`` (rank 0 draws what one process draws first), so
+    greedy decoding gives one process's completions and sampling an equally likely draw.
+    """
+    from prefcore.distributed.process_group import current
+    from prefcore.distributed.shards import gather_rows
+
+    parallel = current()
+    if parallel is None:
+        return generate(model, tokenizer, prompts, settings, prefix=prefix, batch_size=batch_size, device=device)
+    rank_settings = replace(settings, seed=settings.seed + parallel.rank)
+
+    def sample(share: Sequence[Any]) -> list[tuple[tuple[tuple[int, ...], tuple[int, ...], str], ...]]:
+        part = generate(model, tokenizer, share, rank_settings, prefix=prefix, batch_size=batch_size, device=device)
+        rows = list(zip(part.prompt_ids, part.completion_ids, part.texts, strict=True))
+        return [tuple(rows[i * part.num_samples : (i + 1) * part.num_samples]) for i in range(len(share))]
+
+    per_prompt = gather_rows(list(prompts), sample)
+    rows = [row for samples in per_prompt for row in samples]
+    return GeneratedCompletions(
+        tuple(prompts),
+        tuple(row[0] for row in rows),
+        tuple(row[1] for row in rows),
+        tuple(row[2] for row in rows),
+        settings.num_samples,
+    )
 
 
 def prompts_key(prompts: Sequence[Any]) -> tuple[Any, ...]:

@@ -833,9 +833,8 @@ class OnlineTrainer(OptimiserLoop):
                     self.on_step(step, metrics)
                 bar.update(step, metrics)
                 if config.eval_every and step % config.eval_every == 0 and not last and self.on_evaluate:
-                    self.gather_weights()  # evaluation runs on the plain model, on rank 0
-                    if main:
-                        self.on_evaluate(step)
+                    self.gather_weights()  # evaluation runs on the plain model, its work split across ranks
+                    self.on_evaluate(step)
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
                     self.save()
         self.gather_weights()

@@ -368,7 +368,7 @@ class Trainer(OptimiserLoop):
         """Train until ``config.steps``; checkpoints, evaluation and metrics through the callbacks."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        main = is_main()  # under torchrun, rank 0 alone reports and evaluates
+        main = is_main()  # under torchrun, rank 0 alone reports
         enabled = self.config.progress and main
         with StageProgress(self.stage, self.config.steps, enabled=enabled, initial=self.step) as bar:
             while self.step < self.config.steps:
@@ -380,9 +380,8 @@ class Trainer(OptimiserLoop):
                 bar.update(self.step, metrics)
                 due = self.config.eval_every and self.step % self.config.eval_every == 0
                 if due and self.step < self.config.steps and self.on_evaluate is not None:
-                    self.gather_weights()  # evaluation runs on the plain model, on rank 0
-                    if main:
-                        self.on_evaluate(self.step)
+                    self.gather_weights()  # evaluation runs on the plain model, its work split across ranks
+                    self.on_evaluate(self.step)
                 if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                     self.save()
         self.gather_weights()

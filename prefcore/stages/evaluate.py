@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
+from prefcore.distributed.process_group import is_main
 from prefcore.engine.progress import StageProgress
 from prefcore.evaluation import EvaluationContext
 from prefcore.evaluation import GenerationSettings
@@ -51,6 +52,10 @@ def run_sampling(settings: RunSettings, objective: UsageObjective) -> dict[str, 
 class Evaluation:
     """Runs every selected evaluator on one shared context and reports through the hooks.
 
+    Under torchrun every rank calls ``run`` at the same points: the evaluators' sampling and
+    log-prob scoring are split across the ranks and gathered (``prefcore.distributed.shards``),
+    every rank computes the same metrics, and rank 0 alone logs them and fires the hook.
+
     Arguments:
         evaluators: the run file's evaluation methods.
         hooks: the run's lifecycle hooks.
@@ -74,7 +79,8 @@ class Evaluation:
         metrics: dict[str, float] = {}
         rows: list[Mapping[str, Any]] = []
         stage = f"evaluation at step {step}"
-        with StageProgress(stage, len(self.evaluators), enabled=self.progress, unit="evaluator") as bar:
+        enabled = self.progress and is_main()
+        with StageProgress(stage, len(self.evaluators), enabled=enabled, unit="evaluator") as bar:
             for done, evaluator in enumerate(self.evaluators, start=1):
                 result = evaluator.evaluate(context)
                 metrics.update({f"{evaluator.name}/{key}": float(value) for key, value in result.metrics.items()})
@@ -82,5 +88,7 @@ class Evaluation:
                 bar.update(done)
         context.policy.train()
         self.metrics, self.samples = metrics, rows
+        if not is_main():  # under torchrun every rank computed the same metrics; rank 0 reports them
+            return
         logger.info("%s: %s", stage, ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
         self.hooks.fire("prefcore_evaluation_end", step=step, metrics=metrics)
