@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import traceback
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -37,6 +38,7 @@ from prefcore.kernels.logprobs import check_targets
 from prefcore.kernels.preference_losses import dpo_loss
 from prefcore.registry import Registry
 
+CPU = torch.device("cpu")
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 ALLOWED = (
     ("prefcore/engine/trainer.py", "_read_step"),  # the one read per step
@@ -87,14 +89,24 @@ def guard(monkeypatch) -> SyncGuard:
     return guard
 
 
-def _trainer(tmp_path, *, fused: bool = True, grad_accum: int = 2, steps: int = 3) -> Trainer:
+def _trainer(
+    tmp_path,
+    *,
+    fused: bool = True,
+    grad_accum: int = 2,
+    steps: int = 3,
+    precision: str = "fp32",
+    device: torch.device = CPU,
+) -> Trainer:
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
-    policy = build_tiny_model(tokenizer, seed=0)
+    policy = build_tiny_model(tokenizer, seed=0).to(device)
     reference = ModelReference(frozen_copy(policy), fused=fused, backend="auto")
     items = build_items(list(preference_pairs(count=16, seed=1)), "pairwise", tokenizer, max_length=64)
     objective = Registry.from_environment(third_party=False).create("usage", "dpo", {})
-    config = TrainConfig(steps=steps, batch_size=4, grad_accum=grad_accum, fused_lm_head=fused, progress=False)
+    config = TrainConfig(
+        steps=steps, batch_size=4, grad_accum=grad_accum, fused_lm_head=fused, precision=precision, progress=False
+    )
     return Trainer(
         policy,
         [WeightedObjective(objective)],
@@ -102,7 +114,7 @@ def _trainer(tmp_path, *, fused: bool = True, grad_accum: int = 2, steps: int = 
         config,
         pad_token_id=tokenizer.pad_token_id,
         run_dir=tmp_path,
-        device=torch.device("cpu"),
+        device=device,
         reference_logps=reference,
     )
 
@@ -123,9 +135,11 @@ def _guarded_step(trainer: Trainer, guard: SyncGuard) -> dict[str, float]:
         trainer._host_batches = host_batches
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_dpo_step_reads_the_device_once(tmp_path, guard, fused) -> None:
-    trainer = _trainer(tmp_path, fused=fused)
+@pytest.mark.parametrize(
+    ("fused", "precision"), [(True, "fp32"), (False, "fp32"), (True, "bf16"), (True, "bf16-params")]
+)
+def test_dpo_step_reads_the_device_once(tmp_path, guard, fused, precision) -> None:
+    trainer = _trainer(tmp_path, fused=fused, precision=precision)
     metrics = _guarded_step(trainer, guard)
     assert guard.counts[ALLOWED[0]] == 1, guard.counts
     assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
@@ -199,3 +213,26 @@ def test_a_bad_pair_index_in_a_step_is_flagged_and_explained() -> None:
     values = torch.stack(checks.flag_tensors()).tolist()
     with pytest.raises(ValueError, match=r"chosen_index\[1\] = -1 is out of range"):
         checks.raise_flagged(values)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync-debug mode needs a CUDA GPU")
+def test_cuda_step_synchronises_only_at_its_one_read(tmp_path) -> None:
+    """On a GPU, CUDA's own sync-debug mode reports every host sync of the step, wherever it comes from.
+
+    prefcore's code may synchronise only at the step's one read; the model library's SDPA mask
+    check is allowed, as on CPU. The first step (allocations, kernel compilation) is not counted.
+    """
+    trainer = _trainer(tmp_path, device=torch.device("cuda"))
+    trainer.train_step()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [warning for warning in caught if "synchroniz" in str(warning.message)]
+    ours = [warning for warning in syncs if "/prefcore/" in warning.filename.replace("\\", "/")]
+    assert ours and all(warning.filename.replace("\\", "/").endswith("prefcore/engine/trainer.py") for warning in ours)
+    assert len(ours) == 1, [(warning.filename, warning.lineno) for warning in ours]
