@@ -54,6 +54,7 @@ would see), so λ moves on the global costs and is the same on every rank. Check
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -70,6 +71,7 @@ from prefcore.distributed.wrap import Sharded
 from prefcore.distributed.wrap import wrap_model
 from prefcore.engine.loop import check_loss
 from prefcore.engine.loop import make_scheduler
+from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import ScoredRollouts
 from prefcore.engine.rollout import pad_rollouts
@@ -77,6 +79,8 @@ from prefcore.engine.value_model import ValueModel
 from prefcore.engine.value_model import linear_head_values
 from prefcore.engine.value_model import policy_outputs
 from prefcore.errors import ConfigError
+from prefcore.kernels._checks import DeferredChecks
+from prefcore.kernels._checks import deferred_checks
 from prefcore.kernels.kl import per_token_kl
 
 __all__ = ["CombinedOptimizer", "CombinedScheduler", "PPOTrainer"]
@@ -330,82 +334,157 @@ class PPOTrainer(OnlineTrainer):
         needs = getattr(self.objective, "needs_entropy", None)
         return bool(needs()) if callable(needs) else False
 
+    def _clip_critic(self) -> torch.Tensor | None:
+        """Clip the value model's gradients to ``max_grad_norm`` on the device; their norm before (None: no clip)."""
+        if self.config.max_grad_norm <= 0:
+            return None
+        norm = torch.nn.utils.clip_grad_norm_(self.critic_trainable, self.config.max_grad_norm)
+        full_tensor = getattr(norm, "full_tensor", None)  # FSDP2: a DTensor
+        return full_tensor() if callable(full_tensor) else norm
+
     def _critic_update(self, metrics: dict[str, float]) -> None:
-        if self.config.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.critic_trainable, self.config.max_grad_norm)
-            full_tensor = getattr(norm, "full_tensor", None)  # FSDP2: a DTensor
-            metrics["critic/grad_norm"] = float(full_tensor() if callable(full_tensor) else norm)
         self.critic_optimizer.step()
         self.critic_scheduler.step()
         metrics["critic/lr"] = self.critic_scheduler.get_last_lr()[0]
 
     def update_phase(self, scored: ScoredRollouts) -> dict[str, float]:
-        """``update_epochs`` passes of minibatches: policy and value losses, a step of each optimiser."""
+        """``update_epochs`` passes of minibatches: policy and value losses, a step of each optimiser.
+
+        The phase reads each local row's loss-token count from the device once; each optimiser step
+        then reads the device once more (``_read_step``).
+        """
         totals: dict[str, float] = {}
         updates = 0
-        micro = self.online.micro_batch_size
         loss_mask = self._loss_mask(scored)
         warm = self.warming_up()
-        entropy = self._needs_entropy() and not warm
-        config = self.train_config
         ranges = self.row_ranges(scored.rewards.shape[0])
         first, count = ranges[self.rank]
+        row_tokens = _read_counts(loss_mask.sum(-1))
         for epoch in range(self.online.update_epochs):
             for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):
-                self.train_mode()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.critic_optimizer.zero_grad(set_to_none=True)
                 mine = [row - first for row in minibatch if first <= row < first + count]
-                num_tokens = int(self.global_sum(int(loss_mask[mine].sum())))
-                step: dict[str, float] = {}
-                widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
-                chunks = self.micro_batches(minibatch, ranges, micro or widest)
-                for position, (rows, weight) in enumerate(chunks):
-                    share = weight * len(rows) / len(minibatch)
-                    with torch.set_grad_enabled(not warm or self.value_model.shared):
-                        outputs = self.forward(
-                            _policy_outputs,
-                            scored.tensors,
-                            rows,
-                            self._heads(),
-                            entropy,
-                            config.fused_lm_head,
-                            config.kernel_backend,
-                        )
-                    values = outputs.values
-                    if values is None:
-                        values = self._critic_values(scored.tensors, rows)
-                    batch = replace(
-                        self._batch(scored, rows, outputs.logps, num_tokens, len(minibatch)), entropy=outputs.entropy
-                    )
-                    value_output = self.objective.value_loss(values, batch)
-                    check_loss(value_output.loss, self.step + 1, self.objective, inputs="the values")
-                    total = value_output.loss
-                    parts = dict(value_output.metrics)
-                    if not warm:
-                        output = self.objective.loss(batch)
-                        check_loss(output.loss, self.step + 1, self.objective)
-                        total = output.loss + total
-                        parts.update(output.metrics)
-                        step["policy_loss"] = step.get("policy_loss", 0.0) + weight * float(output.loss.detach())
-                    elif self.sharded is not None and outputs.logps.requires_grad:
-                        total = total + 0.0 * outputs.logps.sum()  # DDP reduces every parameter it ran
-                    self._backward_both(total, final=position == len(chunks) - 1, weight=weight, policy=not warm)
-                    step["loss"] = step.get("loss", 0.0) + weight * float(total.detach())
-                    for key, value in parts.items():
-                        value = value.detach() if isinstance(value, torch.Tensor) else value
-                        step[key] = step.get(key, 0.0) + share * float(value)
-                self._sync_critic()
-                step = self.reduce_metrics(step)
-                if not warm:
-                    self.apply_update(step)
-                self._critic_update(step)
+                num_tokens = int(self.global_sum(sum(row_tokens[row] for row in mine)))
+                step = self.update_step(scored, minibatch, ranges, num_tokens, warm)
                 updates += 1
                 for key, value in step.items():
                     totals[key] = totals.get(key, 0.0) + value
         metrics = {key: value / updates for key, value in totals.items()}
         metrics["critic/warmup"] = float(warm)
         return metrics
+
+    def update_step(
+        self,
+        scored: ScoredRollouts,
+        minibatch: list[int],
+        ranges: Sequence[tuple[int, int]],
+        num_tokens: int,
+        warm: bool,
+    ) -> dict[str, float]:
+        """One minibatch: policy and value losses over its micro-batches, one step of each optimiser (the policy's
+        not during critic warm-up); returns its metrics. The losses, metrics, gradient norms and the kernels'
+        deferred checks are read in one transfer, after the last backward and before either optimiser steps."""
+        with deferred_checks() as checks:
+            return self._update_step(scored, minibatch, ranges, num_tokens, warm, checks)
+
+    def _update_step(
+        self,
+        scored: ScoredRollouts,
+        minibatch: list[int],
+        ranges: Sequence[tuple[int, int]],
+        num_tokens: int,
+        warm: bool,
+        checks: DeferredChecks,
+    ) -> dict[str, float]:
+        config = self.train_config
+        entropy = self._needs_entropy() and not warm
+        self.train_mode()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        reads = _StepReads()
+        widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
+        chunks = self.micro_batches(minibatch, ranges, self.online.micro_batch_size or widest)
+        for position, (rows, weight) in enumerate(chunks):
+            share = weight * len(rows) / len(minibatch)
+            with torch.set_grad_enabled(not warm or self.value_model.shared):
+                outputs = self.forward(
+                    _policy_outputs,
+                    scored.tensors,
+                    rows,
+                    self._heads(),
+                    entropy,
+                    config.fused_lm_head,
+                    config.kernel_backend,
+                )
+            values = outputs.values
+            if values is None:
+                values = self._critic_values(scored.tensors, rows)
+            batch = replace(
+                self._batch(scored, rows, outputs.logps, num_tokens, len(minibatch)), entropy=outputs.entropy
+            )
+            value_output = self.objective.value_loss(values, batch)
+            check_loss(value_output.loss, self.step + 1, self.objective, inputs="the values", finite=False)
+            reads.check(value_output.loss)
+            total = value_output.loss
+            parts = dict(value_output.metrics)
+            if not warm:
+                output = self.objective.loss(batch)
+                check_loss(output.loss, self.step + 1, self.objective, finite=False)
+                reads.check(output.loss)
+                total = output.loss + total
+                parts.update(output.metrics)
+                reads.add("policy_loss", weight, output.loss)
+            elif self.sharded is not None and outputs.logps.requires_grad:
+                total = total + 0.0 * outputs.logps.sum()  # DDP reduces every parameter it ran
+            self._backward_both(total, final=position == len(chunks) - 1, weight=weight, policy=not warm)
+            reads.add("loss", weight, total)
+            for key, value in parts.items():
+                reads.add(key, share, value)
+        self._sync_critic()
+        step, norms = self._read_step(reads, checks, [None if warm else self.clip_gradients(), self._clip_critic()])
+        step = self.reduce_metrics(step)
+        if not warm:
+            if norms[0] is not None:
+                step["grad_norm"] = norms[0]
+            self.apply_update(step, clipped=True)
+        if norms[1] is not None:
+            step["critic/grad_norm"] = norms[1]
+        self._critic_update(step)
+        return step
+
+    def _read_step(
+        self, reads: _StepReads, checks: DeferredChecks, norms: list[torch.Tensor | None]
+    ) -> tuple[dict[str, float], list[float | None]]:
+        """The step's one device read: metric shares, losses, gradient norms and the kernels' flags.
+
+        Metrics add up on the host in float64 in the order one ``float()`` per value would, so the
+        numbers are those of reading each value on its own. Raises what the values say: a kernel's
+        flagged input (ValueError), else the first non-finite loss, before any optimiser steps.
+        """
+        metrics = [value for _, _, value in reads.metrics if isinstance(value, torch.Tensor)]
+        present = [norm for norm in norms if norm is not None]
+        tensors = [*metrics, *reads.losses, *checks.flag_tensors(), *present]
+        device = tensors[0].device if tensors else None
+        values = (
+            torch.stack([tensor.detach().reshape(()).to(device, torch.float64) for tensor in tensors]).tolist()
+            if tensors
+            else []
+        )
+        metric_values = iter(values[: len(metrics)])
+        losses = values[len(metrics) : len(metrics) + len(reads.losses)]
+        flags = values[len(metrics) + len(reads.losses) : len(values) - len(present)]
+        checks.raise_flagged(flags)
+        for value in losses:
+            if not math.isfinite(value):
+                message = checks.explain_non_finite()
+                if message is not None:
+                    raise ValueError(message)
+                raise_non_finite(value, self.step + 1, self.objective)
+        totals: dict[str, float] = {}
+        for key, share, value in reads.metrics:
+            number = next(metric_values) if isinstance(value, torch.Tensor) else value
+            totals[key] = totals.get(key, 0.0) + share * number
+        norm_values = iter(values[len(values) - len(present) :])
+        return totals, [None if norm is None else next(norm_values) for norm in norms]
 
     def _backward_both(self, loss: torch.Tensor, *, final: bool, weight: float, policy: bool) -> None:
         """``backward`` through DDP when the policy's forward went through it, else a plain one scaled alike;
@@ -417,6 +496,27 @@ class PPOTrainer(OnlineTrainer):
             self.backward(loss, final=final, weight=weight)
         else:  # critic warm-up with a separate critic: the policy ran without gradient, outside DDP's reducer
             (loss * (weight * self.world_size)).backward()
+
+
+class _StepReads:
+    """What an update step reads from the device, in order: ``(key, share, value)`` metric shares and losses."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[str, float, torch.Tensor | float]] = []
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, key: str, share: float, value: torch.Tensor | float) -> None:
+        """A metric share; a plain number needs no read and is kept as it is."""
+        self.metrics.append((key, share, value.detach() if isinstance(value, torch.Tensor) else float(value)))
+
+    def check(self, loss: torch.Tensor) -> None:
+        """A loss whose finiteness the read checks."""
+        self.losses.append(loss.detach())
+
+
+def _read_counts(counts: torch.Tensor) -> list[int]:
+    """Per-row counts on the host: the update phase's one read before its steps."""
+    return counts.tolist()
 
 
 def _call(module: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:

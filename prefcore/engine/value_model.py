@@ -215,8 +215,11 @@ def policy_outputs(
     padded = selected.sequences
     shared = value_model is not None and value_model.shared
     scale = logprob_temperature(selected.temperature)
+    target_rows = selected.target_rows()  # counted on the host: the fused LM head reads nothing from the device
     if not entropy and not shared:
-        token_logps = completion_token_logps(policy, padded, fused=fused, backend=backend, temperature=scale)
+        token_logps = completion_token_logps(
+            policy, padded, fused=fused, backend=backend, temperature=scale, target_rows=target_rows
+        )
         return PolicyOutputs(_to_completion(token_logps, selected, width))
     linear_head = supports_fused_head(policy)
     values = None
@@ -243,6 +246,7 @@ def policy_outputs(
             temperature=scale,
             ignore_index=IGNORE_INDEX,
             backend=backend,
+            valid_rows=target_rows,
         )
         return PolicyOutputs(_to_completion(token_logps, selected, width), None, values)
     log_probs = torch.log_softmax(logits.float() / scale, dim=-1)

@@ -43,6 +43,8 @@ class RolloutTensors:
         truncated: ``[S]`` bool, no stop token within ``max_new_tokens``.
         group_ids: ``[S]`` long, the prompt index of each completion.
         temperature: the log-probs' temperature (``Rollouts.temperature``).
+        lengths: per row, ``(sequence length, completion length)`` on the host (``pad_rollouts`` measures
+            them on the CPU), so that ``select`` reads nothing from the device; None: measured there.
     """
 
     sequences: Any
@@ -52,6 +54,7 @@ class RolloutTensors:
     truncated: torch.Tensor
     group_ids: torch.Tensor
     temperature: float
+    lengths: tuple[tuple[int, int], ...] | None = None
 
     @property
     def num_completions(self) -> int:
@@ -66,13 +69,29 @@ class RolloutTensors:
             self.truncated.to(device),
             self.group_ids.to(device),
             self.temperature,
+            self.lengths,
         )
+
+    def target_rows(self) -> torch.Tensor | None:
+        """``sequences.completion_mask.reshape(-1).nonzero()[:, 0]`` from the host ``lengths``, so that the fused
+        LM head need not count the targets on the device (None without ``lengths``). A row of length n whose
+        completion has c tokens has its targets at columns n − c − 1 … n − 2 (``pad_sequences``)."""
+        if self.lengths is None:
+            return None
+        columns = self.sequences.completion_mask.shape[1]
+        rows = [row * columns + t for row, (n, c) in enumerate(self.lengths) for t in range(n - c - 1, n - 1)]
+        return torch.tensor(rows, dtype=torch.long, device=self.completion_ids.device)
 
     def select(self, rows: Sequence[int] | torch.Tensor) -> RolloutTensors:
         """The rows ``rows`` (a micro-batch), re-padded to their own longest sequence and completion."""
         index = torch.as_tensor(rows, dtype=torch.long, device=self.completion_ids.device)
-        sequence_length = int(self.sequences.attention_mask[index].sum(dim=1).max()) if len(index) else 1
-        width = int(self.mask[index].sum(dim=1).max()) if len(index) else 0
+        lengths = None if self.lengths is None or isinstance(rows, torch.Tensor) else [self.lengths[r] for r in rows]
+        if lengths is not None:
+            sequence_length = max((length for length, _ in lengths), default=1)
+            width = max((length for _, length in lengths), default=0)
+        else:
+            sequence_length = int(self.sequences.attention_mask[index].sum(dim=1).max()) if len(index) else 1
+            width = int(self.mask[index].sum(dim=1).max()) if len(index) else 0
         padded = self.sequences
         return RolloutTensors(
             type(padded)(
@@ -86,6 +105,7 @@ class RolloutTensors:
             self.truncated[index],
             self.group_ids[index],
             self.temperature,
+            None if lengths is None else tuple(lengths),
         )
 
 
@@ -105,14 +125,16 @@ def pad_rollouts(rollouts: Rollouts, pad_token_id: int) -> RolloutTensors:
             completion_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, : len(ids)] = True
             sampling_logps[row, : len(ids)] = torch.tensor(logps, dtype=torch.float32)
+    padded = sequences.pad_sequences(tokenized, pad_token_id)
     return RolloutTensors(
-        sequences=sequences.pad_sequences(tokenized, pad_token_id),
+        sequences=padded,
         completion_ids=completion_ids,
         mask=mask,
         sampling_logps=sampling_logps,
         truncated=torch.tensor(rollouts.truncated, dtype=torch.bool),
         group_ids=torch.tensor(rollouts.group_ids, dtype=torch.long),
         temperature=rollouts.temperature,
+        lengths=tuple(zip(padded.attention_mask.sum(dim=1).tolist(), mask.sum(dim=1).tolist(), strict=True)),
     )
 
 
