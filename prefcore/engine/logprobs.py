@@ -4,7 +4,9 @@ The fused path runs the decoder to its last hidden states and hands them with th
 weight to ``fused_linear_logprobs``: the ``[S, L, V]`` logits never exist, and prompt and
 padding tokens are dropped before the LM-head matmul. Models whose logits are more than a
 linear head (soft-capping, logit scaling) take the logits path through
-``selective_log_softmax`` instead, so both paths compute the same maths.
+``selective_log_softmax`` instead, so both paths compute the same maths. On CPU in bf16 the
+decoder attends through ``cpu_training_attention`` (fp32 attention over short keys), for the
+policy and the reference alike.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from prefcore.engine.cpu_attention import cpu_training_attention
 from prefcore.engine.sequences import PaddedSequences
 from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs
 from prefcore.kernels.logprobs import selective_log_softmax
@@ -88,7 +91,8 @@ def completion_token_logps(
     targets = sequences.input_ids[:, 1:].masked_fill(~sequences.completion_mask, IGNORE_INDEX)
     if fused and supports_fused_head(model):
         decoder = _base_model(model).get_decoder()
-        hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
+        with cpu_training_attention(model):
+            hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
         weight, bias = lm_head_weight_and_bias(model)
         return fused_linear_logprobs(
             hidden[:, :-1],
@@ -101,7 +105,8 @@ def completion_token_logps(
             backend=backend,
             valid_rows=target_rows,
         )
-    logits = model(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).logits
+    with cpu_training_attention(model):
+        logits = model(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).logits
     return selective_log_softmax(
         logits[:, :-1], targets, temperature=temperature, ignore_index=IGNORE_INDEX, backend=backend
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from prefcore.engine.cpu_attention import cpu_training_attention
 from prefcore.engine.rollout.prefix import shared_prefix_logps
 from prefcore.engine.sequences import PaddedSequences
 
@@ -72,9 +73,10 @@ def shared_prompt_token_logps(
     """
     completion_ids = plan.completion_ids.to(device)
     mask = plan.mask.to(device)
-    logps = shared_prefix_logps(
-        model, plan.prompts, completion_ids, mask, temperature=1.0, fused=fused, backend=backend
-    )
+    with cpu_training_attention(model):
+        logps = shared_prefix_logps(
+            model, plan.prompts, completion_ids, mask, temperature=1.0, fused=fused, backend=backend
+        )
     if logps is None:
         return None
     spread = torch.zeros((logps.shape[0], plan.width + 1), dtype=logps.dtype, device=device)

@@ -29,7 +29,6 @@ from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
 from prefcore.engine.compute_weights import compute_weights
-from prefcore.engine.cpu_attention import cpu_training_attention
 from prefcore.engine.fused_pairwise_step import loss_aware_output
 from prefcore.engine.logprobs import completion_rows
 from prefcore.engine.logprobs import completion_token_logps
@@ -108,10 +107,6 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _attention(model: torch.nn.Module | None) -> AbstractContextManager:
-    return contextlib.nullcontext() if model is None else cpu_training_attention(model)
-
-
 def _precision(config: TrainConfig, device: torch.device, model: torch.nn.Module | None) -> AbstractContextManager:
     """The forward's precision context: autocast, or ``model`` on bf16 copies of its weights (``bf16-params``)."""
     if config.precision == "bf16-params" and model is not None:
@@ -131,7 +126,7 @@ def _policy_logps(
 
     With a ``plan`` (``[train] share_prompts``) each shared prompt runs once, when the model suits.
     """
-    with autocast, cpu_training_attention(model):
+    with autocast:
         if plan is not None:
             shared = shared_prompt_token_logps(model, plan, sequences.input_ids.device, fused=fused, backend=backend)
             if shared is not None:
@@ -246,7 +241,7 @@ class Trainer(OptimiserLoop):
         ref_logps = None
         if self.reference_logps is not None and batch.ref_sequence_logps is None:
             reference_model = getattr(self.reference_logps, "model", None)
-            with torch.no_grad(), _precision(self.config, self.device, reference_model), _attention(reference_model):
+            with torch.no_grad(), _precision(self.config, self.device, reference_model):
                 if plan is not None:
                     ref_logps = reference_shared_prompt_logps(self.reference_logps, plan, self.device)
                 if ref_logps is None:
