@@ -139,7 +139,10 @@ class PPO(TokenObjective):
 
         ``values``: ``[S, T]`` per head, with gradient, aligned with ``batch.policy_logps``. The loss
         tokens and the reduction are the policy loss's (``sequence_mean`` stays per sequence,
-        every other aggregation is a token mean over the step).
+        every other aggregation is a token mean over the step). The ``value/loss`` metrics are the
+        micro-batch's share of the step's loss scaled by the step's completions over the batch's: the
+        engine weighs each micro-batch's metrics by its share of the completions, so they add up to the
+        step's value loss however the step is split (into micro-batches, or across ranks).
         """
         mask = self.loss_mask(batch)
         aggregation = "sequence_mean" if self.config.aggregation == "sequence_mean" else "token_mean"
@@ -158,7 +161,7 @@ class PPO(TokenObjective):
                 num_sequences=batch.num_sequences,
             )
             prefix = "value" if head == "reward" else f"value_{head}"
-            metrics[f"{prefix}/loss"] = loss.detach()
+            metrics[f"{prefix}/loss"] = loss.detach() * (batch.step_sequences() / max(batch.num_completions, 1))
             metrics.update({key.replace("value/", f"{prefix}/", 1): value for key, value in head_metrics.items()})
             total = loss if total is None else total + loss
         if total is None:

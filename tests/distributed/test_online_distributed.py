@@ -332,7 +332,14 @@ COMPARED = (
     "cost/over_bound_fraction",
     "lagrange/lambda",
 )
-CRITIC_COMPARED = ("critic/grad_norm", "critic/old_value_mean", "critic/returns_mean", "critic/cost_returns_mean")
+CRITIC_COMPARED = (
+    "critic/grad_norm",
+    "critic/old_value_mean",
+    "critic/returns_mean",
+    "critic/cost_returns_mean",
+    "value/loss",
+    "value_cost/loss",
+)
 """Read off the value model's outputs, whose weights agree to ~1e-5 after a step (AdamW's normalised steps
 magnify rounding): compared to a relative 1e-4."""
 
@@ -365,7 +372,7 @@ def test_two_ranks_equal_one_process(
     assert launched[1][f"{strategy}/{case}"]["objective"] == got["objective"]  # β, λ: the same on every rank
     compared = [key for key in (*COMPARED, *CRITIC_COMPARED) if key in want["metrics"][-1]]
     if CASES[case][0] in ("ppo", "safe_rlhf"):
-        assert {"policy_loss", "critic/returns_mean", "critic/grad_norm"} <= set(compared), compared
+        assert {"policy_loss", "value/loss", "critic/returns_mean", "critic/grad_norm"} <= set(compared), compared
         assert any(name.startswith("value.") for name in want["weights"])  # the value model is compared too
     for name, tensor in want["weights"].items():
         torch.testing.assert_close(got["weights"][name], tensor, rtol=0, atol=2e-4, msg=name)

@@ -101,7 +101,7 @@ def reward(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[t
     return exact - 0.1 * words, {"exact": exact, "length": words - 2.0}
 
 
-def _trainer(run_dir: Path, case: str) -> PPOTrainer:
+def _trainer(run_dir: Path, case: str, **online: Any) -> PPOTrainer:
     method, options, costs = CASES[case]
     tokenizer = build_tokenizer()
     policy = build_tiny_model(tokenizer, seed=0)
@@ -115,12 +115,15 @@ def _trainer(run_dir: Path, case: str) -> PPOTrainer:
         TrainConfig(steps=2, lr=1e-2, seed=3, progress=False, kernel_backend="torch"),
         # 12 completions, minibatches of 5 (5, 5, 2), micro-batches of 3: 6 optimiser steps over 2 epochs
         OnlineLoopConfig(
-            prompts_per_step=3,
-            samples_per_prompt=4,
-            max_new_tokens=6,
-            update_epochs=2,
-            minibatch_size=5,
-            micro_batch_size=3,
+            **{
+                "prompts_per_step": 3,
+                "samples_per_prompt": 4,
+                "max_new_tokens": 6,
+                "update_epochs": 2,
+                "minibatch_size": 5,
+                "micro_batch_size": 3,
+                **online,
+            }
         ),
         tokenizer=tokenizer,
         reward=reward,
@@ -215,3 +218,17 @@ def test_host_lengths_give_the_rows_the_device_would_count(tmp_path: Path) -> No
         expected = selected.sequences.completion_mask.reshape(-1).nonzero()[:, 0]
         assert torch.equal(selected.target_rows(), expected)
         assert expected.numel() == int(selected.mask.sum()) > 0
+
+
+@pytest.mark.parametrize("case", ["ppo", "safe_rlhf"])
+def test_the_value_loss_metric_is_the_steps_however_it_is_split(tmp_path: Path, case: str) -> None:
+    """One optimiser step over all 12 completions: in micro-batches of 5 (5, 5, 2) the ``value*/loss`` metrics add
+    up to those of one forward over the 12 (each micro-batch's loss is its share of the step's)."""
+    whole = _trainer(tmp_path / "a", case, update_epochs=1, minibatch_size=0, micro_batch_size=0)
+    split = _trainer(tmp_path / "b", case, update_epochs=1, minibatch_size=0, micro_batch_size=5)
+    want = whole.update_phase(_scored(whole))
+    got = split.update_phase(_scored(split))
+    keys = [key for key in want if key.endswith("/loss") and key.startswith("value")]
+    assert keys == (["value/loss", "value_cost/loss"] if case == "safe_rlhf" else ["value/loss"])
+    for key in [*keys, "loss"]:
+        assert got[key] == pytest.approx(want[key], rel=1e-6), key
