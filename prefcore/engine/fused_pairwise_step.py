@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from prefcore.batch import LossOutput
+from prefcore.engine.cpu_attention import cpu_training_attention
 from prefcore.engine.logprobs import IGNORE_INDEX
 from prefcore.engine.logprobs import _base_model
 from prefcore.engine.logprobs import lm_head_weight_and_bias
@@ -87,15 +88,11 @@ def _applies(trainer: Trainer, batch: SequenceBatch, plan: PromptPlan | None) ->
     return loss_aware_row(trainer.objectives[0].objective, batch)
 
 
-def _forward_context(trainer: Trainer, model: Any) -> contextlib.AbstractContextManager:
-    """The trainer's own precision and attention contexts for ``model`` (autocast or bf16 weight copies)."""
-    from prefcore.engine.trainer import _attention  # the trainer imports this module: import at call time
-    from prefcore.engine.trainer import _precision
+def _precision(trainer: Trainer, model: Any) -> contextlib.AbstractContextManager:
+    """The trainer's own precision context for ``model``: autocast, or bf16 weight copies (``bf16-params``)."""
+    from prefcore.engine.trainer import _precision  # the trainer imports this module: import at call time
 
-    stack = contextlib.ExitStack()
-    stack.enter_context(_precision(trainer.config, trainer.device, model))
-    stack.enter_context(_attention(model))
-    return stack
+    return _precision(trainer.config, trainer.device, model)
 
 
 def loss_aware_output(
@@ -112,9 +109,10 @@ def loss_aware_output(
     loss, options = row
     model, sequences = trainer.policy, batch.sequences
     # The weights read inside the context (bf16 copies under ``bf16-params``) keep their graph after it.
-    with _forward_context(trainer, model):
+    with _precision(trainer, model):
         decoder = _base_model(model).get_decoder()
-        hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
+        with cpu_training_attention(model):  # as completion_token_logps runs the decoder
+            hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
         weight, bias = lm_head_weight_and_bias(model)
     hidden = hidden[:, :-1]
     targets = sequences.input_ids[:, 1:].masked_fill(~sequences.completion_mask, IGNORE_INDEX)
@@ -122,7 +120,7 @@ def loss_aware_output(
     if loss != "simpo":
         ref_sums = batch.ref_sequence_logps
         if ref_sums is None:
-            with torch.no_grad(), _forward_context(trainer, getattr(trainer.reference_logps, "model", None)):
+            with torch.no_grad(), _precision(trainer, getattr(trainer.reference_logps, "model", None)):
                 ref_logps = trainer.reference_logps(batch)
             ref_sums = sequence_logps_ref(ref_logps.float(), sequences.completion_mask)[0]
     chunks = plan_pair_chunks(
