@@ -77,6 +77,7 @@ from prefcore.engine.checkpoint import save_checkpoint
 from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import check_finite
 from prefcore.engine.loop import check_loss
+from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.online_schedule import PromptSampler
 from prefcore.engine.online_schedule import entries_rollouts
 from prefcore.engine.online_schedule import group_entries
@@ -94,6 +95,8 @@ from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.rollout import rollout_logps
 from prefcore.engine.rollout import sample_rollouts
 from prefcore.errors import ConfigError
+from prefcore.kernels._checks import DeferredChecks
+from prefcore.kernels._checks import deferred_checks
 from prefcore.kernels.kl import per_token_kl
 from prefcore.rollout import RolloutBatch
 from prefcore.rollout import Rollouts
@@ -181,6 +184,27 @@ def _entries(
         scores=[scores[span] for span in spans],
         components=[{name: values[span] for name, values in components.items()} for span in spans],
     )
+
+
+class _StepReads:
+    """What an update step reads from the device, in order: ``(key, share, value)`` metric shares and losses."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[str, float, torch.Tensor | float]] = []
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, key: str, share: float, value: torch.Tensor | float) -> None:
+        """A metric share; a plain number needs no read and is kept as it is."""
+        self.metrics.append((key, share, value.detach() if isinstance(value, torch.Tensor) else float(value)))
+
+    def check(self, loss: torch.Tensor) -> None:
+        """A loss whose finiteness the read checks."""
+        self.losses.append(loss.detach())
+
+
+def _read_counts(counts: torch.Tensor) -> list[int]:
+    """Per-row counts on the host: the update phase's one read before its steps."""
+    return counts.tolist()
 
 
 def _takes_option(estimator: Any, name: str) -> bool:
@@ -737,39 +761,91 @@ class OnlineTrainer(OptimiserLoop):
         )
 
     def update_phase(self, scored: ScoredRollouts) -> dict[str, float]:
-        """``update_epochs`` passes of minibatch optimiser steps; returns the mean of their metrics."""
+        """``update_epochs`` passes of minibatch optimiser steps; returns the mean of their metrics.
+
+        The phase reads each row's loss-token count from the device once; each optimiser step then reads
+        the device once more (``minibatch_step``).
+        """
         totals: dict[str, float] = {}
         updates = 0
-        micro = self.online.micro_batch_size
-        loss_mask = self._loss_mask(scored)
         ranges = self.row_ranges(scored.rows)
         first, count = ranges[self.rank]
+        row_tokens = _read_counts(self._loss_mask(scored).sum(-1))
         for epoch in range(self.online.update_epochs):
             for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):
-                self.train_mode()
-                self.optimizer.zero_grad(set_to_none=True)
                 mine = [row - first for row in minibatch if first <= row < first + count]
                 # the tokens that carry the loss, all micro-batches (of every rank)
-                num_tokens = int(self.global_sum(int(loss_mask[mine].sum())))
-                step: dict[str, float] = {}
-                widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
-                chunks = self.micro_batches(minibatch, ranges, micro or widest)
-                for position, (rows, weight) in enumerate(chunks):
-                    batch = self._rows(scored, rows, num_tokens, len(minibatch))
-                    output = self.objective.loss(batch)
-                    check_loss(output.loss, self.step + 1, self.objective)
-                    self.backward(output.loss, final=position == len(chunks) - 1, weight=weight)
-                    share = weight * len(rows) / len(minibatch)
-                    step["loss"] = step.get("loss", 0.0) + weight * float(output.loss.detach())
-                    for key, value in output.metrics.items():
-                        value = value.detach() if isinstance(value, torch.Tensor) else value
-                        step[key] = step.get(key, 0.0) + share * float(value)
-                step = self.reduce_metrics(step)
-                self.apply_update(step)
+                num_tokens = int(self.global_sum(sum(row_tokens[row] for row in mine)))
+                step = self.minibatch_step(scored, minibatch, ranges, num_tokens)
                 updates += 1
                 for key, value in step.items():
                     totals[key] = totals.get(key, 0.0) + value
         return {key: value / updates for key, value in totals.items()}
+
+    def minibatch_step(
+        self, scored: ScoredRollouts, minibatch: list[int], ranges: Sequence[tuple[int, int]], num_tokens: int
+    ) -> dict[str, float]:
+        """One optimiser step over ``minibatch`` (global rows) in micro-batches; returns its metrics.
+
+        The losses, metrics, gradient norm and the kernels' deferred input checks are read in one transfer
+        (``_read_minibatch``), after the last backward pass and before the optimiser step, so a non-finite
+        loss or a bad input still never reaches the weights.
+        """
+        with deferred_checks() as checks:
+            self.train_mode()
+            self.optimizer.zero_grad(set_to_none=True)
+            reads = _StepReads()
+            widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
+            chunks = self.micro_batches(minibatch, ranges, self.online.micro_batch_size or widest)
+            for position, (rows, weight) in enumerate(chunks):
+                batch = self._rows(scored, rows, num_tokens, len(minibatch))
+                output = self.objective.loss(batch)
+                check_loss(output.loss, self.step + 1, self.objective, finite=False)
+                reads.check(output.loss)
+                self.backward(output.loss, final=position == len(chunks) - 1, weight=weight)
+                share = weight * len(rows) / len(minibatch)
+                reads.add("loss", weight, output.loss)
+                for key, value in output.metrics.items():
+                    reads.add(key, share, value)
+            step, grad_norm = self._read_minibatch(reads, checks, self.clip_gradients())
+        step = self.reduce_metrics(step)
+        if grad_norm is not None:
+            step["grad_norm"] = grad_norm
+        self.apply_update(step, clipped=True)
+        return step
+
+    def _read_minibatch(
+        self, reads: _StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None
+    ) -> tuple[dict[str, float], float | None]:
+        """The step's one device read: metric shares, losses, gradient norm and the kernels' flags.
+
+        Metrics add up on the host in float64 in the order one ``float()`` per value would, so the numbers
+        are those of reading each value on its own. Raises what the values say: a kernel's flagged input
+        (ValueError), else the first non-finite loss (as ``check_loss`` did before the backward pass).
+        """
+        metrics = [value for _, _, value in reads.metrics if isinstance(value, torch.Tensor)]
+        norms = [] if grad_norm is None else [grad_norm]
+        tensors = [*metrics, *reads.losses, *checks.flag_tensors(), *norms]
+        device = tensors[0].device if tensors else None
+        values = (
+            torch.stack([tensor.detach().reshape(()).to(device, torch.float64) for tensor in tensors]).tolist()
+            if tensors
+            else []
+        )
+        metric_values = iter(values[: len(metrics)])
+        losses = values[len(metrics) : len(metrics) + len(reads.losses)]
+        checks.raise_flagged(values[len(metrics) + len(reads.losses) : len(values) - len(norms)])
+        for value in losses:
+            if not math.isfinite(value):
+                message = checks.explain_non_finite()
+                if message is not None:
+                    raise ValueError(message)
+                raise_non_finite(value, self.step + 1, self.objective)
+        totals: dict[str, float] = {}
+        for key, share, value in reads.metrics:
+            number = next(metric_values) if isinstance(value, torch.Tensor) else value
+            totals[key] = totals.get(key, 0.0) + share * number
+        return totals, (values[-1] if norms else None)
 
     def rollout_metrics(self, scored: ScoredRollouts) -> dict[str, float]:
         """Reward (total and per component), advantages, KL to the reference, entropy, length, truncation."""

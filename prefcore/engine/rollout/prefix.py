@@ -24,6 +24,7 @@ callers fall back to the full sequences otherwise (``shared_prefix_logps`` retur
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
 
@@ -156,8 +157,12 @@ def shared_prefix_logps(
     temperature: float,
     fused: bool,
     backend: str,
+    completion_lengths: Sequence[int] | None = None,
 ) -> torch.Tensor | None:
     """``[S, T]`` float32 log-probs of ``completion_ids`` after ``prompts[s]``, 0 where ``mask`` is False.
+
+    ``completion_lengths``: each row's count of ``mask``, known on the host, so that the fused LM head
+    need not count its targets on the device.
 
     None when the batch or the model does not suit (no repeated prompt, an empty prompt, a
     model without a cache keyword or with gradient checkpointing on, a cache that is not a
@@ -197,6 +202,10 @@ def shared_prefix_logps(
     targets = completion_ids.masked_fill(~mask, logprobs.IGNORE_INDEX)
     if use_fused:
         weight, bias = logprobs.lm_head_weight_and_bias(model)
+        valid_rows = None
+        if completion_lengths is not None:  # the flattened [S, T] targets, ascending
+            flat = [row * length + t for row, count in enumerate(completion_lengths) for t in range(count)]
+            valid_rows = torch.tensor(flat, dtype=torch.long, device=device)
         token_logps = fused_linear.fused_linear_logprobs(
             states,
             weight.to(states.dtype),
@@ -205,6 +214,7 @@ def shared_prefix_logps(
             temperature=temperature,
             ignore_index=logprobs.IGNORE_INDEX,
             backend=backend,
+            valid_rows=valid_rows,
         )
     else:
         token_logps = selective.selective_log_softmax(

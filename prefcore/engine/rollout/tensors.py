@@ -45,6 +45,8 @@ class RolloutTensors:
         temperature: the log-probs' temperature (``Rollouts.temperature``).
         lengths: per row, ``(sequence length, completion length)`` on the host (``pad_rollouts`` measures
             them on the CPU), so that ``select`` reads nothing from the device; None: measured there.
+        prompt_ids: per row, the prompt's token ids on the host, so that the shared-prompt log-probs
+            group the rows without reading the device; None: read from ``sequences`` there.
     """
 
     sequences: Any
@@ -55,6 +57,7 @@ class RolloutTensors:
     group_ids: torch.Tensor
     temperature: float
     lengths: tuple[tuple[int, int], ...] | None = None
+    prompt_ids: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def num_completions(self) -> int:
@@ -70,6 +73,7 @@ class RolloutTensors:
             self.group_ids.to(device),
             self.temperature,
             self.lengths,
+            self.prompt_ids,
         )
 
     def target_rows(self) -> torch.Tensor | None:
@@ -106,6 +110,9 @@ class RolloutTensors:
             self.group_ids[index],
             self.temperature,
             None if lengths is None else tuple(lengths),
+            None
+            if self.prompt_ids is None or isinstance(rows, torch.Tensor)
+            else tuple(self.prompt_ids[r] for r in rows),
         )
 
 
@@ -126,6 +133,7 @@ def pad_rollouts(rollouts: Rollouts, pad_token_id: int) -> RolloutTensors:
             mask[row, : len(ids)] = True
             sampling_logps[row, : len(ids)] = torch.tensor(logps, dtype=torch.float32)
     padded = sequences.pad_sequences(tokenized, pad_token_id)
+    lengths = tuple(zip(padded.attention_mask.sum(dim=1).tolist(), mask.sum(dim=1).tolist(), strict=True))
     return RolloutTensors(
         sequences=padded,
         completion_ids=completion_ids,
@@ -134,7 +142,8 @@ def pad_rollouts(rollouts: Rollouts, pad_token_id: int) -> RolloutTensors:
         truncated=torch.tensor(rollouts.truncated, dtype=torch.bool),
         group_ids=torch.tensor(rollouts.group_ids, dtype=torch.long),
         temperature=rollouts.temperature,
-        lengths=tuple(zip(padded.attention_mask.sum(dim=1).tolist(), mask.sum(dim=1).tolist(), strict=True)),
+        lengths=lengths,
+        prompt_ids=tuple(tuple(ids[: n - c]) for ids, (n, c) in zip(padded.input_ids.tolist(), lengths, strict=True)),
     )
 
 
@@ -181,10 +190,13 @@ def completion_logps(
             temperature=scale,
             fused=fused,
             backend=backend,
+            completion_lengths=None if tensors.lengths is None else [count for _, count in tensors.lengths],
         )
         if shared is not None:
             return torch.nn.functional.pad(shared, (0, width - shared.shape[1]))
-    token_logps = logprobs.completion_token_logps(model, padded, fused=fused, backend=backend, temperature=scale)
+    token_logps = logprobs.completion_token_logps(
+        model, padded, fused=fused, backend=backend, temperature=scale, target_rows=tensors.target_rows()
+    )
     # Column t of row s is completion token t: its target sits at len(prompt_s) - 1 + t.
     first = padded.completion_mask.float().argmax(dim=1)
     columns = first.unsqueeze(1) + torch.arange(tensors.mask.shape[1], device=first.device).unsqueeze(0)
@@ -194,7 +206,9 @@ def completion_logps(
 
 
 def _row_prompts(tensors: RolloutTensors) -> list[tuple[int, ...]]:
-    """Each row's prompt ids: its real tokens less its completion's."""
+    """Each row's prompt ids: its real tokens less its completion's (kept on the host by ``pad_rollouts``)."""
+    if tensors.prompt_ids is not None:
+        return list(tensors.prompt_ids)
     padded = tensors.sequences
     prompt_lengths = (padded.attention_mask.sum(dim=1) - tensors.mask.sum(dim=1)).tolist()
     return [tuple(ids[:length]) for ids, length in zip(padded.input_ids.tolist(), prompt_lengths, strict=True)]

@@ -1,0 +1,184 @@
+"""The GRPO-family update step reads the device once: no other host sync in prefcore's code.
+
+As the offline step (``tests/kernels/test_step_sync.py``), an online optimiser step keeps its losses,
+metrics, gradient norm and the kernels' input checks on the device and reads them in one ``.tolist()``
+(``OnlineTrainer._read_minibatch``), before the optimiser steps; the update phase reads each row's
+loss-token count once before its steps (``_read_counts``). Sampling, scoring and the advantages (the
+rollout phase) may read the device. On CPU there is nothing to wait for, so the test counts:
+``torch.Tensor``'s reading methods are patched to raise during the update phase (policy forward
+through the fused LM head or not, on shared prompts or full sequences, loss, backward, clipping,
+optimiser) except in those two places, AdamW's host step counters and transformers' SDPA mask check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import traceback
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from prefcore.batch import LossOutput
+from prefcore.demo import task
+from prefcore.demo.model import build_tiny_model
+from prefcore.demo.tokenizer import build_tokenizer
+from prefcore.engine.models import frozen_copy
+from prefcore.engine.online_trainer import OnlineTrainer
+from prefcore.errors import NonFiniteLossError
+from prefcore.registry import Registry
+from prefcore.rollout import Rollouts
+from prefcore.settings import OnlineLoopConfig
+from prefcore.settings import TrainConfig
+
+READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
+STEP_READ = ("prefcore/engine/online_trainer.py", "_read_minibatch")
+PHASE_READ = ("prefcore/engine/online_trainer.py", "_read_counts")
+ALLOWED = (
+    STEP_READ,  # the one read per optimiser step
+    PHASE_READ,  # each row's loss tokens, once per update phase
+    ("torch/optim/optimizer.py", "_get_value"),  # AdamW's step counters live on the host
+    ("transformers/masking_utils.py", "_ignore_causal_mask_sdpa"),  # the model library's own check
+)
+RECORDS = task.answer_records(("sum",))[:12]
+CASES = {
+    # KL to the reference in the loss, batch-std advantages, fused LM head on shared prompts
+    "grpo": ("grpo", {"beta": 0.04, "scale_rewards": "batch"}, {}),
+    # the full sequences through the plain LM head (as FSDP2's shards take them)
+    "grpo_plain": ("grpo", {"beta": 0.04}, {"fused_lm_head": False, "share_prefix": False}),
+    # a token-level loss whose metrics include plain numbers
+    "gspo": ("gspo", {}, {}),
+}
+
+
+class SyncGuard:
+    """Patches torch.Tensor's reading methods: an allowed caller is counted, any other raises."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.active = False
+
+    def _caller(self) -> tuple[str, str]:
+        frame = traceback.extract_stack(limit=3)[0]
+        return frame.filename.replace("\\", "/"), frame.name
+
+    def wrap(self, name: str) -> Any:
+        original = getattr(torch.Tensor, name)
+
+        def reading(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if self.active:
+                filename, function = self._caller()
+                allowed = [key for key in ALLOWED if filename.endswith(key[0]) and function == key[1]]
+                if not allowed:
+                    raise AssertionError(f"host read Tensor.{name} in {filename}:{function} during the update")
+                self.counts[allowed[0]] = self.counts.get(allowed[0], 0) + 1
+            return original(tensor, *args, **kwargs)
+
+        return reading
+
+    @contextlib.contextmanager
+    def on(self) -> Iterator[None]:
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+
+
+@pytest.fixture
+def guard(monkeypatch: pytest.MonkeyPatch) -> SyncGuard:
+    guard = SyncGuard()
+    for name in READS:
+        monkeypatch.setattr(torch.Tensor, name, guard.wrap(name))
+    return guard
+
+
+def _reward(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, dict[str, Any]]:
+    answers = [metadata[group]["answer"] for group in rollouts.group_ids]
+    exact = torch.tensor([float(text.strip() == answer) for text, answer in zip(rollouts.texts, answers, strict=True)])
+    length = torch.tensor([float(len(text)) for text in rollouts.texts])
+    return exact - 0.01 * length, {"exact": exact}
+
+
+def _trainer(run_dir: Path, case: str) -> OnlineTrainer:
+    method, options, engine = CASES[case]
+    tokenizer = build_tokenizer()
+    policy = build_tiny_model(tokenizer, seed=0)
+    trainer = OnlineTrainer(
+        policy,
+        Registry.from_environment(third_party=False).create("usage", method, options),
+        [record.prompt for record in RECORDS],
+        [record.metadata for record in RECORDS],
+        TrainConfig(steps=1, lr=1e-2, seed=3, progress=False, fused_lm_head=engine.get("fused_lm_head", True)),
+        # 24 completions, minibatches of 10 (3 optimiser steps a pass, 2 passes), micro-batches of 4
+        OnlineLoopConfig(
+            prompts_per_step=6,
+            samples_per_prompt=4,
+            max_new_tokens=6,
+            update_epochs=2,
+            minibatch_size=10,
+            micro_batch_size=4,
+        ),
+        tokenizer=tokenizer,
+        reward=_reward,
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        reference=frozen_copy(policy),
+    )
+    trainer.share_prefix = engine.get("share_prefix", True)
+    return trainer
+
+
+def _scored(trainer: OnlineTrainer) -> Any:
+    return trainer.rollout_phase(trainer.local_prompts(trainer.sampler.draw(trainer.online.prompts_per_step)))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_optimiser_step_reads_the_device_once(tmp_path: Path, guard: SyncGuard, case: str) -> None:
+    trainer = _trainer(tmp_path, case)
+    scored = _scored(trainer)  # sampling and scoring may read the device
+    with guard.on():
+        metrics = trainer.update_phase(scored)
+    assert trainer.step == 6  # ⌈24 / 10⌉ minibatches × 2 passes
+    assert guard.counts[STEP_READ] == trainer.step and guard.counts[PHASE_READ] == 1, guard.counts
+    assert math.isfinite(metrics["loss"]) and {"loss", "grad_norm", "lr"} <= set(metrics)
+
+
+def test_one_read_gives_the_metrics_of_reading_each_value(tmp_path: Path, guard: SyncGuard) -> None:
+    """A guarded step's metrics equal those of reading every value on its own with float() (the old path)."""
+    trainer, twin = _trainer(tmp_path / "a", "grpo"), _trainer(tmp_path / "b", "grpo")
+    scored, twin_scored = _scored(trainer), _scored(twin)
+    ranges = trainer.row_ranges(scored.rows)
+    minibatch = trainer._minibatches(scored.rows, 0)[0]
+    mask = trainer._loss_mask(scored)
+    num_tokens = int(mask[minibatch].sum())
+    with guard.on():
+        metrics = trainer.minibatch_step(scored, minibatch, ranges, num_tokens)
+    twin.train_mode()
+    expected: dict[str, float] = {}
+    for rows, weight in twin.micro_batches(minibatch, ranges, twin.online.micro_batch_size):
+        output = twin.objective.loss(twin._rows(twin_scored, rows, num_tokens, len(minibatch)))
+        output.loss.backward()
+        expected["loss"] = expected.get("loss", 0.0) + weight * float(output.loss.detach())
+        for key, value in output.metrics.items():
+            expected[key] = expected.get(key, 0.0) + weight * len(rows) / len(minibatch) * float(value)
+    expected["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(twin.trainable, twin.config.max_grad_norm))
+    assert len(expected) > 3 and {key: metrics[key] for key in expected} == expected
+    assert list(metrics)[: len(expected)] == list(expected)  # the same keys in the same order
+
+
+def test_a_non_finite_loss_still_stops_before_the_update(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, "grpo")
+    scored = _scored(trainer)
+    before = [parameter.detach().clone() for parameter in trainer.trainable]
+    loss = trainer.objective.loss
+    trainer.objective.loss = lambda batch: LossOutput(loss(batch).loss * float("nan"), {})  # type: ignore[method-assign]
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        trainer.update_phase(scored)
+    assert trainer.step == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.trainable, strict=True))
