@@ -26,6 +26,8 @@ from prefcore.engine.reference import ModelReference
 from prefcore.engine.trainer import TrainConfig
 from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
+from prefcore.kernels._dispatch import HAS_TRITON
+from prefcore.kernels._dispatch import interpreter_enabled
 from prefcore.registry import Registry
 
 CPU = torch.device("cpu")
@@ -246,3 +248,15 @@ def test_first_step_from_the_reference_logs_the_same_ties(tokenizer, tmp_path, c
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "loss"):
         assert loss_aware[key] == usual[key], key
     assert usual["rewards/margins"] == 0.0 and usual["loss"] == pytest.approx(math.log(2))
+
+
+@pytest.mark.skipif(
+    not (HAS_TRITON and (torch.cuda.is_available() or interpreter_enabled())),
+    reason="needs triton and a GPU or TRITON_INTERPRET=1",
+)
+def test_triton_backend_step(tokenizer, tmp_path, calls) -> None:
+    """``kernel_backend = "triton"``: the Triton log-softmax and pair kernels on both paths (interpreter on CPU)."""
+    usual = _train(_trainer(tokenizer, tmp_path, "ipo", {}, loss_aware=False, kernel_backend="triton"), steps=1)
+    loss_aware = _train(_trainer(tokenizer, tmp_path, "ipo", {}, loss_aware=True, kernel_backend="triton"), steps=1)
+    assert calls == ["ipo", "ipo"]
+    _assert_same(loss_aware, usual)
