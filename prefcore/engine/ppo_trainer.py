@@ -167,10 +167,13 @@ class PPOTrainer(OnlineTrainer):
         """FSDP2: the value model's shards (its heads alone with ``shared``); None in one process and under DDP."""
         if self.parallel is not None and self.parallel.strategy == "fsdp":
             # every rank starts from rank 0's weights (wrap_model broadcasts them)
-            shard = value_model.head if value_model.shared else value_model
+            # the heads alone ride on the policy's trunk; named as in the value model (``head.*``)
+            shard = torch.nn.ModuleDict({"head": value_model.head}) if value_model.shared else value_model
             self.critic_sharded = wrap_model(shard, _call, self.parallel)
             trainable = self.critic_sharded.parameters()
-            shards = {"policy": self.sharded.module, "value": self.critic_sharded.module}
+            # the sharded copies under their plain names (``policy.*``, ``value.*``): a checkpoint reads the same
+            # in one process, under DDP and under FSDP2 (the shards' own modules carry FSDP2's state-dict hooks)
+            shards = {"policy": self.sharded.module.model, "value": self.critic_sharded.module.model}
             self._checkpointed = torch.nn.ModuleDict(shards)
         elif self.parallel is not None:
             policy_ids = {id(parameter) for parameter in self.policy.parameters()}
@@ -530,6 +533,11 @@ def _completion_values(value_model: ValueModel, tensors: Any, rows: list[int]) -
     return {name: values.clone() for name, values in value_model.completion_values(tensors, rows).items()}
 
 
+def _shared_head_values(heads: torch.nn.ModuleDict, hidden: torch.Tensor) -> torch.Tensor:
+    """The shared heads' values, as ``ValueModel.head_values``: what their FSDP2 root runs."""
+    return linear_head_values(heads["head"], hidden)
+
+
 class _ShardedHeads:
     """A shared value model's heads as ``policy_outputs`` reads them, called through their FSDP2 root."""
 
@@ -540,7 +548,7 @@ class _ShardedHeads:
         self.sharded = sharded
 
     def head_values(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.sharded.module(linear_head_values, hidden)
+        return self.sharded.module(_shared_head_values, hidden)
 
 
 def _policy_outputs(

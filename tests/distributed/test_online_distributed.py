@@ -16,8 +16,9 @@ micro-batches when the ranks' shares of a minibatch differ, the gathered
 step metrics, the adaptive KL controller (it reads the gathered ``kl/k1``), the gradient
 reduction of DDP and FSDP2, and the sharded checkpoint that resumes to the same weights.
 
-One torchrun launch (2 processes, gloo, CPU, about 20 s) runs every case; this file is also the
-worker (``python test_online_distributed.py JOB OUT``).
+One torchrun launch (2 processes, gloo, CPU, about 40 s on 2 cores) runs every case, and then, out of the
+process group, shares out the single-process references; this file is also the worker
+(``python test_online_distributed.py JOB OUT``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 STRATEGIES: dict[str, tuple[str, ...]] = {"reinforce_pp": ("ddp",)}
 """REINFORCE++ under DDP only: FSDP2's batch statistics are shown on GRPO and PPO (to keep the launch short)."""
+CRITIC_CASES = [case for case, (method, _) in CASES.items() if method in ("ppo", "safe_rlhf")]
 RUNS = [(case, strategy) for case in CASES for strategy in STRATEGIES.get(case, ("ddp", "fsdp"))]
 STEPS = 2
 RECORDS = task.answer_records(("sum",))[:20]
@@ -248,7 +250,22 @@ def worker(job: str, out: Path) -> int:
                 results[f"{strategy}/{case}/resumed_from"] = resumed.online_step
                 resumed.fit()
                 results[f"{strategy}/{case}/resumed"] = outcome(resumed)
-        torch.save(results, out / f"rank{parallel.rank}.pt")
+                if strategy == "fsdp" and case in CRITIC_CASES:  # the same checkpoint under DDP (FSDP2's maths)
+                    distributed.init("ddp", timeout_s=60.0)
+                    across = build(case, folder, checkpoint_every=0, full_sequences=True)
+                    assert across.resume(), "no checkpoint to resume from"
+                    across.fit()
+                    results[f"{strategy}/{case}/resumed_under_ddp"] = outcome(across)
+                    distributed.init("fsdp", timeout_s=60.0)
+        rank, world = parallel.rank, parallel.world_size
+        distributed.teardown()
+        # the single-process references, shared out between the two processes already started (and cores)
+        for index, (case, strategy) in enumerate(RUNS):
+            if index % world == rank:
+                results[f"single/{strategy}/{case}"] = run(
+                    case, Path(tempfile.mkdtemp()), full_sequences=strategy == "fsdp"
+                )
+        torch.save(results, out / f"rank{rank}.pt")
         return 0
     finally:
         distributed.teardown()
@@ -290,13 +307,16 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, An
 
 
 @pytest.fixture(scope="module")
-def single() -> dict[str, dict[str, Any]]:
-    """Each case in this one process, 8 prompts a step: log-probs on shared prompts (as DDP takes them)
-    and on the full sequences (as FSDP2 takes them). The two agree to float rounding, which AdamW's
-    normalised steps magnify to ~1e-3 at embedding rows with rounding-level gradients, so each
-    strategy is compared with the same computation in one process."""
+def single(launched: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each case in one process, 8 prompts a step (the workers run them after leaving the process group, each
+    a share of the cases): log-probs on shared prompts (as DDP takes them) and on the full sequences (as
+    FSDP2 takes them). The two agree to float rounding, which AdamW's normalised steps magnify to ~1e-3 at
+    embedding rows with rounding-level gradients, so each strategy is compared with the same computation
+    in one process."""
     return {
-        f"{strategy}/{case}": run(case, Path(tempfile.mkdtemp()), full_sequences=strategy == "fsdp")
+        f"{strategy}/{case}": next(
+            result[f"single/{strategy}/{case}"] for result in launched.values() if f"single/{strategy}/{case}" in result
+        )
         for case, strategy in RUNS
     }
 
@@ -405,6 +425,17 @@ def test_lambda_moves_on_every_ranks_costs(
     for step in range(STEPS):
         alone.update(want["costs"][32 * step : 32 * step + 16])
     assert abs(alone.value - want["lambda"]) > 1e-3
+
+
+@pytest.mark.parametrize("case", CRITIC_CASES)
+def test_an_fsdp2_checkpoint_of_both_models_resumes_under_ddp(launched: dict[int, dict[str, Any]], case: str) -> None:
+    """The sharded checkpoint names the policy's and the value model's parameters as one process does, so FSDP2's
+    resumes under DDP (here on FSDP2's full sequences) to the uninterrupted FSDP2 run, λ and β included."""
+    straight, across = launched[0][f"fsdp/{case}"], launched[0][f"fsdp/{case}/resumed_under_ddp"]
+    assert across["online_step"] == STEPS
+    assert flat(across["objective"]) == pytest.approx(flat(straight["objective"]), rel=1e-6)
+    for name, tensor in straight["weights"].items():
+        torch.testing.assert_close(across["weights"][name], tensor, rtol=0, atol=2e-5, msg=name)
 
 
 @pytest.mark.parametrize(("case", "strategy"), RUNS)

@@ -61,9 +61,9 @@ def test_ppo_runs_from_the_run_file_on_two_processes_under_fsdp(tmp_path: Path) 
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    saved = load_file(str(to_safetensors(last, tmp_path / "last.safetensors", prefix="policy.model.")))
-    assert any(name.startswith("value.model.trunk.") for name in saved)  # the value model's shards, gathered
-    assert any(name.startswith("value.model.head.") for name in saved)
+    saved = load_file(str(to_safetensors(last, tmp_path / "last.safetensors", prefix="policy.")))
+    assert any(name.startswith("value.trunk.") for name in saved)  # the value model's shards, gathered
+    assert any(name.startswith("value.head.") for name in saved)
     policy = {name: tensor for name, tensor in saved.items() if not name.startswith("value.")}
     final = AutoModelForCausalLM.from_pretrained(two / "model").state_dict()
     assert policy and policy.keys() <= final.keys()
