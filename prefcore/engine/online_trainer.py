@@ -15,7 +15,8 @@ With ``[online] dynamic_sampling`` (DAPO, Yu et al. 2025, https://arxiv.org/abs/
 the same reward (no group-relative signal) and samples as many new prompts as were dropped,
 round after round, until the step has ``prompts_per_step`` groups or ``max_sampling_rounds``
 extra rounds are spent; the step then trains on the groups kept (on the first round's, if
-none was). The extra prompts come from the same seeded order, so later steps start further on.
+none was). The extra prompts come from the same seeded order, so later steps start further on
+(``prefcore.engine.dynamic_sampling``; under torchrun one decision over every rank, see there).
 
 Every random draw of a step is a function of ``(seed, step)``: the prompt order of an epoch,
 the sampling seed (of each dynamic-sampling round: ``(seed, step, round)``) and the
@@ -36,6 +37,9 @@ token and completion counts, so the ranks' gradients add up to one process's), t
 metrics are computed on every rank's rollouts gathered, and checkpoints are sharded (DCP) with
 the prompt sampler and the objective's state. Every rank runs as many micro-batches as the
 busiest one (zero-weighted repeats), so the collectives line up.
+
+An update step reads the device once (``prefcore.engine.step_reads``): its losses, metrics,
+gradient norm and the kernels' input checks travel in one transfer before the optimiser steps.
 """
 
 from __future__ import annotations
@@ -58,7 +62,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from prefcore.advantages import dynamic_sampling_filter
 from prefcore.advantages import estimate_advantages
 from prefcore.advantages import resolve_estimator
 from prefcore.advantages import sharded_batch
@@ -74,17 +77,13 @@ from prefcore.engine.checkpoint import clean_staging
 from prefcore.engine.checkpoint import list_checkpoints
 from prefcore.engine.checkpoint import load_checkpoint
 from prefcore.engine.checkpoint import save_checkpoint
+from prefcore.engine.dynamic_sampling import dynamic_sampling
 from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import check_finite
 from prefcore.engine.loop import check_loss
-from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.online_schedule import PromptSampler
-from prefcore.engine.online_schedule import entries_rollouts
-from prefcore.engine.online_schedule import group_entries
 from prefcore.engine.online_schedule import rank_seed
 from prefcore.engine.online_schedule import rollout_seed
-from prefcore.engine.online_schedule import select_groups
-from prefcore.engine.online_schedule import slice_start
 from prefcore.engine.progress import StageProgress
 from prefcore.engine.rollout import GenerationBackend
 from prefcore.engine.rollout import RolloutSettings
@@ -94,8 +93,10 @@ from prefcore.engine.rollout import make_backend
 from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.rollout import rollout_logps
 from prefcore.engine.rollout import sample_rollouts
+from prefcore.engine.step_reads import StepReads
+from prefcore.engine.step_reads import read_counts
+from prefcore.engine.step_reads import read_step
 from prefcore.errors import ConfigError
-from prefcore.kernels._checks import DeferredChecks
 from prefcore.kernels._checks import deferred_checks
 from prefcore.kernels.kl import per_token_kl
 from prefcore.rollout import RolloutBatch
@@ -161,50 +162,6 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _to_cpu(item) for key, item in value.items()}
     return value
-
-
-def _entries(
-    rollouts: Rollouts,
-    groups: Sequence[int],
-    indices: Sequence[int],
-    scores: torch.Tensor,
-    components: Mapping[str, torch.Tensor],
-    *,
-    order: tuple[int, int],
-) -> list[dict[str, Any]]:
-    """``group_entries`` of dynamic sampling's kept ``groups`` with their prompt index, scores and components;
-    ``order`` = (round, the rank's first place in the round's draw) sorts them as one process keeps them."""
-    size = rollouts.samples_per_prompt
-    spans = [slice(group * size, (group + 1) * size) for group in groups]
-    return group_entries(
-        rollouts,
-        groups,
-        order=[(order[0], order[1] + group) for group in groups],
-        index=[indices[group] for group in groups],
-        scores=[scores[span] for span in spans],
-        components=[{name: values[span] for name, values in components.items()} for span in spans],
-    )
-
-
-class _StepReads:
-    """What an update step reads from the device, in order: ``(key, share, value)`` metric shares and losses."""
-
-    def __init__(self) -> None:
-        self.metrics: list[tuple[str, float, torch.Tensor | float]] = []
-        self.losses: list[torch.Tensor] = []
-
-    def add(self, key: str, share: float, value: torch.Tensor | float) -> None:
-        """A metric share; a plain number needs no read and is kept as it is."""
-        self.metrics.append((key, share, value.detach() if isinstance(value, torch.Tensor) else float(value)))
-
-    def check(self, loss: torch.Tensor) -> None:
-        """A loss whose finiteness the read checks."""
-        self.losses.append(loss.detach())
-
-
-def _read_counts(counts: torch.Tensor) -> list[int]:
-    """Per-row counts on the host: the update phase's one read before its steps."""
-    return counts.tolist()
 
 
 def _takes_option(estimator: Any, name: str) -> bool:
@@ -453,113 +410,10 @@ class OnlineTrainer(OptimiserLoop):
     def _dynamic_sampling(
         self, indices: Sequence[int]
     ) -> tuple[list[int], Rollouts, torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
-        """DAPO's dynamic sampling: keep non-constant groups, sample more prompts until the step is full."""
-        self._counted = None
-        if self.parallel is not None:
-            return self._dynamic_sampling_sharded(indices)
-        wanted = len(indices)
-        parts: list[tuple[Rollouts, list[int]]] = []
-        kept: list[int] = []
-        rewards: list[torch.Tensor] = []
-        components: dict[str, list[torch.Tensor]] = {}
-        sampled, dropped, total = 0, 0, 0.0
-        first: tuple[Rollouts, torch.Tensor, Mapping[str, torch.Tensor]] | None = None
-        attempt, drawn = 0, list(indices)
-        while True:
-            rollouts, scores, parts_scores = self._sample_and_score(drawn, attempt)
-            first = first or (rollouts, scores, parts_scores)
-            groups = dynamic_sampling_filter(scores, torch.tensor(rollouts.group_ids)).kept_groups
-            size = rollouts.samples_per_prompt
-            rows = [row for group in groups for row in range(group * size, (group + 1) * size)]
-            parts.append((rollouts, list(groups)))
-            kept += [drawn[group] for group in groups]
-            rewards.append(scores[rows])
-            for name, values in parts_scores.items():
-                components.setdefault(name, []).append(values[rows])
-            sampled += len(drawn)
-            dropped += len(drawn) - len(groups)
-            total += float(scores.sum())
-            missing = wanted - len(kept)
-            if missing == 0 or attempt == self.online.max_sampling_rounds:
-                break
-            attempt, drawn = attempt + 1, self.sampler.draw(missing)
-        metrics = {
-            "dynamic_sampling/rounds": float(attempt + 1),
-            "dynamic_sampling/sampled_prompts": float(sampled),
-            "dynamic_sampling/dropped_groups": float(dropped),
-            "dynamic_sampling/kept_groups": float(len(kept)),
-            "dynamic_sampling/sampled_reward_mean": total / (sampled * self.online.samples_per_prompt),
-        }
-        if not kept:  # nothing to learn from within the cap: the first round, as without the filter
-            rollouts, scores, parts_scores = first
-            return list(indices), rollouts, scores, dict(parts_scores), metrics
-        merged = {name: torch.cat(values) for name, values in components.items()}
-        return kept, select_groups(parts), torch.cat(rewards), merged, metrics
-
-    def _dynamic_sampling_sharded(
-        self, indices: Sequence[int]
-    ) -> tuple[list[int], Rollouts, torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
-        """Dynamic sampling over the ranks, equal to one process's (``indices``: this rank's slice of the step).
-
-        Each round, every rank samples its slice of the round's global draw and the kept-group counts are
-        summed: "the step is full" is one global decision, every rank draws the same replacement prompts
-        (a round of fewer prompts than ranks samples on the first ranks only) and runs the same number of
-        rounds. The kept groups are then gathered in one process's order (round, then place in the round's
-        draw) and split into contiguous, balanced slices, so the ranks' rows in turn are one process's
-        rows. A rank left without a group (fewer kept groups than ranks) trains a stand-in group of its
-        own with weight 0 (``ScoredRollouts.counted``).
-        """
-        wanted, size = self.online.prompts_per_step, self.online.samples_per_prompt
-        entries: list[dict[str, Any]] = []
-        first: tuple[list[int], Rollouts, torch.Tensor, Mapping[str, torch.Tensor]] | None = None
-        kept, sampled, dropped, total = 0, 0, 0, 0.0
-        attempt, count, local = 0, wanted, list(indices)
-        while True:
-            start = slice_start(count, self.rank, self.world_size)
-            mine = [0.0, 0.0]  # kept groups, reward sum
-            if local:
-                rollouts, scores, parts_scores = self._sample_and_score(local, attempt)
-                scores = scores.cpu()
-                parts_scores = {name: values.cpu() for name, values in parts_scores.items()}
-                first = first or (list(local), rollouts, scores, parts_scores)
-                groups = dynamic_sampling_filter(scores, torch.tensor(rollouts.group_ids)).kept_groups
-                entries += _entries(rollouts, groups, local, scores, parts_scores, order=(attempt, start))
-                mine = [float(len(groups)), float(scores.sum())]
-            round_kept, round_reward = _all_reduce_sum(torch.tensor(mine, dtype=torch.float64)).tolist()
-            sampled, kept, total = sampled + count, kept + int(round_kept), total + round_reward
-            dropped += count - int(round_kept)
-            missing = wanted - kept
-            if missing == 0 or attempt == self.online.max_sampling_rounds:
-                break
-            attempt, count = attempt + 1, missing
-            local = self.local_prompts(self.sampler.draw(missing))
-        metrics = {
-            "dynamic_sampling/rounds": float(attempt + 1),
-            "dynamic_sampling/sampled_prompts": float(sampled),
-            "dynamic_sampling/dropped_groups": float(dropped),
-            "dynamic_sampling/kept_groups": float(kept),
-            "dynamic_sampling/sampled_reward_mean": total / (sampled * size),
-        }
-        if first is None:  # cannot happen: every rank has a prompt of the step's first draw
-            raise ConfigError("a process got no prompt: use at least one prompt per process.")
-        if not kept:  # nothing to learn from within the cap: the first round, as without the filter
-            return first[0], first[1], first[2], dict(first[3]), metrics
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, entries)
-        ordered = sorted((entry for part in gathered for entry in part), key=lambda entry: entry["order"])
-        share = shard_indices(ordered, self.rank, self.world_size)  # type: ignore[arg-type]
-        if not share:
-            share = _entries(first[1], [0], first[0], first[2], first[3], order=(0, 0))
-            self._counted = 0
-        rollouts = entries_rollouts(share, size, first[1].temperature)
-        components = {name: torch.cat([entry["components"][name] for entry in share]) for name in first[3]}
-        return (
-            [entry["index"] for entry in share],
-            rollouts,
-            torch.cat([entry["scores"] for entry in share]),
-            components,
-            metrics,
-        )
+        """DAPO's dynamic sampling of the step's prompts at ``indices`` (``prefcore.engine.dynamic_sampling``):
+        the prompts trained on, their rollouts, rewards and components, and the phase's counts."""
+        sampled, self._counted = dynamic_sampling(self, indices)
+        return sampled
 
     def rollout_phase(self, indices: Sequence[int]) -> ScoredRollouts:
         """Sample, score and estimate advantages for the prompts at ``indices`` (no gradient).
@@ -770,7 +624,7 @@ class OnlineTrainer(OptimiserLoop):
         updates = 0
         ranges = self.row_ranges(scored.rows)
         first, count = ranges[self.rank]
-        row_tokens = _read_counts(self._loss_mask(scored).sum(-1))
+        row_tokens = read_counts(self._loss_mask(scored).sum(-1))
         for epoch in range(self.online.update_epochs):
             for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):
                 mine = [row - first for row in minibatch if first <= row < first + count]
@@ -788,13 +642,13 @@ class OnlineTrainer(OptimiserLoop):
         """One optimiser step over ``minibatch`` (global rows) in micro-batches; returns its metrics.
 
         The losses, metrics, gradient norm and the kernels' deferred input checks are read in one transfer
-        (``_read_minibatch``), after the last backward pass and before the optimiser step, so a non-finite
+        (``prefcore.engine.step_reads``), after the last backward pass and before the optimiser step, so a non-finite
         loss or a bad input still never reaches the weights.
         """
         with deferred_checks() as checks:
             self.train_mode()
             self.optimizer.zero_grad(set_to_none=True)
-            reads = _StepReads()
+            reads = StepReads()
             widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
             chunks = self.micro_batches(minibatch, ranges, self.online.micro_batch_size or widest)
             for position, (rows, weight) in enumerate(chunks):
@@ -807,45 +661,12 @@ class OnlineTrainer(OptimiserLoop):
                 reads.add("loss", weight, output.loss)
                 for key, value in output.metrics.items():
                     reads.add(key, share, value)
-            step, grad_norm = self._read_minibatch(reads, checks, self.clip_gradients())
+            step, grad_norm = read_step(reads, checks, self.clip_gradients(), step=self.step + 1, method=self.objective)
         step = self.reduce_metrics(step)
         if grad_norm is not None:
             step["grad_norm"] = grad_norm
         self.apply_update(step, clipped=True)
         return step
-
-    def _read_minibatch(
-        self, reads: _StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None
-    ) -> tuple[dict[str, float], float | None]:
-        """The step's one device read: metric shares, losses, gradient norm and the kernels' flags.
-
-        Metrics add up on the host in float64 in the order one ``float()`` per value would, so the numbers
-        are those of reading each value on its own. Raises what the values say: a kernel's flagged input
-        (ValueError), else the first non-finite loss (as ``check_loss`` did before the backward pass).
-        """
-        metrics = [value for _, _, value in reads.metrics if isinstance(value, torch.Tensor)]
-        norms = [] if grad_norm is None else [grad_norm]
-        tensors = [*metrics, *reads.losses, *checks.flag_tensors(), *norms]
-        device = tensors[0].device if tensors else None
-        values = (
-            torch.stack([tensor.detach().reshape(()).to(device, torch.float64) for tensor in tensors]).tolist()
-            if tensors
-            else []
-        )
-        metric_values = iter(values[: len(metrics)])
-        losses = values[len(metrics) : len(metrics) + len(reads.losses)]
-        checks.raise_flagged(values[len(metrics) + len(reads.losses) : len(values) - len(norms)])
-        for value in losses:
-            if not math.isfinite(value):
-                message = checks.explain_non_finite()
-                if message is not None:
-                    raise ValueError(message)
-                raise_non_finite(value, self.step + 1, self.objective)
-        totals: dict[str, float] = {}
-        for key, share, value in reads.metrics:
-            number = next(metric_values) if isinstance(value, torch.Tensor) else value
-            totals[key] = totals.get(key, 0.0) + share * number
-        return totals, (values[-1] if norms else None)
 
     def rollout_metrics(self, scored: ScoredRollouts) -> dict[str, float]:
         """Reward (total and per component), advantages, KL to the reference, entropy, length, truncation."""

@@ -2,8 +2,8 @@
 
 As the offline step (``tests/kernels/test_step_sync.py``), an online optimiser step keeps its losses,
 metrics, gradient norm and the kernels' input checks on the device and reads them in one ``.tolist()``
-(``OnlineTrainer._read_minibatch``), before the optimiser steps; the update phase reads each row's
-loss-token count once before its steps (``_read_counts``). Sampling, scoring and the advantages (the
+(``prefcore.engine.step_reads.read_step``), before the optimiser steps; the update phase reads each row's
+loss-token count once before its steps (``read_counts``). Sampling, scoring and the advantages (the
 rollout phase) may read the device. On CPU there is nothing to wait for, so the test counts:
 ``torch.Tensor``'s reading methods are patched to raise during the update phase (policy forward
 through the fused LM head or not, on shared prompts or full sequences, loss, backward, clipping,
@@ -37,8 +37,8 @@ from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
-STEP_READ = ("prefcore/engine/online_trainer.py", "_read_minibatch")
-PHASE_READ = ("prefcore/engine/online_trainer.py", "_read_counts")
+STEP_READ = ("prefcore/engine/step_reads.py", "read_step")
+PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
 ALLOWED = (
     STEP_READ,  # the one read per optimiser step
     PHASE_READ,  # each row's loss tokens, once per update phase
