@@ -75,6 +75,8 @@ from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import ScoredRollouts
 from prefcore.engine.rollout import pad_rollouts
+from prefcore.engine.step_reads import StepReads
+from prefcore.engine.step_reads import read_counts
 from prefcore.engine.value_model import ValueModel
 from prefcore.engine.value_model import linear_head_values
 from prefcore.engine.value_model import policy_outputs
@@ -353,8 +355,8 @@ class PPOTrainer(OnlineTrainer):
     def update_phase(self, scored: ScoredRollouts) -> dict[str, float]:
         """``update_epochs`` passes of minibatches: policy and value losses, a step of each optimiser.
 
-        The phase reads each local row's loss-token count from the device once; each optimiser step
-        then reads the device once more (``_read_step``).
+        The phase reads each local row's loss-token count from the device once (``read_counts``); each
+        optimiser step then reads the device once more (``_read_step``: both gradient norms with the rest).
         """
         totals: dict[str, float] = {}
         updates = 0
@@ -362,7 +364,7 @@ class PPOTrainer(OnlineTrainer):
         warm = self.warming_up()
         ranges = self.row_ranges(scored.rewards.shape[0])
         first, count = ranges[self.rank]
-        row_tokens = _read_counts(loss_mask.sum(-1))
+        row_tokens = read_counts(loss_mask.sum(-1))
         for epoch in range(self.online.update_epochs):
             for minibatch in self._minibatches(sum(rows for _, rows in ranges), epoch):
                 mine = [row - first for row in minibatch if first <= row < first + count]
@@ -403,7 +405,7 @@ class PPOTrainer(OnlineTrainer):
         self.train_mode()
         self.optimizer.zero_grad(set_to_none=True)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        reads = _StepReads()
+        reads = StepReads()
         widest = max(sum(1 for row in minibatch if start <= row < start + rows) for start, rows in ranges)
         chunks = self.micro_batches(minibatch, ranges, self.online.micro_batch_size or widest)
         for position, (rows, weight) in enumerate(chunks):
@@ -455,7 +457,7 @@ class PPOTrainer(OnlineTrainer):
         return step
 
     def _read_step(
-        self, reads: _StepReads, checks: DeferredChecks, norms: list[torch.Tensor | None]
+        self, reads: StepReads, checks: DeferredChecks, norms: list[torch.Tensor | None]
     ) -> tuple[dict[str, float], list[float | None]]:
         """The step's one device read: metric shares, losses, gradient norms and the kernels' flags.
 
@@ -499,27 +501,6 @@ class PPOTrainer(OnlineTrainer):
             self.backward(loss, final=final, weight=weight)
         else:  # critic warm-up with a separate critic: the policy ran without gradient, outside DDP's reducer
             (loss * (weight * self.world_size)).backward()
-
-
-class _StepReads:
-    """What an update step reads from the device, in order: ``(key, share, value)`` metric shares and losses."""
-
-    def __init__(self) -> None:
-        self.metrics: list[tuple[str, float, torch.Tensor | float]] = []
-        self.losses: list[torch.Tensor] = []
-
-    def add(self, key: str, share: float, value: torch.Tensor | float) -> None:
-        """A metric share; a plain number needs no read and is kept as it is."""
-        self.metrics.append((key, share, value.detach() if isinstance(value, torch.Tensor) else float(value)))
-
-    def check(self, loss: torch.Tensor) -> None:
-        """A loss whose finiteness the read checks."""
-        self.losses.append(loss.detach())
-
-
-def _read_counts(counts: torch.Tensor) -> list[int]:
-    """Per-row counts on the host: the update phase's one read before its steps."""
-    return counts.tolist()
 
 
 def _call(module: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:

@@ -2,11 +2,12 @@
 
 As the offline step (``tests/kernels/test_step_sync.py``), a PPO optimiser step keeps its losses,
 metrics, both gradient norms and the kernels' input checks on the device and reads them in one
-``.tolist()`` (``PPOTrainer._read_step``), before either optimiser steps; the update phase reads each
-row's loss-token count once before its steps (``_read_counts``). On CPU there is nothing to wait for,
-so the test counts: ``torch.Tensor``'s reading methods are patched to raise during the update phase
-(policy forward through the fused LM head, values, both losses, backward, clipping, both optimisers)
-except in those two places, AdamW's host step counters and transformers' SDPA mask check.
+``.tolist()`` (``PPOTrainer._read_step``), before either optimiser steps; the update phase reads
+each row's loss-token count once before its steps (``prefcore.engine.step_reads.read_counts``). On
+CPU there is nothing to wait for, so the test counts: ``torch.Tensor``'s reading methods are patched
+to raise during the update phase (policy forward through the fused LM head, values, both losses,
+backward, clipping, both optimisers) except in those two places, AdamW's host step counters and
+transformers' SDPA mask check.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from prefcore.settings import TrainConfig
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 STEP_READ = ("prefcore/engine/ppo_trainer.py", "_read_step")
-PHASE_READ = ("prefcore/engine/ppo_trainer.py", "_read_counts")
+PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
 ALLOWED = (
     STEP_READ,  # the one read per optimiser step
     PHASE_READ,  # each row's loss tokens, once per update phase
