@@ -73,8 +73,9 @@ from prefcore.distributed.sampler import shard_indices
 from prefcore.engine.batching import SequenceBatch
 from prefcore.engine.batching import TrainingItem
 from prefcore.engine.batching import collate
+from prefcore.engine.logprobs import completion_rows
 from prefcore.engine.logprobs import completion_token_logps
-from prefcore.engine.loop import check_finite
+from prefcore.engine.logprobs import known_completion_rows
 from prefcore.engine.loop import check_loss
 from prefcore.engine.models import load_pretrained
 from prefcore.engine.models import save_model
@@ -93,9 +94,12 @@ from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.rollout import rollout_logps
 from prefcore.engine.rollout import sample_rollouts
 from prefcore.engine.sequences import TokenizedSequence
+from prefcore.engine.step_reads import StepReads
+from prefcore.engine.step_reads import read_step
 from prefcore.engine.trainer import Trainer
 from prefcore.engine.trainer import WeightedObjective
 from prefcore.errors import ConfigError
+from prefcore.kernels._checks import deferred_checks
 from prefcore.rollout import Rollouts
 from prefcore.settings import LoopConfig
 from prefcore.settings import OnlineLoopConfig
@@ -340,7 +344,8 @@ class OnlineDPOTrainer(OnlineTrainer):
         """One optimiser step of the weighted objectives over all ``items`` (micro-batches add up exactly).
 
         Distributed, ``items`` are this rank's pairs; every rank runs as many micro-batches as the busiest,
-        the missing ones on ``filler`` (one pair) with weight 0, and the counts are global.
+        the missing ones on ``filler`` (one pair) with weight 0, and the counts are global. After the host
+        phase (``_host_batches``) the step reads the device once (``prefcore.engine.step_reads``).
         """
         self.train_mode()
         self.optimizer.zero_grad(set_to_none=True)
@@ -350,30 +355,48 @@ class OnlineDPOTrainer(OnlineTrainer):
         if self.parallel is not None:
             busiest = max(-(-count // size) for count in counts)
             chunks += [(list(filler[:1]), 0.0)] * (busiest - len(chunks))
-        batches = [(collate(chunk, self.tokenizer.pad_token_id), weight) for chunk, weight in chunks]
+        batches, rows, num_tokens = self._host_batches(chunks)
         num_items = sum(counts)
-        num_tokens = int(self.global_sum(sum(batch.target_token_count() for batch, weight in batches if weight)))
         config = self.train_config
-        totals: dict[str, float] = {}
-        for position, (batch, weight) in enumerate(batches):
-            batch = batch.to(self.device)
-            policy_logps = self.forward(_sequence_logps, batch.sequences, config.fused_lm_head, config.kernel_backend)
-            log_prob_batch = _log_prob_batch(policy_logps, batch, self.model_reference, num_items, num_tokens)
-            loss = torch.zeros((), device=self.device)
-            share = weight * batch.num_items / num_items
-            for entry in self.objectives:
-                output = entry.objective.loss(log_prob_batch)
-                check_loss(output.loss, self.step + 1, entry.objective)
-                loss = loss + entry.weight * output.loss
-                prefix = f"{entry.objective.name}/" if len(self.objectives) > 1 else ""
-                for key, value in output.metrics.items():
-                    totals[prefix + key] = totals.get(prefix + key, 0.0) + share * float(value)
-            check_finite(loss, self.step + 1)
-            self.backward(loss, final=position == len(batches) - 1, weight=weight)
-            totals["loss"] = totals.get("loss", 0.0) + weight * float(loss.detach())
+        with deferred_checks() as checks:
+            reads = StepReads()
+            for position, ((batch, weight), batch_rows) in enumerate(zip(batches, rows, strict=True)):
+                batch = batch.to(self.device)
+                with known_completion_rows(batch.sequences.completion_mask, batch_rows.to(self.device)):
+                    policy_logps = self.forward(
+                        _sequence_logps, batch.sequences, config.fused_lm_head, config.kernel_backend
+                    )
+                    log_prob_batch = _log_prob_batch(policy_logps, batch, self.model_reference, num_items, num_tokens)
+                loss = torch.zeros((), device=self.device)
+                share = weight * batch.num_items / num_items
+                for entry in self.objectives:
+                    output = entry.objective.loss(log_prob_batch)
+                    check_loss(output.loss, self.step + 1, entry.objective, finite=False)
+                    reads.check(output.loss, entry.objective)
+                    loss = loss + entry.weight * output.loss
+                    prefix = f"{entry.objective.name}/" if len(self.objectives) > 1 else ""
+                    for key, value in output.metrics.items():
+                        reads.add(prefix + key, share, value)
+                reads.check(loss)  # the weighted sum: a non-finite one names no method
+                self.backward(loss, final=position == len(batches) - 1, weight=weight)
+                reads.add("loss", weight, loss)
+            totals, grad_norm = read_step(reads, checks, self.clip_gradients(), step=self.step + 1, method=None)
         totals = self.reduce_metrics(totals)
-        self.apply_update(totals)
+        if grad_norm is not None:
+            totals["grad_norm"] = grad_norm
+        self.apply_update(totals, clipped=True)
         return totals
+
+    def _host_batches(
+        self, chunks: Sequence[tuple[list[TrainingItem], float]]
+    ) -> tuple[list[tuple[SequenceBatch, float]], list[torch.Tensor], int]:
+        """What the step learns on the host before any device work: the collated micro-batches, each one's
+        completion rows (the fused LM head then counts nothing on the device) and the step's target tokens
+        (global: every rank's micro-batches with weight)."""
+        batches = [(collate(chunk, self.tokenizer.pad_token_id), weight) for chunk, weight in chunks]
+        rows = [completion_rows(batch.sequences.completion_mask) for batch, _ in batches]
+        num_tokens = int(self.global_sum(sum(batch.target_token_count() for batch, weight in batches if weight)))
+        return batches, rows, num_tokens
 
     def rank_counts(self, count: int) -> list[int]:
         """``count`` of every rank (``[count]`` in one process)."""

@@ -28,14 +28,16 @@ class StepReads:
     def __init__(self) -> None:
         self.metrics: list[tuple[str, float, torch.Tensor | float]] = []
         self.losses: list[torch.Tensor] = []
+        self.methods: list[Method | None] = []
 
     def add(self, key: str, share: float, value: torch.Tensor | float) -> None:
         """A metric share; a plain number needs no read and is kept as it is."""
         self.metrics.append((key, share, value.detach() if isinstance(value, torch.Tensor) else float(value)))
 
-    def check(self, loss: torch.Tensor) -> None:
-        """A loss whose finiteness the read checks."""
+    def check(self, loss: torch.Tensor, method: Method | None = None) -> None:
+        """A loss whose finiteness the read checks; ``method`` made it (None: ``read_step``'s)."""
         self.losses.append(loss.detach())
+        self.methods.append(method)
 
 
 def read_counts(counts: torch.Tensor) -> list[int]:
@@ -44,13 +46,14 @@ def read_counts(counts: torch.Tensor) -> list[int]:
 
 
 def read_step(
-    reads: StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None, *, step: int, method: Method
+    reads: StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None, *, step: int, method: Method | None
 ) -> tuple[dict[str, float], float | None]:
     """The step's one device read: metric shares, losses, gradient norm and the kernels' flags.
 
     Metrics add up on the host in float64 in the order one ``float()`` per value would, so the numbers
     are those of reading each value on its own. Raises what the values say: a kernel's flagged input
-    (ValueError), else the first non-finite loss, naming ``method`` and optimiser step ``step``.
+    (ValueError), else the first non-finite loss, naming the method that made it (``StepReads.check``'s,
+    else ``method``; None: a weighted sum of several) and optimiser step ``step``.
     """
     metrics = [value for _, _, value in reads.metrics if isinstance(value, torch.Tensor)]
     norms = [] if grad_norm is None else [grad_norm]
@@ -64,12 +67,12 @@ def read_step(
     metric_values = iter(values[: len(metrics)])
     losses = values[len(metrics) : len(metrics) + len(reads.losses)]
     checks.raise_flagged(values[len(metrics) + len(reads.losses) : len(values) - len(norms)])
-    for value in losses:
+    for value, maker in zip(losses, reads.methods, strict=True):
         if not math.isfinite(value):
             message = checks.explain_non_finite()
             if message is not None:
                 raise ValueError(message)
-            raise_non_finite(value, step, method)
+            raise_non_finite(value, step, maker if maker is not None else method)
     totals: dict[str, float] = {}
     for key, share, value in reads.metrics:
         number = next(metric_values) if isinstance(value, torch.Tensor) else value

@@ -29,7 +29,11 @@ from prefcore.demo import task
 from prefcore.demo.model import build_tiny_model
 from prefcore.demo.tokenizer import build_tokenizer
 from prefcore.engine.models import frozen_copy
+from prefcore.engine.online_loops import OnlineDPOTrainer
+from prefcore.engine.online_loops import _pair_items
+from prefcore.engine.online_loops import rollout_pairs
 from prefcore.engine.online_trainer import OnlineTrainer
+from prefcore.engine.trainer import WeightedObjective
 from prefcore.errors import NonFiniteLossError
 from prefcore.registry import Registry
 from prefcore.rollout import Rollouts
@@ -170,6 +174,47 @@ def test_one_read_gives_the_metrics_of_reading_each_value(tmp_path: Path, guard:
     expected["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(twin.trainable, twin.config.max_grad_norm))
     assert len(expected) > 3 and {key: metrics[key] for key in expected} == expected
     assert list(metrics)[: len(expected)] == list(expected)  # the same keys in the same order
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_online_dpo_step_reads_the_device_once(tmp_path: Path, guard: SyncGuard, fused: bool) -> None:
+    """Online DPO (and the human loop, which trains through it): two objectives, pairs in micro-batches of 2."""
+    tokenizer = build_tokenizer()
+    policy = build_tiny_model(tokenizer, seed=0)
+    registry = Registry.from_environment(third_party=False)
+    trainer = OnlineDPOTrainer(
+        policy,
+        [
+            WeightedObjective(registry.create("usage", "dpo", {"beta": 0.1})),
+            WeightedObjective(registry.create("usage", "ipo", {}), 0.5),
+        ],
+        [record.prompt for record in RECORDS],
+        [record.metadata for record in RECORDS],
+        TrainConfig(steps=1, lr=1e-2, seed=3, progress=False, fused_lm_head=fused),
+        OnlineLoopConfig(prompts_per_step=6, samples_per_prompt=4, max_new_tokens=6, micro_batch_size=2),
+        tokenizer=tokenizer,
+        reward=_reward,
+        run_dir=tmp_path,
+        device=torch.device("cpu"),
+        reference=frozen_copy(policy),
+    )
+    scored = trainer.score(trainer.sampler.draw(trainer.online.prompts_per_step))
+    items = _pair_items(scored.rollouts, rollout_pairs(scored.rewards, 4).pairs)
+    assert len(items) > 2
+    host_batches = trainer._host_batches
+
+    def unguarded(chunks: Any) -> Any:  # collating on the host (CPU tensors) reads no device
+        guard.active = False
+        try:
+            return host_batches(chunks)
+        finally:
+            guard.active = True
+
+    trainer._host_batches = unguarded  # type: ignore[method-assign]
+    with guard.on():
+        metrics = trainer.update(items)
+    assert trainer.step == 1 and guard.counts[STEP_READ] == 1, guard.counts
+    assert math.isfinite(metrics["loss"]) and {"loss", "dpo/rewards/accuracies", "grad_norm", "lr"} <= set(metrics)
 
 
 def test_a_non_finite_loss_still_stops_before_the_update(tmp_path: Path) -> None:
