@@ -27,11 +27,18 @@
 # in torch, the per-pair derivative by autograd through the table's torch term (term_ref); there an
 # fp32/fp64 tile is turned into exp(z − max) in place, so the gradient is one scale and a scatter.
 #
-# Precision: logits in the inputs' dtype (as an unfused head), log-probs, sums, losses and g in
-# fp32; dlogits in the inputs' dtype; grad_weight summed across chunks in fp32 (half-precision
-# weights) and cast once; grad_bias in fp32. Memory beyond inputs and outputs: one tile, the
-# chunk's gathered hidden rows, the fp32 weight-gradient buffer (4·V·H bytes, multi-chunk half
-# precision only) and the stored gradients (the size of hidden, weight and bias) until the backward.
+# Precision: logits in hidden's dtype (the compute dtype, as an unfused head), log-probs, sums,
+# losses and g in fp32; dlogits in the compute dtype; grad_weight summed across chunks in fp32
+# (half-precision compute) and grad_bias in fp32. Mixed precision: the weight (and bias) may be the
+# fp32 master copy while hidden is bf16/fp16; each use is then cast to the compute dtype inside
+# (the whole weight once per call, or ``cast_block_rows`` vocab rows at a time at each use), the
+# matmuls are the same half-precision GEMMs, and the fp32 accumulation buffer is the returned weight
+# gradient: no half-precision weight gradient, no cast of it, and no cast back through autograd.
+# A half-precision weight gets the buffer (multi-chunk) cast once. Memory beyond inputs and outputs:
+# one tile, the chunk's gathered hidden rows, the fp32 weight-gradient buffer (4·V·H bytes: it is the
+# output for an fp32 master weight; a half-precision weight needs it with several chunks, plus its
+# 2·V·H cast), the compute-dtype weight (2·V·H bytes, master weight cast once per call; one
+# block with ``cast_block_rows``) and the stored gradients until the backward.
 # Covered rows: dpo, ipo, hinge, simpo. ORPO and NLL average over every chosen token of the batch,
 # which a chunk does not see; they stay on fused_linear_logprobs + orpo_loss / nll_loss.
 from __future__ import annotations
@@ -52,6 +59,7 @@ from prefcore.kernels._sequence_loss import check_label_smoothing
 from prefcore.kernels.fused_linear_logprobs import DEFAULT_CHUNK_BYTES
 from prefcore.kernels.fused_linear_logprobs import _accumulator_dtype
 from prefcore.kernels.fused_linear_logprobs import _add_weight_grad
+from prefcore.kernels.fused_linear_logprobs import _mm_out_dtype_works
 from prefcore.kernels.fused_linear_logprobs import _project
 from prefcore.kernels.fused_linear_logprobs import _validate
 from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs_ref
@@ -325,6 +333,46 @@ def _dlogits_in_place(exp_tile: torch.Tensor, targets: torch.Tensor, sum_exp: to
 # ----------------------------------------------------------------------------------------------
 # The chunk loop: loss, metrics and (when asked) the gradients, in one pass
 # ----------------------------------------------------------------------------------------------
+class _ComputeHead:
+    """The LM head in the compute dtype: the weight as given, cast once per call, or cast per vocab block.
+
+    An fp32 master weight with half-precision hidden states is cast to the compute dtype here, so
+    the GEMMs are the half-precision GEMMs of a half-precision weight. ``block_rows`` casts
+    ``block_rows`` vocab rows at a time at each use (the projection and ``dlogits @ W``: twice per
+    chunk) instead of holding a 2·V·H-byte copy for the call; the bias is small and cast once.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, block_rows: int | None):
+        self.master, self.dtype = weight, dtype
+        by_blocks = weight.dtype != dtype and block_rows is not None and block_rows < weight.shape[0]
+        self.block_rows = block_rows if by_blocks else None
+        self.weight = weight.to(dtype) if self.block_rows is None else None
+        self.bias = bias.to(dtype) if bias is not None else None
+
+    def _blocks(self) -> range:
+        return range(0, self.master.shape[0], self.block_rows)
+
+    def project(self, h: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = h @ W^T + b`` in the compute dtype."""
+        if self.weight is not None:
+            _project(h, self.weight, self.bias, out)
+            return
+        for start in self._blocks():
+            stop = start + self.block_rows
+            block = self.master[start:stop].to(self.dtype)
+            _project(h, block, None if self.bias is None else self.bias[start:stop], out[:, start:stop])
+
+    def input_grad(self, dlogits: torch.Tensor) -> torch.Tensor:
+        """``dlogits @ W`` in the compute dtype; by blocks, the partial products are summed in fp32."""
+        if self.weight is not None:
+            return dlogits @ self.weight
+        total = torch.zeros((dlogits.shape[0], self.master.shape[1]), device=dlogits.device, dtype=torch.float32)
+        for start in self._blocks():
+            stop = start + self.block_rows
+            total += dlogits[:, start:stop] @ self.master[start:stop].to(self.dtype)
+        return total.to(self.dtype)
+
+
 @dataclass
 class _Pass:
     loss: torch.Tensor
@@ -351,10 +399,12 @@ def _run(
     ignore_index: int,
     use_kernel: bool,
     need: tuple[bool, bool, bool],
+    cast_block_rows: int | None = None,
 ) -> _Pass:
     """``hidden`` ``[S·T, H]``, ``targets`` ``[S·T]``; ``need``: gradients of hidden, weight, bias."""
     device, vocab = hidden.device, weight.shape[0]
     acc_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    head = _ComputeHead(weight, bias, hidden.dtype, cast_block_rows)
     need_hidden, need_weight, need_bias = need
     any_grad = any(need)
     sums = torch.zeros(plan.n_seqs, device=device, dtype=acc_dtype)
@@ -363,8 +413,9 @@ def _run(
     rejected_rewards = torch.empty_like(losses)
     grad_hidden = torch.zeros_like(hidden) if need_hidden else None
     grad_weight = None
-    if need_weight and len(plan.chunks) > 1:
-        grad_weight = torch.zeros(weight.shape, device=device, dtype=_accumulator_dtype(weight.dtype))
+    # Several chunks, or an fp32 master weight (the buffer is then the gradient it gets back): an
+    # accumulation buffer, made at its first use, after the first tile's softmax temporaries are gone.
+    weight_buffer = need_weight and (len(plan.chunks) > 1 or weight.dtype != hidden.dtype)
     grad_bias = torch.zeros(vocab, device=device, dtype=acc_dtype) if need_bias else None
     terms_of = _pair_terms_triton if use_kernel else _pair_terms_torch
     in_place = not use_kernel and hidden.dtype in (torch.float32, torch.float64)
@@ -374,7 +425,7 @@ def _run(
         h = hidden.index_select(0, chunk.rows)
         t = targets.index_select(0, chunk.rows)
         logits = tile[: chunk.rows.shape[0]]
-        _project(h, weight, bias, logits)
+        head.project(h, logits)
         if in_place:
             logps, sum_exp = _softmax_in_place(logits, t)
         else:
@@ -416,12 +467,14 @@ def _run(
                 out=logits,
             )
         if grad_hidden is not None:
-            grad_hidden.index_add_(0, chunk.rows, dlogits @ weight)
+            grad_hidden.index_add_(0, chunk.rows, head.input_grad(dlogits))
         if need_weight:
-            if grad_weight is None:  # the only chunk: one GEMM, one rounding
+            if not weight_buffer:  # the only chunk of a weight in the compute dtype: one GEMM, one rounding
                 grad_weight = dlogits.t() @ h
             else:
-                _add_weight_grad(grad_weight, dlogits, h)
+                if grad_weight is None:
+                    grad_weight = torch.zeros(weight.shape, device=device, dtype=_accumulator_dtype(hidden.dtype))
+                _accumulate_weight_grad(grad_weight, dlogits, h)
         if grad_bias is not None:
             grad_bias += dlogits.sum(dim=0, dtype=acc_dtype)
     _check_finite(sums, ref_sums, errors)
@@ -434,9 +487,34 @@ def _run(
         rejected_rewards,
         sums,
         grad_hidden,
-        grad_weight.to(weight.dtype) if grad_weight is not None else None,  # cast once, here
+        _weight_grad_out(grad_weight, weight.dtype),
         grad_bias.to(bias.dtype) if grad_bias is not None else None,
     )
+
+
+_CAST_BYTES = 16 * 1024 * 1024
+"""Most bytes of the fp32 copy of dlogits columns that a CPU weight-gradient GEMM makes at a time."""
+
+
+def _accumulate_weight_grad(accumulator: torch.Tensor, dlogits: torch.Tensor, h: torch.Tensor) -> None:
+    """``accumulator += dlogits^T @ h`` in the accumulator's precision.
+
+    Where the GEMM cannot write fp32 from half-precision inputs (CPU), the inputs are upcast, dlogits
+    by vocab blocks of at most ``_CAST_BYTES``, so the upcast is not a second, twice as large tile.
+    """
+    if accumulator.dtype == dlogits.dtype or (accumulator.is_cuda and _mm_out_dtype_works(accumulator.device)):
+        _add_weight_grad(accumulator, dlogits, h)
+        return
+    h_up = h.to(accumulator.dtype)
+    step = max(1, _CAST_BYTES // (max(1, dlogits.shape[0]) * accumulator.element_size()))
+    for start in range(0, dlogits.shape[1], step):
+        columns = dlogits[:, start : start + step]
+        accumulator[start : start + step].addmm_(columns.t().to(accumulator.dtype), h_up)
+
+
+def _weight_grad_out(grad_weight: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The weight gradient in the weight's dtype: the fp32 buffer itself for an fp32 (master) weight, else cast once."""
+    return grad_weight.to(dtype) if grad_weight is not None else None
 
 
 def _check_finite(sums: torch.Tensor, ref_sums: torch.Tensor | None, errors: list[torch.Tensor]) -> None:
@@ -463,7 +541,20 @@ class FusedLinearPairwiseFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, hidden, weight, bias, targets, plan, row, params, ref_sums, weights, normalizer, ignore_index, use_kernel
+        ctx,
+        hidden,
+        weight,
+        bias,
+        targets,
+        plan,
+        row,
+        params,
+        ref_sums,
+        weights,
+        normalizer,
+        ignore_index,
+        use_kernel,
+        cast_block_rows,
     ):
         need = tuple(bool(n) for n in ctx.needs_input_grad[:3])
         out = _run(
@@ -480,6 +571,7 @@ class FusedLinearPairwiseFunction(torch.autograd.Function):
             ignore_index,
             use_kernel,
             need,
+            cast_block_rows,
         )
         ctx.grads = [out.grad_hidden, out.grad_weight, out.grad_bias]
         ctx.mark_non_differentiable(out.losses, out.chosen_rewards, out.rejected_rewards, out.sums)
@@ -497,7 +589,7 @@ class FusedLinearPairwiseFunction(torch.autograd.Function):
             else:
                 # In place: the stored gradient is this call's to hand out (no second V×H buffer).
                 scaled.append(grad.mul_(grad_loss.to(grad.dtype)))
-        return (*scaled, None, None, None, None, None, None, None, None, None)
+        return (*scaled, None, None, None, None, None, None, None, None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -536,6 +628,27 @@ def _check_inputs(hidden, targets, chosen_index, rejected_index, row, ref_sequen
         )
 
 
+def _check_master_weight(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cast_block_rows: int | None
+) -> None:
+    """Mixed precision: an fp32 weight (and bias) with bf16/fp16 hidden states; anything else shares one dtype."""
+    if cast_block_rows is not None and (not isinstance(cast_block_rows, int) or cast_block_rows < 1):
+        raise ValueError(f"{_FN}: cast_block_rows must be a positive int or None; got {cast_block_rows!r}.")
+    if not isinstance(hidden, torch.Tensor) or not isinstance(weight, torch.Tensor) or weight.dtype == hidden.dtype:
+        return  # the shared checks name what is wrong
+    master = weight.dtype == torch.float32 and hidden.dtype in (torch.bfloat16, torch.float16)
+    if not master or (bias is not None and bias.dtype != weight.dtype):
+        raise ValueError(
+            f"{_FN}: weight and bias must be in hidden's dtype, or float32 master copies with bf16/fp16 hidden; "
+            f"got hidden {hidden.dtype}, weight {weight.dtype}, bias {None if bias is None else bias.dtype}."
+        )
+
+
+def _stand_in(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A ``dtype`` tensor of ``tensor``'s shape and device with one element of storage (for shape checks)."""
+    return torch.zeros((), device=tensor.device, dtype=dtype).expand(tensor.shape)
+
+
 def _row_params(loss: str, beta: float, gamma: float, label_smoothing: float) -> tuple[PairwiseLoss, dict[str, float]]:
     if loss not in _ROWS:
         raise ValueError(f"{_FN}: loss must be one of {', '.join(LOSSES)}; got {loss!r}.")
@@ -571,12 +684,16 @@ def fused_linear_pairwise_loss(
     ignore_index: int = -100,
     backend: str = "auto",
     plan: PairChunkPlan | None = None,
+    cast_block_rows: int | None = None,
 ) -> FusedPairwiseOutput:
     """A pairwise preference loss straight from the LM head's input, logits computed once per token.
 
     Arguments:
         hidden: ``[S, T, H]`` last hidden states of S sequences (fp32/bf16/fp16; fp64 on torch).
-        weight: ``[V, H]`` LM-head weight; ``bias`` optional ``[V]``; both in hidden's dtype.
+        weight: ``[V, H]`` LM-head weight; ``bias`` optional ``[V]``; both in hidden's dtype, or
+            both float32 with bf16/fp16 hidden (the fp32 master weight under mixed precision):
+            then each use is cast to hidden's dtype inside, the GEMMs run in that dtype, and the
+            weight's gradient is the fp32 accumulation buffer itself.
         targets: ``[S, T]`` next-token ids; ``ignore_index`` outside the completion.
         chosen_index, rejected_index: ``[P]`` the sequences of each pair.
         loss: ``dpo`` (with ``label_smoothing``: cDPO), ``ipo``, ``hinge`` or ``simpo`` (with
@@ -588,11 +705,19 @@ def fused_linear_pairwise_loss(
         pairs_per_chunk, budget_bytes: chunking (pairs per chunk; byte budget of the logits tile).
         backend: ``auto`` (Triton on CUDA), ``triton`` or ``torch``: the log-softmax and pair kernels.
         plan: a ``plan_pair_chunks`` result built from host tensors (saves its host read on a GPU).
+        cast_block_rows: with an fp32 master weight, cast this many vocab rows at a time at each
+            use (two passes over the weight per chunk) instead of one 2·V·H-byte copy per call.
     Returns:
         FusedPairwiseOutput; ``loss`` is differentiable w.r.t. hidden, weight and bias, with the
         gradients formed here, so no logits are computed again in the backward.
     """
-    _validate(hidden, weight, targets, bias, 1.0, ignore_index, None, _FN)
+    _check_master_weight(hidden, weight, bias, cast_block_rows)
+    if weight.dtype != hidden.dtype:  # the shared checks expect one dtype: check shapes on storage-free stand-ins
+        weight_like = _stand_in(weight, hidden.dtype)
+        bias_like = None if bias is None else _stand_in(bias, hidden.dtype)
+        _validate(hidden, weight_like, targets, bias_like, 1.0, ignore_index, None, _FN)
+    else:
+        _validate(hidden, weight, targets, bias, 1.0, ignore_index, None, _FN)
     row, params = _row_params(loss, beta, gamma, label_smoothing)
     _check_inputs(hidden, targets, chosen_index, rejected_index, row, ref_sequence_logps, pair_weights)
     run_triton = use_triton(hidden, backend)
@@ -628,12 +753,13 @@ def fused_linear_pairwise_loss(
         max(normalizer, 1.0),
         int(ignore_index),
         run_triton,
+        cast_block_rows,
     )
     with torch.autocast(hidden.device.type, enabled=False):  # the inputs' dtype is the compute dtype
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
             value, losses, chosen_rewards, rejected_rewards, sums = FusedLinearPairwiseFunction.apply(*args)
         else:
-            out = _run(*args, need=(False, False, False))
+            out = _run(*args[:-1], need=(False, False, False), cast_block_rows=cast_block_rows)
             value, losses, chosen_rewards, rejected_rewards, sums = (
                 out.loss,
                 out.losses,

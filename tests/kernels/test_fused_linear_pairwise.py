@@ -7,10 +7,13 @@ hinge / SimPO formula, and ``torch.autograd`` for the gradients.
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from prefcore.kernels._dispatch import HAS_TRITON
 from prefcore.kernels._dispatch import interpreter_enabled
@@ -313,3 +316,159 @@ def test_non_finite_reference_is_named():
     ref[4] = float("nan")
     with pytest.raises(ValueError, match="the reference sums are not finite"):
         fused_linear_pairwise_loss(hidden, weight, targets, chosen, rejected, ref_sequence_logps=ref.float())
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixed precision: the fp32 master weight as the op's input
+# ----------------------------------------------------------------------------------------------
+def _master_call(hidden, weight, bias, targets, chosen, rejected, ref, **kwargs):
+    """Loss and the gradients of hidden, weight and bias (leaves in the dtypes given) after one backward."""
+    h, w, b = _leaves(hidden, weight, bias)
+    out = fused_linear_pairwise_loss(h, w, targets, chosen, rejected, bias=b, ref_sequence_logps=ref.float(), **kwargs)
+    return (out.loss, *_grads(out.loss, (h, w, b)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pairs_per_chunk", [1, None])
+def test_fp32_master_weight_with_bf16_hidden(monkeypatch, backend, pairs_per_chunk):
+    """fp32 weight and bias with bf16 hidden: the bf16-weight call's GEMMs, and its fp32 buffer as the gradient.
+
+    The loss and grad_hidden are bit for bit those of the call with the weight cast to bf16 first;
+    the weight gradient is that call's fp32 accumulation buffer before its cast (made visible by
+    patching the final cast out), and within the bf16 tolerance of the fp64 paper formula.
+    """
+    from prefcore.kernels import fused_linear_pairwise as module
+
+    hidden, weight, bias, targets, chosen, rejected, ref = _batch(n_pairs=4)
+    hidden = hidden.bfloat16()
+    kwargs = {"pairs_per_chunk": pairs_per_chunk, "backend": backend}
+    master = _master_call(hidden, weight, bias, targets, chosen, rejected, ref, **kwargs)
+    assert [g.dtype for g in master[1:]] == [torch.bfloat16, torch.float32, torch.float32]
+    half = _master_call(hidden, weight.bfloat16(), bias.bfloat16(), targets, chosen, rejected, ref, **kwargs)
+    torch.testing.assert_close(master[0], half[0], rtol=0, atol=0)
+    torch.testing.assert_close(master[1], half[1], rtol=0, atol=0)  # grad_hidden
+    # The bf16 call's weight gradient is the same fp32 sum rounded once (single chunk: the bf16 GEMM's rounding).
+    torch.testing.assert_close(master[2].bfloat16(), half[2], rtol=2**-7, atol=1e-6)
+    if pairs_per_chunk == 1:  # several chunks: the bf16 call sums in an fp32 buffer too; compare before its cast
+        torch.testing.assert_close(master[2].bfloat16(), half[2], rtol=0, atol=0)
+        buffers = []
+        cast = module._weight_grad_out
+        monkeypatch.setattr(
+            module, "_weight_grad_out", lambda grad, dtype: cast(buffers.append(grad.clone()) or grad, dtype)
+        )
+        _master_call(hidden, weight.bfloat16(), bias.bfloat16(), targets, chosen, rejected, ref, **kwargs)
+        assert buffers[0].dtype == torch.float32
+        torch.testing.assert_close(master[2], buffers[0], rtol=1e-6, atol=1e-9)
+    rh, rw, rb = _leaves(hidden, weight, bias, torch.float64)
+    expected, _ = _paper_loss(rh, rw, rb, targets, chosen, rejected, ref, "dpo", {"beta": 0.1})
+    _close(master[0], expected.detach(), 1e-2)
+    for actual, wanted in zip(master[1:], _grads(expected, (rh, rw, rb)), strict=True):
+        _close(actual, wanted, 3e-2)
+
+
+def test_master_weight_cast_by_vocab_blocks():
+    """``cast_block_rows``: the loss is the one-cast call's, the gradients within bf16 rounding of it."""
+    hidden, weight, bias, targets, chosen, rejected, ref = _batch(n_pairs=4, vocab=50)
+    hidden = hidden.bfloat16()
+    once = _master_call(hidden, weight, bias, targets, chosen, rejected, ref, pairs_per_chunk=2, backend="torch")
+    for block in (1, 7, 16):
+        blocks = _master_call(
+            hidden, weight, bias, targets, chosen, rejected, ref, pairs_per_chunk=2, backend="torch",
+            cast_block_rows=block,
+        )  # fmt: skip
+        torch.testing.assert_close(blocks[0], once[0], rtol=1e-6, atol=1e-7)
+        # grad_hidden sums its vocab blocks' bf16 products in fp32: within a bf16 rounding of the one GEMM.
+        _close(blocks[1], once[1], 2**-7)
+        for actual, wanted in zip(blocks[2:], once[2:], strict=True):
+            torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "weight_dtype, bias_dtype, message",
+    [
+        (torch.float32, torch.bfloat16, "float32 master copies with bf16/fp16 hidden"),
+        (torch.float16, None, "float32 master copies with bf16/fp16 hidden"),
+    ],
+)
+def test_mixed_dtypes_other_than_a_master_weight_are_refused(weight_dtype, bias_dtype, message):
+    hidden, weight, bias, targets, chosen, rejected, ref = _batch()
+    with pytest.raises(ValueError, match=message):
+        fused_linear_pairwise_loss(
+            hidden.bfloat16(), weight.to(weight_dtype), targets, chosen, rejected, ref_sequence_logps=ref.float(),
+            bias=None if bias_dtype is None else bias.to(bias_dtype),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=message):  # fp32 hidden with a bf16 weight
+        fused_linear_pairwise_loss(hidden, weight.bfloat16(), targets, chosen, rejected, ref_sequence_logps=ref.float())
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Peak bytes of the storages made inside the block and alive at once, and every ``[V, H]`` tensor made."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.shape, self.made = shape, []
+        self.live: dict[int, list[int]] = {}  # storage ptr -> [bytes, live tensors]
+        self.current = self.peak = 0
+
+    def _release(self, ptr: int) -> None:
+        entry = self.live[ptr]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self.live[ptr]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        before = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for value in out if isinstance(out, (tuple, list)) else (out,):
+            if not isinstance(value, torch.Tensor):
+                continue
+            storage = value.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr in before and ptr not in self.live:
+                continue  # a view of, or a write into, a tensor made before the block
+            entry = self.live.setdefault(ptr, [storage.nbytes(), 0])
+            if entry[1] == 0:
+                self.current += entry[0]
+                self.peak = max(self.peak, self.current)
+                if tuple(value.shape) == self.shape:
+                    self.made.append(value.dtype)
+            entry[1] += 1
+            weakref.finalize(value, self._release, ptr)
+        return out
+
+
+@pytest.mark.parametrize("cast_block_rows", [None, 256])
+def test_master_weight_drops_the_half_precision_weight_gradient(cast_block_rows):
+    """A bf16 step from an fp32 parameter, one pair per chunk: the bf16 weight gradient is never made.
+
+    Before: the caller casts the parameter to bf16 (2·V·H bytes), the op sums into an fp32 buffer
+    (4·V·H), casts it to a bf16 gradient (2·V·H) and autograd casts that back to fp32 (4·V·H).
+    With the master weight the buffer is the parameter's gradient: the peak drops by about 2·V·H
+    bytes, and by 2·V·H more when the weight is cast by vocab blocks instead of once per call.
+    """
+    vocab, width = 4096, 512
+    hidden, weight, _, targets, chosen, rejected, ref = _batch(
+        n_pairs=2, seq_len=6, width=width, vocab=vocab, bias=False
+    )
+    hidden = hidden.bfloat16()
+    peaks, made = {}, {}
+    for master in (False, True):
+        h, w, _ = _leaves(hidden, weight, None)
+        with _LiveBytes((vocab, width)) as live:
+            out = fused_linear_pairwise_loss(
+                h, w if master else w.to(torch.bfloat16), targets, chosen, rejected, ref_sequence_logps=ref.float(),
+                pairs_per_chunk=1, backend="torch", cast_block_rows=cast_block_rows if master else None,
+            )  # fmt: skip
+            out.loss.backward()
+        assert w.grad.dtype == torch.float32
+        peaks[master], made[master] = live.peak, live.made
+    half_weight = vocab * width * 2
+    # Before: the input cast, the fp32 buffer, its bf16 cast and autograd's fp32 cast back.
+    assert made[False] == [torch.bfloat16, torch.float32, torch.bfloat16, torch.float32]
+    if cast_block_rows is None:
+        assert made[True] == [torch.bfloat16, torch.float32]  # the compute copy and the buffer (the gradient)
+        assert 0.85 * half_weight <= peaks[False] - peaks[True] <= 1.05 * half_weight
+    else:
+        assert made[True] == [torch.float32]  # the buffer only
+        assert 1.8 * half_weight <= peaks[False] - peaks[True] <= 2.05 * half_weight
