@@ -88,22 +88,27 @@ def _run_file(**sections: dict) -> dict:
     return data
 
 
-def test_dry_run_accepts_offline_training_and_refuses_what_is_not_distributed_yet() -> None:
+def test_dry_run_accepts_what_runs_distributed_and_refuses_ppo_with_dynamic_sampling() -> None:
     checked = check_run_config(parse_run_config(_run_file()), registry=REGISTRY)
     assert checked.sections["distributed"].strategy == "fsdp"
     soup = [{"method": "bradley_terry"}, {"method": "margin_bradley_terry"}]
     for sections in ({"run": {"reference": "precomputed"}}, {"run": {"ensemble": "soup"}, "preference_model": soup}):
         check_run_config(parse_run_config(_run_file(**sections)), registry=REGISTRY)  # distributed now
-    for sections, what in (
-        (
-            {"usage": {"method": "ppo"}, "reward": [{"kind": "rule", "method": "demo_rule"}]},
-            "an online objective with a value model",
-        ),
-        ({"self_play": {"rounds": 1}}, r"\[self_play\] rounds > 0"),
-        ({"loop": {"kind": "best_of_n"}}, r"\[loop\] kind = 'best_of_n'"),
+    online = {"usage": {"method": "grpo"}, "reward": [{"kind": "rule", "method": "demo_rule"}]}
+    for sections in (
+        {**online, "usage": {"method": "ppo"}},
+        {**online, "online": {"dynamic_sampling": True}},
+        {"self_play": {"rounds": 1}},
+        {
+            "loop": {"kind": "best_of_n"},
+            "usage": {"method": "sft"},
+            "reward": [{"kind": "rule", "method": "demo_rule"}],
+        },
     ):
-        with pytest.raises(ConfigError, match=f"strategy = 'fsdp' does not yet run {what}"):
-            check_run_config(parse_run_config(_run_file(**sections)), registry=REGISTRY)
+        check_run_config(parse_run_config(_run_file(**sections)), registry=REGISTRY)  # distributed now
+    ppo_dynamic = {**online, "usage": {"method": "ppo"}, "online": {"dynamic_sampling": True}}
+    with pytest.raises(ConfigError, match=r"does not yet run \[online\] dynamic_sampling with a value model"):
+        check_run_config(parse_run_config(_run_file(**ppo_dynamic)), registry=REGISTRY)
 
 
 def test_a_loop_that_is_not_distributed_refuses_a_process_group() -> None:
