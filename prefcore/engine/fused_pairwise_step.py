@@ -9,6 +9,12 @@ backward's recompute). The loss, its reduction (``batch.weights``, the step's ``
 and the metrics are those the objective reports on the unfused path (``rewards/*``,
 ``logps/*``); ``tests/engine/test_fused_pairwise_step.py`` checks steps of both paths agree.
 
+Under ``precision = "bf16-params"`` the kernel gets the LM head's fp32 parameter rather than its
+bf16 copy: it casts the weight for its bf16 GEMMs itself and its fp32 accumulation buffer becomes
+the parameter's gradient, so no bf16 weight gradient (2·V·H bytes) is made and cast back. Under
+bf16 autocast the decoder's final norm returns fp32 hidden states, and the head runs in fp32 as
+on the usual fused path.
+
 Anything else (several objectives, other objectives, shared prompts, torchrun, heads that
 post-process logits) returns None here and takes the usual path.
 """
@@ -95,6 +101,26 @@ def _precision(trainer: Trainer, model: Any) -> contextlib.AbstractContextManage
     return _precision(trainer.config, trainer.device, model)
 
 
+def _master_head(model: Any, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The LM head's fp32 weight and bias when the head computes in bf16/fp16 from them, else None.
+
+    Under ``bf16-params`` the model runs on bf16 copies and the head's gradient would come back as
+    a bf16 tensor and then be cast into the fp32 parameter. Given the fp32 parameter itself, the
+    kernel casts it for its GEMMs and hands back its fp32 accumulation buffer as the parameter's
+    gradient: no bf16 weight gradient and no cast of it. Only a plain, trained head (no LoRA: its
+    effective weight is formed in the compute dtype as before; a frozen head keeps the cached cast).
+    """
+    head = _base_model(model).get_output_embeddings()
+    if getattr(head, "base_layer", None) is not None:
+        return None
+    weight, bias = head.weight, head.bias
+    if hidden.dtype not in (torch.bfloat16, torch.float16) or weight.dtype != torch.float32:
+        return None
+    if not weight.requires_grad or (bias is not None and bias.dtype != weight.dtype):
+        return None
+    return weight, bias
+
+
 def loss_aware_output(
     trainer: Trainer, host_batch: SequenceBatch, batch: SequenceBatch, num_items: int, plan: PromptPlan | None
 ) -> LossOutput | None:
@@ -114,6 +140,9 @@ def loss_aware_output(
         with cpu_training_attention(model):  # as completion_token_logps runs the decoder
             hidden = decoder(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
         weight, bias = lm_head_weight_and_bias(model)
+    master = _master_head(model, hidden)  # outside the context: the real parameters are back in place
+    if master is not None:
+        weight, bias = master
     hidden = hidden[:, :-1]
     targets = sequences.input_ids[:, 1:].masked_fill(~sequences.completion_mask, IGNORE_INDEX)
     ref_sums = None
@@ -130,15 +159,18 @@ def loss_aware_output(
         vocab=weight.shape[0],
         dtype=hidden.dtype,
     )
+    if master is None:
+        weight = weight.to(hidden.dtype)
+        bias = None if bias is None else bias.to(hidden.dtype)
     out = fused_linear_pairwise_loss(
         hidden,
-        weight.to(hidden.dtype),
+        weight,
         targets,
         batch.chosen_index,
         batch.rejected_index,
         loss=loss,
         ref_sequence_logps=ref_sums,
-        bias=None if bias is None else bias.to(hidden.dtype),
+        bias=bias,
         pair_weights=item_weights(batch, batch.chosen_index.numel()),
         normalizer=num_items,
         backend=trainer.config.kernel_backend,
