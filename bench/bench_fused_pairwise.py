@@ -4,6 +4,7 @@ Run from the repository root::
 
     python bench/bench_fused_pairwise.py                 # 4 pairs x 256 tokens (half prompt), H 512, V 32000, fp32
     python bench/bench_fused_pairwise.py --dtype bf16 --threads 2
+    python bench/bench_fused_pairwise.py --dtype bf16 --master-weight   # every step from the fp32 master weight
     python bench/bench_fused_pairwise.py --engine --pairs 8 --seq-len 96 --hidden 256   # Trainer steps, off vs on
 
 Each provider computes the same thing from the last hidden states ``[2P, T, H]`` of the policy
@@ -18,6 +19,13 @@ gradients with respect to the policy's hidden states and LM-head weight. Provide
 * ``liger``: ``LigerFusedLinearDPOLoss(compiled=False)``, Liger-Kernel's chunked DPO on its
   torch path (``torch.func.grad_and_value`` per pair, in its forward);
 * ``naive torch``: full ``[2P, T, V]`` logits, ``log_softmax``, gather, autograd.
+
+``--master-weight`` (with ``--dtype bf16``): the policy's LM-head weight is an fp32 parameter, as
+under mixed precision. prefcore's loss-aware head takes it as it is (it casts for its bf16 GEMMs
+and its fp32 accumulation buffer is the gradient); every other provider casts it to bf16 inside
+the step, and autograd casts their bf16 weight gradient back to fp32, as an autocast or
+``bf16-params`` step does. A fifth provider, ``prefcore loss-aware, blocks``, casts the master
+weight ``BLOCK_ROWS`` vocab rows at a time (``cast_block_rows``) instead of once per call.
 
 The reference model's forward is part of every provider's step (prefcore's through
 ``fused_linear_logprobs`` under no_grad). Every provider's loss and gradients are checked
@@ -52,6 +60,7 @@ __all__ = ["Inputs", "Result", "engine_table", "main", "make_inputs", "providers
 BETA = 0.1
 IGNORE = -100
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+BLOCK_ROWS = 8192  # vocab rows of the fp32 master weight cast at a time by ``prefcore loss-aware, blocks``
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2}  # relative to the reference's largest magnitude
 
 Step = Callable[["Inputs", torch.Tensor, torch.Tensor], torch.Tensor]
@@ -62,7 +71,7 @@ Step = Callable[["Inputs", torch.Tensor, torch.Tensor], torch.Tensor]
 class Inputs:
     hidden: torch.Tensor  # [2P, T, H] policy, chosen sequences first
     ref_hidden: torch.Tensor
-    weight: torch.Tensor  # [V, H]
+    weight: torch.Tensor  # [V, H]: hidden's dtype, or the fp32 master weight (``master=True``)
     ref_weight: torch.Tensor
     targets: torch.Tensor  # [2P, T], IGNORE on the prompt
     chosen: torch.Tensor
@@ -79,7 +88,10 @@ class Result:
     status: str = ""
 
 
-def make_inputs(pairs: int, seq_len: int, hidden_size: int, vocab: int, dtype: torch.dtype, prompt: float) -> Inputs:
+def make_inputs(
+    pairs: int, seq_len: int, hidden_size: int, vocab: int, dtype: torch.dtype, prompt: float, master: bool = False
+) -> Inputs:
+    """Random inputs; ``master``: the policy's weight stays fp32 (the master copy) whatever ``dtype`` is."""
     generator = torch.Generator().manual_seed(0)
     n_seqs = 2 * pairs
     hidden = torch.randn(n_seqs, seq_len, hidden_size, generator=generator)
@@ -90,7 +102,7 @@ def make_inputs(pairs: int, seq_len: int, hidden_size: int, vocab: int, dtype: t
     return Inputs(
         hidden.to(dtype),
         ref_hidden.to(dtype),
-        weight.to(dtype),
+        weight if master else weight.to(dtype),
         weight.to(dtype).clone(),
         targets,
         torch.arange(pairs),
@@ -99,13 +111,17 @@ def make_inputs(pairs: int, seq_len: int, hidden_size: int, vocab: int, dtype: t
 
 
 def _naive_sums(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logps = F.linear(hidden, weight).float().log_softmax(-1)
+    logps = F.linear(hidden, weight.to(hidden.dtype)).float().log_softmax(-1)
     mask = targets != IGNORE
     return (logps.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask).sum(-1)
 
 
-def providers() -> dict[str, Callable[[], Step]]:
-    """Factories of each tool's DPO step; ImportError when the peer is missing."""
+def providers(master: bool = False) -> dict[str, Callable[[], Step]]:
+    """Factories of each tool's DPO step; ImportError when the peer is missing.
+
+    Each step gets the weight leaf the run trains: in hidden's dtype, or the fp32 master weight
+    (``master``), which every provider but prefcore's loss-aware head casts to hidden's dtype first.
+    """
 
     def reference_sums(inputs: Inputs) -> torch.Tensor:
         from prefcore.kernels.fused_linear_logprobs import fused_linear_logprobs
@@ -113,19 +129,20 @@ def providers() -> dict[str, Callable[[], Step]]:
         with torch.no_grad():
             return fused_linear_logprobs(inputs.ref_hidden, inputs.ref_weight, inputs.targets, backend="torch").sum(-1)
 
-    def loss_aware() -> Step:
+    def loss_aware(cast_block_rows: int | None = None) -> Step:
         from prefcore.kernels.fused_linear_pairwise import fused_linear_pairwise_loss
 
         def step(inputs: Inputs, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
             out = fused_linear_pairwise_loss(
                 h,
-                w,
+                w,  # an fp32 master weight as it is: the kernel casts it for its GEMMs
                 inputs.targets,
                 inputs.chosen,
                 inputs.rejected,
                 beta=BETA,
                 ref_sequence_logps=reference_sums(inputs),
                 backend="torch",
+                cast_block_rows=cast_block_rows,
             )
             return out.loss
 
@@ -136,7 +153,7 @@ def providers() -> dict[str, Callable[[], Step]]:
         from prefcore.kernels.preference_losses import dpo_loss
 
         def step(inputs: Inputs, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            logps = fused_linear_logprobs(h, w, inputs.targets, backend="torch")
+            logps = fused_linear_logprobs(h, w.to(h.dtype), inputs.targets, backend="torch")
             mask = inputs.targets != IGNORE
             return dpo_loss(
                 logps, mask, inputs.chosen, inputs.rejected, ref_sequence_logps=reference_sums(inputs), beta=BETA
@@ -150,7 +167,7 @@ def providers() -> dict[str, Callable[[], Step]]:
         loss_fn = LigerFusedLinearDPOLoss(ignore_index=IGNORE, beta=BETA, compiled=False, use_ref_model=True)
 
         def step(inputs: Inputs, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            out = loss_fn(w, h, inputs.targets, ref_input=inputs.ref_hidden, ref_weight=inputs.ref_weight)
+            out = loss_fn(w.to(h.dtype), h, inputs.targets, ref_input=inputs.ref_hidden, ref_weight=inputs.ref_weight)
             return out[0] if isinstance(out, tuple) else out
 
         return step
@@ -164,7 +181,11 @@ def providers() -> dict[str, Callable[[], Step]]:
 
         return step
 
-    return {"prefcore loss-aware": loss_aware, "prefcore recompute": recompute, "liger": liger, "naive torch": naive}
+    steps = {"prefcore loss-aware": loss_aware, "prefcore recompute": recompute, "liger": liger, "naive torch": naive}
+    if master:  # the loss-aware head also casting the master weight by vocab blocks, listed next to it
+        blocks = {"prefcore loss-aware, blocks": lambda: loss_aware(BLOCK_ROWS)}
+        steps = {"prefcore loss-aware": loss_aware, **blocks, **steps}
+    return steps
 
 
 def _call(step: Step, inputs: Inputs) -> tuple[torch.Tensor, ...]:
@@ -180,7 +201,7 @@ def run(inputs: Inputs, repeats: int, names: list[str] | None = None) -> list[Re
     reference = _call(providers()["naive torch"](), fp32)
     dtype = inputs.hidden.dtype
     results = []
-    for name, factory in providers().items():
+    for name, factory in providers(master=inputs.weight.dtype != dtype).items():
         if names is not None and name not in names:
             continue
         result = Result(name)
@@ -280,7 +301,8 @@ def _trainer(args: argparse.Namespace, loss_aware: bool, run_dir: Path) -> Any:
         chosen, rejected = ids(args.seq_len - len(prompt)), ids(args.seq_len - len(prompt))
         pair = (TokenizedSequence(prompt, chosen), TokenizedSequence(prompt, rejected))
         items.append(TrainingItem(sequences=pair, data_format="pairwise"))
-    precision = "bf16" if args.dtype == "bf16" else "fp32"  # bf16: CPU autocast with fp32 master weights
+    # bf16: CPU autocast with fp32 master weights, or the model on bf16 weight copies (--bf16-params)
+    precision = ("bf16-params" if args.bf16_params else "bf16") if args.dtype == "bf16" else "fp32"
     config = TrainConfig(
         steps=10**6,
         batch_size=args.pairs,
@@ -328,7 +350,8 @@ def engine_table(args: argparse.Namespace) -> str:
     base = results["off"][0]
     lines = [
         f"Trainer DPO step on CPU: Llama {args.layers}x{args.hidden}, V = {args.vocab}, {args.pairs} pairs of "
-        f"{args.seq_len} tokens (half prompt), live reference, {args.dtype}, {args.threads} thread(s); first-step loss "
+        f"{args.seq_len} tokens (half prompt), live reference, {_precision_name(args)}, {args.threads} thread(s); "
+        f"first-step loss "
         f"{first['off']:.6f} (off) vs {first['on']:.6f} (on)",
         "",
         "| [train] loss_aware_head | CPU ms per step | vs off | peak MiB |",
@@ -337,6 +360,12 @@ def engine_table(args: argparse.Namespace) -> str:
     for name, (cpu_ms, peak) in results.items():
         lines.append(f"| {name} | {cpu_ms:.0f} | {base / cpu_ms:.2f}x | {peak / 2**20:.1f} |")
     return "\n".join(lines)
+
+
+def _precision_name(args: argparse.Namespace) -> str:
+    if args.dtype != "bf16":
+        return args.dtype
+    return "bf16 (bf16-params weight copies)" if args.bf16_params else "bf16 (autocast)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,17 +382,28 @@ def main(argv: list[str] | None = None) -> int:
         "--engine", action="store_true", help="time Trainer steps (a --layers x --hidden Llama) with the head off/on"
     )
     parser.add_argument("--layers", type=int, default=4, help="decoder layers of the --engine model")
+    parser.add_argument(
+        "--master-weight",
+        action="store_true",
+        help="with --dtype bf16: the policy's LM-head weight is an fp32 master weight (the others cast it)",
+    )
+    parser.add_argument(
+        "--bf16-params", action="store_true", help="--engine --dtype bf16: precision = bf16-params, not autocast"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.engine:
         print(engine_table(args))
         return 0
-    inputs = make_inputs(args.pairs, args.seq_len, args.hidden, args.vocab, DTYPES[args.dtype], args.prompt)
+    inputs = make_inputs(
+        args.pairs, args.seq_len, args.hidden, args.vocab, DTYPES[args.dtype], args.prompt, args.master_weight
+    )
     results = run(inputs, args.repeats)
     tokens = int((inputs.targets != IGNORE).sum())
     header = (
         f"DPO step through the LM head on CPU: {args.pairs} pairs x {args.seq_len} tokens ({tokens} completion "
-        f"tokens), H = {args.hidden}, V = {args.vocab}, {args.dtype}, {args.threads} thread(s), "
+        f"tokens), H = {args.hidden}, V = {args.vocab}, {args.dtype}"
+        f"{' from the fp32 master weight' if args.master_weight else ''}, {args.threads} thread(s), "
         f"torch {torch.__version__}"
     )
     print(table(results, header))

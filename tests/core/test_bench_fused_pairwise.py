@@ -44,6 +44,26 @@ def test_every_provider_gives_the_reference_numbers(bench, dtype) -> None:
     assert bench.table(list(results.values()), "header").count("\n| ") == 5
 
 
+def test_master_weight_mode(bench, monkeypatch) -> None:
+    """--master-weight: every provider trains the fp32 weight (fp32 gradient) and matches the reference."""
+    monkeypatch.setattr(bench, "BLOCK_ROWS", 64)  # the blocks provider casts 300 vocab rows in 5 blocks
+    inputs = bench.make_inputs(2, 12, 16, 300, torch.bfloat16, 0.25, master=True)
+    assert inputs.weight.dtype == torch.float32 and inputs.hidden.dtype == torch.bfloat16
+    results = {result.provider: result for result in bench.run(inputs, repeats=1)}
+    assert set(results) == {
+        "prefcore loss-aware",
+        "prefcore loss-aware, blocks",
+        "prefcore recompute",
+        "liger",
+        "naive torch",
+    }
+    for name, result in results.items():
+        assert result.status == "", f"{name}: {result.status}"
+        assert result.max_error <= bench.TOLERANCE[torch.bfloat16]
+    step = bench.providers(master=True)["prefcore loss-aware"]()
+    assert bench._call(step, inputs)[2].dtype == torch.float32  # the master weight's gradient
+
+
 def test_a_wrong_provider_is_reported_and_not_timed(bench, monkeypatch) -> None:
     good = bench.providers()
 
@@ -51,7 +71,7 @@ def test_a_wrong_provider_is_reported_and_not_timed(bench, monkeypatch) -> None:
         step = good["prefcore loss-aware"]()
         return lambda inputs, h, w: step(inputs, h, w) * 1.1
 
-    monkeypatch.setattr(bench, "providers", lambda: {**good, "prefcore loss-aware": wrong})
+    monkeypatch.setattr(bench, "providers", lambda master=False: {**good, "prefcore loss-aware": wrong})
     inputs = bench.make_inputs(2, 8, 8, 50, torch.float32, 0.25)
     results = {r.provider: r for r in bench.run(inputs, repeats=1, names=["prefcore loss-aware"])}
     assert results["prefcore loss-aware"].status.startswith("wrong: relative error")
