@@ -13,7 +13,9 @@ with it can be tested on random tensors, without a model:
   (``make_random_rollout_batch``, ``split_rollout_batch``, ``check_online_objective``);
 - ``prefcore.testing.precision``: ``assert_lowprec_close`` for kernel tests;
 - ``prefcore.testing.plugins``: ``registry_of(modules)``, a registry of exactly the plugin
-  modules under test.
+  modules under test;
+- ``prefcore.testing.host_reads``: ``HostReadGuard``, which counts a step's host reads of tensors
+  by caller and fails on any that is not allowed (a step should read the device once).
 
 Everything is importable from ``prefcore.testing`` itself.
 """
@@ -27,6 +29,7 @@ from prefcore.testing.batches import num_comparisons
 from prefcore.testing.batches import rollout_batch_to
 from prefcore.testing.batches import split_batch
 from prefcore.testing.batches import split_rollout_batch
+from prefcore.testing.host_reads import HostReadGuard
 from prefcore.testing.online import assert_online_accumulation_invariant
 from prefcore.testing.online import assert_online_gradcheck
 from prefcore.testing.online import assert_online_padding_invariant
@@ -49,6 +52,7 @@ from prefcore.testing.plugins import registry_of
 from prefcore.testing.precision import assert_lowprec_close
 
 __all__ = [
+    "HostReadGuard",
     "PairReferenceFn",
     "ReferenceFn",
     "assert_accumulation_invariant",

@@ -12,10 +12,7 @@ optimiser) except in those two places, AdamW's host step counters and transforme
 
 from __future__ import annotations
 
-import contextlib
 import math
-import traceback
-from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +36,8 @@ from prefcore.registry import Registry
 from prefcore.rollout import Rollouts
 from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
+from prefcore.testing.host_reads import HostReadGuard
 
-READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 STEP_READ = ("prefcore/engine/step_reads.py", "read_step")
 PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
 ALLOWED = (
@@ -60,46 +57,9 @@ CASES = {
 }
 
 
-class SyncGuard:
-    """Patches torch.Tensor's reading methods: an allowed caller is counted, any other raises."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
-        self.active = False
-
-    def _caller(self) -> tuple[str, str]:
-        frame = traceback.extract_stack(limit=3)[0]
-        return frame.filename.replace("\\", "/"), frame.name
-
-    def wrap(self, name: str) -> Any:
-        original = getattr(torch.Tensor, name)
-
-        def reading(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            if self.active:
-                filename, function = self._caller()
-                allowed = [key for key in ALLOWED if filename.endswith(key[0]) and function == key[1]]
-                if not allowed:
-                    raise AssertionError(f"host read Tensor.{name} in {filename}:{function} during the update")
-                self.counts[allowed[0]] = self.counts.get(allowed[0], 0) + 1
-            return original(tensor, *args, **kwargs)
-
-        return reading
-
-    @contextlib.contextmanager
-    def on(self) -> Iterator[None]:
-        self.active = True
-        try:
-            yield
-        finally:
-            self.active = False
-
-
 @pytest.fixture
-def guard(monkeypatch: pytest.MonkeyPatch) -> SyncGuard:
-    guard = SyncGuard()
-    for name in READS:
-        monkeypatch.setattr(torch.Tensor, name, guard.wrap(name))
-    return guard
+def guard(monkeypatch) -> HostReadGuard:
+    return HostReadGuard(ALLOWED, what="the update").install(monkeypatch)
 
 
 def _reward(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -143,7 +103,7 @@ def _scored(trainer: OnlineTrainer) -> Any:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_optimiser_step_reads_the_device_once(tmp_path: Path, guard: SyncGuard, case: str) -> None:
+def test_each_optimiser_step_reads_the_device_once(tmp_path: Path, guard: HostReadGuard, case: str) -> None:
     trainer = _trainer(tmp_path, case)
     scored = _scored(trainer)  # sampling and scoring may read the device
     with guard.on():
@@ -153,7 +113,7 @@ def test_each_optimiser_step_reads_the_device_once(tmp_path: Path, guard: SyncGu
     assert math.isfinite(metrics["loss"]) and {"loss", "grad_norm", "lr"} <= set(metrics)
 
 
-def test_one_read_gives_the_metrics_of_reading_each_value(tmp_path: Path, guard: SyncGuard) -> None:
+def test_one_read_gives_the_metrics_of_reading_each_value(tmp_path: Path, guard: HostReadGuard) -> None:
     """A guarded step's metrics equal those of reading every value on its own with float() (the old path)."""
     trainer, twin = _trainer(tmp_path / "a", "grpo"), _trainer(tmp_path / "b", "grpo")
     scored, twin_scored = _scored(trainer), _scored(twin)
@@ -177,7 +137,7 @@ def test_one_read_gives_the_metrics_of_reading_each_value(tmp_path: Path, guard:
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_an_online_dpo_step_reads_the_device_once(tmp_path: Path, guard: SyncGuard, fused: bool) -> None:
+def test_an_online_dpo_step_reads_the_device_once(tmp_path: Path, guard: HostReadGuard, fused: bool) -> None:
     """Online DPO (and the human loop, which trains through it): two objectives, pairs in micro-batches of 2."""
     tokenizer = build_tokenizer()
     policy = build_tiny_model(tokenizer, seed=0)

@@ -12,10 +12,7 @@ transformers' SDPA mask check.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import traceback
-from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +33,8 @@ from prefcore.registry import Registry
 from prefcore.rollout import Rollouts
 from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
+from prefcore.testing.host_reads import HostReadGuard
 
-READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 STEP_READ = ("prefcore/engine/ppo_trainer.py", "_read_step")
 PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
 ALLOWED = (
@@ -56,43 +53,9 @@ CASES = {
 }
 
 
-class SyncGuard:
-    """Patches torch.Tensor's reading methods: an allowed caller is counted, any other raises."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
-        self.active = False
-
-    def wrap(self, name: str):
-        original = getattr(torch.Tensor, name)
-
-        def reading(tensor, *args, **kwargs):
-            if self.active:
-                frame = traceback.extract_stack(limit=2)[0]  # the function that reads
-                filename, function = frame.filename.replace("\\", "/"), frame.name
-                allowed = [key for key in ALLOWED if filename.endswith(key[0]) and function == key[1]]
-                if not allowed:
-                    raise AssertionError(f"host read Tensor.{name} in {filename}:{function} during the update")
-                self.counts[allowed[0]] = self.counts.get(allowed[0], 0) + 1
-            return original(tensor, *args, **kwargs)
-
-        return reading
-
-    @contextlib.contextmanager
-    def on(self) -> Iterator[None]:
-        self.active = True
-        try:
-            yield
-        finally:
-            self.active = False
-
-
 @pytest.fixture
-def guard(monkeypatch) -> SyncGuard:
-    guard = SyncGuard()
-    for name in READS:
-        monkeypatch.setattr(torch.Tensor, name, guard.wrap(name))
-    return guard
+def guard(monkeypatch) -> HostReadGuard:
+    return HostReadGuard(ALLOWED, what="the update").install(monkeypatch)
 
 
 def reward(rollouts: Rollouts, metadata: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -149,7 +112,7 @@ def _weights(trainer: PPOTrainer) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_ppo_optimiser_step_reads_the_device_once(tmp_path: Path, guard: SyncGuard, case: str) -> None:
+def test_each_ppo_optimiser_step_reads_the_device_once(tmp_path: Path, guard: HostReadGuard, case: str) -> None:
     trainer = _trainer(tmp_path, case)
     scored = _scored(trainer)
     with guard.on():

@@ -15,11 +15,8 @@ is the model library's and not prefcore's.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import traceback
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -37,9 +34,9 @@ from prefcore.kernels._checks import deferred_checks
 from prefcore.kernels.logprobs import check_targets
 from prefcore.kernels.preference_losses import dpo_loss
 from prefcore.registry import Registry
+from prefcore.testing.host_reads import HostReadGuard
 
 CPU = torch.device("cpu")
-READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 ALLOWED = (
     ("prefcore/engine/trainer.py", "_read_step"),  # the one read per step
     ("torch/optim/optimizer.py", "_get_value"),  # AdamW's step counters live on the host
@@ -47,46 +44,9 @@ ALLOWED = (
 )
 
 
-class SyncGuard:
-    """Patches torch.Tensor's reading methods: an allowed caller is counted, any other raises."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
-        self.active = False
-
-    def _caller(self) -> tuple[str, str]:
-        frame = traceback.extract_stack(limit=3)[0]
-        return frame.filename.replace("\\", "/"), frame.name
-
-    def wrap(self, name: str):
-        original = getattr(torch.Tensor, name)
-
-        def reading(tensor, *args, **kwargs):
-            if self.active:
-                filename, function = self._caller()
-                allowed = [key for key in ALLOWED if filename.endswith(key[0]) and function == key[1]]
-                if not allowed:
-                    raise AssertionError(f"host read Tensor.{name} in {filename}:{function} during the step")
-                self.counts[allowed[0]] = self.counts.get(allowed[0], 0) + 1
-            return original(tensor, *args, **kwargs)
-
-        return reading
-
-    @contextlib.contextmanager
-    def suspended(self) -> Iterator[None]:
-        active, self.active = self.active, False
-        try:
-            yield
-        finally:
-            self.active = active
-
-
 @pytest.fixture
-def guard(monkeypatch) -> SyncGuard:
-    guard = SyncGuard()
-    for name in READS:
-        monkeypatch.setattr(torch.Tensor, name, guard.wrap(name))
-    return guard
+def guard(monkeypatch) -> HostReadGuard:
+    return HostReadGuard(ALLOWED, what="the step").install(monkeypatch)
 
 
 def _trainer(
@@ -119,7 +79,7 @@ def _trainer(
     )
 
 
-def _guarded_step(trainer: Trainer, guard: SyncGuard) -> dict[str, float]:
+def _guarded_step(trainer: Trainer, guard: HostReadGuard) -> dict[str, float]:
     host_batches = trainer._host_batches
 
     def unguarded_host_batches(local):
