@@ -316,18 +316,14 @@ class OnlineDPOTrainer(OnlineTrainer):
             stage="online DPO",
         )
         self.objectives = list(objectives)
-        self.model_reference = (
-            ModelReference(reference, fused=config.fused_lm_head, backend=config.kernel_backend)
-            if needs_reference and reference is not None
-            else None
-        )
+        self.model_reference = self.reference_logps if needs_reference else None  # FSDP2: sharded
 
     def score(self, indices: Sequence[int]) -> ScoredRollouts:
         """Sample and score the prompts at ``indices`` (no gradient); advantages are unused (zeros)."""
         prompts = [self.prompts[index] for index in indices]
         rollouts = self._sample(prompts, self.settings)
         tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
-        ref_logps = None if self.reference is None else self._logps(self.reference, tensors)
+        ref_logps = self.reference_rollout_logps(tensors)
         rewards, components = self.reward(rollouts, [self.metadata[index] for index in indices])
         rewards = rewards.detach().float().to(self.device)
         return ScoredRollouts(
@@ -410,7 +406,7 @@ class OnlineDPOTrainer(OnlineTrainer):
         """Sample, rank, pair, then ``update_epochs`` optimiser steps on the pairs; returns the step's metrics."""
         started = time.perf_counter()
         indices = self.local_prompts(self.sampler.draw(self.online.prompts_per_step))
-        self.gather_weights()  # FSDP2: the sampler needs the full weights in the plain model
+        self.gather_rollout_weights()  # FSDP2: the sampler needs the full weights in the plain model
         scored = self.score(indices)
         rollout_s = time.perf_counter() - started
         everyone = self.gather_rollouts(scored)

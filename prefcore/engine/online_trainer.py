@@ -30,7 +30,10 @@ with the offline trainer; its ``step`` counts optimiser steps, ``online_step`` t
 Under torchrun (DDP or FSDP2, ``prefcore.distributed``) every rank draws the same global prompts
 and takes its contiguous slice (``shard_indices``), so each prompt's G completions stay on one
 rank; rank r samples its slice with its own seed (``rank_seed``: rank 0 keeps the step's seed).
-Under FSDP2 the full weights are gathered into the plain model before each rollout phase.
+Under FSDP2 the policy's full weights are gathered into the plain model before each rollout phase;
+the frozen reference is sharded like the policy (``spread_reference``: each rank holds 1/N of it),
+computes the rollouts' reference log-probs on its shards, and is gathered back with the policy at
+evaluation points and at the end (``gather_weights``). Under DDP each rank keeps a full reference.
 Batch-wide advantage statistics are summed across the ranks (``prefcore.advantages.sharded_batch``),
 the minibatch order is global (each rank trains its rows of every minibatch, with the global
 token and completion counts, so the ranks' gradients add up to one process's), the step's
@@ -85,6 +88,8 @@ from prefcore.engine.online_schedule import PromptSampler
 from prefcore.engine.online_schedule import rank_seed
 from prefcore.engine.online_schedule import rollout_seed
 from prefcore.engine.progress import StageProgress
+from prefcore.engine.reference import ModelReference
+from prefcore.engine.reference import spread_reference
 from prefcore.engine.rollout import GenerationBackend
 from prefcore.engine.rollout import RolloutSettings
 from prefcore.engine.rollout import RolloutTensors
@@ -106,6 +111,9 @@ from prefcore.settings import TrainConfig
 
 __all__ = ["OnlineTrainer", "RewardFn", "ScoredRollouts"]
 
+_REFERENCE_ROWS = 64
+"""Rollouts per forward of the reference (``rollout_logps``'s batch)."""
+
 
 def _run(model: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
     """The forward DDP and FSDP2 wrap: ``fn(model, *args)``, the caller naming the computation."""
@@ -117,6 +125,13 @@ def _policy_logps(
 ) -> torch.Tensor:
     """The policy's per-token log-probs of ``rows``, with gradient (a micro-batch's forward)."""
     return completion_logps(model, tensors, rows, fused=fused, backend=backend, share_prefix=share_prefix)
+
+
+def _reference_logps(
+    model: torch.nn.Module, tensors: RolloutTensors, rows: list[int], fused: bool, backend: str
+) -> torch.Tensor:
+    """The sharded reference's per-token log-probs of ``rows`` (no gradient; its root runs in eval mode)."""
+    return completion_logps(model, tensors, rows, fused=fused, backend=backend, share_prefix=False)
 
 
 def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
@@ -259,6 +274,11 @@ class OnlineTrainer(OptimiserLoop):
         self.reward = reward
         self.device = device
         self.reference = reference
+        # under FSDP2 the frozen reference is sharded like the policy (collective: every rank builds it)
+        self.reference_logps: Any = None
+        if reference is not None:
+            plain = ModelReference(reference, fused=config.fused_lm_head, backend=config.kernel_backend)
+            self.reference_logps = spread_reference(plain, self.parallel)
         self.backend = make_backend(online.sampler, policy) if backend is None else backend
         self.prefix = prefix
         self.settings = RolloutSettings(
@@ -278,6 +298,20 @@ class OnlineTrainer(OptimiserLoop):
         # which FSDP2's per-layer gathers do not follow: its shards take the full sequences (same log-probs to
         # float tolerance).
         self.share_prefix = self.sharded is None or self.sharded.strategy != "fsdp"
+
+    def gather_rollout_weights(self) -> None:
+        """What a rollout phase reads whole: the policy's weights (FSDP2) into the plain model (collective).
+
+        The reference stays in its shards (``reference_rollout_logps``)."""
+        super().gather_weights()
+
+    def gather_weights(self) -> None:
+        """The policy's weights, and a sharded reference's, back in the plain models (every rank calls it):
+        at evaluation points and at the end."""
+        self.gather_rollout_weights()
+        gather = getattr(self.reference_logps, "gather", None)
+        if callable(gather):
+            gather()
 
     # -- checkpoints ----------------------------------------------------------------------
     def checkpoint_parts(self) -> tuple[torch.nn.Module, Any, Any]:
@@ -395,10 +429,34 @@ class OnlineTrainer(OptimiserLoop):
             self.policy, self.tokenizer, prompts, settings, backend=self.backend, prefix=self.prefix, seed=seed
         )
 
-    def _logps(self, model: torch.nn.Module, tensors: RolloutTensors) -> torch.Tensor:
-        """Per-token log-probs ``[S, T]`` without gradient (the reference's), on the training path."""
+    def reference_rollout_logps(self, tensors: RolloutTensors) -> torch.Tensor | None:
+        """The reference's per-token log-probs ``[S, T]`` of the rollouts (None without a reference).
+
+        In one process and under DDP the plain reference computes them; under FSDP2 its shards do, in
+        ``_REFERENCE_ROWS``-row calls, every rank as many as the busiest (zero-row ranks cannot occur:
+        each has a prompt), on the full sequences as the policy's shards take them (``share_prefix``).
+        """
+        if self.reference_logps is None:
+            return None
         config = self.train_config
-        return rollout_logps(model, tensors, fused=config.fused_lm_head, backend=config.kernel_backend)
+        run = getattr(self.reference_logps, "run", None)
+        if not callable(run):
+            return rollout_logps(
+                self.reference,
+                tensors,
+                fused=config.fused_lm_head,
+                backend=config.kernel_backend,
+                share_prefix=self.share_prefix,
+            )
+        count = tensors.num_completions
+        chunks = [list(range(start, min(start + _REFERENCE_ROWS, count))) for start in range(0, count, _REFERENCE_ROWS)]
+        calls: list[Any] = [None] * self.world_size
+        dist.all_gather_object(calls, len(chunks))
+        options = (config.fused_lm_head, config.kernel_backend)
+        parts = [run(_reference_logps, tensors, rows, *options) for rows in chunks]
+        for _ in range(max(calls) - len(chunks)):  # filler calls, so that the shards' gathers line up
+            run(_reference_logps, tensors, [0], *options)
+        return torch.cat(parts) if parts else torch.zeros(tensors.mask.shape, dtype=torch.float32)
 
     def _sample_and_score(
         self, indices: Sequence[int], attempt: int = 0
@@ -430,7 +488,7 @@ class OnlineTrainer(OptimiserLoop):
         prompts = [self.prompts[index] for index in indices]
         metadata = [self.metadata[index] for index in indices]
         tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
-        ref_logps = None if self.reference is None else self._logps(self.reference, tensors)
+        ref_logps = self.reference_rollout_logps(tensors)
         rewards = rewards.to(self.device)
         options = dict(self.objective.estimator_options())
         penalty = self.objective.reward_kl()
@@ -702,7 +760,7 @@ class OnlineTrainer(OptimiserLoop):
         """One online step: rollouts, scores, advantages, updates; returns the step's metrics."""
         started = time.perf_counter()
         indices = self.local_prompts(self.sampler.draw(self.online.prompts_per_step))
-        self.gather_weights()  # FSDP2: the sampler needs the full weights in the plain model
+        self.gather_rollout_weights()  # FSDP2: the sampler needs the full weights in the plain model
         scored = self.rollout_phase(indices)
         rollout_s = time.perf_counter() - started
         metrics = self.rollout_metrics(self.gather_rollouts(scored))

@@ -45,7 +45,8 @@ the ranks by hand before its optimiser steps. Under FSDP2 the value model is sha
 policy (``wrap_model``: ``fully_shard`` per decoder layer of its trunk, then its root), so its
 gradients are reduce-scattered and its optimiser state is sharded; with ``shared`` the heads alone
 are a sharded root, called on the hidden states inside the policy's forward. Before each rollout
-phase the full value model is gathered into the plain one, which computes the old values. Reward
+phase the full value model is gathered into the plain one, which computes the old values (the
+reference stays sharded: ``OnlineTrainer.reference_rollout_logps``). Reward
 and advantage whitening take the batch statistics of every rank (``batch_statistics``); with
 costs, ``combine_advantages`` receives every rank's episode costs (in rank order, what one process
 would see), so λ moves on the global costs and is the same on every rank. Checkpoints are sharded
@@ -207,9 +208,10 @@ class PPOTrainer(OnlineTrainer):
             dist.all_reduce(parameter.grad)
             parameter.grad.div_(self.world_size)
 
-    def gather_weights(self) -> None:
-        """The policy's and (FSDP2) the value model's full weights into the plain models (collective)."""
-        super().gather_weights()
+    def gather_rollout_weights(self) -> None:
+        """The policy's and (FSDP2) the value model's full weights into the plain models (collective): the
+        rollout phase samples with the one and computes the old values with the other."""
+        super().gather_rollout_weights()
         if self.critic_sharded is not None:
             self.critic_sharded.copy_into()
 
@@ -260,7 +262,7 @@ class PPOTrainer(OnlineTrainer):
         else:
             rollouts, rewards, components = self._sample_and_score(indices)
         tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
-        ref_logps = None if self.reference is None else self._logps(self.reference, tensors)
+        ref_logps = self.reference_rollout_logps(tensors)  # FSDP2: on the reference's shards
         mask = tensors.mask
         rewards = rewards.to(self.device)
         old_values = self.value_model.rollout_values(tensors)

@@ -100,7 +100,7 @@ class ShardedReference:
 
     def __init__(self, reference: ModelReference, parallel: Parallel) -> None:
         self.reference = reference
-        self.sharded: Sharded = wrap_frozen(reference.model, _token_logps(reference.fused, reference.backend), parallel)
+        self.sharded: Sharded = wrap_frozen(reference.model, _call, parallel)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -109,8 +109,13 @@ class ShardedReference:
 
     @torch.no_grad()
     def __call__(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.run(_token_logps(self.reference.fused, self.reference.backend), batch.sequences)
+
+    @torch.no_grad()
+    def run(self, fn: Any, *args: Any) -> Any:
+        """``fn(model, *args)`` on the shards (the online trainers' rollout log-probs); collective, as a call."""
         self.sharded.release()  # after a gather: back to the shards alone
-        return self.sharded.module(batch.sequences)
+        return self.sharded.module(fn, *args)
 
     def gather(self) -> None:
         """The full weights back in the plain model, on every rank (collective)."""
@@ -119,6 +124,11 @@ class ShardedReference:
     def local_bytes(self) -> int:
         """Bytes of the reference's weights this rank holds: its shards, plus the plain model's if gathered."""
         return local_parameter_bytes(self.sharded.module) + local_parameter_bytes(self.reference.model)
+
+
+def _call(model: torch.nn.Module, fn: Any, *args: Any) -> Any:
+    """What the sharded root runs: ``fn(model, *args)``, the caller naming the computation."""
+    return fn(model, *args)
 
 
 def _token_logps(fused: bool, backend: str) -> Any:

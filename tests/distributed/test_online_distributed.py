@@ -42,6 +42,7 @@ import torch.distributed as dist
 from prefcore.demo import task
 from prefcore.demo.model import build_tiny_model
 from prefcore.demo.tokenizer import build_tokenizer
+from prefcore.distributed.wrap import local_parameter_bytes
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.online_loops import OnlineDPOTrainer
 from prefcore.engine.online_trainer import OnlineTrainer
@@ -183,10 +184,31 @@ def outcome(trainer: OnlineTrainer) -> dict[str, Any]:
     }
 
 
-def run(case: str, run_dir: Path, **options: Any) -> dict[str, Any]:
+def run(case: str, run_dir: Path, *, measure: bool = False, **options: Any) -> dict[str, Any]:
+    """``outcome`` of a run; ``measure``: with the bytes of reference weights this rank held after the first step
+    (its shards under FSDP2, and the plain model's, emptied once the shards ran), its full size, and whether the
+    plain reference was whole again at the end (``gather_weights``)."""
     trainer = build(case, run_dir, **options)
+    found: dict[str, Any] = {}
+    if measure:
+        reference = trainer.reference
+        start = {name: tensor.detach().clone() for name, tensor in reference.state_dict().items()}
+        found["reference_full_bytes"] = local_parameter_bytes(reference)
+        step = trainer.train_step
+
+        def measured_step() -> dict[str, float]:
+            metrics = step()
+            if "reference_bytes" not in found:
+                local = getattr(trainer.reference_logps, "local_bytes", None)
+                found["reference_bytes"] = local() if callable(local) else local_parameter_bytes(reference)
+            return metrics
+
+        trainer.train_step = measured_step  # type: ignore[method-assign]
     trainer.fit()
-    return outcome(trainer)
+    if measure:
+        after = trainer.reference.state_dict()
+        found["reference_whole"] = all(torch.equal(after[name], tensor) for name, tensor in start.items())
+    return {**outcome(trainer), **found}
 
 
 # -- the worker ---------------------------------------------------------------------------------
@@ -237,7 +259,7 @@ def worker(job: str, out: Path) -> int:
             distributed.init(strategy, timeout_s=60.0)
             for case in [case for case, where in RUNS if where == strategy]:
                 folder = out / f"{strategy}-{case}"
-                results[f"{strategy}/{case}"] = run(case, folder, checkpoint_every=1)
+                results[f"{strategy}/{case}"] = run(case, folder, checkpoint_every=1, measure=True)
                 # resume from the step-1 checkpoint (sharded) and redo step 2: the same weights
                 for stale in sorted((folder / "checkpoints").glob("step-*"))[1:]:
                     if parallel.is_main:
@@ -401,6 +423,20 @@ def test_two_ranks_equal_one_process(
     start = build_tiny_model(build_tokenizer(), seed=1).state_dict()
     moved = [float((tensor - start[name]).abs().max()) for name, tensor in want["weights"].items() if name in start]
     assert max(moved) > 1e-2
+
+
+@pytest.mark.parametrize(("case", "strategy"), RUNS)
+def test_fsdp2_shards_the_reference(launched: dict[int, dict[str, Any]], strategy: str, case: str) -> None:
+    """Under FSDP2 each rank holds half the reference's bytes once it has computed the rollouts' reference
+    log-probs on its shards (the plain copy emptied), and the plain reference is whole again at the end;
+    under DDP each holds a full copy. The losses and weights equal one process's (above)."""
+    held = [launched[rank][f"{strategy}/{case}"]["reference_bytes"] for rank in (0, 1)]
+    full = launched[0][f"{strategy}/{case}"]["reference_full_bytes"]
+    if strategy == "fsdp":
+        assert sum(held) == full and max(held) <= 0.51 * full, (held, full)
+    else:
+        assert held == [full, full]
+    assert all(launched[rank][f"{strategy}/{case}"]["reference_whole"] for rank in (0, 1))
 
 
 @pytest.mark.parametrize("strategy", [strategy for case, strategy in RUNS if case == "safe_rlhf"])
