@@ -6,12 +6,38 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 
+from prefcore.toml_writer import dumps
+
 WORKER = Path(__file__).parent / "dist_worker.py"
 GLOO = dist.is_available() and dist.is_gloo_available()
+
+
+ENV = {"OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
+"""One thread per process, only the built-in plugins, Triton kernels in the interpreter."""
+
+
+def run_file_on_processes(
+    run_file: Mapping[str, Any], tmp_path: Path, *, out: str = "two", nproc: int = 2, timeout: float = 300
+) -> Path:
+    """``prefcore run job.toml --out OUT --nproc NPROC`` from ``tmp_path``, for a run file given as a dict.
+
+    Fails the test with the end of stderr if the launch fails; returns the run folder.
+    """
+    job = tmp_path / "job.toml"
+    job.write_text(dumps(dict(run_file)), encoding="utf-8")
+    command = [sys.executable, "-m", "prefcore", "run", str(job), "--out", out, "--nproc", str(nproc)]
+    env = {**os.environ, **ENV}
+    launched = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    return tmp_path / out
 
 
 def _free_port() -> int:
@@ -25,7 +51,7 @@ def torchrun(
 ) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node NPROC (dist_worker.py | -m) ARGS`` from ``cwd`` (not the repository root:
     its kernels/ folder would shadow the package transformers imports)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
+    env = {**os.environ, **ENV}
     env.pop("PREFCORE_DISABLE_PLUGINS", None)
     target = ["-m", *args] if module else [str(WORKER), *args]
     command = [

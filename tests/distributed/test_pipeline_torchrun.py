@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from dist_launch import GLOO
+from dist_launch import run_file_on_processes
 
 from prefcore.config import parse_run_config
 from prefcore.pipeline import run_pipeline
-from prefcore.toml_writer import dumps
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")]
 
@@ -59,13 +57,7 @@ def _metrics(run_dir: Path) -> dict[tuple[str, str], float]:
 
 
 def test_two_processes_write_the_single_process_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    run_file = tmp_path / "job.toml"
-    run_file.write_text(dumps(RUN_FILE), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "prefcore", "run", str(run_file), "--out", "two", "--nproc", "2"]
-    launched = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert launched.returncode == 0, launched.stderr[-4000:]
-    two = tmp_path / "two"
+    two = run_file_on_processes(RUN_FILE, tmp_path)
     assert sorted(path.name for path in (two / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
     assert (two / "checkpoints" / "step-000004" / "dcp").is_dir()
     assert (two / "reward_model" / "soup" / "model").is_dir() and (two / "warm_start" / "model").is_dir()

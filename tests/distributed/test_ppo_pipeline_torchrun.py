@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dist_launch import run_file_on_processes
+
 from prefcore.distributed.checkpoint import to_safetensors
-from prefcore.toml_writer import dumps
 
 GLOO = dist.is_available() and dist.is_gloo_available()
 
@@ -42,13 +43,7 @@ RUN_FILE: dict[str, Any] = {
 @pytest.mark.slow
 @pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")
 def test_ppo_runs_from_the_run_file_on_two_processes_under_fsdp(tmp_path: Path) -> None:
-    run_file = tmp_path / "job.toml"
-    run_file.write_text(dumps(RUN_FILE), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "prefcore", "run", str(run_file), "--out", "two", "--nproc", "2"]
-    launched = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert launched.returncode == 0, launched.stderr[-4000:]
-    two = tmp_path / "two"
+    two = run_file_on_processes(RUN_FILE, tmp_path)
     with open(two / "metrics.csv", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("reward/mean")]
     assert [row["step"] for row in rows] == ["1", "2"]  # once each: only rank 0 writes

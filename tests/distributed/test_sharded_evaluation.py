@@ -11,8 +11,6 @@ without a launch: ``local_rows`` covers every row once, in order, and a rank com
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,13 +19,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from dist_launch import GLOO
+from dist_launch import run_file_on_processes
 
 from prefcore.config import parse_run_config
 from prefcore.distributed.sampler import shard_indices
 from prefcore.distributed.shards import gather_rows
 from prefcore.distributed.shards import local_rows
 from prefcore.pipeline import run_pipeline
-from prefcore.toml_writer import dumps
 
 RUN_FILE = {
     "run": {
@@ -91,16 +89,11 @@ def test_a_rank_computes_only_its_share_and_receives_the_whole_in_order(monkeypa
 @pytest.mark.slow
 @pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")
 def test_two_processes_evaluate_what_one_process_does(tmp_path: Path) -> None:
-    run_file = tmp_path / "job.toml"
-    run_file.write_text(dumps(RUN_FILE), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "prefcore", "run", str(run_file), "--out", "two", "--nproc", "2"]
-    launched = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert launched.returncode == 0, launched.stderr[-4000:]
+    two = run_file_on_processes(RUN_FILE, tmp_path)
 
     single = {**RUN_FILE, "distributed": {"strategy": "none"}}
     result = run_pipeline(parse_run_config(single), out=str(tmp_path / "one"))
-    want, got = _evaluation_metrics(result.run_dir), _evaluation_metrics(tmp_path / "two")
+    want, got = _evaluation_metrics(result.run_dir), _evaluation_metrics(two)
     assert {step for step, _ in want} == {"0", "2", "4"}
     assert any(key.startswith("win_rate/") for _, key in want)
     assert any(key.startswith("preference_accuracy/") for _, key in want)
