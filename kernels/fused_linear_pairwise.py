@@ -474,7 +474,7 @@ def _run(
             else:
                 if grad_weight is None:
                     grad_weight = torch.zeros(weight.shape, device=device, dtype=_accumulator_dtype(hidden.dtype))
-                _accumulate_weight_grad(grad_weight, dlogits, h)
+                _accumulate_weight_grad(grad_weight, dlogits, h, round_product=len(plan.chunks) == 1)
         if grad_bias is not None:
             grad_bias += dlogits.sum(dim=0, dtype=acc_dtype)
     _check_finite(sums, ref_sums, errors)
@@ -496,20 +496,28 @@ _CAST_BYTES = 16 * 1024 * 1024
 """Most bytes of the fp32 copy of dlogits columns that a CPU weight-gradient GEMM makes at a time."""
 
 
-def _accumulate_weight_grad(accumulator: torch.Tensor, dlogits: torch.Tensor, h: torch.Tensor) -> None:
-    """``accumulator += dlogits^T @ h`` in the accumulator's precision.
+def _accumulate_weight_grad(
+    accumulator: torch.Tensor, dlogits: torch.Tensor, h: torch.Tensor, *, round_product: bool = False
+) -> None:
+    """``accumulator += dlogits^T @ h``, the fp32 accumulator of half-precision products.
 
-    Where the GEMM cannot write fp32 from half-precision inputs (CPU), the inputs are upcast, dlogits
-    by vocab blocks of at most ``_CAST_BYTES``, so the upcast is not a second, twice as large tile.
+    Where the GEMM writes fp32 from half-precision inputs (CUDA), one call. Elsewhere (CPU) by vocab
+    blocks of at most ``_CAST_BYTES``: with ``round_product`` (the only chunk of an fp32 master
+    weight) the half-precision GEMM rounded once, which is the gradient a half-precision weight gets
+    and autograd would cast to fp32, at the half-precision GEMM's speed; otherwise (several chunks,
+    whose sum must not round per chunk) the product of upcast inputs, an fp32 GEMM.
     """
     if accumulator.dtype == dlogits.dtype or (accumulator.is_cuda and _mm_out_dtype_works(accumulator.device)):
         _add_weight_grad(accumulator, dlogits, h)
         return
-    h_up = h.to(accumulator.dtype)
+    h_up = h if round_product else h.to(accumulator.dtype)
     step = max(1, _CAST_BYTES // (max(1, dlogits.shape[0]) * accumulator.element_size()))
     for start in range(0, dlogits.shape[1], step):
         columns = dlogits[:, start : start + step]
-        accumulator[start : start + step].addmm_(columns.t().to(accumulator.dtype), h_up)
+        if round_product:
+            accumulator[start : start + step].add_(columns.t() @ h_up)
+        else:
+            accumulator[start : start + step].addmm_(columns.t().to(accumulator.dtype), h_up)
 
 
 def _weight_grad_out(grad_weight: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
