@@ -38,8 +38,9 @@ Batch-wide advantage statistics are summed across the ranks (``prefcore.advantag
 the minibatch order is global (each rank trains its rows of every minibatch, with the global
 token and completion counts, so the ranks' gradients add up to one process's), the step's
 metrics are computed on every rank's rollouts gathered, and checkpoints are sharded (DCP) with
-the prompt sampler and the objective's state. Every rank runs as many micro-batches as the
-busiest one (zero-weighted repeats), so the collectives line up.
+the prompt sampler and the objective's state; they resume on any number of processes, and in one
+plain process without torchrun (DCP then reads every rank's shards without a process group). Every
+rank runs as many micro-batches as the busiest one (zero-weighted repeats), so the collectives line up.
 
 An update step reads the device once (``prefcore.engine.step_reads``): its losses, metrics,
 gradient norm and the kernels' input checks travel in one transfer before the optimiser steps.
@@ -75,6 +76,7 @@ from prefcore.distributed.checkpoint import save_sharded
 from prefcore.distributed.process_group import barrier
 from prefcore.distributed.process_group import is_main
 from prefcore.distributed.sampler import shard_indices
+from prefcore.distributed.wrap import Forward
 from prefcore.engine.checkpoint import checkpoint_name
 from prefcore.engine.checkpoint import clean_staging
 from prefcore.engine.checkpoint import list_checkpoints
@@ -346,8 +348,12 @@ class OnlineTrainer(OptimiserLoop):
         return path
 
     def sharded_parts(self) -> tuple[torch.nn.Module, Any, Any]:
-        """What a sharded (DCP) checkpoint holds: the wrapped module, the optimiser(s) and the schedule."""
-        return self.sharded.module, self.optimizer, self.scheduler
+        """What a sharded (DCP) checkpoint holds: the wrapped module, the optimiser(s) and the schedule.
+
+        In one plain process (resuming a distributed run) the plain model under the wrapped one's names
+        (``Forward``: ``model.*``), so that DCP reads every rank's shards into it."""
+        module = self.sharded.module if self.sharded is not None else Forward(self.model, self._forward)
+        return module, self.optimizer, self.scheduler
 
     def _save_online_sharded(self) -> Path:
         if is_main():
@@ -396,12 +402,12 @@ class OnlineTrainer(OptimiserLoop):
         if not checkpoints:
             return False
         if self.sharded is not None or is_sharded(checkpoints[-1]):
-            if self.sharded is None or not is_sharded(checkpoints[-1]):
+            if not is_sharded(checkpoints[-1]):
                 raise ConfigError(
-                    f"checkpoint {checkpoints[-1]} was written by a "
-                    f"{'distributed' if self.sharded is None else 'single-process'} run; resume it the same way "
-                    "(distributed checkpoints resume on any number of processes under torchrun)."
+                    f"checkpoint {checkpoints[-1]} was written by a single-process run; resume it in one process "
+                    "(distributed checkpoints resume on any number of processes, with or without torchrun)."
                 )
+            # without torchrun one plain process reads every rank's shards (no process group), into the names saved
             model, optimizer, scheduler = self.sharded_parts()
             _, state = load_sharded(checkpoints[-1], model=model, optimizer=optimizer, scheduler=scheduler)
             parts = optimizer if isinstance(optimizer, list) else [optimizer]

@@ -50,7 +50,8 @@ reference stays sharded: ``OnlineTrainer.reference_rollout_logps``). Reward
 and advantage whitening take the batch statistics of every rank (``batch_statistics``); with
 costs, ``combine_advantages`` receives every rank's episode costs (in rank order, what one process
 would see), so λ moves on the global costs and is the same on every rank. Checkpoints are sharded
-(DCP) with both models, both optimisers and the objective's state (β, λ).
+(DCP) with both models under one process's names (``policy.*``, ``value.*``), both optimisers and the
+objective's state (β, λ), so they resume under DDP, under FSDP2 and in one plain process alike.
 """
 
 from __future__ import annotations

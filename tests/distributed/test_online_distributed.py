@@ -14,7 +14,9 @@ every rank's costs, so it is the same on every rank and equals one process's), t
 minibatch order with the global token count (``token_mean``), the zero-weighted filler
 micro-batches when the ranks' shares of a minibatch differ, the gathered
 step metrics, the adaptive KL controller (it reads the gathered ``kl/k1``), the gradient
-reduction of DDP and FSDP2, and the sharded checkpoint that resumes to the same weights.
+reduction of DDP and FSDP2, FSDP2's sharded reference (half its bytes per rank; the rollouts' reference
+log-probs computed on the shards), and the sharded checkpoint that resumes to the same weights, under
+torchrun and (FSDP2's) in the plain pytest process.
 
 One torchrun launch (2 processes, gloo, CPU, about 40 s on 2 cores) runs every case, and then, out of the
 process group, shares out the single-process references; this file is also the worker
@@ -250,6 +252,7 @@ def _sharded_advantages(rank: int, world: int) -> dict[str, float]:
 
 def worker(job: str, out: Path) -> int:
     from prefcore import distributed
+    from prefcore.engine import online_trainer
 
     torch.set_num_threads(1)
     parallel = distributed.init("ddp", timeout_s=60.0)
@@ -257,6 +260,8 @@ def worker(job: str, out: Path) -> int:
         results: dict[str, Any] = {"advantages": _sharded_advantages(parallel.rank, parallel.world_size)}
         for strategy in ("ddp", "fsdp"):
             distributed.init(strategy, timeout_s=60.0)
+            # FSDP2's reference shards take the 16 rollouts of a rank in 4 calls (one process: all in one)
+            online_trainer._REFERENCE_ROWS = 5 if strategy == "fsdp" else 64
             for case in [case for case, where in RUNS if where == strategy]:
                 folder = out / f"{strategy}-{case}"
                 results[f"{strategy}/{case}"] = run(case, folder, checkpoint_every=1, measure=True)
@@ -279,6 +284,7 @@ def worker(job: str, out: Path) -> int:
                     across.fit()
                     results[f"{strategy}/{case}/resumed_under_ddp"] = outcome(across)
                     distributed.init("fsdp", timeout_s=60.0)
+        online_trainer._REFERENCE_ROWS = 64
         rank, world = parallel.rank, parallel.world_size
         distributed.teardown()
         # the single-process references, shared out between the two processes already started (and cores)
@@ -304,8 +310,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("online-dist")
+def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the launch writes: ``{strategy}-{case}/`` run folders (their step-1 checkpoints) and ``rank{r}.pt``."""
+    return tmp_path_factory.mktemp("online-dist")
+
+
+@pytest.fixture(scope="module")
+def launched(launch_dir: Path) -> dict[int, dict[str, Any]]:
+    out = launch_dir
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
     env.pop("PREFCORE_DISABLE_PLUGINS", None)
     command = [
@@ -472,6 +484,30 @@ def test_an_fsdp2_checkpoint_of_both_models_resumes_under_ddp(launched: dict[int
     assert flat(across["objective"]) == pytest.approx(flat(straight["objective"]), rel=1e-6)
     for name, tensor in straight["weights"].items():
         torch.testing.assert_close(across["weights"][name], tensor, rtol=0, atol=2e-5, msg=name)
+
+
+@pytest.mark.parametrize("case", ["grpo", "online_dpo", "ppo", "ppo_shared", "safe_rlhf"])
+def test_an_fsdp2_checkpoint_resumes_in_one_plain_process(
+    launched: dict[int, dict[str, Any]], launch_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """The 2-rank FSDP2 run's step-1 checkpoint (sharded) resumes here, without torchrun or a process group: DCP
+    reads both ranks' shards into the plain models (``model.*``; PPO's ``policy.*`` and ``value.*``), and step 2
+    in one process (on FSDP2's full sequences) ends at the uninterrupted 2-rank run's weights, β and λ."""
+    import shutil
+
+    shutil.copytree(launch_dir / f"fsdp-{case}", tmp_path / "run")
+    assert not dist.is_initialized()
+    trainer = build(case, tmp_path / "run", full_sequences=True)
+    assert trainer.sharded is None and trainer.resume() and trainer.online_step == 1
+    trainer.fit()
+    assert len(trainer.metrics_log) == 1  # type: ignore[attr-defined]  # continued at step 2 only
+    straight, resumed = launched[0][f"fsdp/{case}"], outcome(trainer)
+    assert resumed["online_step"] == STEPS
+    assert resumed["metrics"][0]["loss"] == pytest.approx(straight["metrics"][1]["loss"], rel=1e-5, abs=1e-6)
+    assert flat(resumed["objective"]) == pytest.approx(flat(straight["objective"]), rel=1e-6)
+    assert resumed["weights"].keys() == straight["weights"].keys()
+    for name, tensor in straight["weights"].items():
+        torch.testing.assert_close(resumed["weights"][name], tensor, rtol=0, atol=2e-5, msg=name)
 
 
 @pytest.mark.parametrize(("case", "strategy"), RUNS)
