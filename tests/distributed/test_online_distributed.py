@@ -451,6 +451,39 @@ def test_fsdp2_shards_the_reference(launched: dict[int, dict[str, Any]], strateg
     assert all(launched[rank][f"{strategy}/{case}"]["reference_whole"] for rank in (0, 1))
 
 
+def test_sharded_reference_calls_line_up_with_the_busiest_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under FSDP2 a rank with fewer rollout chunks than another adds filler calls on its shards (so their gathers
+    line up) and drops their results. Here, in one process, a recording stand-in for the shards and a peer said to
+    need 9 calls: this rank's 32 rollouts take 7 calls of 5 rows, then 2 fillers; the result is one process's."""
+    from types import SimpleNamespace
+
+    from prefcore.engine import online_trainer
+    from prefcore.engine.rollout import pad_rollouts
+    from prefcore.engine.rollout import rollout_logps
+
+    trainer = build("grpo", tmp_path)
+    rollouts, _, _ = trainer._sample_and_score(list(range(8)))
+    tensors = pad_rollouts(rollouts, trainer.tokenizer.pad_token_id)
+    calls: list[list[int]] = []
+
+    class Shards:
+        def run(self, fn: Any, tensors: Any, rows: list[int], *args: Any) -> torch.Tensor:
+            calls.append(list(rows))
+            return fn(trainer.reference, tensors, rows, *args)
+
+    def peers(counts: list[Any], mine: int) -> None:
+        counts[:] = [mine, 9]
+
+    trainer.reference_logps = Shards()
+    trainer.parallel = SimpleNamespace(world_size=2, rank=0)  # type: ignore[assignment]
+    monkeypatch.setattr(online_trainer, "_REFERENCE_ROWS", 5)
+    monkeypatch.setattr(online_trainer.dist, "all_gather_object", peers)
+    got = trainer.reference_rollout_logps(tensors)
+    assert calls == [list(range(start, min(start + 5, 32))) for start in range(0, 32, 5)] + [[0], [0]]
+    want = rollout_logps(trainer.reference, tensors, fused=True, backend="torch", share_prefix=False)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("strategy", [strategy for case, strategy in RUNS if case == "safe_rlhf"])
 def test_lambda_moves_on_every_ranks_costs(
     launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str
