@@ -34,11 +34,14 @@
 # (the whole weight once per call, or ``cast_block_rows`` vocab rows at a time at each use), the
 # matmuls are the same half-precision GEMMs, and the fp32 accumulation buffer is the returned weight
 # gradient: no half-precision weight gradient, no cast of it, and no cast back through autograd.
-# A half-precision weight gets the buffer (multi-chunk) cast once. Memory beyond inputs and outputs:
-# one tile, the chunk's gathered hidden rows, the fp32 weight-gradient buffer (4·V·H bytes: it is the
-# output for an fp32 master weight; a half-precision weight needs it with several chunks, plus its
-# 2·V·H cast), the compute-dtype weight (2·V·H bytes, master weight cast once per call; one
-# block with ``cast_block_rows``) and the stored gradients until the backward.
+# (On CUDA the weight GEMM writes fp32 from bf16 inputs; on CPU, which lacks that GEMM, several chunks
+# upcast dlogits by vocab blocks for an fp32 GEMM, and a single chunk adds the bf16 GEMM rounded once,
+# the gradient a bf16 weight gets.) A half-precision weight gets the buffer (multi-chunk) cast once.
+# Memory beyond inputs and outputs: one tile, the chunk's gathered hidden rows, the fp32
+# weight-gradient buffer (4·V·H bytes: the output itself for an fp32 master weight; a half-precision
+# weight needs it with several chunks, plus its 2·V·H cast), the compute-dtype weight (2·V·H bytes,
+# a master weight cast once per call; one block with ``cast_block_rows``) and the stored gradients
+# until the backward.
 # Covered rows: dpo, ipo, hinge, simpo. ORPO and NLL average over every chosen token of the batch,
 # which a chunk does not see; they stay on fused_linear_logprobs + orpo_loss / nll_loss.
 from __future__ import annotations
