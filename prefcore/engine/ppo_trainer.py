@@ -56,7 +56,6 @@ objective's state (β, λ), so they resume under DDP, under FSDP2 and in one pla
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -73,12 +72,12 @@ from prefcore.distributed.wrap import Sharded
 from prefcore.distributed.wrap import wrap_model
 from prefcore.engine.loop import check_loss
 from prefcore.engine.loop import make_scheduler
-from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.online_trainer import OnlineTrainer
 from prefcore.engine.online_trainer import ScoredRollouts
 from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.step_reads import StepReads
 from prefcore.engine.step_reads import read_counts
+from prefcore.engine.step_reads import read_step_norms
 from prefcore.engine.value_model import ValueModel
 from prefcore.engine.value_model import linear_head_values
 from prefcore.engine.value_model import policy_outputs
@@ -359,7 +358,7 @@ class PPOTrainer(OnlineTrainer):
         """``update_epochs`` passes of minibatches: policy and value losses, a step of each optimiser.
 
         The phase reads each local row's loss-token count from the device once (``read_counts``); each
-        optimiser step then reads the device once more (``_read_step``: both gradient norms with the rest).
+        optimiser step then reads the device once more (``read_step_norms``: both gradient norms with the rest).
         """
         totals: dict[str, float] = {}
         updates = 0
@@ -448,7 +447,8 @@ class PPOTrainer(OnlineTrainer):
             for key, value in parts.items():
                 reads.add(key, share, value)
         self._sync_critic()
-        step, norms = self._read_step(reads, checks, [None if warm else self.clip_gradients(), self._clip_critic()])
+        norms_in = [None if warm else self.clip_gradients(), self._clip_critic()]
+        step, norms = read_step_norms(reads, checks, norms_in, step=self.step + 1, method=self.objective)
         step = self.reduce_metrics(step)
         if not warm:
             if norms[0] is not None:
@@ -458,41 +458,6 @@ class PPOTrainer(OnlineTrainer):
             step["critic/grad_norm"] = norms[1]
         self._critic_update(step)
         return step
-
-    def _read_step(
-        self, reads: StepReads, checks: DeferredChecks, norms: list[torch.Tensor | None]
-    ) -> tuple[dict[str, float], list[float | None]]:
-        """The step's one device read: metric shares, losses, gradient norms and the kernels' flags.
-
-        Metrics add up on the host in float64 in the order one ``float()`` per value would, so the
-        numbers are those of reading each value on its own. Raises what the values say: a kernel's
-        flagged input (ValueError), else the first non-finite loss, before any optimiser steps.
-        """
-        metrics = [value for _, _, value in reads.metrics if isinstance(value, torch.Tensor)]
-        present = [norm for norm in norms if norm is not None]
-        tensors = [*metrics, *reads.losses, *checks.flag_tensors(), *present]
-        device = tensors[0].device if tensors else None
-        values = (
-            torch.stack([tensor.detach().reshape(()).to(device, torch.float64) for tensor in tensors]).tolist()
-            if tensors
-            else []
-        )
-        metric_values = iter(values[: len(metrics)])
-        losses = values[len(metrics) : len(metrics) + len(reads.losses)]
-        flags = values[len(metrics) + len(reads.losses) : len(values) - len(present)]
-        checks.raise_flagged(flags)
-        for value in losses:
-            if not math.isfinite(value):
-                message = checks.explain_non_finite()
-                if message is not None:
-                    raise ValueError(message)
-                raise_non_finite(value, self.step + 1, self.objective)
-        totals: dict[str, float] = {}
-        for key, share, value in reads.metrics:
-            number = next(metric_values) if isinstance(value, torch.Tensor) else value
-            totals[key] = totals.get(key, 0.0) + share * number
-        norm_values = iter(values[len(values) - len(present) :])
-        return totals, [None if norm is None else next(norm_values) for norm in norms]
 
     def _backward_both(self, loss: torch.Tensor, *, final: bool, weight: float, policy: bool) -> None:
         """``backward`` through DDP when the policy's forward went through it, else a plain one scaled alike;

@@ -3,15 +3,16 @@
 On a GPU every ``.item()``, ``float()`` or ``bool()`` of a device tensor stalls the host until the
 device catches up. An online update step therefore keeps what it measures on the device
 (``StepReads``), runs its micro-batches' forward and backward passes, clips the gradients, and
-reads everything in one ``.tolist()`` (``read_step``) before the optimiser steps, so a non-finite
+reads everything in one ``.tolist()`` (``read_step_norms``) before the optimiser steps, so a non-finite
 loss or a kernel's flagged input still never reaches the weights. ``read_counts`` is the update
-phase's one read before its steps (each row's loss tokens). The offline ``Trainer`` does the same
-(``prefcore.engine.trainer``).
+phase's one read before its steps (each row's loss tokens). The offline ``Trainer``, the online
+trainers and PPO (two gradient norms: policy and value model) all read through here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -19,7 +20,7 @@ from prefcore.engine.loop import raise_non_finite
 from prefcore.kernels._checks import DeferredChecks
 from prefcore.methods import Method
 
-__all__ = ["StepReads", "read_counts", "read_step"]
+__all__ = ["StepReads", "read_counts", "read_step", "read_step_norms"]
 
 
 class StepReads:
@@ -48,15 +49,29 @@ def read_counts(counts: torch.Tensor) -> list[int]:
 def read_step(
     reads: StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None, *, step: int, method: Method | None
 ) -> tuple[dict[str, float], float | None]:
-    """The step's one device read: metric shares, losses, gradient norm and the kernels' flags.
+    """``read_step_norms`` with one gradient norm (or None): the step's metrics and that norm's value."""
+    totals, norms = read_step_norms(reads, checks, [grad_norm], step=step, method=method)
+    return totals, norms[0]
+
+
+def read_step_norms(
+    reads: StepReads,
+    checks: DeferredChecks,
+    grad_norms: Sequence[torch.Tensor | None],
+    *,
+    step: int,
+    method: Method | None,
+) -> tuple[dict[str, float], list[float | None]]:
+    """The step's one device read: metric shares, losses, gradient norms and the kernels' flags.
 
     Metrics add up on the host in float64 in the order one ``float()`` per value would, so the numbers
     are those of reading each value on its own. Raises what the values say: a kernel's flagged input
     (ValueError), else the first non-finite loss, naming the method that made it (``StepReads.check``'s,
-    else ``method``; None: a weighted sum of several) and optimiser step ``step``.
+    else ``method``; None: a weighted sum of several) and optimiser step ``step``. Returns the metrics
+    and each gradient norm's value (None where the norm was None: a model that did not step).
     """
     metrics = [value for _, _, value in reads.metrics if isinstance(value, torch.Tensor)]
-    norms = [] if grad_norm is None else [grad_norm]
+    norms = [norm for norm in grad_norms if norm is not None]
     tensors = [*metrics, *reads.losses, *checks.flag_tensors(), *norms]
     device = tensors[0].device if tensors else None
     values = (
@@ -77,4 +92,5 @@ def read_step(
     for key, share, value in reads.metrics:
         number = next(metric_values) if isinstance(value, torch.Tensor) else value
         totals[key] = totals.get(key, 0.0) + share * number
-    return totals, (values[-1] if norms else None)
+    norm_values = iter(values[len(values) - len(norms) :])
+    return totals, [None if norm is None else next(norm_values) for norm in grad_norms]

@@ -10,7 +10,6 @@ objectives train together as a weighted sum; each sees the same log-prob batch.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -36,7 +35,6 @@ from prefcore.engine.logprobs import known_completion_rows
 from prefcore.engine.loop import OptimiserLoop
 from prefcore.engine.loop import check_loss
 from prefcore.engine.loop import epoch_steps
-from prefcore.engine.loop import raise_non_finite
 from prefcore.engine.models import enable_gradient_checkpointing
 from prefcore.engine.pair_prefix import PromptPlan
 from prefcore.engine.pair_prefix import plan_prompts
@@ -45,6 +43,8 @@ from prefcore.engine.pair_prefix import shared_prompt_token_logps
 from prefcore.engine.progress import StageProgress
 from prefcore.engine.reference import spread_reference
 from prefcore.engine.sequences import PaddedSequences
+from prefcore.engine.step_reads import StepReads
+from prefcore.engine.step_reads import read_step
 from prefcore.errors import ConfigError
 from prefcore.kernels._checks import DeferredChecks
 from prefcore.kernels._checks import deferred_checks
@@ -132,22 +132,6 @@ def _policy_logps(
             if shared is not None:
                 return shared
         return completion_token_logps(model, sequences, fused=fused, backend=backend)
-
-
-class _StepReads:
-    """What a step reads from the device, in order: ``(key, share, value)`` metric shares and losses."""
-
-    def __init__(self) -> None:
-        self.tensors: list[tuple[str, float, torch.Tensor | float]] = []
-        self.losses: list[tuple[torch.Tensor, UsageObjective | None]] = []
-
-    def add(self, key: str, share: float, value: torch.Tensor | float) -> None:
-        """A metric share; a plain number needs no read and is kept as it is."""
-        self.tensors.append((key, share, value.detach() if isinstance(value, torch.Tensor) else float(value)))
-
-    def check(self, loss: torch.Tensor, method: UsageObjective | None) -> None:
-        """A loss whose finiteness the read checks (``method`` None: the weighted sum)."""
-        self.losses.append((loss.detach(), method))
 
 
 class Trainer(OptimiserLoop):
@@ -269,7 +253,7 @@ class Trainer(OptimiserLoop):
     def train_step(self) -> dict[str, float]:
         """One optimiser step over ``grad_accum`` micro-batches; returns the step's metrics.
 
-        The step reads the device once (``_read_step``): its metrics, losses, gradient norm and
+        The step reads the device once (``step_reads.read_step``): its metrics, losses, gradient norm and
         the kernels' deferred input checks travel in one transfer after the last backward pass and
         before the optimiser step, so a non-finite loss or bad input still never reaches the weights.
         """
@@ -283,7 +267,7 @@ class Trainer(OptimiserLoop):
         num_items = sum(len(indices) for indices in micro)  # global: every rank knows every micro-batch
         local = [self.local_indices(indices) for indices in micro]  # this rank's slices (all of it in one process)
         batches, rows, plans, num_tokens = self._host_batches(local)
-        reads = _StepReads()
+        reads = StepReads()
         for position, ((indices, weight), batch, batch_rows, plan) in enumerate(
             zip(local, batches, rows, plans, strict=True)
         ):
@@ -307,7 +291,7 @@ class Trainer(OptimiserLoop):
             reads.check(loss, None)
             self.backward(loss, final=position == len(micro) - 1, weight=weight)
             reads.add("loss", weight, loss)
-        totals, grad_norm = self._read_step(reads, checks, self.clip_gradients())
+        totals, grad_norm = read_step(reads, checks, self.clip_gradients(), step=self.step + 1, method=None)
         totals = self.reduce_metrics(totals)
         if grad_norm is not None:
             totals["grad_norm"] = grad_norm
@@ -326,38 +310,6 @@ class Trainer(OptimiserLoop):
         plans = [plan_prompts(batch.sequences) if self.config.share_prompts else None for batch in batches]
         counted = [batch.target_token_count() for batch, (_, weight) in zip(batches, local, strict=True) if weight]
         return batches, rows, plans, int(self.global_sum(sum(counted)))
-
-    def _read_step(
-        self, reads: _StepReads, checks: DeferredChecks, grad_norm: torch.Tensor | None
-    ) -> tuple[dict[str, float], float | None]:
-        """The step's one device read: metric shares, losses, gradient norm and the kernels' flags.
-
-        Metrics add up on the host in float64 in the same order as one ``float()`` per value would,
-        so the numbers are those of reading each value on its own. Raises what the values say: a
-        kernel's flagged input (ValueError), else the first non-finite loss (as ``check_finite``).
-        """
-        tensors = [value for _, _, value in reads.tensors if isinstance(value, torch.Tensor)]
-        n_metrics = len(tensors)
-        tensors += [loss for loss, _ in reads.losses]
-        tensors += checks.flag_tensors()
-        if grad_norm is not None:
-            tensors.append(grad_norm)
-        values = torch.stack([t.detach().reshape(()).to(torch.float64) for t in tensors]).tolist() if tensors else []
-        metric_values = iter(values[:n_metrics])
-        loss_values = values[n_metrics : n_metrics + len(reads.losses)]
-        flags = values[n_metrics + len(reads.losses) : len(values) - (grad_norm is not None)]
-        checks.raise_flagged(flags)
-        for value, (_, method) in zip(loss_values, reads.losses, strict=True):
-            if not math.isfinite(value):
-                message = checks.explain_non_finite()
-                if message is not None:
-                    raise ValueError(message)
-                raise_non_finite(value, self.step + 1, method)
-        totals: dict[str, float] = {}
-        for key, share, value in reads.tensors:
-            number = next(metric_values) if isinstance(value, torch.Tensor) else value
-            totals[key] = totals.get(key, 0.0) + share * number
-        return totals, (values[-1] if grad_norm is not None else None)
 
     def fit(self) -> dict[str, float]:
         """Train until ``config.steps``; checkpoints, evaluation and metrics through the callbacks."""

@@ -27,7 +27,7 @@ class HostReadGuard:
 
     Arguments:
         allowed: ``(file path suffix, function name)`` of the callers allowed to read, e.g.
-            ``("prefcore/engine/trainer.py", "_read_step")``.
+            ``("prefcore/engine/step_reads.py", "read_step_norms")``.
         what: how the error names the guarded code ("the step", "the update").
     """
 

@@ -173,7 +173,7 @@ def test_a_subclass_is_not_matched(tokenizer, tmp_path) -> None:
 
 def test_the_step_reads_the_device_once(tokenizer, tmp_path, calls, monkeypatch) -> None:
     """As tests/kernels/test_step_sync.py for the usual path: only the trainer's one read, AdamW and SDPA."""
-    allowed = {("prefcore/engine/trainer.py", "_read_step"): 0}
+    allowed = {("prefcore/engine/step_reads.py", "read_step_norms"): 0}
     tolerated = (
         ("torch/optim/optimizer.py", "_get_value"),
         ("transformers/masking_utils.py", "_ignore_causal_mask_sdpa"),

@@ -38,7 +38,7 @@ from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 from prefcore.testing.host_reads import HostReadGuard
 
-STEP_READ = ("prefcore/engine/step_reads.py", "read_step")
+STEP_READ = ("prefcore/engine/step_reads.py", "read_step_norms")
 PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
 ALLOWED = (
     STEP_READ,  # the one read per optimiser step

@@ -2,7 +2,7 @@
 
 As the offline step (``tests/kernels/test_step_sync.py``), a PPO optimiser step keeps its losses,
 metrics, both gradient norms and the kernels' input checks on the device and reads them in one
-``.tolist()`` (``PPOTrainer._read_step``), before either optimiser steps; the update phase reads
+``.tolist()`` (``prefcore.engine.step_reads.read_step_norms``), before either optimiser steps; the update phase reads
 each row's loss-token count once before its steps (``prefcore.engine.step_reads.read_counts``). On
 CPU there is nothing to wait for, so the test counts: ``torch.Tensor``'s reading methods are patched
 to raise during the update phase (policy forward through the fused LM head, values, both losses,
@@ -25,6 +25,7 @@ from prefcore.batch import LossOutput
 from prefcore.demo import task
 from prefcore.demo.model import build_tiny_model
 from prefcore.demo.tokenizer import build_tokenizer
+from prefcore.engine import ppo_trainer as ppo_trainer_module
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.ppo_trainer import PPOTrainer
 from prefcore.engine.value_model import build_value_model
@@ -35,7 +36,7 @@ from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
 from prefcore.testing.host_reads import HostReadGuard
 
-STEP_READ = ("prefcore/engine/ppo_trainer.py", "_read_step")
+STEP_READ = ("prefcore/engine/step_reads.py", "read_step_norms")
 PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
 ALLOWED = (
     STEP_READ,  # the one read per optimiser step
@@ -125,26 +126,27 @@ def test_each_ppo_optimiser_step_reads_the_device_once(tmp_path: Path, guard: Ho
         assert {"value_cost/loss", "lagrange/lambda", "cost/over_bound_fraction"} <= set(metrics)
 
 
-class _ReadEach(PPOTrainer):
+def _read_each(reads, checks, norms, *, step, method):
     """The step as it read before: every value with its own ``float()`` (the reference for the packing)."""
-
-    def _read_step(self, reads, checks, norms):  # type: ignore[override]
-        for loss in reads.losses:
-            if not math.isfinite(float(loss)):
-                raise AssertionError("a non-finite loss")
-        totals: dict[str, float] = {}
-        for key, share, value in reads.metrics:
-            totals[key] = totals.get(key, 0.0) + share * float(value)
-        return totals, [None if norm is None else float(norm) for norm in norms]
+    for loss in reads.losses:
+        if not math.isfinite(float(loss)):
+            raise AssertionError("a non-finite loss")
+    totals: dict[str, float] = {}
+    for key, share, value in reads.metrics:
+        totals[key] = totals.get(key, 0.0) + share * float(value)
+    return totals, [None if norm is None else float(norm) for norm in norms]
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_one_read_gives_the_metrics_and_weights_of_reading_each_value(tmp_path: Path, case: str) -> None:
+def test_one_read_gives_the_metrics_and_weights_of_reading_each_value(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = _trainer(tmp_path / "a", case)
     twin = _trainer(tmp_path / "b", case)
-    twin.__class__ = _ReadEach
     metrics = trainer.update_phase(_scored(trainer))
-    expected = twin.update_phase(_scored(twin))
+    with monkeypatch.context() as patched:
+        patched.setattr(ppo_trainer_module, "read_step_norms", _read_each)
+        expected = twin.update_phase(_scored(twin))
     assert list(metrics) == list(expected)  # the same keys in the same order (the metrics file's columns)
     assert metrics == expected
     ours, theirs = _weights(trainer), _weights(twin)

@@ -2,7 +2,7 @@
 
 On a GPU every ``.item()``, ``.tolist()``, ``bool()``, ``int()`` or ``float()`` of a device tensor
 stalls the CPU until the GPU catches up. The step keeps its metrics, losses, gradient norm and
-the kernels' input checks on the device and reads them in one ``.tolist()`` (``Trainer._read_step``).
+the kernels' input checks on the device and reads them in one ``.tolist()`` (``prefcore.engine.step_reads``).
 On CPU there is no device to wait for, so these tests count the calls instead: ``torch.Tensor``'s
 reading methods are patched to raise during a DPO step (policy forward through the fused LM head,
 live reference model, loss, backward, clipping, optimiser step), outside the step's host phase
@@ -38,7 +38,7 @@ from prefcore.testing.host_reads import HostReadGuard
 
 CPU = torch.device("cpu")
 ALLOWED = (
-    ("prefcore/engine/trainer.py", "_read_step"),  # the one read per step
+    ("prefcore/engine/step_reads.py", "read_step_norms"),  # the one read per step
     ("torch/optim/optimizer.py", "_get_value"),  # AdamW's step counters live on the host
     ("transformers/masking_utils.py", "_ignore_causal_mask_sdpa"),  # the model library's own check
 )
@@ -194,5 +194,7 @@ def test_cuda_step_synchronises_only_at_its_one_read(tmp_path) -> None:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [warning for warning in caught if "synchroniz" in str(warning.message)]
     ours = [warning for warning in syncs if "/prefcore/" in warning.filename.replace("\\", "/")]
-    assert ours and all(warning.filename.replace("\\", "/").endswith("prefcore/engine/trainer.py") for warning in ours)
+    assert ours and all(
+        warning.filename.replace("\\", "/").endswith("prefcore/engine/step_reads.py") for warning in ours
+    )
     assert len(ours) == 1, [(warning.filename, warning.lineno) for warning in ours]
