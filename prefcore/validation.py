@@ -130,10 +130,6 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None, giv
         data_format = _check_combination(config, methods, sections, given)
     except PrefcoreError as exc:
         problems.append(exc)
-    try:
-        _check_distributed(sections, data_format, methods)
-    except PrefcoreError as exc:
-        problems.append(exc)
 
     if len(problems) == 1:
         raise problems[0]
@@ -145,35 +141,6 @@ def check_run_config(config: RunConfig, *, registry: Registry | None = None, giv
             field=getattr(first, "field", None),
         )
     return CheckedRun(config=config, methods=methods, sections=sections, data_format=data_format)
-
-
-def _check_distributed(
-    sections: Mapping[str, Any], data_format: str, methods: Mapping[str, list[SelectedMethod]] | None = None
-) -> None:
-    """``[distributed]`` runs the offline trainers, the preference models, the warm start and the online
-    objectives (PPO and Safe-RLHF included) and online DPO; not yet the rest."""
-    section = sections.get("distributed")
-    if section is None or section.strategy == "none":
-        return
-    online = sections.get("online")
-    rollout = data_format == "rollout"
-    unsupported = [
-        (
-            rollout
-            and online is not None
-            and online.dynamic_sampling
-            and any(getattr(entry.method, "needs_critic", False) for entry in (methods or {}).get("usage", [])),
-            "[online] dynamic_sampling with a value model (PPO)",
-            "online.dynamic_sampling",
-        ),
-    ]
-    for found, what, field in unsupported:
-        if found:
-            raise ConfigError(
-                f"[distributed] strategy = {section.strategy!r} does not yet run {what}; "
-                "run it in one process (strategy = 'none').",
-                field=field,
-            )
 
 
 def _in_memory_model_section(section: Mapping[str, Any]) -> dict[str, Any]:

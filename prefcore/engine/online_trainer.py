@@ -255,18 +255,12 @@ class OnlineTrainer(OptimiserLoop):
             group_by_length=False,
             forward=_run,
         )
-        if self.parallel is not None:
-            if online.prompts_per_step < self.world_size:
-                raise ConfigError(
-                    f"[online] prompts_per_step = {online.prompts_per_step} gives some of the {self.world_size} "
-                    "processes no prompt: use at least one prompt per process.",
-                    field="online.prompts_per_step",
-                )
-            if online.dynamic_sampling and self.trains_critic:
-                raise ConfigError(
-                    "[online] dynamic_sampling with a value model does not run distributed yet: run it in one process.",
-                    field="online.dynamic_sampling",
-                )
+        if self.parallel is not None and online.prompts_per_step < self.world_size:
+            raise ConfigError(
+                f"[online] prompts_per_step = {online.prompts_per_step} gives some of the {self.world_size} "
+                "processes no prompt: use at least one prompt per process.",
+                field="online.prompts_per_step",
+            )
         self.train_config = config
         self.policy = policy
         self.objective = objective

@@ -140,6 +140,13 @@ class CombinedScheduler:
             scheduler.load_state_dict(state[name])
 
 
+def _counted_mask(mask: torch.Tensor, counted: int) -> torch.Tensor:
+    """``mask`` without the rows past ``counted``: a stand-in group joins the passes but no statistic."""
+    kept = mask.clone()
+    kept[counted:] = False
+    return kept
+
+
 class PPOTrainer(OnlineTrainer):
     """``OnlineTrainer`` with a value model: see the module docstring.
 
@@ -263,7 +270,8 @@ class PPOTrainer(OnlineTrainer):
             rollouts, rewards, components = self._sample_and_score(indices)
         tensors = pad_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
         ref_logps = self.reference_rollout_logps(tensors)  # FSDP2: on the reference's shards
-        mask = tensors.mask
+        counted = self._counted if self.online.dynamic_sampling else None  # under torchrun: a stand-in counts 0
+        mask = tensors.mask if counted is None else _counted_mask(tensors.mask, counted)
         rewards = rewards.to(self.device)
         old_values = self.value_model.rollout_values(tensors)
         with self.batch_statistics():  # whitening over every rank's rollouts
@@ -297,7 +305,8 @@ class PPOTrainer(OnlineTrainer):
                 extras[f"token_rewards/{head}"] = per_token.float()
             combine = getattr(self.objective, "combine_advantages", None)
             if self.cost_names and callable(combine):  # λ moves on every rank's costs: the same λ everywhere
-                policy_advantages = combine(advantages, mask, costs=self.global_costs(outcomes["cost"]))
+                counted_costs = outcomes["cost"] if counted is None else outcomes["cost"][:counted]
+                policy_advantages = combine(advantages, mask, costs=self.global_costs(counted_costs))
             else:
                 policy_advantages = advantages["reward"]
             if config.whiten_advantages:
@@ -311,6 +320,7 @@ class PPOTrainer(OnlineTrainer):
             policy_advantages.detach().float() * mask,
             extras,
             counts,
+            counted,
         )
 
     def rollout_metrics(self, scored: ScoredRollouts) -> dict[str, float]:
@@ -364,7 +374,7 @@ class PPOTrainer(OnlineTrainer):
         updates = 0
         loss_mask = self._loss_mask(scored)
         warm = self.warming_up()
-        ranges = self.row_ranges(scored.rewards.shape[0])
+        ranges = self.row_ranges(scored.rows)  # a stand-in group (dynamic sampling under torchrun) adds no row
         first, count = ranges[self.rank]
         row_tokens = read_counts(loss_mask.sum(-1))
         for epoch in range(self.online.update_epochs):

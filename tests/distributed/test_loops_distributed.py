@@ -51,10 +51,12 @@ from prefcore.engine.human_loop import HumanOnlineDPO
 from prefcore.engine.models import frozen_copy
 from prefcore.engine.online_loops import run_best_of_n
 from prefcore.engine.online_trainer import OnlineTrainer
+from prefcore.engine.ppo_trainer import PPOTrainer
 from prefcore.engine.rollout import PrefixCacheBackend
 from prefcore.engine.rollout import Sample
 from prefcore.engine.self_play import run_self_play
 from prefcore.engine.trainer import WeightedObjective
+from prefcore.engine.value_model import build_value_model
 from prefcore.registry import Registry
 from prefcore.rollout import Rollouts
 from prefcore.settings import LoopConfig
@@ -136,17 +138,22 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # -- the cases ------------------------------------------------------------------------------------
-def dynamic(run_dir: Path, *, full_sequences: bool = False) -> dict[str, Any]:
-    """GRPO with dynamic sampling, ``DYNAMIC_STEPS`` online steps of 8 prompts."""
+def dynamic(run_dir: Path, *, full_sequences: bool = False, method: str = "grpo") -> dict[str, Any]:
+    """GRPO (or PPO, with its value model) with dynamic sampling, ``DYNAMIC_STEPS`` online steps of 8 prompts."""
     tokenizer = build_tokenizer()
     policy = build_tiny_model(tokenizer, seed=1)
     backend = PromptSeeded()
     log: list[dict[str, float]] = []
-    grpo = REGISTRY.create("usage", "grpo", {"beta": 0.04, "scale_rewards": "batch"})
+    options = {"beta": 0.04, "scale_rewards": "batch"} if method == "grpo" else {}
+    objective = REGISTRY.create("usage", method, options)
     metadata = [{**record.metadata, "index": index} for index, record in enumerate(RECORDS)]
-    trainer = OnlineTrainer(
+    trainer_class = PPOTrainer if method == "ppo" else OnlineTrainer
+    critic: dict[str, Any] = {}
+    if method == "ppo":
+        critic["value_model"] = build_value_model(objective.config.critic, policy, heads=("reward",), seed=2)
+    trainer = trainer_class(
         policy,
-        grpo,
+        objective,
         [record.prompt for record in RECORDS],
         metadata,
         _config(DYNAMIC_STEPS),
@@ -167,6 +174,7 @@ def dynamic(run_dir: Path, *, full_sequences: bool = False) -> dict[str, Any]:
         reference=frozen_copy(policy),
         backend=backend,
         on_step=lambda step, metrics: log.append(dict(metrics)),
+        **critic,
     )
     backend.step = lambda: trainer.online_step
     if full_sequences:  # what FSDP2's shards run (OnlineTrainer.share_prefix)
@@ -314,6 +322,7 @@ def worker(out: Path) -> int:
     try:
         results: dict[str, Any] = {
             "ddp/dynamic": dynamic(out / "ddp-dynamic"),
+            "ddp/ppo_dynamic": dynamic(out / "ddp-ppo-dynamic", method="ppo"),
             "ddp/best_of_n": best_of_n(out / "ddp-best-of-n"),
             "ddp/spin": spin(out / "ddp-spin"),
             "ddp/human": human(out / "ddp-human"),
@@ -368,6 +377,7 @@ def single() -> dict[str, dict[str, Any]]:
     folder = Path(tempfile.mkdtemp())
     runs = {
         "ddp/dynamic": dynamic(folder / "dynamic"),
+        "ddp/ppo_dynamic": dynamic(folder / "ppo-dynamic", method="ppo"),
         "fsdp/dynamic": dynamic(folder / "dynamic-full", full_sequences=True),
         "ddp/best_of_n": best_of_n(folder / "best-of-n"),
         "ddp/spin": spin(folder / "spin"),
@@ -427,6 +437,19 @@ def test_dynamic_sampling_on_two_ranks_equals_one_process(
     assert len(got) == len(want) == DYNAMIC_STEPS
     for ours, theirs in zip(got, want, strict=True):
         _same_metrics(ours, theirs, DYNAMIC_COMPARED)
+    _same_weights(launched, single[key], key)
+
+
+def test_ppo_with_dynamic_sampling_on_two_ranks_equals_one_process(
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]]
+) -> None:
+    """PPO's whitening, GAE and value loss leave out the stand-in group of a rank that kept none (step 3)."""
+    key = "ddp/ppo_dynamic"
+    got, want = launched[0][key]["metrics"], single[key]["metrics"]
+    assert len(got) == len(want) == DYNAMIC_STEPS
+    assert [m["dynamic_sampling/kept_groups"] for m in want] == [8, 7, 1]
+    for ours, theirs in zip(got, want, strict=True):
+        _same_metrics(ours, theirs, (*DYNAMIC_COMPARED, "value/loss", "critic/returns_mean", "critic/old_value_mean"))
     _same_weights(launched, single[key], key)
 
 

@@ -25,7 +25,6 @@ from dist_launch import run_file_on_processes
 
 from prefcore.config import parse_run_config
 from prefcore.distributed.checkpoint import to_safetensors
-from prefcore.errors import ConfigError
 from prefcore.registry import Registry
 from prefcore.validation import check_run_config
 
@@ -66,6 +65,7 @@ def test_dry_run_accepts_online_objectives_and_refuses_what_is_not_distributed_y
             assert check_run_config(parse_run_config(data), registry=REGISTRY).data_format == "rollout"
     for sections in (  # dynamic sampling, the best-of-n and human loops and self-play rounds run distributed
         {"online": {"dynamic_sampling": True}},
+        {"usage": {"method": "ppo"}, "online": {"dynamic_sampling": True}},
         {"usage": {"method": "sft"}, "loop": {"kind": "best_of_n"}, "online": {"samples_per_prompt": 2}},
         {
             "usage": {"method": "dpo"},
@@ -77,9 +77,6 @@ def test_dry_run_accepts_online_objectives_and_refuses_what_is_not_distributed_y
         {"usage": {"method": "dpo"}, "self_play": {"rounds": 2}, "reward": None, "online": None},
     ):
         check_run_config(parse_run_config(_with(**sections)), registry=REGISTRY)
-    ppo_dynamic = _with(usage={"method": "ppo"}, online={"dynamic_sampling": True}, distributed={"strategy": "ddp"})
-    with pytest.raises(ConfigError, match=r"'ddp' does not yet run \[online\] dynamic_sampling with a value model"):
-        check_run_config(parse_run_config(ppo_dynamic), registry=REGISTRY)
 
 
 @pytest.mark.slow
