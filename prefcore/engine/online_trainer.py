@@ -56,11 +56,8 @@ import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from dataclasses import dataclass
-from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -100,6 +97,8 @@ from prefcore.engine.rollout import make_backend
 from prefcore.engine.rollout import pad_rollouts
 from prefcore.engine.rollout import rollout_logps
 from prefcore.engine.rollout import sample_rollouts
+from prefcore.engine.scored_rollouts import ScoredRollouts
+from prefcore.engine.scored_rollouts import gather_scored
 from prefcore.engine.step_reads import StepReads
 from prefcore.engine.step_reads import read_counts
 from prefcore.engine.step_reads import read_step
@@ -142,43 +141,8 @@ def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return summed
 
 
-@dataclass(frozen=True)
-class ScoredRollouts:
-    """A rollout phase's outcome as per-token tensors (``[S, T]``) and per-completion ones (``[S]``).
-
-    ``extras`` reach the objective (``RolloutBatch.extras``); ``metrics`` are the phase's own
-    counts (dynamic sampling's), logged with the step. ``counted``: the rows that count (None: all);
-    the rest stand in for a rank that dynamic sampling left without a group, so that it still joins
-    the forward and backward passes (with weight 0).
-    """
-
-    rollouts: Rollouts
-    tensors: RolloutTensors
-    ref_logps: torch.Tensor | None
-    rewards: torch.Tensor
-    components: Mapping[str, torch.Tensor]
-    advantages: torch.Tensor
-    extras: Mapping[str, Any]
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    counted: int | None = None
-
-    @property
-    def rows(self) -> int:
-        """The rows that count (a stand-in group counts none)."""
-        return self.rewards.shape[0] if self.counted is None else self.counted
-
-
 RewardFn = Callable[[Rollouts, Sequence[Mapping[str, Any]]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
 """``reward(rollouts, metadata) -> (total [S], components)``; ``metadata[i]`` belongs to prompt ``i``."""
-
-
-def _to_cpu(value: Any) -> Any:
-    """``value`` with its tensors on the CPU (what ``all_gather_object`` pickles)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {key: _to_cpu(item) for key, item in value.items()}
-    return value
 
 
 def _takes_option(estimator: Any, name: str) -> bool:
@@ -623,54 +587,8 @@ class OnlineTrainer(OptimiserLoop):
 
     def gather_rollouts(self, scored: ScoredRollouts) -> ScoredRollouts:
         """Every rank's scored rollouts, in rank order, as far as ``rollout_metrics`` reads them; ``scored`` itself
-        in one process. Per-token tensors are padded to the longest completion, as one process pads them."""
-        if self.parallel is None:
-            return scored
-        tensors = scored.tensors
-        whole, rows = scored.rewards.shape[0], scored.rows
-        mine = {
-            "rewards": scored.rewards[:rows],
-            "advantages": scored.advantages[:rows],
-            "mask": tensors.mask[:rows],
-            "sampling_logps": tensors.sampling_logps[:rows],
-            "truncated": tensors.truncated[:rows],
-            "ref_logps": None if scored.ref_logps is None else scored.ref_logps[:rows],
-            "components": {name: value[:rows] for name, value in scored.components.items()},
-            "extras": {
-                name: value[:rows]
-                for name, value in scored.extras.items()
-                if isinstance(value, torch.Tensor) and value.shape[:1] == (whole,)
-            },
-            "metrics": {name: float(value) * rows for name, value in scored.metrics.items()},
-        }
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, _to_cpu(mine))
-        width = max(part["mask"].shape[1] for part in gathered)
-
-        def joined(get: Callable[[Any], Any]) -> torch.Tensor:
-            values = [get(part) for part in gathered]
-            if values[0].dim() == 2:
-                values = [torch.nn.functional.pad(value, (0, width - value.shape[1])) for value in values]
-            return torch.cat(values)
-
-        total = sum(part["rewards"].shape[0] for part in gathered)
-        truncated = joined(lambda part: part["truncated"])
-        size = scored.rollouts.samples_per_prompt
-        return ScoredRollouts(
-            SimpleNamespace(samples_per_prompt=size, truncated=tuple(bool(flag) for flag in truncated)),  # type: ignore[arg-type]
-            SimpleNamespace(  # type: ignore[arg-type]
-                mask=joined(lambda part: part["mask"]),
-                sampling_logps=joined(lambda part: part["sampling_logps"]),
-                truncated=truncated,
-                group_ids=torch.arange(total) // size,
-            ),
-            None if scored.ref_logps is None else joined(lambda part: part["ref_logps"]),
-            joined(lambda part: part["rewards"]),
-            {name: joined(lambda part, name=name: part["components"][name]) for name in scored.components},
-            joined(lambda part: part["advantages"]),
-            {name: joined(lambda part, name=name: part["extras"][name]) for name in mine["extras"]},
-            {name: sum(part["metrics"][name] for part in gathered) / total for name in scored.metrics},
-        )
+        in one process (``prefcore.engine.scored_rollouts.gather_scored``)."""
+        return scored if self.parallel is None else gather_scored(scored, self.world_size)
 
     def update_phase(self, scored: ScoredRollouts) -> dict[str, float]:
         """``update_epochs`` passes of minibatch optimiser steps; returns the mean of their metrics.
