@@ -18,8 +18,12 @@ Columns: tokens/s is the global batch's sequence tokens (prompt + completion, ch
 rejected, without padding) per second of a training step (median); "state MB/rank" is what one
 rank holds of the trained model — parameters + gradients + AdamW's two moments, counted from
 the local shards (FSDP2) or the full replica (DDP, none), the reference model not included;
-"peak MB/rank" is the largest rank's peak: ``torch.cuda.max_memory_allocated`` on a GPU, the
-process's peak RSS (interpreter and libraries included) on a CPU.
+"ref MB/rank" is the reference's weights one rank holds while training (its shards under FSDP2);
+"start-up MB/rank" is the peak of the tensor bytes that building the trainer allocated
+(``prefcore.distributed.memory.TensorBytes``: spreading the policy and the reference over the
+ranks, e.g. DDP's gradient buckets or FSDP2's shards; the plain policy and reference made before
+are not counted); "peak MB/rank" is the largest rank's peak: ``torch.cuda.max_memory_allocated``
+on a GPU, the process's peak RSS (interpreter and libraries included) on a CPU.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def worker(args: argparse.Namespace) -> None:
     from prefcore.demo.model import build_tiny_model
     from prefcore.demo.task import preference_pairs
     from prefcore.demo.tokenizer import build_tokenizer
+    from prefcore.distributed.memory import TensorBytes
+    from prefcore.distributed.wrap import local_parameter_bytes
     from prefcore.engine.batching import build_items
     from prefcore.engine.models import frozen_copy
     from prefcore.engine.reference import ModelReference
@@ -89,16 +95,18 @@ def worker(args: argparse.Namespace) -> None:
     config = TrainConfig(
         steps=args.steps + 1, batch_size=args.batch, lr=1e-5, schedule="constant", progress=False, seed=0
     )
-    trainer = Trainer(
-        policy,
-        [WeightedObjective(Registry.from_environment(third_party=False).create("usage", "dpo", {}))],
-        items,
-        config,
-        pad_token_id=tokenizer.pad_token_id,
-        run_dir=Path(tempfile.mkdtemp()),
-        device=device,
-        reference_logps=ModelReference(frozen_copy(policy), fused=True, backend="auto"),
-    )
+    reference = ModelReference(frozen_copy(policy), fused=True, backend="auto")
+    with TensorBytes() as startup:
+        trainer = Trainer(
+            policy,
+            [WeightedObjective(Registry.from_environment(third_party=False).create("usage", "dpo", {}))],
+            items,
+            config,
+            pad_token_id=tokenizer.pad_token_id,
+            run_dir=Path(tempfile.mkdtemp()),
+            device=device,
+            reference_logps=reference,
+        )
     times, tokens = [], []
     for step in range(args.steps + 1):
         position = (trainer.epoch, trainer.position)
@@ -117,7 +125,10 @@ def worker(args: argparse.Namespace) -> None:
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    mine = {"state": _state_bytes(trainer), "peak": peak}
+    spread = trainer.reference_logps
+    held = getattr(spread, "local_bytes", None)  # FSDP2: the shards (+ the plain model once gathered)
+    reference_bytes = held() if callable(held) else local_parameter_bytes(spread.model)
+    mine = {"state": _state_bytes(trainer), "reference": reference_bytes, "startup": startup.peak, "peak": peak}
     ranks = [mine]
     if parallel is not None:
         import torch.distributed as dist
@@ -135,6 +146,8 @@ def worker(args: argparse.Namespace) -> None:
                     "tokens_per_s": statistics.median(tokens) / seconds,
                     "step_s": seconds,
                     "state_mb": max(rank["state"] for rank in ranks) / 2**20,
+                    "reference_mb": max(rank["reference"] for rank in ranks) / 2**20,
+                    "startup_mb": max(rank["startup"] for rank in ranks) / 2**20,
                     "peak_mb": max(rank["peak"] for rank in ranks) / 2**20,
                 }
             ),
@@ -191,11 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             result = launch(strategy, nproc, args)
             if result is not None:
                 rows.append(result)
-    print(f"{'strategy':<9}{'procs':>6}{'tokens/s':>12}{'step s':>9}{'state MB/rank':>15}{'peak MB/rank':>14}")
+    print(
+        f"{'strategy':<9}{'procs':>6}{'tokens/s':>12}{'step s':>9}{'state MB/rank':>15}{'ref MB/rank':>13}"
+        f"{'start-up MB/rank':>18}{'peak MB/rank':>14}"
+    )
     for row in rows:
         print(
             f"{row['strategy']:<9}{row['nproc']:>6}{row['tokens_per_s']:>12.0f}{row['step_s']:>9.3f}"
-            f"{row['state_mb']:>15.2f}{row['peak_mb']:>14.0f}"
+            f"{row['state_mb']:>15.2f}{row['reference_mb']:>13.2f}{row['startup_mb']:>18.2f}{row['peak_mb']:>14.0f}"
         )
     return 0
 

@@ -10,6 +10,7 @@
 - ``checkpoint``: sharded checkpoints (torch.distributed.checkpoint), convertible to safetensors,
   resumable on any number of processes, one plain process (no torchrun) included.
 - ``launch``: ``prefcore run --nproc N`` re-executes itself under torchrun.
+- ``memory``: ``TensorBytes`` counts the tensor bytes a block allocates and their peak (start-up, CPU too).
 """
 
 from __future__ import annotations

@@ -8,9 +8,12 @@ under FSDP2 the root's parameters (embeddings, final norm, LM head) are gathered
 call, so the fused LM head receives the full weight as a plain tensor.
 
 DDP wraps the model in place (its parameters are the model's). FSDP2 replaces parameters
-with DTensor shards, so it shards a deep copy and ``Sharded.copy_into`` gathers the weights
+with DTensor shards, so it shards a copy and ``Sharded.copy_into`` gathers the weights
 back into the plain model for evaluation, generation and the final ``save_pretrained``; while
 the shards train, the plain model's parameters hold no memory (``Sharded.release``).
+The copy is made on the meta device (a skeleton: no parameter memory), sharded there, then
+each rank allocates only its shards and fills them from the plain model, as torchtitan does:
+a rank never holds a second full copy of the weights, at start-up either.
 """
 
 from __future__ import annotations
@@ -119,9 +122,11 @@ class Sharded:
 
 
 def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel) -> Sharded:
-    """``Forward(model, fn)`` under DDP, or a deep copy of it sharded with FSDP2 (per decoder layer, then root).
+    """``Forward(model, fn)`` under DDP, or a copy of it sharded with FSDP2 (per decoder layer, then root).
 
-    Every rank starts from rank 0's weights (broadcast), whatever each built.
+    The FSDP2 copy is built on the meta device and only this rank's shards are allocated, filled from
+    ``model`` (``_shard_copy``): no second full copy. Every rank starts from rank 0's weights
+    (broadcast), whatever each built.
     """
     broadcast_weights(model)
     if parallel.strategy == "ddp":
@@ -135,14 +140,15 @@ def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Paralle
         return Sharded(wrapped, model, "ddp", parallel.world_size)
     if parallel.strategy != "fsdp":
         raise ValueError(f"strategy must be 'ddp' or 'fsdp'. Got {parallel.strategy!r}.")
-    root = _fully_shard(Forward(copy.deepcopy(model), _no_view(fn)), parallel)
+    root = _shard_copy(model, _no_view(fn), parallel)
     return Sharded(root, model, "fsdp", parallel.world_size)
 
 
 def wrap_frozen(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel) -> Sharded:
     """A frozen model that only runs forwards (the reference), spread like the policy; call ``module`` under no_grad.
 
-    FSDP2 shards a deep copy per decoder layer, then root; once the caller frees the plain model's
+    FSDP2 shards a copy per decoder layer, then root (made on the meta device, so only the shards
+    take memory: see ``wrap_model``); once the caller frees the plain model's
     parameters (``release``, at its first forward, as for the policy) each rank holds 1/N of the
     weights. Every layer, the root included (embeddings, final norm, LM head), is gathered for its
     forward and resharded right after, as there is no backward to keep it for. DDP keeps
@@ -154,7 +160,7 @@ def wrap_frozen(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parall
         return Sharded(Forward(model, fn), model, "ddp", parallel.world_size)
     if parallel.strategy != "fsdp":
         raise ValueError(f"strategy must be 'ddp' or 'fsdp'. Got {parallel.strategy!r}.")
-    root = _fully_shard(Forward(copy.deepcopy(model), fn), parallel, reshard_after_forward=True)
+    root = _shard_copy(model, fn, parallel, reshard_after_forward=True)
     root.eval()
     return Sharded(root, model, "fsdp", parallel.world_size)
 
@@ -184,6 +190,58 @@ def _fully_shard(root: Forward, parallel: Parallel, **extra: Any) -> Forward:
         fully_shard(layer, **options)
     fully_shard(root, **options)
     return root
+
+
+def _shard_copy(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel, **extra: Any) -> Forward:
+    """``Forward(copy of model, fn)`` sharded with FSDP2, its shards filled from ``model``'s weights.
+
+    The copy's parameters are meta tensors (no memory), so ``fully_shard`` makes meta shards;
+    ``to_empty`` then allocates this rank's shards alone, which take their slice of each of
+    ``model``'s parameters, and the buffers (not sharded, small) are copied whole. The peak is
+    the plain model plus this rank's shards, instead of two full copies.
+    """
+    root = _fully_shard(Forward(_meta_copy(model), fn), parallel, **extra)
+    sources = [*model.parameters(), *model.buffers()]
+    device = sources[0].device if sources else parallel.device
+    if parallel.cpu_offload and parallel.device.type != "cpu":
+        device = torch.device("cpu")  # FSDP2's offloaded shards live in CPU memory
+    root.to_empty(device=device)
+    _fill_shards(root, model, parallel)
+    return root
+
+
+def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` whose parameters are meta tensors of the same shapes (tied ones stay tied)."""
+    memo: dict[int, Any] = {}
+    for parameter in model.parameters():
+        memo[id(parameter)] = torch.nn.Parameter(
+            torch.empty_like(parameter, device="meta"), requires_grad=parameter.requires_grad
+        )
+    return copy.deepcopy(model, memo)
+
+
+@torch.no_grad()
+def _fill_shards(root: Forward, model: torch.nn.Module, parallel: Parallel) -> None:
+    """Each of ``root``'s parameter shards takes its slice of ``model``'s weights (FSDP2 shards dim 0
+    in ``torch.chunk`` pieces, the last ranks' possibly empty); every buffer its whole value.
+
+    Every rank reads its own plain model (``broadcast_weights`` made it rank 0's), so no weights travel.
+    """
+    sources = dict(model.named_parameters(remove_duplicate=False))
+    for name, parameter in root.model.named_parameters():
+        source = sources[name]
+        local = parameter.to_local() if hasattr(parameter, "to_local") else parameter
+        if hasattr(parameter, "to_local"):
+            pieces = torch.chunk(source, parallel.world_size, dim=0)
+            piece = pieces[parallel.rank] if parallel.rank < len(pieces) else source[:0]
+        else:  # not sharded (FSDP2 shards every parameter it manages; kept for safety)
+            piece = source
+        if piece.shape != local.shape:
+            raise RuntimeError(f"FSDP2 shard of {name} has shape {tuple(local.shape)}, expected {tuple(piece.shape)}")
+        local.copy_(piece)
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    for name, buffer in root.model.named_buffers(remove_duplicate=False):
+        buffer.copy_(buffers[name])
 
 
 def _no_view(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,9 @@ batch) and by ``dist_worker.py`` on every rank (the global batch split across th
 ``dpo_cached`` trains DPO on reference sums precomputed across the ranks (``[run] reference =
 "precomputed"``); ``soup`` trains two preference models one after another and interpolates their
 weights (``[run] ensemble = "soup"``). The policy cases also report the bytes of reference
-weights this rank held during training (FSDP2 shards the reference).
+weights this rank held during training (FSDP2 shards the reference), and the peak of the tensor
+bytes their trainer allocated while it was built (``TensorBytes``): under FSDP2 only this rank's
+shards, no second full copy of the policy or the reference.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from prefcore.demo.model import build_tiny_model
 from prefcore.demo.task import preference_pairs
 from prefcore.demo.task import rankings
 from prefcore.demo.tokenizer import build_tokenizer
+from prefcore.distributed.memory import TensorBytes
 from prefcore.distributed.wrap import local_parameter_bytes
 from prefcore.engine.batching import build_items
 from prefcore.engine.models import frozen_copy
@@ -104,20 +107,23 @@ def build_case(name: str, run_dir: Path, **overrides: Any) -> tuple[Any, torch.n
             cached = precompute_reference(
                 reference, items, pad_token_id=tokenizer.pad_token_id, device=CPU, cache_dir=run_dir, batch_size=4
             )
-        trainer = Trainer(
-            model,
-            [WeightedObjective(registry.create("usage", method, {}))],
-            items,
-            _train_config(**overrides),
-            pad_token_id=tokenizer.pad_token_id,
-            run_dir=run_dir,
-            device=CPU,
-            reference_logps=None if cached else reference,
-            cached_reference=cached,
-            on_step=_record(log),
-        )
+        policy_bytes = local_parameter_bytes(model)
+        with TensorBytes() as built:  # the policy's and the reference's wrapping included
+            trainer = Trainer(
+                model,
+                [WeightedObjective(registry.create("usage", method, {}))],
+                items,
+                _train_config(**overrides),
+                pad_token_id=tokenizer.pad_token_id,
+                run_dir=run_dir,
+                device=CPU,
+                reference_logps=None if cached else reference,
+                cached_reference=cached,
+                on_step=_record(log),
+            )
         trainer.reference_model, trainer.reference_full_bytes = reference.model, full_bytes
         trainer.reference_start = start  # before the trainer sharded it (FSDP2 empties the plain model)
+        trainer.startup = {"peak": built.peak, "policy": policy_bytes, "reference": 0 if cached else full_bytes}
         trainer.items_built = items
     trainer.metrics_log = log
     return trainer, model
@@ -190,6 +196,7 @@ def run_case(name: str, run_dir: Path, **overrides: Any) -> dict[str, Any]:
         result["reference_full_bytes"] = trainer.reference_full_bytes
         after = weights(trainer.reference_model, frozen=True)
         result["reference_whole"] = all(torch.equal(after[n], t) for n, t in trainer.reference_start.items())
+        result["startup"] = trainer.startup
     if name == "dpo_cached":
         result["cached"] = [list(sums) for sums in trainer.cached_reference]
         result["cache_file"] = {k: v.clone() for k, v in load_file(str(run_dir / CACHE_FILE)).items()}
