@@ -13,7 +13,10 @@ back into the plain model for evaluation, generation and the final ``save_pretra
 the shards train, the plain model's parameters hold no memory (``Sharded.release``).
 The copy is made on the meta device (a skeleton: no parameter memory), sharded there, then
 each rank allocates only its shards and fills them from the plain model, as torchtitan does:
-a rank never holds a second full copy of the weights, at start-up either.
+a rank never holds a second full copy of the weights, at start-up either. Ranks other than 0
+may even hand over a skeleton (their plain model built on the meta device, no weights read):
+rank 0 then sends each parameter's shards, and the skeleton takes memory only when the first
+``copy_into`` gathers the weights into it (an evaluation point, the end).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Sharded:
     strategy: str
     world_size: int
     released: bool = False
+    device: torch.device | None = None  # where a skeleton plain model is allocated by ``copy_into``
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [parameter for parameter in self.module.parameters() if parameter.requires_grad]
@@ -114,6 +118,7 @@ class Sharded:
         full = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True))
         prefix = "model."
         plain = {name[len(prefix) :]: value for name, value in full.items() if name.startswith(prefix)}
+        _materialize(self.original, self.module.model, self.device or torch.device("cpu"))
         with torch.no_grad():
             for name, tensor in self.original.state_dict(keep_vars=True).items():
                 if name in plain:
@@ -126,9 +131,12 @@ def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Paralle
 
     The FSDP2 copy is built on the meta device and only this rank's shards are allocated, filled from
     ``model`` (``_shard_copy``): no second full copy. Every rank starts from rank 0's weights
-    (broadcast), whatever each built.
+    (broadcast), whatever each built. Under FSDP2, ranks other than 0 may pass a skeleton (``model``
+    on the meta device): rank 0 sends their shards, and their plain model stays empty until ``copy_into``.
     """
-    broadcast_weights(model)
+    skeleton = _skeleton_ranks(model, parallel)
+    if not skeleton:
+        broadcast_weights(model)
     if parallel.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -140,8 +148,8 @@ def wrap_model(model: torch.nn.Module, fn: Callable[..., Any], parallel: Paralle
         return Sharded(wrapped, model, "ddp", parallel.world_size)
     if parallel.strategy != "fsdp":
         raise ValueError(f"strategy must be 'ddp' or 'fsdp'. Got {parallel.strategy!r}.")
-    root = _shard_copy(model, _no_view(fn), parallel)
-    return Sharded(root, model, "fsdp", parallel.world_size)
+    root = _shard_copy(model, _no_view(fn), parallel, from_rank0=skeleton)
+    return Sharded(root, model, "fsdp", parallel.world_size, device=parallel.device)
 
 
 def wrap_frozen(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel) -> Sharded:
@@ -153,25 +161,29 @@ def wrap_frozen(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parall
     weights. Every layer, the root included (embeddings, final norm, LM head), is gathered for its
     forward and resharded right after, as there is no backward to keep it for. DDP keeps
     ``Forward(model, fn)`` on the model itself: a full copy per rank, with nothing to synchronise.
-    Every rank starts from rank 0's weights (broadcast), whatever each built.
+    Every rank starts from rank 0's weights (broadcast), whatever each built; under FSDP2 ranks other
+    than 0 may pass a skeleton (meta device), as for ``wrap_model``.
     """
-    broadcast_weights(model)
+    skeleton = _skeleton_ranks(model, parallel)
+    if not skeleton:
+        broadcast_weights(model)
     if parallel.strategy == "ddp":
         return Sharded(Forward(model, fn), model, "ddp", parallel.world_size)
     if parallel.strategy != "fsdp":
         raise ValueError(f"strategy must be 'ddp' or 'fsdp'. Got {parallel.strategy!r}.")
-    root = _shard_copy(model, fn, parallel, reshard_after_forward=True)
+    root = _shard_copy(model, fn, parallel, from_rank0=skeleton, reshard_after_forward=True)
     root.eval()
-    return Sharded(root, model, "fsdp", parallel.world_size)
+    return Sharded(root, model, "fsdp", parallel.world_size, device=parallel.device)
 
 
 def local_parameter_bytes(module: torch.nn.Module) -> int:
-    """Bytes of ``module``'s parameters held by this rank: a DTensor counts its local shard only."""
+    """Bytes of ``module``'s parameters held by this rank: a DTensor counts its local shard only, a meta
+    tensor (a skeleton's) nothing."""
     total = 0
     for parameter in module.parameters():
         to_local = getattr(parameter, "to_local", None)
         local = to_local() if callable(to_local) else parameter
-        total += local.numel() * local.element_size()
+        total += 0 if local.is_meta else local.numel() * local.element_size()
     return total
 
 
@@ -192,21 +204,24 @@ def _fully_shard(root: Forward, parallel: Parallel, **extra: Any) -> Forward:
     return root
 
 
-def _shard_copy(model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel, **extra: Any) -> Forward:
+def _shard_copy(
+    model: torch.nn.Module, fn: Callable[..., Any], parallel: Parallel, *, from_rank0: bool = False, **extra: Any
+) -> Forward:
     """``Forward(copy of model, fn)`` sharded with FSDP2, its shards filled from ``model``'s weights.
 
     The copy's parameters are meta tensors (no memory), so ``fully_shard`` makes meta shards;
     ``to_empty`` then allocates this rank's shards alone, which take their slice of each of
     ``model``'s parameters, and the buffers (not sharded, small) are copied whole. The peak is
-    the plain model plus this rank's shards, instead of two full copies.
+    the plain model plus this rank's shards, instead of two full copies. ``from_rank0``: the
+    other ranks hold skeletons, so rank 0 broadcasts each tensor and every rank keeps its slice.
     """
     root = _fully_shard(Forward(_meta_copy(model), fn), parallel, **extra)
-    sources = [*model.parameters(), *model.buffers()]
+    sources = [tensor for tensor in [*model.parameters(), *model.buffers()] if not tensor.is_meta]
     device = sources[0].device if sources else parallel.device
     if parallel.cpu_offload and parallel.device.type != "cpu":
         device = torch.device("cpu")  # FSDP2's offloaded shards live in CPU memory
     root.to_empty(device=device)
-    _fill_shards(root, model, parallel)
+    _fill_shards(root, model, parallel, from_rank0=from_rank0)
     return root
 
 
@@ -221,15 +236,16 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def _fill_shards(root: Forward, model: torch.nn.Module, parallel: Parallel) -> None:
+def _fill_shards(root: Forward, model: torch.nn.Module, parallel: Parallel, *, from_rank0: bool = False) -> None:
     """Each of ``root``'s parameter shards takes its slice of ``model``'s weights (FSDP2 shards dim 0
     in ``torch.chunk`` pieces, the last ranks' possibly empty); every buffer its whole value.
 
-    Every rank reads its own plain model (``broadcast_weights`` made it rank 0's), so no weights travel.
+    Every rank reads its own plain model (``broadcast_weights`` made it rank 0's), so no weights travel;
+    ``from_rank0``: rank 0 broadcasts one tensor at a time, so a rank holds one full tensor at most.
     """
     sources = dict(model.named_parameters(remove_duplicate=False))
     for name, parameter in root.model.named_parameters():
-        source = sources[name]
+        source = _from_rank0(sources[name], parallel) if from_rank0 else sources[name]
         local = parameter.to_local() if hasattr(parameter, "to_local") else parameter
         if hasattr(parameter, "to_local"):
             pieces = torch.chunk(source, parallel.world_size, dim=0)
@@ -241,7 +257,56 @@ def _fill_shards(root: Forward, model: torch.nn.Module, parallel: Parallel) -> N
         local.copy_(piece)
     buffers = dict(model.named_buffers(remove_duplicate=False))
     for name, buffer in root.model.named_buffers(remove_duplicate=False):
-        buffer.copy_(buffers[name])
+        buffer.copy_(_from_rank0(buffers[name], parallel) if from_rank0 else buffers[name])
+
+
+def _from_rank0(tensor: torch.Tensor, parallel: Parallel) -> torch.Tensor:
+    """Rank 0's ``tensor`` on every rank (a skeleton's meta tensor gives its shape and dtype). Collective."""
+    full = tensor.detach() if parallel.is_main else torch.empty_like(tensor, device=parallel.device)
+    if full.device != parallel.device:  # the process group's device (e.g. NCCL needs CUDA)
+        full = full.to(parallel.device)
+    dist.broadcast(full, src=0)
+    return full
+
+
+def _skeleton_ranks(model: torch.nn.Module, parallel: Parallel) -> bool:
+    """True when some rank other than 0 holds ``model`` on the meta device (a skeleton). Collective.
+
+    Either every rank holds weights or every rank but 0 holds a skeleton; anything else is refused.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    on_meta = [tensor.is_meta for tensor in tensors]
+    mine = 2 if all(on_meta) and tensors else (1 if any(on_meta) else 0)
+    states: list[Any] = [None] * parallel.world_size
+    dist.all_gather_object(states, mine)
+    if not any(states):
+        return False
+    if states[0] != 0 or any(state != 2 for state in states[1:]) or parallel.strategy != "fsdp":
+        raise ValueError(
+            "a model on the meta device (a skeleton) is accepted only under FSDP2, on every rank but 0, "
+            f"whole, while rank 0 holds the weights. Per rank (0 weights, 1 partly meta, 2 meta): {states}."
+        )
+    return True
+
+
+def _materialize(model: torch.nn.Module, filled: torch.nn.Module, device: torch.device) -> None:
+    """A skeleton's tensors allocated in place (the same Parameter objects, ties kept), its buffers
+    taken from ``filled`` (the sharded copy, whose buffers are whole); a no-op for a real model."""
+    if not any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):
+        return
+    with torch.no_grad():
+        done: set[int] = set()
+        for _, parameter in model.named_parameters(remove_duplicate=False):
+            if parameter.is_meta and id(parameter) not in done:
+                done.add(id(parameter))
+                empty = torch.nn.Parameter(torch.empty_like(parameter, device=device), parameter.requires_grad)
+                torch.utils.swap_tensors(parameter, empty)
+        buffers = dict(filled.named_buffers(remove_duplicate=False))
+        for module_name, module in model.named_modules(remove_duplicate=False):
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None and buffer.is_meta:
+                    key = f"{module_name}.{name}" if module_name else name
+                    module._buffers[name] = buffers[key].detach().to(device, copy=True)
 
 
 def _no_view(fn: Callable[..., Any]) -> Callable[..., Any]:

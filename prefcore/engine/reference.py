@@ -96,6 +96,8 @@ class ShardedReference:
     weight), and reshards them after. From the first call on the plain model's parameters are empty
     (until then it stays whole, for an evaluation before training); ``gather`` fills them again
     (collective) for whoever reads the plain model (evaluation), and the next call empties them.
+    Ranks other than 0 may hold a skeleton (the plain model on the meta device): rank 0 sends their
+    shards (``wrap_frozen``), and their plain model takes memory at the first ``gather`` only.
     """
 
     def __init__(self, reference: ModelReference, parallel: Parallel) -> None:

@@ -14,6 +14,7 @@ shards, no second full copy of the policy or the reference.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from prefcore.demo.task import preference_pairs
 from prefcore.demo.task import rankings
 from prefcore.demo.tokenizer import build_tokenizer
 from prefcore.distributed.memory import TensorBytes
+from prefcore.distributed.process_group import current
 from prefcore.distributed.wrap import local_parameter_bytes
 from prefcore.engine.batching import build_items
 from prefcore.engine.models import frozen_copy
@@ -44,6 +46,9 @@ from prefcore.settings import TrainConfig
 
 CASES = ("dpo", "listwise", "reward", "dpo_tail", "dpo_cached", "soup")
 """``dpo_tail``: 13 pairs in batches of 6 end an epoch with a batch of one, so rank 1's slice is empty."""
+FSDP_CASES = ("dpo_skeleton",)
+"""FSDP2 only: ``dpo_skeleton`` is DPO whose ranks other than 0 build the policy (and so the reference)
+on the meta device, reading no weights; rank 0 sends them their shards. One process: plain DPO."""
 SOUP_WEIGHTS = (0.75, 0.25)
 STEPS = 3
 BATCH = 6  # global micro-batch: 3 per rank on 2 ranks
@@ -93,21 +98,26 @@ def build_case(name: str, run_dir: Path, **overrides: Any) -> tuple[Any, torch.n
             model, objective, items, config, pad_token_id=tokenizer.pad_token_id, run_dir=run_dir, on_step=_record(log)
         )
     else:
-        if name in ("dpo", "dpo_tail", "dpo_cached"):
+        if name in ("dpo", "dpo_tail", "dpo_cached", "dpo_skeleton"):
             count = 13 if name == "dpo_tail" else 20
             records, data_format, method = preference_pairs(count=count, seed=5), "pairwise", "dpo"
         else:
             records, data_format, method = rankings(count=12, seed=5, size=3), "listwise", "plackett_luce_dpo"
         items = build_items(records, data_format, tokenizer, max_length=48)
-        model = build_tiny_model(tokenizer, seed=1)
+        parallel = current()
+        skeleton = name == "dpo_skeleton" and parallel is not None and not parallel.is_main
+        with torch.device("meta") if skeleton else contextlib.nullcontext():
+            model = build_tiny_model(tokenizer, seed=1)
         reference = ModelReference(frozen_copy(model), fused=True, backend="torch")
-        full_bytes, start = local_parameter_bytes(reference.model), weights(reference.model, frozen=True)
+        # what the reference starts from: a skeleton has no weights, so rank 0's initialisation, built here
+        full_bytes = _full_bytes(reference.model)
+        start = weights(build_tiny_model(tokenizer, seed=1) if skeleton else reference.model, frozen=True)
         cached = None
         if name == "dpo_cached":  # 40 sequences in batches of 4: each of 2 ranks computes 5 batches
             cached = precompute_reference(
                 reference, items, pad_token_id=tokenizer.pad_token_id, device=CPU, cache_dir=run_dir, batch_size=4
             )
-        policy_bytes = local_parameter_bytes(model)
+        plain = local_parameter_bytes(model) + local_parameter_bytes(reference.model)  # 0 for a skeleton
         with TensorBytes() as built:  # the policy's and the reference's wrapping included
             trainer = Trainer(
                 model,
@@ -123,7 +133,13 @@ def build_case(name: str, run_dir: Path, **overrides: Any) -> tuple[Any, torch.n
             )
         trainer.reference_model, trainer.reference_full_bytes = reference.model, full_bytes
         trainer.reference_start = start  # before the trainer sharded it (FSDP2 empties the plain model)
-        trainer.startup = {"peak": built.peak, "policy": policy_bytes, "reference": 0 if cached else full_bytes}
+        trainer.startup = {
+            "peak": built.peak,
+            "policy": _full_bytes(model),
+            "reference": 0 if cached else full_bytes,
+            "plain": plain,
+            "largest": max(p.numel() * p.element_size() for p in model.parameters()),
+        }
         trainer.items_built = items
     trainer.metrics_log = log
     return trainer, model
@@ -159,6 +175,11 @@ class _Soup:
         ]
         soup = save_soup(members, SOUP_WEIGHTS, self.run_dir / "soup")
         self.model.load_state_dict(soup.state_dict())
+
+
+def _full_bytes(model: torch.nn.Module) -> int:
+    """The bytes of all of ``model``'s parameters, from their shapes (also for a skeleton on the meta device)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def weights(model: torch.nn.Module, *, frozen: bool = False) -> dict[str, torch.Tensor]:

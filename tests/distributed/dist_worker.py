@@ -3,8 +3,8 @@
 Jobs:
 - ``all``: the registry check with one rank's plugins differing (rank 1 disables ``grpo``
   through ``PREFCORE_DISABLE_PLUGINS``), then every case of ``dist_cases`` under DDP and
-  under FSDP2, and DPO in bf16 under each (one launch, to pay the start-up once); every rank
-  saves its results in OUT.
+  under FSDP2 (``FSDP_CASES`` under FSDP2 only), and DPO in bf16 under each (one launch, to pay
+  the start-up once); every rank saves its results in OUT.
 - ``kill CASE``: FSDP2 training with a checkpoint every step; rank 1 dies before step 3 (the
   test resumes it in its own plain process).
 """
@@ -51,7 +51,7 @@ def main() -> int:
             results: dict = {"fingerprint": fingerprint_check(parallel.rank)}
             for strategy in ("ddp", "fsdp"):
                 distributed.init(strategy, timeout_s=TIMEOUT_S)  # same group, another strategy
-                for name in dist_cases.CASES:
+                for name in dist_cases.CASES + (dist_cases.FSDP_CASES if strategy == "fsdp" else ()):
                     results[f"{strategy}/{name}"] = dist_cases.run_case(name, out / f"{strategy}-{name}")
                 # bf16 compute (FSDP2's MixedPrecisionPolicy, DDP's autocast), float32 master weights
                 distributed.init(strategy, mixed_precision="bf16", timeout_s=TIMEOUT_S)

@@ -139,6 +139,28 @@ def test_fsdp_start_up_allocates_only_the_shards(launched: dict[int, dict[str, A
             assert 0.49 * both <= startup["peak"] <= 0.51 * both, (case, rank, startup)
 
 
+def test_fsdp_ranks_given_a_skeleton_train_what_one_process_does(
+    launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]]
+) -> None:
+    """Rank 1 builds the policy and the reference on the meta device (no weights); rank 0 sends the
+    shards. Building the trainer allocates only rank 1's shards (and a tensor or two in flight), the
+    losses and final weights are one process's, and the gathered plain models are whole on both ranks."""
+    want = single["dpo"]
+    for rank in (0, 1):
+        got = launched[rank]["fsdp/dpo_skeleton"]
+        if rank == 0:  # the one that logs
+            torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=1e-5, atol=1e-6)
+        for name, tensor in want["weights"].items():
+            torch.testing.assert_close(got["weights"][name], tensor, rtol=0, atol=2e-4, msg=name)
+        assert got["reference_whole"]  # the reference gathered into the skeleton is rank 0's initialisation
+        startup = got["startup"]
+        both = startup["policy"] + startup["reference"]
+        assert startup["plain"] == (both if rank == 0 else 0), startup  # rank 1 read no weights
+        assert startup["peak"] <= 0.51 * both + (2 * startup["largest"] if rank else 0), (rank, startup)
+    held = [launched[rank]["fsdp/dpo_skeleton"]["reference_bytes"] for rank in (0, 1)]
+    assert sum(held) == launched[0]["fsdp/dpo_skeleton"]["reference_full_bytes"]
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_precomputed_reference_sums_are_those_of_one_process(
     launched: dict[int, dict[str, Any]], single: dict[str, dict[str, Any]], strategy: str
