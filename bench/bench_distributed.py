@@ -29,6 +29,7 @@ on a GPU, the process's peak RSS (interpreter and libraries included) on a CPU.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -153,6 +154,8 @@ def worker(args: argparse.Namespace) -> None:
             ),
             flush=True,
         )
+    del trainer, spread  # DDP's reducer leaves before the process group does
+    gc.collect()
     if parallel is not None:
         distributed.teardown()
 
@@ -173,7 +176,13 @@ def launch(strategy: str, nproc: int, args: argparse.Namespace) -> dict[str, Any
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
         command += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *script]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    done = subprocess.run(command, cwd=tempfile.mkdtemp(), env=env, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(
+            command, cwd=tempfile.mkdtemp(), env=env, capture_output=True, text=True, check=False, timeout=args.timeout
+        )
+    except subprocess.TimeoutExpired:
+        print(f"{strategy} × {nproc} did not finish within {args.timeout} s", file=sys.stderr)
+        return None
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="global pairs per step")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds a launch may take")
     parser.add_argument("--model", help="a save_pretrained folder (default: the demo's tiny Llama)")
     args = parser.parse_args(argv)
     if args.worker:

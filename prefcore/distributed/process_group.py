@@ -12,6 +12,7 @@ so a stage needs no extra argument to train distributed.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -130,8 +131,13 @@ def barrier() -> None:
 
 
 def teardown() -> None:
-    """Leave the process group; ``current()`` is None again."""
+    """Leave the process group; ``current()`` is None again.
+
+    Unreachable objects that still hold the group (a DDP reducer in a reference cycle) are collected
+    first: destroyed after the group, a reducer can hang the process at exit.
+    """
     global _CURRENT
     _CURRENT = None
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
