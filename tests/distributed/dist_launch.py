@@ -47,13 +47,13 @@ def _free_port() -> int:
 
 
 def torchrun(
-    nproc: int, *args: str, cwd: Path, timeout: float = 240, module: bool = False
+    nproc: int, *args: str, cwd: Path, timeout: float = 240, module: bool = False, script: Path = WORKER
 ) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node NPROC (dist_worker.py | -m) ARGS`` from ``cwd`` (not the repository root:
-    its kernels/ folder would shadow the package transformers imports)."""
+    """``torchrun --nproc_per_node NPROC (SCRIPT | -m) ARGS`` from ``cwd`` (not the repository root:
+    its kernels/ folder would shadow the package transformers imports); SCRIPT is dist_worker.py by default."""
     env = {**os.environ, **ENV}
     env.pop("PREFCORE_DISABLE_PLUGINS", None)
-    target = ["-m", *args] if module else [str(WORKER), *args]
+    target = ["-m", *args] if module else [str(script), *args]
     command = [
         sys.executable,
         "-m",

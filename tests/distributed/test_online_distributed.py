@@ -26,9 +26,6 @@ process group, shares out the single-process references; this file is also the w
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import zlib
@@ -40,6 +37,10 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dist_launch import torchrun
 
 from prefcore.demo import task
 from prefcore.demo.model import build_tiny_model
@@ -303,12 +304,6 @@ def worker(job: str, out: Path) -> int:
 pytestmark = pytest.mark.skipif(not GLOO, reason="torch.distributed with gloo is not available")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the launch writes: ``{strategy}-{case}/`` run folders (their step-1 checkpoints) and ``rank{r}.pt``."""
@@ -318,24 +313,8 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def launched(launch_dir: Path) -> dict[int, dict[str, Any]]:
     out = launch_dir
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFCORE_DISABLE_PLUGIN_AUTOLOAD": "1", "TRITON_INTERPRET": "1"}
-    env.pop("PREFCORE_DISABLE_PLUGINS", None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(Path(__file__).resolve()),
-        "all",
-        str(out),
-    ]
-    # run from the output folder: the repository root's kernels/ would shadow the package transformers imports
-    result = subprocess.run(command, cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False)
+    # from the output folder: the repository root's kernels/ would shadow the package transformers imports
+    result = torchrun(2, "all", str(out), cwd=out, timeout=300, script=Path(__file__).resolve())
     assert result.returncode == 0, result.stderr[-4000:]
     return {rank: torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)}
 
