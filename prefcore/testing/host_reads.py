@@ -16,10 +16,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["READS", "HostReadGuard"]
+__all__ = ["LIBRARY_READS", "PHASE_READ", "READS", "STEP_READ", "HostReadGuard"]
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 """``torch.Tensor``'s methods that copy a value to the host."""
+
+STEP_READ = ("prefcore/engine/step_reads.py", "read_step_norms")
+"""The one read of an optimiser step, for every trainer (``prefcore.engine.step_reads``)."""
+
+PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
+"""An online update phase's one read before its steps: each row's loss tokens."""
+
+LIBRARY_READS = (
+    ("torch/optim/optimizer.py", "_get_value"),  # AdamW's step counters live on the host
+    ("transformers/masking_utils.py", "_ignore_causal_mask_sdpa"),  # the model library's own check
+)
+"""Reads that torch and transformers make themselves during a step."""
 
 
 class HostReadGuard:

@@ -36,16 +36,12 @@ from prefcore.registry import Registry
 from prefcore.rollout import Rollouts
 from prefcore.settings import OnlineLoopConfig
 from prefcore.settings import TrainConfig
+from prefcore.testing.host_reads import LIBRARY_READS
+from prefcore.testing.host_reads import PHASE_READ
+from prefcore.testing.host_reads import STEP_READ
 from prefcore.testing.host_reads import HostReadGuard
 
-STEP_READ = ("prefcore/engine/step_reads.py", "read_step_norms")
-PHASE_READ = ("prefcore/engine/step_reads.py", "read_counts")
-ALLOWED = (
-    STEP_READ,  # the one read per optimiser step
-    PHASE_READ,  # each row's loss tokens, once per update phase
-    ("torch/optim/optimizer.py", "_get_value"),  # AdamW's step counters live on the host
-    ("transformers/masking_utils.py", "_ignore_causal_mask_sdpa"),  # the model library's own check
-)
+ALLOWED = (STEP_READ, PHASE_READ, *LIBRARY_READS)  # one read per optimiser step, one per update phase
 RECORDS = task.answer_records(("sum",))[:12]
 CASES = {
     # KL to the reference in the loss, batch-std advantages, fused LM head on shared prompts

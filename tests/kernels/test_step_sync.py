@@ -34,14 +34,12 @@ from prefcore.kernels._checks import deferred_checks
 from prefcore.kernels.logprobs import check_targets
 from prefcore.kernels.preference_losses import dpo_loss
 from prefcore.registry import Registry
+from prefcore.testing.host_reads import LIBRARY_READS
+from prefcore.testing.host_reads import STEP_READ
 from prefcore.testing.host_reads import HostReadGuard
 
 CPU = torch.device("cpu")
-ALLOWED = (
-    ("prefcore/engine/step_reads.py", "read_step_norms"),  # the one read per step
-    ("torch/optim/optimizer.py", "_get_value"),  # AdamW's step counters live on the host
-    ("transformers/masking_utils.py", "_ignore_causal_mask_sdpa"),  # the model library's own check
-)
+ALLOWED = (STEP_READ, *LIBRARY_READS)  # the one read per step, and torch's and transformers' own
 
 
 @pytest.fixture
