@@ -378,11 +378,14 @@ magnify rounding): compared to a relative 1e-4."""
 
 
 def flat(state: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """An objective's state as one level of ``a/b`` keys (Safe-RLHF nests its multiplier's)."""
+    """An objective's state as one level of ``a/b`` keys of numbers (Safe-RLHF nests its multiplier's and keeps
+    its cost window as a list: element ``i`` becomes ``key/i``), as ``pytest.approx`` compares them."""
     out: dict[str, Any] = {}
     for key, value in state.items():
         if isinstance(value, Mapping):
             out.update(flat(value, f"{prefix}{key}/"))
+        elif isinstance(value, (list, tuple)):
+            out.update(flat({str(index): item for index, item in enumerate(value)}, f"{prefix}{key}/"))
         else:
             out[f"{prefix}{key}"] = value
     return out
