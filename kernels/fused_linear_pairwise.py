@@ -19,7 +19,7 @@
 # holds all completion tokens of its pairs: chunks are filled pair by pair up to a byte budget
 # for the [tokens, V] tile (default 256 MiB), and a chunk holds at least one pair, so one pair
 # longer than the budget gets a tile of its own size. The chunk plan is built on the host
-# (plan_pair_chunks, from the CPU targets): no host sync to size the buffers.
+# (plan_pair_chunks in _pair_chunks.py, from the CPU targets): no host sync to size the buffers.
 #
 # Kernels: the per-token log-softmax and its gradient are the Triton kernels of logprobs.py
 # (backend "triton", or "auto" on CUDA); the per-pair term and its derivative are the table's
@@ -49,13 +49,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from prefcore.kernels._checks import defer
 from prefcore.kernels._checks import deferring
 from prefcore.kernels._dispatch import HAS_TRITON
 from prefcore.kernels._dispatch import use_triton
+from prefcore.kernels._pair_chunks import PairChunk
+from prefcore.kernels._pair_chunks import PairChunkPlan
+from prefcore.kernels._pair_chunks import plan_pair_chunks
 from prefcore.kernels._sequence_loss import PreferenceLossOutput
 from prefcore.kernels._sequence_loss import check_beta
 from prefcore.kernels._sequence_loss import check_label_smoothing
@@ -120,136 +122,6 @@ class FusedPairwiseOutput:
     rejected_logps: torch.Tensor
 
 
-# ----------------------------------------------------------------------------------------------
-# Chunk plan (host)
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PairChunk:
-    """One closed group of pairs: its pairs, its sequences, and their completion-token rows."""
-
-    pairs: torch.Tensor  # [p] int64 pair ids
-    sequences: torch.Tensor  # [s] int64 sequence ids (each once)
-    chosen: torch.Tensor  # [p] int64 position of each pair's chosen sequence in ``sequences``
-    rejected: torch.Tensor  # [p] int64 likewise for the rejected one
-    rows: torch.Tensor  # [n] int64 flattened [S·T] rows of the chunk's completion tokens
-    segments: torch.Tensor  # [n] int64 position in ``sequences`` of each row's sequence
-    columns: torch.Tensor  # [n] int64 token position of each row in its sequence
-    counts: torch.Tensor  # [s] int64 completion tokens per sequence
-
-    def to(self, device: torch.device) -> PairChunk:
-        fields = {name: getattr(self, name).to(device, non_blocking=True) for name in self.__dataclass_fields__}
-        return PairChunk(**fields)
-
-
-@dataclass(frozen=True)
-class PairChunkPlan:
-    """The chunks of one batch, built on the host; ``max_rows`` sizes the one logits tile."""
-
-    chunks: tuple[PairChunk, ...]
-    n_seqs: int
-    seq_len: int
-    n_pairs: int
-    max_rows: int
-
-    def to(self, device: torch.device) -> PairChunkPlan:
-        return PairChunkPlan(
-            tuple(c.to(device) for c in self.chunks), self.n_seqs, self.seq_len, self.n_pairs, self.max_rows
-        )
-
-
-def _host_array(tensor: torch.Tensor) -> np.ndarray:
-    # numpy, not .tolist(): the planning reads host tensors only and must not count as a device read.
-    return tensor.detach().to("cpu").numpy()
-
-
-def plan_pair_chunks(
-    completion_mask: torch.Tensor,
-    chosen_index: torch.Tensor,
-    rejected_index: torch.Tensor,
-    *,
-    vocab: int,
-    dtype: torch.dtype,
-    budget_bytes: int = DEFAULT_CHUNK_BYTES,
-    pairs_per_chunk: int | None = None,
-) -> PairChunkPlan:
-    """Group pairs into chunks whose ``[tokens, vocab]`` tile fits ``budget_bytes`` (at least one pair each).
-
-    Arguments are host (CPU) tensors: ``completion_mask`` ``[S, T]`` bool (the tokens in the loss;
-    ``targets != ignore_index``), ``chosen_index``/``rejected_index`` ``[P]``. ``pairs_per_chunk``
-    caps the pairs of a chunk as well. Raises ValueError for an index out of range or a sequence
-    of a pair with no completion token (it has no log-prob to learn from; drop the pair).
-    """
-    mask = _host_array(completion_mask).astype(bool)
-    if mask.ndim != 2:
-        raise ValueError(f"{_FN}: the completion mask must be [S, T]; got shape {mask.shape}.")
-    chosen, rejected = _host_array(chosen_index).astype(np.int64), _host_array(rejected_index).astype(np.int64)
-    n_seqs, seq_len = mask.shape
-    counts = mask.sum(axis=1)
-    for role, index in (("chosen", chosen), ("rejected", rejected)):
-        outside = np.flatnonzero((index < 0) | (index >= n_seqs))
-        if outside.size:
-            pair = int(outside[0])
-            raise ValueError(
-                f"{_FN}: {role}_index[{pair}] = {int(index[pair])} is out of range for {n_seqs} sequences."
-            )
-        empty = np.flatnonzero(counts[index] == 0)
-        if empty.size:
-            pair = int(empty[0])
-            raise ValueError(
-                f"{_FN}: sequence {int(index[pair])} ({role} in pair {pair}) has no completion tokens "
-                f"(every target is ignore_index), so it has no log-prob to compare; drop the pair or fix its mask."
-            )
-    if pairs_per_chunk is not None and (not isinstance(pairs_per_chunk, int) or pairs_per_chunk < 1):
-        raise ValueError(f"{_FN}: pairs_per_chunk must be a positive int or None; got {pairs_per_chunk!r}.")
-    row_bytes = vocab * torch.empty((), dtype=dtype).element_size()
-    max_pairs = pairs_per_chunk or len(chosen)
-    groups: list[list[int]] = []
-    current: list[int] = []
-    seen: set[int] = set()
-    tokens = 0
-    for pair, (c, r) in enumerate(zip(chosen, rejected, strict=True)):
-        new = {int(c), int(r)} - seen
-        extra = int(sum(counts[s] for s in new))
-        if current and (len(current) >= max_pairs or (tokens + extra) * row_bytes > budget_bytes):
-            groups.append(current)
-            current, seen, tokens = [], set(), 0
-            new = {int(c), int(r)}
-            extra = int(sum(counts[s] for s in new))
-        current.append(pair)
-        seen |= new
-        tokens += extra
-    if current:
-        groups.append(current)
-    chunks = []
-    for group in groups:
-        sequences: list[int] = []
-        for pair in group:
-            for s in (int(chosen[pair]), int(rejected[pair])):
-                if s not in sequences:
-                    sequences.append(s)
-        position = {s: i for i, s in enumerate(sequences)}
-        # Rows ascending, as the recompute path gathers them: with every pair in one chunk the logits
-        # GEMM then sees the same rows in the same order, and the sums come out bit for bit the same.
-        rows = np.sort(np.concatenate([np.flatnonzero(mask[s]) + s * seq_len for s in sequences]))
-        segments = np.asarray([position[int(s)] for s in rows // seq_len], dtype=np.int64)
-        chunks.append(
-            PairChunk(
-                pairs=torch.as_tensor(np.asarray(group, dtype=np.int64)),
-                sequences=torch.as_tensor(np.asarray(sequences, dtype=np.int64)),
-                chosen=torch.as_tensor(np.asarray([position[int(chosen[p])] for p in group], dtype=np.int64)),
-                rejected=torch.as_tensor(np.asarray([position[int(rejected[p])] for p in group], dtype=np.int64)),
-                rows=torch.as_tensor(rows.astype(np.int64)),
-                segments=torch.as_tensor(segments),
-                columns=torch.as_tensor((rows % seq_len).astype(np.int64)),
-                counts=torch.as_tensor(counts[sequences].astype(np.int64)),
-            )
-        )
-    max_rows = max(int(chunk.rows.shape[0]) for chunk in chunks)
-    return PairChunkPlan(tuple(chunks), n_seqs, seq_len, len(chosen), max_rows)
-
-
-# ----------------------------------------------------------------------------------------------
-# Per-pair term and d loss / d sum (one chunk)
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _PairTerms:
@@ -388,23 +260,37 @@ class _Pass:
     grad_bias: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class _Call:
+    """Everything of one call besides the differentiable inputs: the plan, the table row and its options."""
+
+    plan: PairChunkPlan
+    row: PairwiseLoss
+    params: dict[str, float]
+    ref_sums: torch.Tensor | None
+    weights: torch.Tensor | None
+    normalizer: float
+    ignore_index: int
+    use_kernel: bool
+    cast_block_rows: int | None
+
+
 def _run(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     targets: torch.Tensor,
-    plan: PairChunkPlan,
-    row: PairwiseLoss,
-    params: dict[str, float],
-    ref_sums: torch.Tensor | None,
-    weights: torch.Tensor | None,
-    normalizer: float,
-    ignore_index: int,
-    use_kernel: bool,
+    call: _Call,
     need: tuple[bool, bool, bool],
-    cast_block_rows: int | None = None,
 ) -> _Pass:
     """``hidden`` ``[S·T, H]``, ``targets`` ``[S·T]``; ``need``: gradients of hidden, weight, bias."""
+    plan, row, params, ref_sums, weights = call.plan, call.row, call.params, call.ref_sums, call.weights
+    normalizer, ignore_index, use_kernel, cast_block_rows = (
+        call.normalizer,
+        call.ignore_index,
+        call.use_kernel,
+        call.cast_block_rows,
+    )
     device, vocab = hidden.device, weight.shape[0]
     acc_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     head = _ComputeHead(weight, bias, hidden.dtype, cast_block_rows)
@@ -551,39 +437,8 @@ class FusedLinearPairwiseFunction(torch.autograd.Function):
     """Loss and gradients in the forward; the backward scales the stored gradients by grad_output."""
 
     @staticmethod
-    def forward(
-        ctx,
-        hidden,
-        weight,
-        bias,
-        targets,
-        plan,
-        row,
-        params,
-        ref_sums,
-        weights,
-        normalizer,
-        ignore_index,
-        use_kernel,
-        cast_block_rows,
-    ):
-        need = tuple(bool(n) for n in ctx.needs_input_grad[:3])
-        out = _run(
-            hidden,
-            weight,
-            bias,
-            targets,
-            plan,
-            row,
-            params,
-            ref_sums,
-            weights,
-            normalizer,
-            ignore_index,
-            use_kernel,
-            need,
-            cast_block_rows,
-        )
+    def forward(ctx, hidden, weight, bias, targets, call):
+        out = _run(hidden, weight, bias, targets, call, tuple(bool(n) for n in ctx.needs_input_grad[:3]))
         ctx.grads = [out.grad_hidden, out.grad_weight, out.grad_bias]
         ctx.mark_non_differentiable(out.losses, out.chosen_rewards, out.rejected_rewards, out.sums)
         return out.loss, out.losses, out.chosen_rewards, out.rejected_rewards, out.sums
@@ -600,7 +455,7 @@ class FusedLinearPairwiseFunction(torch.autograd.Function):
             else:
                 # In place: the stored gradient is this call's to hand out (no second V×H buffer).
                 scaled.append(grad.mul_(grad_loss.to(grad.dtype)))
-        return (*scaled, None, None, None, None, None, None, None, None, None, None)
+        return (*scaled, None, None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -751,26 +606,15 @@ def fused_linear_pairwise_loss(
     ref_sums = ref_sequence_logps.detach().to(acc_dtype) if ref_sequence_logps is not None else None
     weights = pair_weights.detach().to(acc_dtype) if pair_weights is not None else None
     normalizer = float(normalizer) if normalizer is not None else float(chosen_index.shape[0])
-    args = (
-        hidden.reshape(-1, width),
-        weight,
-        bias,
-        targets.reshape(-1),
-        plan,
-        row,
-        params,
-        ref_sums,
-        weights,
-        max(normalizer, 1.0),
-        int(ignore_index),
-        run_triton,
-        cast_block_rows,
+    call = _Call(
+        plan, row, params, ref_sums, weights, max(normalizer, 1.0), int(ignore_index), run_triton, cast_block_rows
     )
+    inputs = (hidden.reshape(-1, width), weight, bias, targets.reshape(-1))
     with torch.autocast(hidden.device.type, enabled=False):  # the inputs' dtype is the compute dtype
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
-            value, losses, chosen_rewards, rejected_rewards, sums = FusedLinearPairwiseFunction.apply(*args)
+            value, losses, chosen_rewards, rejected_rewards, sums = FusedLinearPairwiseFunction.apply(*inputs, call)
         else:
-            out = _run(*args[:-1], need=(False, False, False), cast_block_rows=cast_block_rows)
+            out = _run(*inputs, call, need=(False, False, False))
             value, losses, chosen_rewards, rejected_rewards, sums = (
                 out.loss,
                 out.losses,
